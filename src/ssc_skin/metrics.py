@@ -1,0 +1,90 @@
+"""Classification and segmentation metrics, aggregation to patients, bootstrap intervals."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    f1_score,
+    roc_auc_score,
+)
+
+
+def aggregate_probabilities(probabilities: np.ndarray, groups: pd.Series,
+                            labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Mean class probability per group (image or patient) and the group's label."""
+    frame = pd.DataFrame(probabilities, index=groups.to_numpy())
+    mean = frame.groupby(level=0, sort=True).mean()
+    group_labels = labels.groupby(groups.to_numpy()).first().loc[mean.index]
+    return mean.to_numpy(), group_labels.to_numpy()
+
+
+def _auc(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    n_classes = probabilities.shape[1]
+    if len(np.unique(y_true)) < n_classes:
+        return float("nan")  # AUC is undefined unless every class is present
+    if n_classes == 2:
+        return float(roc_auc_score(y_true, probabilities[:, 1]))
+    return float(roc_auc_score(y_true, probabilities, multi_class="ovr",
+                               labels=list(range(n_classes))))
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1, ROC AUC, Brier and (3-class) quadratic kappa."""
+    n_classes = probabilities.shape[1]
+    y_pred = probabilities.argmax(axis=1)
+    onehot = np.eye(n_classes)[y_true]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns on single-class bootstrap samples
+        result = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro",
+                                       labels=list(range(n_classes)), zero_division=0)),
+            "auc": _auc(y_true, probabilities),
+            "brier": float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1))),
+        }
+        if n_classes > 2:
+            result["kappa_quadratic"] = float(cohen_kappa_score(
+                y_true, y_pred, weights="quadratic", labels=list(range(n_classes))))
+    return result
+
+
+def bootstrap_interval(y_true: np.ndarray, probabilities: np.ndarray,
+                       metric: Callable[[np.ndarray, np.ndarray], float],
+                       n_resamples: int = 1000, confidence: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval, resampling rows (here: patients) with replacement."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    if n == 0:
+        return float("nan"), float("nan")
+    values = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        value = metric(y_true[idx], probabilities[idx])
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def dice_iou(y_true: np.ndarray, y_pred: np.ndarray, positive: int) -> tuple[float, float]:
+    """Dice and IoU of one class over a whole set of masks (pixels pooled)."""
+    truth = y_true == positive
+    pred = y_pred == positive
+    intersection = float(np.logical_and(truth, pred).sum())
+    total = float(truth.sum() + pred.sum())
+    union = float(np.logical_or(truth, pred).sum())
+    dice = 2 * intersection / total if total else 1.0
+    iou = intersection / union if union else 1.0
+    return dice, iou

@@ -1,0 +1,20 @@
+"""Project pipelines."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from ssc_skin.pipelines import classification, cohort, evaluation, patches, segmentation
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """The study's stages in order; `__default__` runs them all."""
+    pipelines = {
+        "cohort": cohort.create_pipeline(),
+        "patches": patches.create_pipeline(),
+        "segmentation": segmentation.create_pipeline(),
+        "classification": classification.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
+    }
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

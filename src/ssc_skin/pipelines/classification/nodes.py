@@ -1,0 +1,86 @@
+"""Nodes of the `classification` pipeline, reused for every task x architecture namespace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ssc_skin import imaging, models, training
+
+logger = logging.getLogger(__name__)
+
+
+def encode_labels(labels: pd.Series, task: dict[str, Any]) -> np.ndarray:
+    """Cohort labels -> class indices of this task (e.g. early and late -> ssc for binary)."""
+    mapped = labels.map(task["label_map"])
+    if mapped.isna().any():
+        unknown = sorted(labels[mapped.isna()].unique())
+        raise ValueError(f"labels {unknown} are not in the label_map of task {task['name']!r}")
+    return mapped.map({name: i for i, name in enumerate(task["classes"])}).to_numpy(int)
+
+
+def split_arrays(patches: dict[str, np.ndarray], patch_index: pd.DataFrame, task: dict[str, Any],
+                 split: str, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (resized to the model input) and class indices of one split."""
+    part = patch_index[patch_index["split"] == split]
+    rows = part["row"].to_numpy()
+    return imaging.resize_batch(patches["images"][rows], input_size), encode_labels(part["label"], task)
+
+
+def _pretrained_base(model: keras.Model) -> keras.Model | None:
+    """The nested backbone of a transfer-learning model, when its weights were pretrained."""
+    source = getattr(model, "weights_source", "random")
+    if source in ("None", "random") or "fallback" in source:
+        return None
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+
+
+def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+                     task: dict[str, Any], architecture: dict[str, Any],
+                     training_params: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+    """Train one architecture on one task; pretrained backbones go frozen first, then fine-tune."""
+    settings = {**training_params, **architecture.get("training", {})}
+    size = architecture["input_size"]
+    name = f"{task['name']}.{architecture['name']}"
+    train = split_arrays(patches, patch_index, task, "train", size)
+    val = split_arrays(patches, patch_index, task, "val", size)
+    model = models.build_classifier(architecture["name"], size, len(task["classes"]),
+                                    architecture.get("options", {}))
+    weights_source = getattr(model, "weights_source", "random")
+    fit_args = {"name": name, "batch_size": settings["batch_size"], "seed": settings["seed"],
+                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
+                "augment": "classifier", "patience": settings["patience"],
+                "class_weight": training.balanced_class_weights(train[1], len(task["classes"]))}
+    results = []
+    base = _pretrained_base(model)
+    if base is not None and settings.get("frozen_epochs", 0) > 0:
+        base.trainable = False
+        results.append(training.fit(model, train, val, epochs=settings["frozen_epochs"],
+                                    learning_rate=settings["learning_rate"], **fit_args))
+        base.trainable = True
+        for layer in base.layers[: -settings["fine_tune_layers"]]:
+            layer.trainable = False
+        settings["learning_rate"] *= settings.get("fine_tune_lr_factor", 0.1)
+    results.append(training.fit(model, train, val, epochs=settings["epochs"],
+                                learning_rate=settings["learning_rate"], **fit_args))
+    seconds = sum(r.seconds for r in results)
+    epochs_run = sum(r.epochs_run for r in results)
+    history: dict[str, list[float]] = {}
+    for r in results:
+        for k, v in r.history.items():
+            history.setdefault(k, []).extend(v)
+    summary = {
+        "task": task["name"], "architecture": architecture["name"],
+        "classes": list(task["classes"]), "input_size": size,
+        "weights_source": weights_source, "train_patches": len(train[0]),
+        "val_patches": len(val[0]), "train_seconds": seconds, "epochs_run": epochs_run,
+        "patches_per_second": len(train[0]) * epochs_run / max(seconds, 1e-9),
+        "parameters": int(model.count_params()), "history": history,
+    }
+    logger.info("%s trained in %.1f s (%d epochs, %.0f patches/s, weights: %s)", name, seconds,
+                epochs_run, summary["patches_per_second"], weights_source)
+    return model, summary

@@ -1,0 +1,81 @@
+"""Nodes of the `cohort` pipeline: make or read the cohort, validate it, split by patient."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ssc_skin import splits, synthetic
+from ssc_skin.privacy import pseudonym
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["image_id", "image_path", "patient_id", "label", "mask_path"]
+PSEUDONYM_KEY_ENV = "SSC_SKIN_PSEUDONYM_KEY"
+
+
+def generate_synthetic_cohort(
+    params: dict[str, Any],
+) -> tuple[dict[str, Image.Image], dict[str, Image.Image], pd.DataFrame]:
+    """Draw the synthetic cohort: images, ground-truth masks and a real-cohort-style manifest."""
+    total = sum(params["patients_per_class"].values()) * params["images_per_patient"]
+    sections = synthetic.generate_cohort(
+        patients_per_class=params["patients_per_class"],
+        images_per_patient=params["images_per_patient"],
+        size=(params["image_size"], params["image_size"]),
+        stain=params["stain"],
+        difficulty=params["difficulty"],
+        artefact_rate=params["artefact_rate"],
+        seed=params["seed"],
+    )
+    images, masks, rows = {}, {}, []
+    start = time.perf_counter()
+    for done, section in enumerate(sections, start=1):
+        images[section.image_id] = Image.fromarray(section.image)
+        masks[section.image_id] = Image.fromarray(section.mask)
+        rows.append({"image_id": section.image_id, "image_path": f"images/{section.image_id}.png",
+                     "patient_id": section.patient_id, "label": section.label,
+                     "mask_path": f"masks/{section.image_id}.png"})
+        if done % max(1, total // 10) == 0 or done == total:
+            logger.info("Synthetic cohort: %d/%d images (%.1f images/s)", done, total,
+                        done / (time.perf_counter() - start))
+    return images, masks, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def validate_manifest(manifest: pd.DataFrame, images: dict[str, Callable[[], Any]],
+                      masks: dict[str, Callable[[], Any]]) -> pd.DataFrame:
+    """Keep rows whose image exists, and replace patient ids by stable keyed pseudonyms."""
+    missing_columns = set(MANIFEST_COLUMNS) - set(manifest.columns)
+    if missing_columns:
+        raise ValueError(f"manifest lacks columns {sorted(missing_columns)}")
+    present = manifest["image_id"].isin(list(images))
+    if (~present).any():
+        logger.warning("%d manifest rows have no image and are skipped", int((~present).sum()))
+    valid = manifest[present].copy()
+    valid["has_mask"] = valid["image_id"].isin(list(masks))
+    key = os.environ.get(PSEUDONYM_KEY_ENV, "ssc-skin-default-key")
+    valid["patient"] = valid["patient_id"].map(lambda pid: pseudonym(pid, key))
+    valid = valid.drop(columns=["patient_id", "image_path", "mask_path"])
+    logger.info("Cohort: %d images from %d patients (%s)", len(valid), valid["patient"].nunique(),
+                ", ".join(f"{k}={v}" for k, v in valid.groupby("label")["patient"].nunique().items()))
+    return valid.reset_index(drop=True)
+
+
+def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Stratified patient-level split; every image inherits its patient's split."""
+    table = splits.split_patients(manifest.rename(columns={"patient": "patient_id"}),
+                                  params["val_fraction"], params["test_fraction"], params["seed"])
+    splits.assert_no_patient_leak(table)
+    for split, part in table.groupby("split"):
+        logger.info("Split %s: %d patients (%s)", split, len(part),
+                    ", ".join(f"{k}={v}" for k, v in part["label"].value_counts().sort_index().items()))
+    return table.rename(columns={"patient_id": "patient"})
+
+

@@ -1,0 +1,85 @@
+"""Nodes of the `segmentation` pipeline: a UNet finds the dermis; its share gates patches."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+
+from ssc_skin import imaging, models, training
+from ssc_skin.metrics import dice_iou
+from ssc_skin.synthetic import MASK_CLASSES
+
+logger = logging.getLogger(__name__)
+DERMIS = MASK_CLASSES["dermis"]
+
+
+def _unet_inputs(patches: dict[str, np.ndarray], rows: np.ndarray,
+                 size: int) -> tuple[np.ndarray, np.ndarray]:
+    images = imaging.resize_batch(patches["images"][rows], size)
+    masks = imaging.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
+    return images, masks
+
+
+def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+               params: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+    """Fit the UNet on training-split patches that have masks; early-stop on validation."""
+    size = params["input_size"]
+    usable = patch_index["has_mask"].to_numpy()
+    train_rows = np.flatnonzero(usable & (patch_index["split"] == "train").to_numpy())
+    val_rows = np.flatnonzero(usable & (patch_index["split"] == "val").to_numpy())
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError("segmentation needs masked patches in the train and val splits")
+    model = models.build_unet(size, len(MASK_CLASSES), params["base_filters"], params["depth"])
+    result = training.fit(
+        model, _unet_inputs(patches, train_rows, size), _unet_inputs(patches, val_rows, size),
+        name="unet", epochs=params["epochs"], batch_size=params["batch_size"],
+        learning_rate=params["learning_rate"], seed=params["seed"],
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"], augment="segmentation",
+        patience=params["patience"])
+    summary = {"train_patches": len(train_rows), "val_patches": len(val_rows),
+               "train_seconds": result.seconds, "epochs_run": result.epochs_run,
+               "patches_per_second": result.patches_per_second, "history": result.history}
+    return model, summary
+
+
+def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+                  params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Predict masks for every patch: dermis fraction per patch, Dice/IoU on val and test."""
+    size = params["input_size"]
+    images = imaging.resize_batch(patches["images"], size)
+    predicted = training.predict(unet, images, params["batch_size"]).argmax(axis=-1)
+    scored = patch_index.copy()
+    scored["dermis_fraction"] = (predicted == DERMIS).mean(axis=(1, 2))
+    summary: dict[str, float] = {}
+    for split in ("val", "test"):
+        rows = np.flatnonzero((patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy())
+        if len(rows) == 0:
+            continue
+        truth = imaging.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
+        dice, iou = dice_iou(truth, predicted[rows], DERMIS)
+        summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
+        logger.info("UNet %s: dermis Dice %.3f, IoU %.3f on %d patches", split, dice, iou, len(rows))
+    metrics = {k: {"value": v, "step": 0} for k, v in summary.items()}
+    return scored, metrics, summary
+
+
+def select_patches(scored_index: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The patches the classifiers see: enough dermis (or all, when segmentation is off)."""
+    if not params["use_segmentation"]:
+        return scored_index.copy()
+    keep = scored_index["dermis_fraction"] >= params["min_dermis_fraction"]
+    selected = scored_index[keep].copy()
+    logger.info("Segmentation gating kept %d of %d patches (dermis fraction >= %.2f)",
+                len(selected), len(scored_index), params["min_dermis_fraction"])
+    empty = [f"{s}/{lab}" for (s, lab), n in
+             scored_index.groupby(["split", "label"]).size().items()
+             if (selected["split"].eq(s) & selected["label"].eq(lab)).sum() == 0 and n]
+    if empty:
+        raise ValueError(f"segmentation gating removed every patch of {empty}; lower "
+                         "segmentation.selection.min_dermis_fraction or set use_segmentation: false")
+    return selected

@@ -1,0 +1,84 @@
+"""The study report in Markdown: our models next to the paper's reported numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# Akay et al. 2021 (IEEE OJEMB), as reported: train / val / test accuracy (%) and training time.
+PAPER = {
+    ("binary", "mobilenetv2"): {"accuracy": (100.0, 96.8, 95.2), "time": "< 5 h (2.5 GHz i7 laptop)"},
+    ("three_class", "mobilenetv2"): {"accuracy": (100.0, 97.2, 94.8), "time": "< 5 h (2.5 GHz i7 laptop)"},
+    ("binary", "cnn"): {"accuracy": (100.0, 87.7, 82.9), "time": "> 14 h (2.5 GHz i7 laptop)"},
+    ("three_class", "cnn"): {"accuracy": None, "time": "not reported"},
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _ci(evaluation: dict[str, Any], key: str) -> str:
+    low, high = evaluation.get(f"{key}_ci_low"), evaluation.get(f"{key}_ci_high")
+    value = evaluation.get(key)
+    if value is None:
+        return "n/a"
+    if low is None or math.isnan(low):
+        return _pct(value)
+    return f"{_pct(value)} [{_pct(low)}, {_pct(high)}]"
+
+
+def _paper_row(task: str, architecture: str) -> tuple[str, str]:
+    reported = PAPER.get((task, architecture), {})
+    acc = reported.get("accuracy")
+    return ((" / ".join(f"{a:.1f}" for a in acc) if acc else "not reported"),
+            reported.get("time", "not reported"))
+
+
+def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any]],
+                   run_facts: dict[str, Any]) -> str:
+    """Render the report: paper comparison first, then patient-level detail and segmentation."""
+    lines = [
+        "# ssc-skin study report",
+        "",
+        f"Cohort: {run_facts.get('cohort', 'n/a')}. Splits are by patient; intervals are 95% "
+        "percentile bootstrap intervals resampling test patients.",
+        "",
+        "## This run vs Akay et al. 2021",
+        "",
+        "| task | model | paper train / val / test acc (%) | ours train / val / test patch acc (%) "
+        "| ours test patient acc (%) [95% CI] | ours test patient AUC | paper training time "
+        "| ours training time (2 cores) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ev in evaluations:
+        paper_acc, paper_time = _paper_row(ev["task"], ev["architecture"])
+        ours = " / ".join(_pct(ev.get(f"{s}_patch_accuracy")) for s in ("train", "val", "test"))
+        lines.append(
+            f"| {ev['task']} | {ev['architecture']} | {paper_acc} | {ours} "
+            f"| {_ci(ev, 'test_patient_accuracy')} | {_ci(ev, 'test_patient_auc')} "
+            f"| {paper_time} | {ev['train_seconds'] / 60:.1f} min |")
+    lines += ["", "The paper did not report its split unit; our numbers are patient-grouped, so "
+              "no patient's images are in both training and test.", "",
+              "## Patient-level test metrics", "",
+              "| task | model | patients | balanced acc [95% CI] | macro F1 | AUC | Brier | "
+              "quadratic kappa |", "|---|---|---|---|---|---|---|---|"]
+    for ev in evaluations:
+        kappa = ev.get("test_patient_kappa_quadratic")
+        lines.append(
+            f"| {ev['task']} | {ev['architecture']} | {ev.get('test_patients', 'n/a')} "
+            f"| {_ci(ev, 'test_patient_balanced_accuracy')} | {_pct(ev.get('test_patient_macro_f1'))} "
+            f"| {ev.get('test_patient_auc', float('nan')):.3f} | {ev.get('test_patient_brier', float('nan')):.3f} "
+            f"| {'n/a' if kappa is None else f'{kappa:.3f}'} |")
+    lines += ["", "## Training", "", "| task | model | weights | train patches | epochs | "
+              "patches/s | parameters |", "|---|---|---|---|---|---|---|"]
+    for ev in evaluations:
+        lines.append(f"| {ev['task']} | {ev['architecture']} | {ev['weights_source']} "
+                     f"| {ev['train_patches']} | {ev['epochs_run']} "
+                     f"| {ev['patches_per_second']:.0f} | {ev['parameters']:,} |")
+    lines += ["", "## Segmentation (UNet, dermis)", ""]
+    for key in ("val_dermis_dice", "val_dermis_iou", "test_dermis_dice", "test_dermis_iou"):
+        if key in segmentation:
+            lines.append(f"- {key.replace('_', ' ')}: {segmentation[key]:.3f}")
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,21 @@
+"""Project settings. There is no need to edit this file unless you want to change values
+from the Kedro defaults. For further information, including these default values, see
+https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
+
+from kedro.config import OmegaConfigLoader
+
+from ssc_skin.hooks import NodeTimingHook
+
+# kedro-mlflow registers its own hooks through its plugin entry point.
+HOOKS = (NodeTimingHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # An environment (conf/test, conf/paper) overrides single keys, not whole blocks.
+    "merge_strategy": {"parameters": "soft"},
+    "config_patterns": {
+        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
+    },
+}
