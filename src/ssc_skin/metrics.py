@@ -8,7 +8,6 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from sklearn.metrics import (
-    accuracy_score,
     balanced_accuracy_score,
     cohen_kappa_score,
     f1_score,
@@ -35,25 +34,36 @@ def _auc(y_true: np.ndarray, probabilities: np.ndarray) -> float:
                                labels=list(range(n_classes))))
 
 
-def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+def _brier(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    onehot = np.eye(probabilities.shape[1])[y_true]
+    return float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1)))
+
+
+def _labels(probabilities: np.ndarray) -> list[int]:
+    return list(range(probabilities.shape[1]))
+
+
+# Each metric takes (y_true, class probabilities); the bootstrap recomputes only those it needs.
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda y, p: float(np.mean(p.argmax(1) == y)),
+    "balanced_accuracy": lambda y, p: float(balanced_accuracy_score(y, p.argmax(1))),
+    "macro_f1": lambda y, p: float(f1_score(y, p.argmax(1), average="macro",
+                                            labels=_labels(p), zero_division=0)),
+    "auc": _auc,
+    "brier": _brier,
+    "kappa_quadratic": lambda y, p: float(cohen_kappa_score(y, p.argmax(1), weights="quadratic",
+                                                            labels=_labels(p))),
+}
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray,
+                           names: list[str] | None = None) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro F1, ROC AUC, Brier and (3-class) quadratic kappa."""
-    n_classes = probabilities.shape[1]
-    y_pred = probabilities.argmax(axis=1)
-    onehot = np.eye(n_classes)[y_true]
+    if names is None:
+        names = [n for n in METRICS if n != "kappa_quadratic" or probabilities.shape[1] > 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns on single-class bootstrap samples
-        result = {
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, average="macro",
-                                       labels=list(range(n_classes)), zero_division=0)),
-            "auc": _auc(y_true, probabilities),
-            "brier": float(np.mean(np.sum((probabilities - onehot) ** 2, axis=1))),
-        }
-        if n_classes > 2:
-            result["kappa_quadratic"] = float(cohen_kappa_score(
-                y_true, y_pred, weights="quadratic", labels=list(range(n_classes))))
-    return result
+        return {name: METRICS[name](y_true, probabilities) for name in names}
 
 
 def bootstrap_interval(y_true: np.ndarray, probabilities: np.ndarray,

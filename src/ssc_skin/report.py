@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 # Akay et al. 2021 (IEEE OJEMB), as reported: train / val / test accuracy (%) and training time.
@@ -18,14 +19,19 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
-def _ci(evaluation: dict[str, Any], key: str) -> str:
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _ci(evaluation: dict[str, Any], key: str, fmt: Callable[[float | None], str] = _pct) -> str:
+    """A value with its bootstrap interval, e.g. `83.3 [66.7, 100.0]`."""
     low, high = evaluation.get(f"{key}_ci_low"), evaluation.get(f"{key}_ci_high")
     value = evaluation.get(key)
     if value is None:
         return "n/a"
     if low is None or math.isnan(low):
-        return _pct(value)
-    return f"{_pct(value)} [{_pct(low)}, {_pct(high)}]"
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
 
 
 def _paper_row(task: str, architecture: str) -> tuple[str, str]:
@@ -56,7 +62,7 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
         ours = " / ".join(_pct(ev.get(f"{s}_patch_accuracy")) for s in ("train", "val", "test"))
         lines.append(
             f"| {ev['task']} | {ev['architecture']} | {paper_acc} | {ours} "
-            f"| {_ci(ev, 'test_patient_accuracy')} | {_ci(ev, 'test_patient_auc')} "
+            f"| {_ci(ev, 'test_patient_accuracy')} | {_ci(ev, 'test_patient_auc', _num)} "
             f"| {paper_time} | {ev['train_seconds'] / 60:.1f} min |")
     lines += ["", "The paper did not report its split unit; our numbers are patient-grouped, so "
               "no patient's images are in both training and test.", "",
@@ -68,8 +74,8 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
         lines.append(
             f"| {ev['task']} | {ev['architecture']} | {ev.get('test_patients', 'n/a')} "
             f"| {_ci(ev, 'test_patient_balanced_accuracy')} | {_pct(ev.get('test_patient_macro_f1'))} "
-            f"| {ev.get('test_patient_auc', float('nan')):.3f} | {ev.get('test_patient_brier', float('nan')):.3f} "
-            f"| {'n/a' if kappa is None else f'{kappa:.3f}'} |")
+            f"| {_num(ev.get('test_patient_auc'))} | {_num(ev.get('test_patient_brier'))} "
+            f"| {_num(kappa)} |")
     lines += ["", "## Training", "", "| task | model | weights | train patches | epochs | "
               "patches/s | parameters |", "|---|---|---|---|---|---|---|"]
     for ev in evaluations:

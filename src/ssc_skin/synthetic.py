@@ -167,9 +167,10 @@ def make_patient(patient_id: str, label: str, rng: np.random.Generator,
     )
 
 
-def render_section(patient: Patient, index: int, size: tuple[int, int] = (512, 512),
-                   stain: str = "he", difficulty: float = 0.5,
-                   artefact_rate: float = 0.2) -> Section:
+def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
+    patient: Patient, index: int, size: tuple[int, int] = (512, 512), stain: str = "he",
+    difficulty: float = 0.5, artefact_rate: float = 0.2,
+) -> Section:
     """Draw one section of `patient`: layers, collagen, cells, adnexa, vessels, fat, artefacts."""
     if stain not in STAIN_VECTORS:
         raise ValueError(f"stain must be one of {sorted(STAIN_VECTORS)}, got {stain!r}")

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -51,7 +50,11 @@ def generate_synthetic_cohort(
 
 def validate_manifest(manifest: pd.DataFrame, images: dict[str, Callable[[], Any]],
                       masks: dict[str, Callable[[], Any]]) -> pd.DataFrame:
-    """Keep rows whose image exists, and replace patient ids by stable keyed pseudonyms."""
+    """Keep rows whose image exists; add keyed pseudonyms for patients and images.
+
+    The validated manifest is the local linkage table (`image_id` -> raw file); everything
+    downstream carries only the pseudonyms `patient` and `image`.
+    """
     missing_columns = set(MANIFEST_COLUMNS) - set(manifest.columns)
     if missing_columns:
         raise ValueError(f"manifest lacks columns {sorted(missing_columns)}")
@@ -62,6 +65,7 @@ def validate_manifest(manifest: pd.DataFrame, images: dict[str, Callable[[], Any
     valid["has_mask"] = valid["image_id"].isin(list(masks))
     key = os.environ.get(PSEUDONYM_KEY_ENV, "ssc-skin-default-key")
     valid["patient"] = valid["patient_id"].map(lambda pid: pseudonym(pid, key))
+    valid["image"] = valid["image_id"].map(lambda iid: pseudonym(iid, key).replace("pt-", "im-"))
     valid = valid.drop(columns=["patient_id", "image_path", "mask_path"])
     logger.info("Cohort: %d images from %d patients (%s)", len(valid), valid["patient"].nunique(),
                 ", ".join(f"{k}={v}" for k, v in valid.groupby("label")["patient"].nunique().items()))

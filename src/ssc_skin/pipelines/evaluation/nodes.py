@@ -25,7 +25,7 @@ def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
         part = patch_index[patch_index["split"] == split]
         images, y = split_arrays(patches, patch_index, task, split, architecture["input_size"])
         probabilities = training.predict(classifier, images)
-        frame = part[["row", "image_id", "patient", "label", "split"]].reset_index(drop=True)
+        frame = part[["row", "image", "patient", "label", "split"]].reset_index(drop=True)
         frame["y_true"] = y
         for i, name in enumerate(task["classes"]):
             frame[f"p_{name}"] = probabilities[:, i]
@@ -46,8 +46,8 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
         probabilities = part[prob_columns].to_numpy()
         y = part["y_true"]
         levels = {"patch": (probabilities, y.to_numpy())}
-        for level, key in (("image", "image_id"), ("patient", "patient")):
-            levels[level] = metrics.aggregate_probabilities(probabilities, part[key], y)
+        for level in ("image", "patient"):
+            levels[level] = metrics.aggregate_probabilities(probabilities, part[level], y)
         for level, (p, t) in levels.items():
             for name, value in metrics.classification_metrics(t, p).items():
                 summary[f"{split}_{level}_{name}"] = value
@@ -58,8 +58,8 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
         predictions.loc[predictions["split"] == "test", "y_true"])
     for name in params["bootstrap_metrics"]:
         low, high = metrics.bootstrap_interval(
-            y_test, p_test, lambda t, p, name=name: metrics.classification_metrics(t, p)[name],
-            params["bootstrap_resamples"], params["confidence"], params["seed"])
+            y_test, p_test, metrics.METRICS[name], params["bootstrap_resamples"],
+            params["confidence"], params["seed"])
         summary[f"test_patient_{name}_ci_low"], summary[f"test_patient_{name}_ci_high"] = low, high
     logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f]", summary["task"],
                 summary["architecture"], summary.get("test_patient_accuracy", float("nan")),

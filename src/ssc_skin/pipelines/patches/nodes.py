@@ -29,7 +29,7 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
         for tile in imaging.grid_tiles(tissue, size, stride, params["min_tissue_fraction"]):
             patch_images.append(imaging.crop(image, tile, size))
             patch_masks.append(imaging.crop(mask, tile, size))
-            rows.append({"row": len(rows), "image_id": record.image_id, "patient": record.patient,
+            rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
                          "has_mask": record.has_mask})

@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssc_skin.pipelines.classification.nodes import encode_labels
+from ssc_skin.pipelines.cohort.nodes import validate_manifest
+from ssc_skin.pipelines.evaluation.nodes import evaluate_predictions
+from ssc_skin.pipelines.segmentation.nodes import select_patches
+
+BINARY = {"name": "binary", "classes": ["normal", "ssc"],
+          "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"}}
+
+
+def test_binary_task_maps_early_and_late_to_ssc():
+    y = encode_labels(pd.Series(["normal", "early", "late"]), BINARY)
+    np.testing.assert_array_equal(y, [0, 1, 1])
+
+
+def test_label_outside_the_task_is_named():
+    with pytest.raises(ValueError, match="mild"):
+        encode_labels(pd.Series(["normal", "mild"]), BINARY)
+
+
+def _scored():
+    return pd.DataFrame({"split": ["train", "train", "train", "val", "test"],
+                         "label": ["normal", "late", "late", "late", "normal"],
+                         "dermis_fraction": [0.9, 0.6, 0.95, 0.7, 0.8]})
+
+
+def test_gating_keeps_patches_with_enough_dermis():
+    selected = select_patches(_scored(), {"use_segmentation": True, "min_dermis_fraction": 0.65})
+    assert selected["dermis_fraction"].min() >= 0.65 and len(selected) == 4
+
+
+def test_gating_off_keeps_everything():
+    assert len(select_patches(_scored(), {"use_segmentation": False,
+                                          "min_dermis_fraction": 0.99})) == 5
+
+
+def test_gating_that_empties_a_class_explains_what_to_change():
+    with pytest.raises(ValueError, match="min_dermis_fraction"):
+        select_patches(_scored(), {"use_segmentation": True, "min_dermis_fraction": 0.85})
+
+
+def test_manifest_validation_pseudonymises_patients_and_skips_missing_images():
+    manifest = pd.DataFrame({"image_id": ["Jane-Doe-01_a", "b"], "image_path": ["a.png", "b.png"],
+                             "patient_id": ["Jane-Doe-01", "Jane-Doe-01"],
+                             "label": ["late", "late"], "mask_path": ["", ""]})
+    valid = validate_manifest(manifest, {"Jane-Doe-01_a": lambda: None}, {})
+    assert list(valid["image_id"]) == ["Jane-Doe-01_a"]
+    assert "patient_id" not in valid.columns
+    downstream = valid.drop(columns=["image_id"])  # image_id is the local linkage to raw files
+    assert not downstream.astype(str).apply(lambda c: c.str.contains("Jane")).any().any()
+
+
+def test_evaluation_reports_patient_level_metrics_with_intervals():
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "val", "test"):
+        for p in range(6):
+            y = p % 2
+            for _ in range(4):
+                p1 = float(np.clip(0.35 + 0.3 * y + rng.normal(0, 0.1), 0, 1))
+                rows.append({"image": f"{split}{p}", "patient": f"{split}{p}",
+                             "split": split, "y_true": y, "p_normal": 1 - p1, "p_ssc": p1})
+    predictions = pd.DataFrame(rows)
+    metrics, summary = evaluate_predictions(
+        predictions, BINARY, {"task": "binary", "architecture": "cnn", "history": {}},
+        {"bootstrap_metrics": ["accuracy"], "bootstrap_resamples": 100, "confidence": 0.95,
+         "seed": 0})
+    assert summary["test_patients"] == 6
+    assert summary["test_patient_accuracy_ci_low"] <= summary["test_patient_accuracy"]
+    assert summary["test_patient_accuracy"] <= summary["test_patient_accuracy_ci_high"]
+    assert {"train_patch_accuracy", "val_image_auc", "test_patient_brier"} <= set(metrics)
+    assert metrics["test_patient_accuracy"]["value"] == summary["test_patient_accuracy"]

@@ -1,0 +1,87 @@
+"""The whole study, `kedro run --env test`, in a temporary copy of the project."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn")
+
+
+@pytest.fixture(scope="module")
+def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("project")
+    for name in ("pyproject.toml", ".telemetry", "README.md"):
+        if (PROJECT / name).exists():
+            shutil.copy(PROJECT / name, project / name)
+    shutil.copytree(PROJECT / "src", project / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(PROJECT / "conf", project / "conf",
+                    ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    for layer in (PROJECT / "data").iterdir():
+        (project / "data" / layer.name).mkdir(parents=True)
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "test"], check=False,
+                            cwd=project,
+                            env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return project
+
+
+@pytest.mark.e2e
+def test_report_and_models_are_written(finished_project: Path):
+    report = (finished_project / "data/08_reporting/report.md").read_text()
+    assert report.startswith("# ssc-skin study report")
+    for model in MODELS:
+        task, arch = model.split(".")
+        assert f"| {task} | {arch} |" in report
+        assert (finished_project / f"data/06_models/{model}.keras").stat().st_size > 10_000
+    assert (finished_project / "data/06_models/unet.keras").exists()
+
+
+@pytest.mark.e2e
+def test_mlflow_holds_one_finished_run_with_every_models_metrics(finished_project: Path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{finished_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ssc_skin")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for model in MODELS:
+        for name in ("test_patient_accuracy", "test_patch_accuracy", "train_seconds"):
+            assert f"{model}.{name}" in metrics, f"{model}.{name} missing"
+        assert f"node_seconds.{model}.train_classifier" in metrics
+    assert "segmentation.test_dermis_dice" in metrics
+    assert "node_seconds.generate_synthetic_cohort" in metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "report.md" in artifacts
+    models = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
+    assert {f"models/{m}.keras" for m in MODELS} <= models
+
+
+@pytest.mark.e2e
+def test_patient_ids_do_not_reach_outputs(finished_project: Path):
+    raw = pd.read_csv(finished_project / "data/01_raw/synthetic/manifest.csv")
+    patient_ids = set(raw["patient_id"])
+    assert patient_ids  # the raw cohort knows its patients; nothing downstream of the
+    # validated manifest (the local linkage table) may
+    linkage = finished_project / "data/02_intermediate/manifest.csv"
+    texts = [(linkage, pd.read_csv(linkage).drop(columns=["image_id"]).to_csv())]
+    for path in (finished_project / "data").rglob("*"):
+        if path.is_file() and not {"01_raw", "02_intermediate"} & set(path.parts):
+            if path.suffix in {".csv", ".md", ".json"}:
+                texts.append((path, path.read_text()))
+            elif path.suffix == ".parquet":
+                texts.append((path, pd.read_parquet(path).to_csv()))
+    assert len(texts) > 5
+    for path, text in texts:
+        leaked = [pid for pid in patient_ids if pid in text]
+        assert not leaked, f"{path} contains patient ids {leaked[:3]}"

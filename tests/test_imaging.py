@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from ssc_skin import imaging
+
+
+def _half_tissue(h=64, w=64):
+    image = np.full((h, w, 3), 245, np.uint8)  # glass
+    image[:, : w // 2] = (200, 80, 160)  # stained tissue (saturated pink-purple)
+    return image
+
+
+def test_tissue_mask_finds_stained_half():
+    mask = imaging.tissue_mask(_half_tissue())
+    assert mask[:, :30].all()
+    assert not mask[:, 34:].any()
+
+
+def test_tissue_mask_of_blank_glass_is_empty():
+    rng = np.random.default_rng(0)
+    glass = np.clip(245 + rng.normal(0, 2, (64, 64, 3)), 0, 255).astype(np.uint8)
+    assert not imaging.tissue_mask(glass).any()
+
+
+def test_grid_tiles_match_a_direct_count():
+    rng = np.random.default_rng(1)
+    mask = rng.random((100, 90)) > 0.4
+    tiles = imaging.grid_tiles(mask, 32, 16, 0.0)
+    expected = [(x, y) for y in range(0, 100 - 32 + 1, 16) for x in range(0, 90 - 32 + 1, 16)]
+    assert sorted((t.x, t.y) for t in tiles) == sorted(expected)
+    for tile in tiles:
+        direct = mask[tile.y:tile.y + 32, tile.x:tile.x + 32].mean()
+        assert tile.tissue_fraction == pytest.approx(direct)
+
+
+def test_grid_tiles_drop_patches_with_too_little_tissue():
+    mask = imaging.tissue_mask(_half_tissue())
+    tiles = imaging.grid_tiles(mask, 32, 32, 0.5)
+    assert {t.x for t in tiles} == {0}
+    assert imaging.grid_tiles(mask[:10, :10], 32, 32, 0.0) == []
+
+
+def test_resize_batch_changes_size_only_when_needed():
+    batch = np.zeros((2, 16, 16, 3), np.uint8)
+    assert imaging.resize_batch(batch, 16) is batch
+    assert imaging.resize_batch(batch, 8).shape == (2, 8, 8, 3)

@@ -1,0 +1,55 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssc_skin import metrics
+
+
+def test_perfect_predictions_score_perfectly():
+    y = np.array([0, 1, 2, 1])
+    p = np.eye(3)[y]
+    result = metrics.classification_metrics(y, p)
+    assert result["accuracy"] == 1 and result["balanced_accuracy"] == 1
+    assert result["auc"] == 1 and result["brier"] == 0 and result["kappa_quadratic"] == 1
+
+
+def test_binary_metrics_on_a_known_case():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.6, 0.4, 0.9])
+    result = metrics.classification_metrics(y, np.stack([1 - p1, p1], 1))
+    assert result["accuracy"] == 0.5
+    assert result["auc"] == pytest.approx(0.75)
+    assert "kappa_quadratic" not in result
+
+
+def test_auc_is_nan_when_a_class_is_missing():
+    result = metrics.classification_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]))
+    assert np.isnan(result["auc"])
+
+
+def test_aggregation_averages_probabilities_per_group():
+    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])
+    groups = pd.Series(["a", "a", "b"])
+    labels = pd.Series([0, 0, 1])
+    mean, y = metrics.aggregate_probabilities(p, groups, labels)
+    np.testing.assert_allclose(mean, [[0.6, 0.4], [0.2, 0.8]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p1 = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.25, 60), 0, 1)
+    p = np.stack([1 - p1, p1], 1)
+    acc = metrics.classification_metrics(y, p)["accuracy"]
+    low, high = metrics.bootstrap_interval(
+        y, p, lambda t, q: metrics.classification_metrics(t, q)["accuracy"], 300, seed=1)
+    assert 0 <= low <= acc <= high <= 1
+    assert high - low > 0.01
+
+
+def test_dice_and_iou():
+    truth = np.array([[1, 1, 0, 0]])
+    pred = np.array([[1, 0, 0, 0]])
+    dice, iou = metrics.dice_iou(truth, pred, positive=1)
+    assert dice == pytest.approx(2 / 3) and iou == pytest.approx(0.5)
