@@ -1,5 +1,6 @@
 """The whole study, `kedro run --env test`, in a temporary copy of the project."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,3 +86,14 @@ def test_patient_ids_do_not_reach_outputs(finished_project: Path):
     for path, text in texts:
         leaked = [pid for pid in patient_ids if pid in text]
         assert not leaked, f"{path} contains patient ids {leaked[:3]}"
+
+
+@pytest.mark.e2e
+def test_viz_build_shows_the_four_classification_namespaces(finished_project: Path):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], check=False,
+                            cwd=finished_project, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    graph = json.loads((finished_project / "build/api/main").read_text())
+    assert {f"{m}" for m in MODELS} <= set(graph["modular_pipelines"])
