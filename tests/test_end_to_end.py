@@ -45,6 +45,11 @@ def test_report_and_models_are_written(finished_project: Path):
         assert f"| {task} | {arch} |" in report
         assert (finished_project / f"data/06_models/{model}.keras").stat().st_size > 10_000
     assert (finished_project / "data/06_models/unet.keras").exists()
+    assert "Colour-only baseline" in report
+    gallery = finished_project / "data/08_reporting/cohort_gallery.png"
+    assert gallery.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    baseline = json.loads((finished_project / "data/08_reporting/colour_baseline.json").read_text())
+    assert set(baseline) == {"binary", "three_class"}
 
 
 @pytest.mark.e2e
@@ -61,9 +66,10 @@ def test_mlflow_holds_one_finished_run_with_every_models_metrics(finished_projec
             assert f"{model}.{name}" in metrics, f"{model}.{name} missing"
         assert f"node_seconds.{model}.train_classifier" in metrics
     assert "segmentation.test_dermis_dice" in metrics
+    assert "colour_baseline.binary.accuracy" in metrics
     assert "node_seconds.generate_synthetic_cohort" in metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert "report.md" in artifacts
+    assert {"report.md", "cohort_gallery.png"} <= artifacts
     models = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
     assert {f"models/{m}.keras" for m in MODELS} <= models
 

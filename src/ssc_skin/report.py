@@ -82,7 +82,16 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
         lines.append(f"| {ev['task']} | {ev['architecture']} | {ev['weights_source']} "
                      f"| {ev['train_patches']} | {ev['epochs_run']} "
                      f"| {ev['patches_per_second']:.0f} | {ev['parameters']:,} |")
-    lines += ["", "## Segmentation (UNet, dermis)", ""]
+    lines += ["", "## How hard is the cohort? Colour-only baseline", "",
+              "Logistic regression on per-image colour histograms, patient-grouped "
+              "cross-validation. Near the majority-class rate means colour alone does not "
+              "separate the classes, so the models above must use tissue structure.", "",
+              "| task | accuracy | balanced accuracy | majority-class rate |", "|---|---|---|---|"]
+    for task, result in run_facts.get("colour_baseline", {}).items():
+        lines.append(f"| {task} | {_pct(result['accuracy'])} | "
+                     f"{_pct(result['balanced_accuracy'])} | {_pct(result['majority_class_rate'])} |")
+    lines += ["", "Sample images and masks: `cohort_gallery.png`.",
+              "", "## Segmentation (UNet, dermis)", ""]
     for key in ("val_dermis_dice", "val_dermis_iou", "test_dermis_dice", "test_dermis_iou"):
         if key in segmentation:
             lines.append(f"- {key.replace('_', ' ')}: {segmentation[key]:.3f}")

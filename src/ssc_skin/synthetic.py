@@ -118,12 +118,17 @@ def _collagen(rng: np.random.Generator, shape: tuple[int, int], severity: float,
     wsum = np.sum(weights, axis=0)
     bundles = np.sum([f * w for f, w in zip(fields, weights, strict=True)], axis=0) / wsum
     bundles = _warp(rng, bundles / (bundles.std() + 1e-6), amplitude=6.0 * (1 - s), sigma=12)
-    cleft_fraction = 0.38 - 0.33 * s
+    # Clefts thin out with disease, but vary by site and fixation too (more so when difficult).
+    cleft_fraction = float(np.clip(0.38 - 0.33 * s + rng.normal(0, 0.04 + 0.08 * difficulty),
+                                   0.02, 0.5))
     threshold = np.quantile(bundles, cleft_fraction)
     density = 1.0 / (1.0 + np.exp(-(bundles - threshold) / 0.25))
     fibrils = 0.5 + 0.5 * np.clip(_smooth_noise(rng, shape, 1.0) * 0.3 + bundles * 0.3, -1, 1)
     homogeneous = 0.35 + 0.45 * s  # hyalinised collagen loses its fibrillar texture
-    return np.clip(density * ((1 - homogeneous) * fibrils + homogeneous * 0.8), 0, 1)
+    collagen = density * ((1 - homogeneous) * fibrils + homogeneous * 0.8)
+    # Hyalinised collagen is packed but pale: the stain taken up per area stays about the same,
+    # so disease shows in how collagen is arranged, not in how much eosin the dermis holds.
+    return np.clip(collagen * (0.5 / (collagen.mean() + 1e-6)), 0, 1)
 
 
 def _fat(rng: np.random.Generator, shape: tuple[int, int], cell_radius: float) -> np.ndarray:
@@ -190,7 +195,10 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     rows = np.arange(h, dtype=np.float32)[:, None]
 
     # Layer boundaries (rows, per column).
-    surface = h * (0.06 + 0.03 * rng.random()) + 4 * _profile(rng, w, 40)
+    # Where the field of view sits in the section varies per image (how much glass, epidermis
+    # and fat it shows), and so does section obliquity (apparent dermal thickness).
+    surface = h * rng.uniform(0.02, 0.22) + 4 * _profile(rng, w, 40)
+    obliquity = float(np.exp(rng.normal(0, 0.1 + 0.25 * difficulty)))
     ridge_period = rng.uniform(35, 60) * w / 512
     ridge_amp = h * 0.045 * (1 - 0.9 * s)  # rete ridges flatten in late disease
     phase = rng.uniform(0, 2 * math.pi)
@@ -199,7 +207,7 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     keratin_bottom = surface + h * 0.015
     epi_bottom = keratin_bottom + epi_thick + ridge_amp * ridges
     papillary_bottom = epi_bottom + h * 0.04
-    dermis_depth = h * 0.34 * patient.dermis_scale * (1 + 1.6 * s)
+    dermis_depth = h * 0.34 * patient.dermis_scale * obliquity * (1 + 1.6 * s)
     dermis_bottom = papillary_bottom + dermis_depth + h * 0.02 * _profile(rng, w, 60)
 
     in_tissue = rows >= surface
@@ -280,6 +288,25 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
         collagen *= 1 - sheath
         n = int(sheath.sum() / 30)
         _stamp_nuclei(nuclei, rng, _points_in(rng, sheath > 0, n), (2.4, 2.0), 0, 1.0)
+        # hair shaft: a keratinised core line; bulb: a knot of matrix cells at the deep end
+        cv2.line(cytoplasm, (int(x0), int(y0)), (int(x1), int(y1)), 1.1, max(2, thick // 3))
+        cv2.circle(cytoplasm, (int(x1), int(y1)), thick + 2, 0.7, -1)
+        cv2.circle(collagen, (int(x1), int(y1)), thick + 2, 0.0, -1)
+        bulb = np.zeros((h, w), np.uint8)
+        cv2.circle(bulb, (int(x1), int(y1)), thick + 2, 1, -1)
+        _stamp_nuclei(nuclei, rng, _points_in(rng, bulb > 0, int(bulb.sum() / 18)),
+                      (2.0, 2.0), 0, 1.1)
+        # sebaceous gland: pale foamy lobule with small central nuclei beside the upper third
+        side = 1 if rng.random() < 0.5 else -1
+        gx = int(x0 + (x1 - x0) * 0.3 + side * (thick + 12))
+        gy = int(y0 + (y1 - y0) * 0.3)
+        gland = np.zeros((h, w), np.uint8)
+        cv2.ellipse(gland, (gx, gy), (13, 9), float(np.degrees(ang)), 0, 360, 1, -1)
+        foam = 0.18 + 0.2 * _fat(rng, (h, w), 3.5) * 0.5
+        cytoplasm[gland > 0] = foam[gland > 0]
+        collagen[gland > 0] = 0
+        adnexa_fat[gland > 0] = 0
+        _stamp_nuclei(nuclei, rng, _points_in(rng, gland > 0, 6), (1.6, 1.6), 0, 1.0)
     n_coils = rng.poisson((2.5 * (1 - s) + 0.4) * w / 512)
     deep = dermis & (rows > dermis_bottom[None, :] - 0.25 * dermis_depth)
     for cy, cx in _points_in(rng, deep, n_coils):

@@ -23,7 +23,8 @@ def test_default_pipeline_ends_in_the_report():
     default = register_pipelines()["__default__"]
     assert "report" in default.all_outputs()
     assert default.inputs() <= {
-        "params:cohort.synthetic", "params:cohort.split", "params:patches",
+        "params:cohort.synthetic", "params:cohort.split", "params:cohort.colour_baseline",
+        "params:classification.tasks", "params:patches",
         "params:segmentation.unet", "params:segmentation.selection",
         "params:classification.training", "params:evaluation",
         *(f"params:classification.tasks.{t}" for t in ("binary", "three_class")),

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from PIL import Image
 
-from ssc_skin import splits, synthetic
+from ssc_skin import baseline, plots, splits, synthetic
 from ssc_skin.privacy import pseudonym
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def generate_synthetic_cohort(
                      "patient_id": section.patient_id, "label": section.label,
                      "mask_path": f"masks/{section.image_id}.png"})
         if done % max(1, total // 10) == 0 or done == total:
-            logger.info("Synthetic cohort: %d/%d images (%.1f images/s)", done, total,
+            logger.info("Synthetic cohort: %d/%d images (%.2f images/s)", done, total,
                         done / (time.perf_counter() - start))
     return images, masks, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
@@ -83,3 +85,46 @@ def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame
     return table.rename(columns={"patient_id": "patient"})
 
 
+
+
+def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame,
+                    tasks: dict[str, dict[str, Any]], params: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Logistic regression on per-image colour histograms, patient-grouped CV, per task.
+
+    A cohort on which this scores high can be solved without looking at tissue structure.
+    """
+    features = np.stack([baseline.colour_histogram(np.asarray(images[i]().convert("RGB")),
+                                                   params["bins"])
+                         for i in manifest["image_id"]])
+    groups = manifest["patient"].to_numpy()
+    summary: dict[str, Any] = {}
+    for name, task in tasks.items():
+        mapped = manifest["label"].map(task["label_map"])
+        if mapped.isna().any() or mapped.nunique() < len(task["classes"]):
+            continue  # the cohort's labels cannot express this task
+        labels = mapped.map({c: i for i, c in enumerate(task["classes"])}).to_numpy(int)
+        result = baseline.grouped_cv_accuracy(features, labels, groups, params["folds"],
+                                              params["seed"])
+        summary[name] = result
+        logger.info("Colour-only baseline, %s: accuracy %.3f (balanced %.3f, majority class "
+                    "%.3f), %d-fold patient-grouped CV", name, result["accuracy"],
+                    result["balanced_accuracy"], result["majority_class_rate"], result["folds"])
+    metrics = {f"{task}.{key}": {"value": float(value), "step": 0}
+               for task, result in summary.items() for key, value in result.items()}
+    return metrics, summary
+
+
+def cohort_gallery(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
+                   manifest: pd.DataFrame, per_class: int = 3) -> Figure:
+    """Sample images and masks per class, one patient each, for a look at the cohort."""
+    samples = {}
+    for label, part in manifest.groupby("label", sort=False):
+        first_of_patient = part.drop_duplicates("patient").head(per_class)
+        samples[label] = [
+            (np.asarray(images[row.image_id]().convert("RGB")),
+             np.asarray(masks[row.image_id]()) if row.has_mask else None)
+            for row in first_of_patient.itertuples()]
+    order = [c for c in synthetic.LABELS if c in samples] + sorted(set(samples) - set(synthetic.LABELS))
+    return plots.cohort_gallery({k: samples[k] for k in order},
+                                "Cohort samples: image and tissue mask, one patient each")

@@ -70,10 +70,11 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
     return numeric, summary
 
 
-def build_report(segmentation_summary: dict[str, Any], manifest: pd.DataFrame,
-                 *evaluations: dict[str, Any]) -> str:
+def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str, Any],
+                 manifest: pd.DataFrame, *evaluations: dict[str, Any]) -> str:
     """The Markdown study report (paper comparison first)."""
     per_class = manifest.groupby("label")["patient"].nunique()
     cohort = (f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
               + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
-    return report.build_markdown(segmentation_summary, list(evaluations), {"cohort": cohort})
+    return report.build_markdown(segmentation_summary, list(evaluations),
+                                 {"cohort": cohort, "colour_baseline": colour_baseline})

@@ -35,7 +35,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     report = Pipeline(
         [
             node(build_report,
-                 ["segmentation_summary", "manifest", *[f"{ns}.evaluation" for ns in namespaces]],
+                 ["segmentation_summary", "colour_baseline", "manifest",
+                  *[f"{ns}.evaluation" for ns in namespaces]],
                  "report", name="build_report"),
         ]
     )
