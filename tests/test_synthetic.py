@@ -65,3 +65,19 @@ def test_unknown_stain_and_label_are_rejected():
         synthetic.render_section(patient, 0, (64, 64), stain="giemsa")
     with pytest.raises(ValueError, match="unknown labels"):
         list(synthetic.generate_cohort({"mild": 1}, 1))
+
+
+def test_artefact_rates_per_name_and_unknown_names():
+    assert synthetic.artefact_rates(0.2)["jpeg"] == 0.2
+    rates = synthetic.artefact_rates({"blur": 1.0})
+    assert rates["blur"] == 1.0 and rates["fold"] == 0.0
+    with pytest.raises(ValueError, match="smudge"):
+        list(synthetic.generate_cohort({"normal": 1}, 1, artefact_rate={"smudge": 0.1}))
+
+
+def test_blur_artefact_softens_the_image():
+    patient = synthetic.make_patient("a", "normal", np.random.default_rng(0))
+    sharp = synthetic.render_section(patient, 0, (128, 128), artefact_rate=0.0).image
+    blurred = synthetic.render_section(patient, 0, (128, 128), artefact_rate={"blur": 1.0}).image
+    assert np.abs(np.diff(blurred.astype(float), axis=1)).mean() < \
+        np.abs(np.diff(sharp.astype(float), axis=1)).mean()

@@ -35,9 +35,9 @@ def cohort_gallery(samples: dict[str, list[tuple[np.ndarray, np.ndarray | None]]
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(MASK_COLOURS, MASK_NAMES,
-                                                                strict=True)],
-               loc="lower center", ncol=4, frameon=False)
+    legend = [Patch(facecolor=c, edgecolor="grey", label=n)
+              for c, n in zip(MASK_COLOURS, MASK_NAMES, strict=True)]
+    fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     return fig

@@ -182,7 +182,7 @@ def make_patient(patient_id: str, label: str, rng: np.random.Generator,
 
 def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     patient: Patient, index: int, size: tuple[int, int] = (512, 512), stain: str = "he",
-    difficulty: float = 0.5, artefact_rate: float = 0.2,
+    difficulty: float = 0.5, artefact_rate: float | dict[str, float] = 0.2,
 ) -> Section:
     """Draw one section of `patient`: layers, collagen, cells, adnexa, vessels, fat, artefacts."""
     if stain not in STAIN_VECTORS:
@@ -353,22 +353,38 @@ def _stain(concentrations: np.ndarray, patient: Patient, stain: str,
     return np.clip(255 * np.exp(-od), 0, 255).astype(np.uint8)
 
 
-def _artefacts(image: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
-    """Blur, noise, uneven illumination, folds, tears, bubbles and JPEG, each with prob. `rate`."""
+ARTEFACTS = ("fold", "tear", "bubble", "illumination", "blur", "noise", "jpeg")
+
+
+def artefact_rates(rate: float | dict[str, float]) -> dict[str, float]:
+    """One rate for every artefact, or a rate per artefact name (missing names: 0)."""
+    if isinstance(rate, dict):
+        unknown = set(rate) - set(ARTEFACTS)
+        if unknown:
+            raise ValueError(f"artefact_rate has unknown artefacts {sorted(unknown)}; "
+                             f"allowed: {list(ARTEFACTS)}")
+        return {name: float(rate.get(name, 0.0)) for name in ARTEFACTS}
+    return dict.fromkeys(ARTEFACTS, float(rate))
+
+
+def _artefacts(image: np.ndarray, rng: np.random.Generator,
+               rate: float | dict[str, float]) -> np.ndarray:
+    """Folds, tears, bubbles, uneven illumination, blur, noise and JPEG, each at its rate."""
+    rates = artefact_rates(rate)
     h, w = image.shape[:2]
     img = image.astype(np.float32)
-    if rng.random() < rate:  # fold: a band where tissue overlaps itself (doubled density)
+    if rng.random() < rates["fold"]:  # fold: a band where tissue overlaps itself (doubled density)
         band = np.zeros((h, w), np.float32)
         y = rng.uniform(0.3, 0.9) * h
         cv2.line(band, (0, int(y)), (w, int(y + rng.uniform(-0.2, 0.2) * h)), 1.0,
                  int(rng.uniform(4, 12)))
         img = img * (1 - 0.35 * cv2.GaussianBlur(band, (0, 0), 2)[..., None])
-    if rng.random() < rate:  # tear: a white crack
+    if rng.random() < rates["tear"]:  # tear: a white crack
         tear = np.zeros((h, w), np.float32)
         pts = np.cumsum(rng.normal(0, 6, (12, 2)), 0) + [rng.uniform(0, w), rng.uniform(0.2, 1) * h]
         cv2.polylines(tear, [pts.astype(np.int32)], False, 1.0, int(rng.uniform(2, 5)))
         img = img * (1 - tear[..., None]) + 245 * tear[..., None]
-    if rng.random() < rate:  # air bubble: a clear disc with a dark rim
+    if rng.random() < rates["bubble"]:  # air bubble: a clear disc with a dark rim
         centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
         r = int(rng.uniform(0.04, 0.1) * w)
         disc = np.zeros((h, w), np.float32)
@@ -377,16 +393,16 @@ def _artefacts(image: np.ndarray, rng: np.random.Generator, rate: float) -> np.n
         cv2.circle(rim, centre, r, 1.0, 2)
         img = img * (1 - 0.5 * disc[..., None]) + 0.5 * disc[..., None] * 240
         img *= 1 - 0.5 * rim[..., None]
-    if rng.random() < rate:  # uneven illumination
+    if rng.random() < rates["illumination"]:  # uneven illumination
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         gx, gy = rng.normal(0, 0.15, 2)
         img *= (1 + gx * (xx / w - 0.5) + gy * (yy / h - 0.5))[..., None]
-    if rng.random() < rate:
+    if rng.random() < rates["blur"]:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 2.0))
-    if rng.random() < rate:
+    if rng.random() < rates["noise"]:
         img += rng.normal(0, rng.uniform(3, 8), img.shape)
     out = np.clip(img, 0, 255).astype(np.uint8)
-    if rng.random() < rate:
+    if rng.random() < rates["jpeg"]:
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(35, 75))])
         out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else out
     return out
@@ -394,13 +410,14 @@ def _artefacts(image: np.ndarray, rng: np.random.Generator, rate: float) -> np.n
 
 def generate_cohort(patients_per_class: dict[str, int], images_per_patient: int,
                     size: tuple[int, int] = (512, 512), stain: str = "he",
-                    difficulty: float = 0.5, artefact_rate: float = 0.2,
+                    difficulty: float = 0.5, artefact_rate: float | dict[str, float] = 0.2,
                     seed: int = 0) -> Iterator[Section]:
     """Yield sections for a whole cohort; deterministic for a seed, lazy to keep memory flat."""
     unknown = set(patients_per_class) - set(LABELS)
     if unknown:
         raise ValueError(f"patients_per_class has unknown labels {sorted(unknown)}; "
                          f"allowed: {list(LABELS)}")
+    artefact_rates(artefact_rate)  # fail on a wrong name before drawing anything
     rng = np.random.default_rng(seed)
     number = 0
     for label in LABELS:

@@ -85,7 +85,8 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
     ]
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-                        callbacks=callbacks, class_weight=class_weight)
+                        callbacks=callbacks, class_weight=class_weight,
+                        shuffle=False)  # tf.data already shuffles; silences a Keras warning
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
     return TrainingResult(
