@@ -26,11 +26,22 @@ class TrainingResult:
 
 
 def _augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Flips and 90-degree rotations: a histology patch has no preferred orientation."""
+    """Flips, 90-degree rotations and stain/colour jitter.
+
+    A histology patch has no preferred orientation, and stain colour varies by lab and patient:
+    jitter keeps the models from telling patients apart by colour instead of by structure.
+    """
     image = tf.image.stateless_random_flip_left_right(image, seed)
     image = tf.image.stateless_random_flip_up_down(image, seed + 1)
     k = tf.random.stateless_uniform([], seed + 2, 0, 4, dtype=tf.int32)
-    return tf.image.rot90(image, k), label
+    image = tf.image.rot90(image, k)
+    pixels = tf.cast(image, tf.float32) / 255.0
+    pixels = tf.image.stateless_random_hue(pixels, 0.04, seed + 3)
+    pixels = tf.image.stateless_random_saturation(pixels, 0.7, 1.3, seed + 4)
+    pixels = tf.image.stateless_random_brightness(pixels, 0.08, seed + 5)
+    pixels = tf.image.stateless_random_contrast(pixels, 0.8, 1.2, seed + 6)
+    image = tf.cast(tf.clip_by_value(pixels, 0.0, 1.0) * 255.0, image.dtype)
+    return image, label
 
 
 def _augment_pair(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
