@@ -57,8 +57,9 @@ def test_mlflow_holds_one_finished_run_with_every_models_metrics(finished_projec
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{finished_project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ssc_skin")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1
-    run = runs[0]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    run = parents[0]
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
     for model in MODELS:
@@ -103,3 +104,18 @@ def test_viz_build_shows_the_four_classification_namespaces(finished_project: Pa
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     graph = json.loads((finished_project / "build/api/main").read_text())
     assert {f"{m}" for m in MODELS} <= set(graph["modular_pipelines"])
+
+
+@pytest.mark.e2e
+def test_each_model_has_a_nested_run_with_the_same_metric_names(finished_project: Path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{finished_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ssc_skin")
+    runs = client.search_runs([experiment.experiment_id])
+    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert set(children) == set(MODELS)
+    names = [set(r.data.metrics) for r in children.values()]
+    binary = set(children["binary.cnn"].data.metrics)
+    assert {"test_patient_accuracy", "test_patient_auc", "train_seconds"} <= binary
+    assert binary == set(children["binary.mobilenetv2"].data.metrics)
+    assert all(len(n) > 20 for n in names)
+    assert children["binary.cnn"].data.params["architecture"] == "cnn"

@@ -77,7 +77,7 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
             f"| {_num(ev.get('test_patient_auc'))} | {_num(ev.get('test_patient_brier'))} "
             f"| {_num(kappa)} |")
     lines += ["", "## Training", "", "| task | model | weights | train patches | epochs | "
-              "patches/s | parameters |", "|---|---|---|---|---|---|---|"]
+              "patches/s (steady state) | parameters |", "|---|---|---|---|---|---|---|"]
     for ev in evaluations:
         lines.append(f"| {ev['task']} | {ev['architecture']} | {ev['weights_source']} "
                      f"| {ev['train_patches']} | {ev['epochs_run']} "

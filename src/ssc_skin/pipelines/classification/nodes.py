@@ -78,9 +78,9 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
         "classes": list(task["classes"]), "input_size": size,
         "weights_source": weights_source, "train_patches": len(train[0]),
         "val_patches": len(val[0]), "train_seconds": seconds, "epochs_run": epochs_run,
-        "patches_per_second": len(train[0]) * epochs_run / max(seconds, 1e-9),
+        "patches_per_second": float(np.median([r.patches_per_second for r in results])),
         "parameters": int(model.count_params()), "history": history,
     }
-    logger.info("%s trained in %.1f s (%d epochs, %.0f patches/s, weights: %s)", name, seconds,
-                epochs_run, summary["patches_per_second"], weights_source)
+    logger.info("%s trained in %.1f s (%d epochs, %.0f patches/s after the first, weights: %s)",
+                name, seconds, epochs_run, summary["patches_per_second"], weights_source)
     return model, summary

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import keras
+import mlflow
 import numpy as np
 import pandas as pd
 
@@ -78,3 +79,21 @@ def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str
               + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
     return report.build_markdown(segmentation_summary, list(evaluations),
                                  {"cohort": cohort, "colour_baseline": colour_baseline})
+
+
+def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any]) -> None:
+    """One MLflow child run per task x architecture with the same metric names for every model,
+    so MLflow's Compare view lines MobileNetV2 and CNN up directly. No-op without an active run.
+    """
+    if mlflow.active_run() is None:
+        return
+    name = f"{evaluation['task']}.{evaluation['architecture']}"
+    numeric = {k: float(v) for k, v in evaluation.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+    with mlflow.start_run(run_name=name, nested=True):
+        mlflow.set_tags({"task": evaluation["task"], "architecture": evaluation["architecture"]})
+        mlflow.log_params({"task": evaluation["task"], "architecture": evaluation["architecture"],
+                           "input_size": architecture["input_size"],
+                           "weights_source": evaluation.get("weights_source", "random"),
+                           **{f"options.{k}": v for k, v in architecture.get("options", {}).items()}})
+        mlflow.log_metrics(numeric)

@@ -8,7 +8,7 @@ from ssc_skin.pipelines.classification.pipeline import (
     namespace_parameters,
 )
 
-from .nodes import build_report, evaluate_predictions, predict_patches
+from .nodes import build_report, evaluate_predictions, log_model_run, predict_patches
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -21,6 +21,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(evaluate_predictions,
                  ["predictions", "params:task", "training_summary", "params:evaluation"],
                  ["metrics", "evaluation"], name="evaluate_predictions"),
+            node(log_model_run, ["evaluation", "params:architecture"], None,
+                 name="log_model_run"),
         ]
     )
     namespaces = [f"{task}.{arch}" for task in TASKS for arch in ARCHITECTURES]
