@@ -119,3 +119,16 @@ def test_each_model_has_a_nested_run_with_the_same_metric_names(finished_project
     assert binary == set(children["binary.mobilenetv2"].data.metrics)
     assert all(len(n) > 20 for n in names)
     assert children["binary.cnn"].data.params["architecture"] == "cnn"
+
+
+@pytest.mark.e2e
+def test_comparison_notebook_plots_the_latest_runs_models(finished_project: Path):
+    out = finished_project / "data/08_reporting/model_comparison.png"
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "notebooks/compare_models.py"), "--tracking-uri",
+         f"sqlite:///{finished_project / 'mlflow.db'}", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for model in MODELS:
+        assert model in result.stdout
+    assert out.read_bytes()[:4] == b"\x89PNG"
