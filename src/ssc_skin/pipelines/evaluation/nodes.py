@@ -53,22 +53,35 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
             for name, value in metrics.classification_metrics(t, p).items():
                 summary[f"{split}_{level}_{name}"] = value
         summary[f"{split}_patients"] = int(part["patient"].nunique())
-    p_test, y_test = metrics.aggregate_probabilities(
-        predictions.loc[predictions["split"] == "test", prob_columns].to_numpy(),
-        predictions.loc[predictions["split"] == "test", "patient"],
-        predictions.loc[predictions["split"] == "test", "y_true"])
-    for name in params["bootstrap_metrics"]:
-        low, high = metrics.bootstrap_interval(
-            y_test, p_test, metrics.METRICS[name], params["bootstrap_resamples"],
-            params["confidence"], params["seed"])
-        summary[f"test_patient_{name}_ci_low"], summary[f"test_patient_{name}_ci_high"] = low, high
+    summary.update(_test_patient_intervals(predictions, prob_columns, params))
     logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f]", summary["task"],
                 summary["architecture"], summary.get("test_patient_accuracy", float("nan")),
                 summary.get("test_patient_accuracy_ci_low", float("nan")),
                 summary.get("test_patient_accuracy_ci_high", float("nan")))
-    numeric = {k: {"value": float(v), "step": 0} for k, v in summary.items()
-               if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+    numeric = {k: {"value": v, "step": 0} for k, v in _finite_numbers(summary).items()}
     return numeric, summary
+
+
+def _test_patient_intervals(predictions: pd.DataFrame, prob_columns: list[str],
+                            params: dict[str, Any]) -> dict[str, float]:
+    """Bootstrap intervals of test metrics, resampling patients (the unit of independence)."""
+    test = predictions[predictions["split"] == "test"]
+    p_test, y_test = metrics.aggregate_probabilities(test[prob_columns].to_numpy(),
+                                                     test["patient"], test["y_true"])
+    intervals = {}
+    for name in params["bootstrap_metrics"]:
+        low, high = metrics.bootstrap_interval(
+            y_test, p_test, metrics.METRICS[name], params["bootstrap_resamples"],
+            params["confidence"], params["seed"])
+        intervals[f"test_patient_{name}_ci_low"] = low
+        intervals[f"test_patient_{name}_ci_high"] = high
+    return intervals
+
+
+def _finite_numbers(summary: dict[str, Any]) -> dict[str, float]:
+    """The entries MLflow can take as metrics: finite numbers (not bools, not NaN)."""
+    return {k: float(v) for k, v in summary.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
 
 
 def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str, Any],
@@ -88,12 +101,10 @@ def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any]) -> N
     if mlflow.active_run() is None:
         return
     name = f"{evaluation['task']}.{evaluation['architecture']}"
-    numeric = {k: float(v) for k, v in evaluation.items()
-               if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
     with mlflow.start_run(run_name=name, nested=True):
         mlflow.set_tags({"task": evaluation["task"], "architecture": evaluation["architecture"]})
         mlflow.log_params({"task": evaluation["task"], "architecture": evaluation["architecture"],
                            "input_size": architecture["input_size"],
                            "weights_source": evaluation.get("weights_source", "random"),
                            **{f"options.{k}": v for k, v in architecture.get("options", {}).items()}})
-        mlflow.log_metrics(numeric)
+        mlflow.log_metrics(_finite_numbers(evaluation))
