@@ -53,3 +53,10 @@ def test_dice_and_iou():
     pred = np.array([[1, 0, 0, 0]])
     dice, iou = metrics.dice_iou(truth, pred, positive=1)
     assert dice == pytest.approx(2 / 3) and iou == pytest.approx(0.5)
+
+
+def test_wilson_interval_is_not_degenerate_at_perfect_accuracy():
+    low, high = metrics.wilson_interval(9, 9)
+    assert high == pytest.approx(1.0) and 0.6 < low < 0.75  # 9/9 is not proof of 100%
+    low, high = metrics.wilson_interval(5, 10)
+    assert low < 0.5 < high

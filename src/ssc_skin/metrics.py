@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
@@ -86,6 +87,15 @@ def bootstrap_interval(y_true: np.ndarray, probabilities: np.ndarray,
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: stays honest at 0% and 100%, where a bootstrap
+    collapses to a single point."""
+    if total == 0:
+        return float("nan"), float("nan")
+    ci = binomtest(successes, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def dice_iou(y_true: np.ndarray, y_pred: np.ndarray, positive: int) -> tuple[float, float]:

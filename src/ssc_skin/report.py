@@ -47,8 +47,9 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
     lines = [
         "# ssc-skin study report",
         "",
-        f"Cohort: {run_facts.get('cohort', 'n/a')}. Splits are by patient; intervals are 95% "
-        "percentile bootstrap intervals resampling test patients.",
+        f"Cohort: {run_facts.get('cohort', 'n/a')}. Splits are by patient. Intervals are 95%: "
+        "Wilson score intervals for accuracy (a proportion of test patients), percentile "
+        "bootstrap intervals resampling test patients for the other metrics.",
         "",
         "## This run vs Akay et al. 2021",
         "",

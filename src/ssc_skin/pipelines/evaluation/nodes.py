@@ -64,15 +64,20 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
 
 def _test_patient_intervals(predictions: pd.DataFrame, prob_columns: list[str],
                             params: dict[str, Any]) -> dict[str, float]:
-    """Bootstrap intervals of test metrics, resampling patients (the unit of independence)."""
+    """Intervals of test metrics over patients (the unit of independence): Wilson for accuracy,
+    percentile bootstrap resampling patients for the others."""
     test = predictions[predictions["split"] == "test"]
     p_test, y_test = metrics.aggregate_probabilities(test[prob_columns].to_numpy(),
                                                      test["patient"], test["y_true"])
     intervals = {}
     for name in params["bootstrap_metrics"]:
-        low, high = metrics.bootstrap_interval(
-            y_test, p_test, metrics.METRICS[name], params["bootstrap_resamples"],
-            params["confidence"], params["seed"])
+        if name == "accuracy":  # a proportion of patients: Wilson, exact-ish even at 100%
+            correct = int((p_test.argmax(axis=1) == y_test).sum())
+            low, high = metrics.wilson_interval(correct, len(y_test), params["confidence"])
+        else:
+            low, high = metrics.bootstrap_interval(
+                y_test, p_test, metrics.METRICS[name], params["bootstrap_resamples"],
+                params["confidence"], params["seed"])
         intervals[f"test_patient_{name}_ci_low"] = low
         intervals[f"test_patient_{name}_ci_high"] = high
     return intervals
