@@ -52,11 +52,16 @@ def test_report_and_models_are_written(finished_project: Path):
     assert set(baseline) == {"binary", "three_class"}
 
 
-@pytest.mark.e2e
-def test_mlflow_holds_one_finished_run_with_every_models_metrics(finished_project: Path):
+@pytest.fixture(scope="module")
+def mlflow_runs(finished_project: Path) -> tuple[mlflow.MlflowClient, list]:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{finished_project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ssc_skin")
-    runs = client.search_runs([experiment.experiment_id])
+    return client, client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.e2e
+def test_mlflow_holds_one_finished_run_with_every_models_metrics(mlflow_runs):
+    client, runs = mlflow_runs
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     run = parents[0]
@@ -107,10 +112,8 @@ def test_viz_build_shows_the_four_classification_namespaces(finished_project: Pa
 
 
 @pytest.mark.e2e
-def test_each_model_has_a_nested_run_with_the_same_metric_names(finished_project: Path):
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{finished_project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ssc_skin")
-    runs = client.search_runs([experiment.experiment_id])
+def test_each_model_has_a_nested_run_with_the_same_metric_names(mlflow_runs):
+    _, runs = mlflow_runs
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert set(children) == set(MODELS)
     names = [set(r.data.metrics) for r in children.values()]

@@ -44,4 +44,5 @@ def test_imagenet_weights_fall_back_with_a_warning_when_offline(monkeypatch, cap
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
     model = models.build_mobilenetv2(32, 2, weights="imagenet", weights_fallback=None)
     assert "fallback" in model.weights_source
+    assert not model.pretrained  # random fallback: no frozen warm-up, fast BN statistics
     assert "ImageNet weights could not be loaded" in caplog.text

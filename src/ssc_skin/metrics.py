@@ -57,11 +57,9 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray,
-                           names: list[str] | None = None) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro F1, ROC AUC, Brier and (3-class) quadratic kappa."""
-    if names is None:
-        names = [n for n in METRICS if n != "kappa_quadratic" or probabilities.shape[1] > 2]
+    names = [n for n in METRICS if n != "kappa_quadratic" or probabilities.shape[1] > 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns on single-class bootstrap samples
         return {name: METRICS[name](y_true, probabilities) for name in names}

@@ -57,13 +57,14 @@ def build_mobilenetv2(input_size: int, n_classes: int, alpha: float = 0.35,
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
     base = _mobilenet_base(input_size, alpha, weights, weights_fallback)
-    if base.weights_source.startswith("None"):
+    if not base.pretrained:
         _speed_up_batchnorm(base)
     x = base(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="mobilenetv2")
     model.weights_source = base.weights_source  # recorded in MLflow by the training node
+    model.pretrained = base.pretrained  # decides frozen-then-fine-tune in the training node
     return model
 
 
@@ -79,9 +80,11 @@ def _speed_up_batchnorm(model: keras.Model, momentum: float = 0.9) -> None:
 def _mobilenet_base(input_size: int, alpha: float, weights: str | None,
                     fallback: str | None) -> keras.Model:
     def build(w: str | None) -> keras.Model:
-        return keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3),
+        base = keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3),
                                               alpha=alpha, include_top=False, weights=w,
                                               pooling="avg")
+        base.pretrained = w is not None
+        return base
     try:
         base = build(weights)
         base.weights_source = str(weights)
@@ -114,6 +117,7 @@ def build_cnn(input_size: int, n_classes: int, filters: tuple[int, ...] = (16, 3
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="cnn")
     model.weights_source = "random"
+    model.pretrained = False
     return model
 
 

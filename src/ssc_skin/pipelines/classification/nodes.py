@@ -33,8 +33,7 @@ def split_arrays(patches: dict[str, np.ndarray], patch_index: pd.DataFrame, task
 
 def _pretrained_base(model: keras.Model) -> keras.Model | None:
     """The nested backbone of a transfer-learning model, when its weights were pretrained."""
-    source = getattr(model, "weights_source", "random")
-    if source in ("None", "random") or "fallback" in source:
+    if not getattr(model, "pretrained", False):
         return None
     return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
 

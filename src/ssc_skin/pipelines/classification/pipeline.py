@@ -8,16 +8,23 @@ TASKS = ("binary", "three_class")
 ARCHITECTURES = ("mobilenetv2", "cnn")
 
 
-def namespace_parameters(task: str, architecture: str,
-                         with_training: bool = True) -> dict[str, str]:
-    """Route the shared config blocks into one namespace's generic parameter names."""
-    mapping = {
-        "params:task": f"params:classification.tasks.{task}",
-        "params:architecture": f"params:classification.architectures.{architecture}",
-    }
-    if with_training:
-        mapping["params:training"] = "params:classification.training"
-    return mapping
+MODEL_NAMESPACES = tuple(f"{task}.{arch}" for task in TASKS for arch in ARCHITECTURES)
+
+
+def for_each_model(template: Pipeline, shared_parameters: dict[str, str]) -> Pipeline:
+    """`template` once per task x architecture namespace, reading the shared `patches` and
+    `classifier_patch_index`, with `params:task` / `params:architecture` routed to that
+    namespace's config blocks and `shared_parameters` passed through unchanged."""
+    return sum(
+        (pipeline(template, namespace=f"{task}.{arch}",
+                  inputs={"patches", "classifier_patch_index"},
+                  parameters={"params:task": f"params:classification.tasks.{task}",
+                              "params:architecture":
+                                  f"params:classification.architectures.{arch}",
+                              **shared_parameters})
+         for task in TASKS for arch in ARCHITECTURES),
+        Pipeline([]),
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -29,10 +36,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["classifier", "training_summary"], name="train_classifier"),
         ]
     )
-    return sum(
-        (pipeline(template, namespace=f"{task}.{arch}",
-                  inputs={"patches", "classifier_patch_index"},
-                  parameters=namespace_parameters(task, arch))
-         for task in TASKS for arch in ARCHITECTURES),
-        Pipeline([]),
-    )
+    return for_each_model(template, {"params:training": "params:classification.training"})

@@ -1,12 +1,8 @@
 """The `evaluation` pipeline: every trained classifier scored on held-out patients; the report."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from ssc_skin.pipelines.classification.pipeline import (
-    ARCHITECTURES,
-    TASKS,
-    namespace_parameters,
-)
+from ssc_skin.pipelines.classification.pipeline import MODEL_NAMESPACES, for_each_model
 
 from .nodes import build_report, evaluate_predictions, log_model_run, predict_patches
 
@@ -25,20 +21,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="log_model_run"),
         ]
     )
-    namespaces = [f"{task}.{arch}" for task in TASKS for arch in ARCHITECTURES]
-    per_model = sum(
-        (pipeline(template, namespace=f"{task}.{arch}",
-                  inputs={"patches", "classifier_patch_index"},
-                  parameters={**namespace_parameters(task, arch, with_training=False),
-                              "params:evaluation": "params:evaluation"})
-         for task in TASKS for arch in ARCHITECTURES),
-        Pipeline([]),
-    )
+    per_model = for_each_model(template, {"params:evaluation": "params:evaluation"})
     report = Pipeline(
         [
             node(build_report,
                  ["segmentation_summary", "colour_baseline", "manifest",
-                  *[f"{ns}.evaluation" for ns in namespaces]],
+                  *[f"{ns}.evaluation" for ns in MODEL_NAMESPACES]],
                  "report", name="build_report"),
         ]
     )
