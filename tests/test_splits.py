@@ -51,5 +51,5 @@ def test_leak_check_catches_a_patient_in_two_splits():
 
 @pytest.mark.parametrize("val, test", [(0.0, 0.2), (0.5, 0.5), (1.2, 0.1)])
 def test_bad_fractions_are_rejected(val, test):
-    with pytest.raises(ValueError, match="fractions"):
+    with pytest.raises(ValueError, match="val_fraction"):
         splits.split_patients(_manifest(), val, test, seed=0)

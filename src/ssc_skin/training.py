@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
+from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,21 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
         patches_per_second=len(train[0]) / max(float(np.median(steady)), 1e-9),
         epochs_run=epochs_run,
     )
+
+
+def subsample(index: pd.DataFrame, max_rows: int | None, seed: int,
+              stratify: str = "label") -> pd.DataFrame:
+    """At most `max_rows` rows, stratified by `stratify`, in their original order.
+
+    Neighbouring patches of one image are highly redundant: a stratified sample trains almost
+    as well at a fraction of the CPU time. `None` or 0 keeps everything.
+    """
+    if not max_rows or len(index) <= max_rows:
+        return index
+    counts = index[stratify].value_counts()
+    strata = index[stratify] if counts.min() >= 2 else None
+    kept, _ = train_test_split(index, train_size=max_rows, stratify=strata, random_state=seed)
+    return kept.sort_index()
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:

@@ -3,7 +3,6 @@ import pandas as pd
 import pytest
 
 from ssc_skin.pipelines.classification.nodes import encode_labels
-from ssc_skin.pipelines.cohort.nodes import validate_manifest
 from ssc_skin.pipelines.evaluation.nodes import evaluate_predictions
 from ssc_skin.pipelines.segmentation.nodes import select_patches
 
@@ -40,17 +39,6 @@ def test_gating_off_keeps_everything():
 def test_gating_that_empties_a_class_explains_what_to_change():
     with pytest.raises(ValueError, match="min_dermis_fraction"):
         select_patches(_scored(), {"use_segmentation": True, "min_dermis_fraction": 0.85})
-
-
-def test_manifest_validation_pseudonymises_patients_and_skips_missing_images():
-    manifest = pd.DataFrame({"image_id": ["Jane-Doe-01_a", "b"], "image_path": ["a.png", "b.png"],
-                             "patient_id": ["Jane-Doe-01", "Jane-Doe-01"],
-                             "label": ["late", "late"], "mask_path": ["", ""]})
-    valid = validate_manifest(manifest, {"Jane-Doe-01_a": lambda: None}, {})
-    assert list(valid["image_id"]) == ["Jane-Doe-01_a"]
-    assert "patient_id" not in valid.columns
-    downstream = valid.drop(columns=["image_id"])  # image_id is the local linkage to raw files
-    assert not downstream.astype(str).apply(lambda c: c.str.contains("Jane")).any().any()
 
 
 def test_evaluation_reports_patient_level_metrics_with_intervals():

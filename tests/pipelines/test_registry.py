@@ -23,7 +23,8 @@ def test_default_pipeline_ends_in_the_report():
     default = register_pipelines()["__default__"]
     assert "report" in default.all_outputs()
     assert default.inputs() <= {
-        "params:cohort.synthetic", "params:cohort.split", "params:cohort.colour_baseline",
+        "params:cohort", "params:cohort.split", "params:patches.patch_size",
+        "params:patches.min_saturation", "params:cohort.colour_baseline",
         "params:classification.tasks", "params:patches",
         "params:segmentation.unet", "params:segmentation.selection",
         "params:classification.training", "params:evaluation",

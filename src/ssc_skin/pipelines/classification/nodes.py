@@ -24,9 +24,10 @@ def encode_labels(labels: pd.Series, task: dict[str, Any]) -> np.ndarray:
 
 
 def split_arrays(patches: dict[str, np.ndarray], patch_index: pd.DataFrame, task: dict[str, Any],
-                 split: str, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (resized to the model input) and class indices of one split."""
-    part = patch_index[patch_index["split"] == split]
+                 split: str, input_size: int, max_patches: int | None = None,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images (resized to the model input) and class indices of one split, optionally capped."""
+    part = training.subsample(patch_index[patch_index["split"] == split], max_patches, seed)
     rows = part["row"].to_numpy()
     return imaging.resize_batch(patches["images"][rows], input_size), encode_labels(part["label"], task)
 
@@ -45,7 +46,8 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     settings = {**training_params, **architecture.get("training", {})}
     size = architecture["input_size"]
     name = f"{task['name']}.{architecture['name']}"
-    train = split_arrays(patches, patch_index, task, "train", size)
+    train = split_arrays(patches, patch_index, task, "train", size,
+                         settings.get("max_train_patches"), settings["seed"])
     val = split_arrays(patches, patch_index, task, "val", size)
     model = models.build_classifier(architecture["name"], size, len(task["classes"]),
                                     architecture.get("options", {}))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,19 +15,32 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ssc_skin import baseline, plots, splits, synthetic
+from ssc_skin import baseline, ingestion, plots, splits, synthetic
 from ssc_skin.privacy import pseudonym
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["image_id", "image_path", "patient_id", "label", "mask_path"]
+MANIFEST_COLUMNS = ["image_path", "patient_id", "label", "mask_path"]  # a real cohort's format
 PSEUDONYM_KEY_ENV = "SSC_SKIN_PSEUDONYM_KEY"
+DEFAULT_PSEUDONYM_KEY = "ssc-skin-default-key"
+
+
+def _pseudonym_key() -> str:
+    return os.environ.get(PSEUDONYM_KEY_ENV, DEFAULT_PSEUDONYM_KEY)
 
 
 def generate_synthetic_cohort(
-    params: dict[str, Any],
+    cohort: dict[str, Any],
 ) -> tuple[dict[str, Image.Image], dict[str, Image.Image], pd.DataFrame]:
-    """Draw the synthetic cohort: images, ground-truth masks and a real-cohort-style manifest."""
+    """Draw the synthetic cohort: images, ground-truth masks and a real-cohort-style manifest.
+
+    Skipped (empty outputs) when `cohort.source.layout` points at the user's own images.
+    """
+    layout = ingestion.check_source_config(cohort.get("source"))["layout"]
+    if layout != "synthetic":
+        logger.info("cohort.source.layout is %s: the synthetic cohort is not generated", layout)
+        return {}, {}, pd.DataFrame(columns=MANIFEST_COLUMNS)
+    params = cohort["synthetic"]
     total = sum(params["patients_per_class"].values()) * params["images_per_patient"]
     sections = synthetic.generate_cohort(
         patients_per_class=params["patients_per_class"],
@@ -41,7 +56,7 @@ def generate_synthetic_cohort(
     for done, section in enumerate(sections, start=1):
         images[section.image_id] = Image.fromarray(section.image)
         masks[section.image_id] = Image.fromarray(section.mask)
-        rows.append({"image_id": section.image_id, "image_path": f"images/{section.image_id}.png",
+        rows.append({"image_path": f"images/{section.image_id}.png",
                      "patient_id": section.patient_id, "label": section.label,
                      "mask_path": f"masks/{section.image_id}.png"})
         if done % max(1, total // 10) == 0 or done == total:
@@ -50,41 +65,118 @@ def generate_synthetic_cohort(
     return images, masks, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def validate_manifest(manifest: pd.DataFrame, images: dict[str, Callable[[], Any]],
-                      masks: dict[str, Callable[[], Any]]) -> pd.DataFrame:
-    """Keep rows whose image exists; add keyed pseudonyms for patients and images.
+def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patch_size: int,
+                  min_saturation: int
+                  ) -> tuple[dict[str, Callable[[], Image.Image]],
+                             dict[str, Callable[[], Image.Image]],
+                             pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Check every file of the configured cohort and convert the valid ones to 8-bit RGB PNG.
 
-    The validated manifest is the local linkage table (`image_id` -> raw file); everything
-    downstream carries only the pseudonyms `patient` and `image`.
+    Returns lazily written images and masks keyed by image pseudonym, the pseudonymised
+    manifest, the local linkage table, the quarantine report and its counts for MLflow.
+    The user's folder is only read. `synthetic_manifest` orders this node after generation:
+    the synthetic cohort is read back from disk exactly like a user's manifest cohort.
     """
-    missing_columns = set(MANIFEST_COLUMNS) - set(manifest.columns)
-    if missing_columns:
-        raise ValueError(f"manifest lacks columns {sorted(missing_columns)}")
-    present = manifest["image_id"].isin(list(images))
-    if (~present).any():
-        logger.warning("%d manifest rows have no image and are skipped", int((~present).sum()))
-    valid = manifest[present].copy()
-    valid["has_mask"] = valid["image_id"].isin(list(masks))
-    key = os.environ.get(PSEUDONYM_KEY_ENV, "ssc-skin-default-key")
+    del synthetic_manifest
+    source = ingestion.check_source_config(cohort.get("source"))
+    if source["layout"] == "synthetic":
+        source = {**source, "layout": "manifest"}
+    checks = cohort.get("checks", {})
+    records = ingestion.discover_cohort(source)
+    valid, quarantine = ingestion.validate_cohort(
+        records, label_map=source["label_map"], allowed_labels=checks["allowed_labels"],
+        min_side=patch_size, min_tissue_fraction=checks["min_tissue_fraction"],
+        min_saturation=min_saturation, tiff_page=source["tiff_page"])
+    if valid.empty:
+        raise ValueError(f"no usable image among {len(records)} file(s) of the cohort; "
+                         "see data/08_reporting/quarantine.csv for the reason of each")
+    key = _pseudonym_key()
     valid["patient"] = valid["patient_id"].map(lambda pid: pseudonym(pid, key))
-    valid["image"] = valid["image_id"].map(lambda iid: pseudonym(iid, key).replace("pt-", "im-"))
-    valid = valid.drop(columns=["patient_id", "image_path", "mask_path"])
-    logger.info("Cohort: %d images from %d patients (%s)", len(valid), valid["patient"].nunique(),
-                ", ".join(f"{k}={v}" for k, v in valid.groupby("label")["patient"].nunique().items()))
-    return valid.reset_index(drop=True)
+    valid["image"] = valid["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
+    images = {row.image: _image_loader(row.image_path, source["tiff_page"])
+              for row in valid.itertuples()}
+    masks = {row.image: _mask_loader(row.mask_path)
+             for row in valid.itertuples() if isinstance(row.mask_path, str)}
+    manifest = pd.DataFrame({
+        "image": valid["image"], "patient": valid["patient"], "label": valid["label"],
+        "has_mask": valid["image"].isin(list(masks)), "fixed_split": valid["split"],
+        "content_hash": valid["content_hash"], "height": valid["height"],
+        "width": valid["width"], "tissue_fraction": valid["tissue_fraction"],
+        "notes": _hide_patient_ids(valid["notes"].fillna(""), records, key)})
+    linkage = valid[["image", "patient", "patient_id", "relative_path"]]
+    report = quarantine.assign(file=_hide_patient_ids(quarantine["file"], records, key),
+                               reason=_hide_patient_ids(quarantine["reason"], records, key))
+    counts = {"images_valid": len(valid), "files_quarantined": len(quarantine),
+              **{f"quarantined.{check}": int(n)
+                 for check, n in quarantine["check"].value_counts().items()}}
+    logger.info("Cohort: %d images from %d patients (%s); %d file(s) quarantined%s",
+                len(manifest), manifest["patient"].nunique(),
+                ", ".join(f"{k}={v}" for k, v in
+                          manifest.groupby("label")["patient"].nunique().items()),
+                len(quarantine), " -> data/08_reporting/quarantine.csv" if len(quarantine) else "")
+    metrics = {k: {"value": float(v), "step": 0} for k, v in counts.items()}
+    return images, masks, manifest.reset_index(drop=True), linkage, report, metrics
+
+
+def _image_loader(path: str, tiff_page: int) -> Callable[[], Image.Image]:
+    return lambda: Image.fromarray(ingestion.read_rgb(path, tiff_page)[0])
+
+
+def _mask_loader(path: str) -> Callable[[], Image.Image]:
+    return lambda: Image.fromarray(ingestion.read_mask(path))
+
+
+def _hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Series:
+    """Replace every raw patient id inside file names and reasons by its pseudonym."""
+    ids = sorted({str(p) for p in records["patient_id"].dropna() if str(p).strip()},
+                 key=len, reverse=True)
+    if not ids:
+        return texts
+    pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, ids)) + r")(?![A-Za-z0-9])")
+    return texts.astype(str).map(lambda t: pattern.sub(lambda m: pseudonym(m.group(1), key), t))
 
 
 def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """Stratified patient-level split; every image inherits its patient's split."""
-    table = splits.split_patients(manifest.rename(columns={"patient": "patient_id"}),
-                                  params["val_fraction"], params["test_fraction"], params["seed"])
+    """Stratified patient-level split (or k-fold), reusing the saved table; checks leaks.
+
+    A manifest `split` column fixes those patients' split; the saved table (same settings)
+    keeps everybody else where they were in earlier runs.
+    """
+    cohort = manifest.rename(columns={"patient": "patient_id"})
+    if params.get("folds", 0):
+        table = splits.kfold_split(cohort, params["folds"], params["fold"],
+                                   params["val_fraction"], params["seed"])
+    else:
+        table = splits.split_patients(cohort, params["val_fraction"], params["test_fraction"],
+                                      params["seed"])
+    settings = _split_settings(params)
+    if params.get("reuse_saved", False):
+        table = splits.reuse_saved_split(table, _saved_split(params["saved_table"], settings))
+    fixed = cohort.dropna(subset=["fixed_split"]).groupby("patient_id")["fixed_split"].first()
+    table = splits.apply_fixed_splits(table, fixed)
     splits.assert_no_patient_leak(table)
+    splits.assert_every_split_has_every_class(table)
+    splits.assert_no_duplicate_leak(cohort.merge(table[["patient_id", "split"]], on="patient_id"))
     for split, part in table.groupby("split"):
         logger.info("Split %s: %d patients (%s)", split, len(part),
                     ", ".join(f"{k}={v}" for k, v in part["label"].value_counts().sort_index().items()))
-    return table.rename(columns={"patient_id": "patient"})
+    return table.rename(columns={"patient_id": "patient"}).assign(settings=settings)
 
 
+def _split_settings(params: dict[str, Any]) -> str:
+    keys = ("val_fraction", "test_fraction", "seed", "folds", "fold")
+    return ",".join(f"{k}={params.get(k)}" for k in keys)
+
+
+def _saved_split(path: str, settings: str) -> pd.DataFrame | None:
+    """The split table an earlier run saved with the same settings, if any."""
+    if not Path(path).is_file():
+        return None
+    saved = pd.read_csv(path)
+    if "settings" not in saved or set(saved["settings"]) != {settings}:
+        logger.info("Saved split table %s has other settings; splitting afresh", path)
+        return None
+    return saved.rename(columns={"patient": "patient_id"})[["patient_id", "label", "split"]]
 
 
 def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame,
@@ -96,7 +188,7 @@ def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame
     """
     features = np.stack([baseline.colour_histogram(np.asarray(images[i]().convert("RGB")),
                                                    params["bins"])
-                         for i in manifest["image_id"]])
+                         for i in manifest["image"]])
     groups = manifest["patient"].to_numpy()
     summary: dict[str, Any] = {}
     for name, task in tasks.items():
@@ -122,8 +214,8 @@ def cohort_gallery(images: dict[str, Callable[[], Any]], masks: dict[str, Callab
     for label, part in manifest.groupby("label", sort=False):
         first_of_patient = part.drop_duplicates("patient").head(per_class)
         samples[label] = [
-            (np.asarray(images[row.image_id]().convert("RGB")),
-             np.asarray(masks[row.image_id]()) if row.has_mask else None)
+            (np.asarray(images[row.image]().convert("RGB")),
+             np.asarray(masks[row.image]()) if row.has_mask else None)
             for row in first_of_patient.itertuples()]
     order = [c for c in synthetic.LABELS if c in samples] + sorted(set(samples) - set(synthetic.LABELS))
     return plots.cohort_gallery({k: samples[k] for k in order},

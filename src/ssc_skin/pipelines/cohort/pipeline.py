@@ -1,4 +1,4 @@
-"""The `cohort` pipeline: synthetic (or user) cohort -> validated manifest -> patient splits."""
+"""The `cohort` pipeline: synthetic or user cohort -> checked, pseudonymised images -> splits."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -6,25 +6,28 @@ from .nodes import (
     cohort_gallery,
     colour_baseline,
     generate_synthetic_cohort,
+    ingest_cohort,
     split_cohort,
-    validate_manifest,
 )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(generate_synthetic_cohort, "params:cohort.synthetic",
+            node(generate_synthetic_cohort, "params:cohort",
                  ["raw_images", "raw_masks", "raw_manifest"], name="generate_synthetic_cohort"),
-            node(validate_manifest, ["raw_manifest", "raw_images", "raw_masks"], "manifest",
-                 name="validate_manifest"),
+            node(ingest_cohort,
+                 ["raw_manifest", "params:cohort", "params:patches.patch_size",
+                  "params:patches.min_saturation"],
+                 ["cohort_images", "cohort_masks", "manifest", "linkage", "quarantine",
+                  "quarantine_metrics"], name="ingest_cohort"),
             node(split_cohort, ["manifest", "params:cohort.split"], "patient_splits",
                  name="split_patients"),
             node(colour_baseline,
-                 ["raw_images", "manifest", "params:classification.tasks",
+                 ["cohort_images", "manifest", "params:classification.tasks",
                   "params:cohort.colour_baseline"],
                  ["colour_baseline_metrics", "colour_baseline"], name="colour_baseline"),
-            node(cohort_gallery, ["raw_images", "raw_masks", "manifest"], "cohort_gallery",
+            node(cohort_gallery, ["cohort_images", "cohort_masks", "manifest"], "cohort_gallery",
                  name="cohort_gallery"),
         ]
     )

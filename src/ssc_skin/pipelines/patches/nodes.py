@@ -22,8 +22,8 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
     split_of = patient_splits.set_index("patient")["split"]
     patch_images, patch_masks, rows = [], [], []
     for n, record in enumerate(manifest.itertuples(index=False), start=1):
-        image = np.asarray(images[record.image_id]().convert("RGB"))
-        mask = (np.asarray(masks[record.image_id]()) if record.has_mask
+        image = np.asarray(images[record.image]().convert("RGB"))
+        mask = (np.asarray(masks[record.image]()) if record.has_mask
                 else np.zeros(image.shape[:2], np.uint8))
         tissue = imaging.tissue_mask(image, params["min_saturation"])
         for tile in imaging.grid_tiles(tissue, size, stride, params["min_tissue_fraction"]):

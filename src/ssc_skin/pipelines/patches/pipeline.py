@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(extract_patches,
-                 ["raw_images", "raw_masks", "manifest", "patient_splits", "params:patches"],
+                 ["cohort_images", "cohort_masks", "manifest", "patient_splits", "params:patches"],
                  ["patches", "patch_index"], name="extract_patches"),
         ]
     )

@@ -31,6 +31,9 @@ def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     size = params["input_size"]
     usable = patch_index["has_mask"].to_numpy()
     train_rows = np.flatnonzero(usable & (patch_index["split"] == "train").to_numpy())
+    capped = training.subsample(patch_index.iloc[train_rows], params.get("max_train_patches"),
+                                params["seed"])
+    train_rows = patch_index.index.get_indexer(capped.index)
     val_rows = np.flatnonzero(usable & (patch_index["split"] == "val").to_numpy())
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError("segmentation needs masked patches in the train and val splits")
