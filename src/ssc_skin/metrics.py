@@ -11,6 +11,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
+    confusion_matrix,
     f1_score,
     roc_auc_score,
 )
@@ -106,3 +107,28 @@ def dice_iou(y_true: np.ndarray, y_pred: np.ndarray, positive: int) -> tuple[flo
     dice = 2 * intersection / total if total else 1.0
     iou = intersection / union if union else 1.0
     return dice, iou
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
+    """Confusion counts (rows: truth, columns: prediction) as plain ints for JSON, with every
+    class present even when a split lacks it."""
+    matrix = confusion_matrix(np.asarray(y_true), np.asarray(y_pred),
+                              labels=list(range(n_classes)))
+    return [[int(v) for v in row] for row in matrix]
+
+
+def per_class_sensitivity_specificity(y_true: np.ndarray, y_pred: np.ndarray,
+                                      class_names: list[str]) -> dict[str, float]:
+    """One-vs-rest sensitivity and specificity per class (`sensitivity_<class>`, ...): what a
+    screening test is judged by. NaN where a class has no positive (or no negative) example."""
+    matrix = np.asarray(confusion(y_true, y_pred, len(class_names)), dtype=float)
+    total = matrix.sum()
+    result = {}
+    for k, name in enumerate(class_names):
+        tp = matrix[k, k]
+        fn = matrix[k].sum() - tp
+        fp = matrix[:, k].sum() - tp
+        tn = total - tp - fn - fp
+        result[f"sensitivity_{name}"] = float(tp / (tp + fn)) if tp + fn else float("nan")
+        result[f"specificity_{name}"] = float(tn / (tn + fp)) if tn + fp else float("nan")
+    return result

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable
 from typing import Any
+
+import markdown
 
 # Akay et al. 2021 (IEEE OJEMB), as reported: train / val / test accuracy (%) and training time.
 PAPER = {
@@ -98,3 +101,25 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
             lines.append(f"- {key.replace('_', ' ')}: {segmentation[key]:.3f}")
     lines.append("")
     return "\n".join(lines)
+
+
+_HTML_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto;
+       padding: 0 1rem; line-height: 1.45; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
+th { background: #f2f2f2; }
+tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; height: auto; }
+code { background: #f4f4f4; padding: 0 0.2rem; }
+"""
+
+
+def markdown_to_html(markdown_text: str, title: str) -> str:
+    """The report as one standalone HTML page to open in a browser. Image paths are left as
+    written, so figures referenced relatively load when the page sits beside them."""
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n"
+            f"<body>\n{body}\n</body>\n</html>\n")
