@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 import pandas as pd
 import pytest
 
@@ -50,6 +51,23 @@ def test_report_and_models_are_written(finished_project: Path):
     assert gallery.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     baseline = json.loads((finished_project / "data/08_reporting/colour_baseline.json").read_text())
     assert set(baseline) == {"binary", "three_class"}
+
+
+@pytest.mark.e2e
+def test_evaluation_pictures_and_html_report_are_written(finished_project: Path):
+    reporting = finished_project / "data/08_reporting"
+    pictures = ["confusion_matrices.png", "roc_curves.png", "training_curves.png",
+                "segmentation_overlays.png", *(f"{m}/gradcam.png" for m in MODELS)]
+    for name in pictures:
+        assert (reporting / name).read_bytes()[:4] == b"\x89PNG", name
+    html = (reporting / "report.html").read_text()
+    assert html.count("<table>") >= 4 and 'src="confusion_matrices.png"' in html
+    evaluation = json.loads((reporting / "three_class.cnn/evaluation.json").read_text())
+    assert len(evaluation["test_patient_confusion"]) == 3
+    assert {"test_patient_sensitivity_late", "test_patient_specificity_normal"} <= set(evaluation)
+    normalizer = json.loads((finished_project / "data/04_feature/stain_normalizer.json").read_text())
+    assert normalizer["method"] == "macenko"
+    assert pd.read_csv(reporting / "quarantine.csv").empty  # the synthetic cohort is clean
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +140,15 @@ def test_each_model_has_a_nested_run_with_the_same_metric_names(mlflow_runs):
     assert binary == set(children["binary.mobilenetv2"].data.metrics)
     assert all(len(n) > 20 for n in names)
     assert children["binary.cnn"].data.params["architecture"] == "cnn"
+
+
+@pytest.mark.e2e
+def test_each_nested_run_logs_its_model_with_the_keras_flavour(mlflow_runs, finished_project):
+    _, runs = mlflow_runs
+    child = next(r for r in runs if r.info.run_name == "binary.cnn")
+    mlflow.set_tracking_uri(f"sqlite:///{finished_project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(child.data.tags["model_uri"])
+    assert model.metadata.flavors.keys() >= {"keras", "python_function"}
 
 
 @pytest.mark.e2e

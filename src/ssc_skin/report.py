@@ -80,7 +80,24 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
             f"| {_ci(ev, 'test_patient_balanced_accuracy')} | {_pct(ev.get('test_patient_macro_f1'))} "
             f"| {_num(ev.get('test_patient_auc'))} | {_num(ev.get('test_patient_brier'))} "
             f"| {_num(kappa)} |")
-    lines += ["", "## Training", "", "| task | model | weights | train patches | epochs | "
+    lines += ["", "Per-class sensitivity / specificity of test patients (one-vs-rest):", "",
+              "| task | model | " + " | ".join(["class sens / spec (%)"] * 3) + " |",
+              "|---|---|---|---|---|"]
+    for ev in evaluations:
+        cells = [f"{c}: {_pct(ev.get(f'test_patient_sensitivity_{c}'))} / "
+                 f"{_pct(ev.get(f'test_patient_specificity_{c}'))}" for c in ev.get("classes", [])]
+        lines.append(f"| {ev['task']} | {ev['architecture']} | "
+                     + " | ".join(cells + [""] * (3 - len(cells))) + " |")
+    lines += ["", "![Confusion matrices, test patients](confusion_matrices.png)", "",
+              "![ROC curves, test patients](roc_curves.png)", "",
+              "## Where the models look (Grad-CAM)", "",
+              "Per class, the most confident right and wrong test image of each model; each "
+              "patch's map is weighted by its probability for the explained class.", ""]
+    for ev in evaluations:
+        name = f"{ev['task']}.{ev['architecture']}"
+        lines += [f"![Grad-CAM {name}]({name}/gradcam.png)", ""]
+    lines += ["## Training", "", "![Training curves](training_curves.png)", "",
+              "| task | model | weights | train patches | epochs | "
               "patches/s (steady state) | parameters |", "|---|---|---|---|---|---|---|"]
     for ev in evaluations:
         lines.append(f"| {ev['task']} | {ev['architecture']} | {ev['weights_source']} "

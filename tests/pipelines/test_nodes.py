@@ -1,9 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
+from ssc_skin import synthetic
 from ssc_skin.pipelines.classification.nodes import encode_labels
 from ssc_skin.pipelines.evaluation.nodes import evaluate_predictions
+from ssc_skin.pipelines.patches.nodes import extract_patches, fit_stain_normalizer
 from ssc_skin.pipelines.segmentation.nodes import select_patches
 
 BINARY = {"name": "binary", "classes": ["normal", "ssc"],
@@ -61,3 +64,37 @@ def test_evaluation_reports_patient_level_metrics_with_intervals():
     assert summary["test_patient_accuracy"] <= summary["test_patient_accuracy_ci_high"]
     assert {"train_patch_accuracy", "val_image_auc", "test_patient_brier"} <= set(metrics)
     assert metrics["test_patient_accuracy"]["value"] == summary["test_patient_accuracy"]
+
+
+def _tiny_cohort(masks: bool):
+    images, mask_store, rows = {}, {}, []
+    for p, label in enumerate(("normal", "late", "early")):
+        patient = synthetic.make_patient(f"P{p}", label, np.random.default_rng(p))
+        section = synthetic.render_section(patient, 0, (128, 128), artefact_rate=0.0)
+        images[f"im{p}"] = (lambda a=section.image: Image.fromarray(a))
+        mask_store[f"im{p}"] = (lambda m=section.mask: Image.fromarray(m))
+        rows.append({"image": f"im{p}", "patient": f"pt{p}", "label": label, "has_mask": masks})
+    splits = pd.DataFrame({"patient": ["pt0", "pt1", "pt2"], "split": ["train", "val", "test"]})
+    return images, (mask_store if masks else {}), pd.DataFrame(rows), splits
+
+
+PATCH_PARAMS = {"patch_size": 32, "stride": 32, "min_tissue_fraction": 0.5, "min_saturation": 12,
+                "masks": "auto"}
+
+
+def test_cohort_without_masks_gets_pseudo_masks():
+    images, masks, manifest, splits = _tiny_cohort(masks=False)
+    arrays, index = extract_patches(images, masks, manifest, splits, {"method": "none"},
+                                    PATCH_PARAMS)
+    assert set(index["mask_source"]) == {"pseudo"} and index["has_mask"].all()
+    assert (arrays["masks"] == 2).any()  # the pseudo-masks find dermis
+    _, with_masks = extract_patches(*_tiny_cohort(masks=True), {"method": "none"}, PATCH_PARAMS)
+    assert set(with_masks["mask_source"]) == {"cohort"}
+
+
+def test_stain_normaliser_is_fitted_on_training_patients_only():
+    images, _, manifest, splits = _tiny_cohort(masks=False)
+    params = {"method": "reinhard", "max_fit_images": 10}
+    fitted = fit_stain_normalizer(images, manifest, splits, params)
+    only_train = fit_stain_normalizer(images, manifest.head(1), splits, params)
+    assert fitted == only_train

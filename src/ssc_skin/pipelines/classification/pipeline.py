@@ -11,13 +11,14 @@ ARCHITECTURES = ("mobilenetv2", "cnn")
 MODEL_NAMESPACES = tuple(f"{task}.{arch}" for task in TASKS for arch in ARCHITECTURES)
 
 
-def for_each_model(template: Pipeline, shared_parameters: dict[str, str]) -> Pipeline:
+def for_each_model(template: Pipeline, shared_parameters: dict[str, str],
+                   shared_inputs: set[str] | None = None) -> Pipeline:
     """`template` once per task x architecture namespace, reading the shared `patches` and
-    `classifier_patch_index`, with `params:task` / `params:architecture` routed to that
-    namespace's config blocks and `shared_parameters` passed through unchanged."""
+    `classifier_patch_index` (plus `shared_inputs`), with `params:task` / `params:architecture`
+    routed to that namespace's config blocks and `shared_parameters` passed through unchanged."""
     return sum(
         (pipeline(template, namespace=f"{task}.{arch}",
-                  inputs={"patches", "classifier_patch_index"},
+                  inputs={"patches", "classifier_patch_index", *(shared_inputs or set())},
                   parameters={"params:task": f"params:classification.tasks.{task}",
                               "params:architecture":
                                   f"params:classification.architectures.{arch}",

@@ -7,10 +7,13 @@ from typing import Any
 
 import keras
 import mlflow
+import mlflow.keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+from matplotlib.figure import Figure
 
-from ssc_skin import metrics, report, training
+from ssc_skin import figures, gradcam, imaging, metrics, report, training
 from ssc_skin.pipelines.classification.nodes import split_arrays
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,11 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
         for level, (p, t) in levels.items():
             for name, value in metrics.classification_metrics(t, p).items():
                 summary[f"{split}_{level}_{name}"] = value
+            per_class = metrics.per_class_sensitivity_specificity(t, p.argmax(axis=1),
+                                                                  task["classes"])
+            summary.update({f"{split}_{level}_{k}": v for k, v in per_class.items()})
+            summary[f"{split}_{level}_confusion"] = metrics.confusion(
+                t, p.argmax(axis=1), len(task["classes"]))
         summary[f"{split}_patients"] = int(part["patient"].nunique())
     summary.update(_test_patient_intervals(predictions, prob_columns, params))
     logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f]", summary["task"],
@@ -89,17 +97,92 @@ def _finite_numbers(summary: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
 
 
+def _test_patients(predictions: pd.DataFrame, classes: list[str]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, mean probabilities) of the test patients."""
+    test = predictions[predictions["split"] == "test"]
+    probabilities, labels = metrics.aggregate_probabilities(
+        test[[f"p_{c}" for c in classes]].to_numpy(), test["patient"], test["y_true"])
+    return labels, probabilities
+
+
+def evaluation_figures(*inputs: Any) -> tuple[Figure, Figure, Figure]:
+    """Confusion matrices and ROC curves (test patients) and training curves, every model.
+
+    `inputs`: the predictions of every model, then their training summaries, in the same order.
+    """
+    half = len(inputs) // 2
+    confusion, roc, curves = {}, {}, {}
+    for predictions, summary in zip(inputs[:half], inputs[half:], strict=True):
+        name = f"{summary['task']}.{summary['architecture']}"
+        labels, probabilities = _test_patients(predictions, summary["classes"])
+        confusion[name] = (labels, probabilities.argmax(axis=1), summary["classes"])
+        roc[name] = (labels, probabilities, summary["classes"])
+        curves[name] = summary["history"]
+    return (figures.confusion_matrices_figure(confusion), figures.roc_curves_figure(roc),
+            figures.training_curves_figure(curves))
+
+
+def gradcam_examples(classifier: keras.Model, predictions: pd.DataFrame,
+                     patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+                     images: dict[str, Any], task: dict[str, Any],
+                     architecture: dict[str, Any]) -> Figure:
+    """Grad-CAM over whole test images: per class, the most confident right and wrong image.
+
+    Each patch's map is weighted by its probability for the explained class and put back at
+    its place in the image, so the overlay shows where in the section the evidence lies.
+    """
+    test = predictions[predictions["split"] == "test"]
+    prob_columns = [f"p_{c}" for c in task["classes"]]
+    per_image = test.groupby("image").agg(y_true=("y_true", "first"),
+                                          **{c: (c, "mean") for c in prob_columns})
+    per_image["predicted"] = per_image[prob_columns].to_numpy().argmax(axis=1)
+    per_image["confidence"] = per_image[prob_columns].to_numpy().max(axis=1)
+    samples = []
+    for y, name in enumerate(task["classes"]):
+        of_class = per_image[per_image["y_true"] == y].sort_values("confidence", ascending=False)
+        for right in (True, False):
+            chosen = of_class[(of_class["predicted"] == y) == right].head(1)
+            for image_id, row in chosen.iterrows():
+                predicted = task["classes"][int(row["predicted"])]
+                title = (f"{name} → {predicted} ({'right' if right else 'wrong'}, "
+                         f"p={row['confidence']:.2f})")
+                samples.append((title, *_image_heatmap(
+                    classifier, images[image_id](), test[test["image"] == image_id], patches,
+                    patch_index, int(row["predicted"]), prob_columns[int(row["predicted"])],
+                    architecture["input_size"])))
+    return figures.gradcam_figure(samples)
+
+
+def _image_heatmap(classifier: keras.Model, image: Any, image_predictions: pd.DataFrame,
+                   patches: dict[str, np.ndarray], patch_index: pd.DataFrame, class_index: int,
+                   prob_column: str, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+    pixels = np.asarray(image.convert("RGB"))
+    rows = image_predictions["row"].to_numpy()
+    located = patch_index.set_index("row").loc[rows]
+    patch = patches["images"][rows]
+    size = patch.shape[1]
+    maps = gradcam.grad_cam(classifier, imaging.resize_batch(patch, input_size), class_index)
+    weights = image_predictions[prob_column]
+    heat = np.zeros(pixels.shape[:2], np.float32)
+    for m, w, (x, y) in zip(maps, weights.to_numpy(), located[["x", "y"]].to_numpy(), strict=True):
+        heat[y:y + size, x:x + size] = imaging.resize_batch(m[None], size)[0] * w
+    return pixels, heat / max(float(heat.max()), 1e-6)
+
+
 def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str, Any],
-                 manifest: pd.DataFrame, *evaluations: dict[str, Any]) -> str:
-    """The Markdown study report (paper comparison first)."""
+                 manifest: pd.DataFrame, *evaluations: dict[str, Any]) -> tuple[str, str]:
+    """The study report (paper comparison first), as Markdown and as a standalone HTML page."""
     per_class = manifest.groupby("label")["patient"].nunique()
     cohort = (f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
               + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
-    return report.build_markdown(segmentation_summary, list(evaluations),
+    text = report.build_markdown(segmentation_summary, list(evaluations),
                                  {"cohort": cohort, "colour_baseline": colour_baseline})
+    return text, report.markdown_to_html(text, "ssc-skin study report")
 
 
-def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any]) -> None:
+def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],
+                  classifier: keras.Model) -> None:
     """One MLflow child run per task x architecture with the same metric names for every model,
     so MLflow's Compare view lines MobileNetV2 and CNN up directly. No-op without an active run.
     """
@@ -113,3 +196,7 @@ def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any]) -> N
                            "weights_source": evaluation.get("weights_source", "random"),
                            **{f"options.{k}": v for k, v in architecture.get("options", {}).items()}})
         mlflow.log_metrics(_finite_numbers(evaluation))
+        info = mlflow.keras.log_model(classifier, name="model",
+                                      pip_requirements=[f"keras=={keras.__version__}",
+                                                        f"tensorflow=={tf.__version__}"])
+        mlflow.set_tag("model_uri", info.model_uri)

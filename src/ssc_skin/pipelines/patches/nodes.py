@@ -1,4 +1,4 @@
-"""Nodes of the `patches` pipeline: tissue detection and grid tiling with provenance."""
+"""Nodes of the `patches` pipeline: stain normalisation, tissue detection, grid tiling."""
 
 from __future__ import annotations
 
@@ -9,34 +9,71 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssc_skin import imaging
+from ssc_skin import imaging, stain
 
 logger = logging.getLogger(__name__)
+MASK_SOURCES = ("auto", "cohort", "pseudo")
+
+
+def _rgb(images: dict[str, Callable[[], Any]], image_id: str) -> np.ndarray:
+    return np.asarray(images[image_id]().convert("RGB"))
+
+
+def fit_stain_normalizer(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame,
+                         patient_splits: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Fit the stain normaliser on training patients' images only (never val or test)."""
+    method = stain.check_method(params["method"])
+    train_patients = set(patient_splits.loc[patient_splits["split"] == "train", "patient"])
+    train = manifest[manifest["patient"].isin(train_patients)]
+    sample = train.sample(min(len(train), params["max_fit_images"]), random_state=0)
+    normalizer = stain.fit_normalizer(method, (_rgb(images, i) for i in sample["image"]))
+    logger.info("Stain normalisation: %s, fitted on %d training images", method, len(sample))
+    return normalizer.to_dict()
+
+
+def _mask_for(record: Any, masks: dict[str, Callable[[], Any]], image: np.ndarray,
+              source: str) -> tuple[np.ndarray, str]:
+    """The image's tissue mask and where it came from: the cohort's, a pseudo-mask, or none."""
+    if record.has_mask and source in {"auto", "cohort"}:
+        return np.asarray(masks[record.image]()), "cohort"
+    if source in {"auto", "pseudo"}:
+        return stain.pseudo_mask(image), "pseudo"
+    return np.zeros(image.shape[:2], np.uint8), "none"
 
 
 def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
                     manifest: pd.DataFrame, patient_splits: pd.DataFrame,
-                    params: dict[str, Any]) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Tile every image's tissue into patches; keep (image, patient, x, y, split) per patch."""
-    size, stride = params["patch_size"], params["stride"]
+                    normalizer: dict[str, Any], params: dict[str, Any]
+                    ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Tile every image's tissue into stain-normalised patches with their masks.
+
+    Each patch keeps its provenance (image, patient, x, y, split) and its mask source:
+    `cohort` masks (drawn, or the synthetic ground truth) or `pseudo` masks from colour
+    deconvolution for cohorts without any (weaker; see `stain.pseudo_mask`).
+    """
+    size, stride, source = params["patch_size"], params["stride"], params["masks"]
+    if source not in MASK_SOURCES:
+        raise ValueError(f"patches.masks must be one of {', '.join(MASK_SOURCES)}; got {source!r}")
+    normalise = stain.StainNormalizer.from_dict(normalizer).transform
     split_of = patient_splits.set_index("patient")["split"]
     patch_images, patch_masks, rows = [], [], []
     for n, record in enumerate(manifest.itertuples(index=False), start=1):
-        image = np.asarray(images[record.image]().convert("RGB"))
-        mask = (np.asarray(masks[record.image]()) if record.has_mask
-                else np.zeros(image.shape[:2], np.uint8))
+        image = _rgb(images, record.image)
+        mask, mask_source = _mask_for(record, masks, image, source)
         tissue = imaging.tissue_mask(image, params["min_saturation"])
+        image = normalise(image)
         for tile in imaging.grid_tiles(tissue, size, stride, params["min_tissue_fraction"]):
             patch_images.append(imaging.crop(image, tile, size))
             patch_masks.append(imaging.crop(mask, tile, size))
             rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
-                         "has_mask": record.has_mask})
+                         "has_mask": mask_source != "none", "mask_source": mask_source})
         if n % max(1, len(manifest) // 5) == 0:
             logger.info("Patches: %d/%d images, %d patches so far", n, len(manifest), len(rows))
     index = pd.DataFrame(rows)
-    logger.info("Patches: %d from %d images (%s)", len(index), len(manifest),
-                ", ".join(f"{k}={v}" for k, v in index["split"].value_counts().items()))
+    logger.info("Patches: %d from %d images (%s); masks: %s", len(index), len(manifest),
+                ", ".join(f"{k}={v}" for k, v in index["split"].value_counts().items()),
+                ", ".join(f"{k}={v}" for k, v in index["mask_source"].value_counts().items()))
     arrays = {"images": np.stack(patch_images), "masks": np.stack(patch_masks)}
     return arrays, index

@@ -9,8 +9,9 @@ import cv2
 import keras
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from ssc_skin import imaging, models, training
+from ssc_skin import figures, imaging, models, stain, training
 from ssc_skin.metrics import dice_iou
 from ssc_skin.synthetic import MASK_CLASSES
 
@@ -68,7 +69,42 @@ def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index
         summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
         logger.info("UNet %s: dermis Dice %.3f, IoU %.3f on %d patches", split, dice, iou, len(rows))
     metrics = {k: {"value": v, "step": 0} for k, v in summary.items()}
+    summary["mask_sources"] = {str(k): int(v) for k, v in
+                               patch_index["mask_source"].value_counts().items()}
     return scored, metrics, summary
+
+
+def predict_image_mask(unet: keras.Model, image: np.ndarray, window: int,
+                       input_size: int) -> np.ndarray:
+    """A whole-image mask from the patch UNet: non-overlapping windows, edges padded."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((0, -h % window), (0, -w % window), (0, 0)), mode="edge")
+    ys, xs = range(0, padded.shape[0], window), range(0, padded.shape[1], window)
+    tiles = np.stack([padded[y:y + window, x:x + window] for y in ys for x in xs])
+    labels = training.predict(unet, imaging.resize_batch(tiles, input_size)).argmax(-1)
+    labels = imaging.resize_batch(labels.astype(np.uint8), window, cv2.INTER_NEAREST)
+    mask = np.zeros(padded.shape[:2], np.uint8)
+    for tile, (y, x) in zip(labels, [(y, x) for y in ys for x in xs], strict=True):
+        mask[y:y + window, x:x + window] = tile
+    return mask[:h, :w]
+
+
+def segmentation_overlays(unet: keras.Model, images: dict[str, Any], masks: dict[str, Any],
+                          manifest: pd.DataFrame, patient_splits: pd.DataFrame,
+                          normalizer: dict[str, Any], window: int,
+                          params: dict[str, Any]) -> Figure:
+    """The UNet's masks over one test image per class, next to the mask it was scored on."""
+    normalise = stain.StainNormalizer.from_dict(normalizer).transform
+    test = set(patient_splits.loc[patient_splits["split"] == "test", "patient"])
+    chosen = manifest[manifest["patient"].isin(test)].drop_duplicates("label")
+    samples = []
+    for row in chosen.itertuples():
+        image = np.asarray(images[row.image]().convert("RGB"))
+        truth = np.asarray(masks[row.image]()) if row.has_mask else stain.pseudo_mask(image)
+        source = "annotated" if row.has_mask else "pseudo-mask"
+        predicted = predict_image_mask(unet, normalise(image), window, params["input_size"])
+        samples.append((f"{row.label} (test; {source} vs UNet)", image, truth, predicted))
+    return figures.mask_overlay_figure(samples)
 
 
 def select_patches(scored_index: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import score_patches, select_patches, train_unet
+from .nodes import score_patches, segmentation_overlays, select_patches, train_unet
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -13,6 +13,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(score_patches, ["unet", "patches", "patch_index", "params:segmentation.unet"],
                  ["scored_patch_index", "segmentation_metrics", "segmentation_summary"],
                  name="score_patches"),
+            node(segmentation_overlays,
+                 ["unet", "cohort_images", "cohort_masks", "manifest", "patient_splits",
+                  "stain_normalizer", "params:patches.patch_size", "params:segmentation.unet"],
+                 "segmentation_overlays", name="segmentation_overlays"),
             node(select_patches, ["scored_patch_index", "params:segmentation.selection"],
                  "classifier_patch_index", name="select_patches"),
         ]
