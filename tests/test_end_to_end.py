@@ -1,5 +1,6 @@
 """The whole study, `kedro run --env test`, in a temporary copy of the project."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,16 +10,20 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from PIL import Image
+
+from ssc_skin import synthetic
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn")
 
 
-@pytest.fixture(scope="module")
-def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = tmp_path_factory.mktemp("project")
+def _copy_project(project: Path) -> Path:
+    """The project's code and config (not its data or local config) in `project`."""
     for name in ("pyproject.toml", ".telemetry", "README.md"):
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, project / name)
@@ -29,11 +34,21 @@ def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "conf" / "local").mkdir()
     for layer in (PROJECT / "data").iterdir():
         (project / "data" / layer.name).mkdir(parents=True)
+    return project
+
+
+def _kedro_run(project: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
     result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "test"], check=False,
-                            cwd=project,
-                            env=env, capture_output=True, text=True, timeout=1200)
+                            cwd=project, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = _copy_project(tmp_path_factory.mktemp("project"))
+    _kedro_run(project)
     return project
 
 
@@ -162,3 +177,66 @@ def test_comparison_notebook_plots_the_latest_runs_models(finished_project: Path
     for model in MODELS:
         assert model in result.stdout
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _binary_folder_cohort(root: Path) -> None:
+    """A user's normal-vs-SSc cohort, no masks, patient ids in file names, bad files planted."""
+    for label, folder in (("normal", "Normal"), ("late", "SSc")):
+        for p in range(3):
+            patient = synthetic.make_patient(f"{folder}{p}", label, np.random.default_rng(p))
+            for i in range(2):
+                section = synthetic.render_section(patient, i, (192, 192), artefact_rate=0.0)
+                path = root / folder / f"{folder.upper()}00{p}_{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(section.image).save(path)
+    (root / "SSc" / "SSC009_cut.png").write_bytes((root / "SSc" / "SSC000_0.png").read_bytes()[:900])
+    (root / "Normal" / "NORMAL009_x.jpg").write_bytes(b"")
+    (root / "Normal" / "notes.txt").write_text("stained 2019")
+    for path in root.rglob("*"):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def own_cohort_project(tmp_path_factory: pytest.TempPathFactory):
+    cohort = tmp_path_factory.mktemp("their_cohort")
+    _binary_folder_cohort(cohort)
+    before = _checksums(cohort)
+    project = _copy_project(tmp_path_factory.mktemp("project"))
+    # `--env test` replaces conf/local, so the user's cohort goes into the test environment
+    params_file = project / "conf/test/parameters.yml"
+    params = yaml.safe_load(params_file.read_text())
+    params["cohort"]["source"] = {"layout": "folder", "root": str(cohort),
+                                  "label_map": {"Normal": "normal", "SSc": "ssc"}}
+    params_file.write_text(yaml.safe_dump(params))
+    result = _kedro_run(project)
+    yield project, cohort, before, result
+    for path in cohort.rglob("*"):
+        path.chmod(0o755)
+
+
+@pytest.mark.e2e
+def test_own_binary_folder_cohort_runs_by_configuration_alone(own_cohort_project):
+    project, cohort, before, result = own_cohort_project
+    assert _checksums(cohort) == before  # nothing in the user's folder changed
+    assert not list((project / "data/01_raw/synthetic").rglob("*.png"))
+    quarantine = pd.read_csv(project / "data/08_reporting/quarantine.csv")
+    assert dict(zip(quarantine["check"], quarantine["file"], strict=True)).keys() == {
+        "truncated", "empty_file", "not_image_extension"}
+    manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
+    assert len(manifest) == 12 and set(manifest["label"]) == {"normal", "ssc"}
+    index = pd.read_parquet(project / "data/05_model_input/patch_index.parquet")
+    assert set(index["mask_source"]) == {"pseudo"}  # no masks: the UNet learns pseudo-masks
+    report = (project / "data/08_reporting/report.md").read_text()
+    assert "three_class / cnn skipped" in report and "| binary | cnn |" in report
+    assert (project / "data/06_models/binary.cnn.keras").exists()
+    assert not (project / "data/06_models/three_class.cnn.keras").exists()
+    logs = result.stdout + result.stderr
+    assert "three_class.cnn skipped" in logs
+    for patient in ("NORMAL000", "SSC001"):
+        assert patient not in logs and patient not in report
+        assert patient not in quarantine.to_csv()

@@ -193,13 +193,16 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_scoring_server_answers_a_rest_client(server):
-    image = serving.encode_image(tissue_image())
+    images = [serving.encode_image(tissue_image()),
+              serving.encode_image(np.full((128, 128, 3), 250, np.uint8))]
     status, body = http(f"{server}/invocations",
-                        {"dataframe_split": {"columns": ["image"], "data": [[image]]}})
+                        {"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}})
     assert status == 200, body
     predictions = json.loads(body)["predictions"]
-    assert len(predictions) == 1
+    assert len(predictions) == 2
     assert_valid_prediction(predictions[0])
+    assert predictions[1]["label"] == serving.NO_TISSUE
+    assert predictions[1]["n_patches"] == 0
 
     status, body = http(f"{server}/invocations",
                         {"dataframe_split": {"columns": ["image"], "data": [["bm90"]]}})

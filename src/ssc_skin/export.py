@@ -98,9 +98,8 @@ class TFLiteClassifier:
     """
 
     def __init__(self, model_bytes: bytes, num_threads: int = 2, batch_size: int = 8) -> None:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - optional dep
-
-        self._interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads)
+        self._interpreter = _interpreter_class()(model_content=model_bytes,
+                                                 num_threads=num_threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
@@ -136,6 +135,19 @@ class TFLiteClassifier:
         self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self._interpreter.invoke()
         return _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
+
+
+def _interpreter_class() -> type:
+    """LiteRT's interpreter; TensorFlow's deprecated copy where LiteRT has no wheel (Linux
+    aarch64), so the project still runs there, only without TensorFlow-free serving."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    except ImportError:
+        logger.warning("ai-edge-litert is not installed; using tf.lite.Interpreter")
+        import tensorflow as tf  # noqa: PLC0415
+
+        return tf.lite.Interpreter
+    return Interpreter
 
 
 def _quantize(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

@@ -47,6 +47,8 @@ def _paper_row(task: str, architecture: str) -> tuple[str, str]:
 def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any]],
                    run_facts: dict[str, Any]) -> str:
     """Render the report: paper comparison first, then patient-level detail and segmentation."""
+    skipped = [ev for ev in evaluations if "skipped" in ev]
+    evaluations = [ev for ev in evaluations if "skipped" not in ev]
     lines = [
         "# ssc-skin study report",
         "",
@@ -68,6 +70,7 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
             f"| {ev['task']} | {ev['architecture']} | {paper_acc} | {ours} "
             f"| {_ci(ev, 'test_patient_accuracy')} | {_ci(ev, 'test_patient_auc', _num)} "
             f"| {paper_time} | {ev['train_seconds'] / 60:.1f} min |")
+    lines += [f"\n{ev['task']} / {ev['architecture']} skipped: {ev['skipped']}." for ev in skipped]
     lines += ["", "The paper did not report its split unit; our numbers are patient-grouped, so "
               "no patient's images are in both training and test.", "",
               "## Patient-level test metrics", "",

@@ -203,20 +203,20 @@ def pip_requirements(classifier_path: str | Path) -> list[str]:
     infer them (slow with TensorFlow) and may miss the TFLite runtime, imported lazily."""
     names = ["numpy", "pandas", "opencv-python-headless"]
     if Path(classifier_path).suffix == ".tflite":
-        names.append("ai-edge-litert")
+        names.append(_first_installed("ai-edge-litert", "tensorflow-cpu", "tensorflow"))
     else:
-        names += [_installed_tensorflow(), "keras"]
+        names += [_first_installed("tensorflow-cpu", "tensorflow"), "keras"]
     return [f"{name}=={metadata.version(name)}" for name in names]
 
 
-def _installed_tensorflow() -> str:
-    for name in ("tensorflow-cpu", "tensorflow"):
+def _first_installed(*names: str) -> str:
+    for name in names:
         try:
             metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
         return name
-    raise RuntimeError("neither tensorflow-cpu nor tensorflow is installed")
+    raise RuntimeError(f"none of {names} is installed")
 
 
 def log_predictor(classifier_path: str | Path, config: PredictorConfig,

@@ -67,7 +67,9 @@ def test_folder_cohort_quarantines_bad_files_and_never_touches_the_folder(folder
     assert "grayscale -> RGB" in manifest["notes"].str.cat()
     assert len(manifest) == 13 and set(manifest["label"]) == {"normal", "late"}
     assert metrics["files_quarantined"]["value"] == 3
-    assert not masks and not manifest["has_mask"].any()
+    # no mask files: every image gets a pseudo-mask from colour deconvolution
+    assert set(manifest["mask_source"]) == {"pseudo"} and set(masks) == set(manifest["image"])
+    assert (np.asarray(masks[manifest["image"].iloc[0]]()) == 2).any()
     image = images[manifest["image"].iloc[0]]()
     assert image.mode == "RGB" and image.size == (160, 160)
     # patient ids of the file names are replaced by pseudonyms in everything but the linkage
@@ -80,6 +82,14 @@ def test_folder_cohort_quarantines_bad_files_and_never_touches_the_folder(folder
 def test_wrong_layout_names_the_key_and_the_allowed_values(tmp_path):
     with pytest.raises(ValueError, match=r"cohort\.source\.layout.*folder, manifest, synthetic"):
         ingest_cohort(pd.DataFrame(), {"source": {"layout": "folders"}, "checks": CHECKS}, 32, 12)
+
+
+def test_mask_choice_is_checked(folder_cohort):
+    params = {**_cohort_params(folder_cohort), "masks": "drawn"}
+    with pytest.raises(ValueError, match=r"cohort\.masks must be one of auto, cohort, pseudo"):
+        ingest_cohort(pd.DataFrame(), params, 32, 12)
+    with pytest.raises(ValueError, match="cohort.masks: auto"):
+        ingest_cohort(pd.DataFrame(), {**params, "masks": "cohort"}, 32, 12)
 
 
 def test_a_folder_cohort_skips_synthetic_generation(tmp_path):

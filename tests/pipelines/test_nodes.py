@@ -73,23 +73,21 @@ def _tiny_cohort(masks: bool):
         section = synthetic.render_section(patient, 0, (128, 128), artefact_rate=0.0)
         images[f"im{p}"] = (lambda a=section.image: Image.fromarray(a))
         mask_store[f"im{p}"] = (lambda m=section.mask: Image.fromarray(m))
-        rows.append({"image": f"im{p}", "patient": f"pt{p}", "label": label, "has_mask": masks})
+        rows.append({"image": f"im{p}", "patient": f"pt{p}", "label": label, "has_mask": masks,
+                     "mask_source": "cohort" if masks else "none"})
     splits = pd.DataFrame({"patient": ["pt0", "pt1", "pt2"], "split": ["train", "val", "test"]})
     return images, (mask_store if masks else {}), pd.DataFrame(rows), splits
 
 
-PATCH_PARAMS = {"patch_size": 32, "stride": 32, "min_tissue_fraction": 0.5, "min_saturation": 12,
-                "masks": "auto"}
+PATCH_PARAMS = {"patch_size": 32, "stride": 32, "min_tissue_fraction": 0.5, "min_saturation": 12}
 
 
-def test_cohort_without_masks_gets_pseudo_masks():
-    images, masks, manifest, splits = _tiny_cohort(masks=False)
-    arrays, index = extract_patches(images, masks, manifest, splits, {"method": "none"},
-                                    PATCH_PARAMS)
-    assert set(index["mask_source"]) == {"pseudo"} and index["has_mask"].all()
-    assert (arrays["masks"] == 2).any()  # the pseudo-masks find dermis
-    _, with_masks = extract_patches(*_tiny_cohort(masks=True), {"method": "none"}, PATCH_PARAMS)
-    assert set(with_masks["mask_source"]) == {"cohort"}
+def test_patches_carry_their_mask_and_its_source():
+    arrays, index = extract_patches(*_tiny_cohort(masks=True), {"method": "none"}, PATCH_PARAMS)
+    assert set(index["mask_source"]) == {"cohort"} and index["has_mask"].all()
+    assert (arrays["masks"] == 2).any()
+    _, without = extract_patches(*_tiny_cohort(masks=False), {"method": "none"}, PATCH_PARAMS)
+    assert set(without["mask_source"]) == {"none"} and not without["has_mask"].any()
 
 
 def test_stain_normaliser_is_fitted_on_training_patients_only():

@@ -24,7 +24,7 @@ def test_default_pipeline_ends_in_the_report():
     assert "report" in default.all_outputs()
     assert default.inputs() <= {
         "params:cohort", "params:cohort.split", "params:patches.patch_size",
-        "params:patches.min_saturation", "params:cohort.colour_baseline",
+        "params:patches.min_saturation", "params:patches.stain", "params:cohort.colour_baseline",
         "params:classification.tasks", "params:patches",
         "params:segmentation.unet", "params:segmentation.selection",
         "params:classification.training", "params:evaluation",

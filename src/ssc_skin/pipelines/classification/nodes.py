@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ssc_skin import imaging, models, training
+from ssc_skin.datasets import Skipped
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,17 @@ def encode_labels(labels: pd.Series, task: dict[str, Any]) -> np.ndarray:
         unknown = sorted(labels[mapped.isna()].unique())
         raise ValueError(f"labels {unknown} are not in the label_map of task {task['name']!r}")
     return mapped.map({name: i for i, name in enumerate(task["classes"])}).to_numpy(int)
+
+
+def unsupported_reason(labels: pd.Series, task: dict[str, Any]) -> str | None:
+    """Why the cohort's labels cannot express this task (None when they can)."""
+    present = sorted(labels.unique())
+    mapped = labels.map(task["label_map"])
+    missing = [c for c in task["classes"] if c not in set(mapped.dropna())]
+    if mapped.isna().any() or missing:
+        return (f"the cohort's labels ({', '.join(present)}) cannot express the classes "
+                f"{', '.join(task['classes'])} of task {task['name']!r}")
+    return None
 
 
 def split_arrays(patches: dict[str, np.ndarray], patch_index: pd.DataFrame, task: dict[str, Any],
@@ -41,11 +53,19 @@ def _pretrained_base(model: keras.Model) -> keras.Model | None:
 
 def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
                      task: dict[str, Any], architecture: dict[str, Any],
-                     training_params: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
-    """Train one architecture on one task; pretrained backbones go frozen first, then fine-tune."""
+                     training_params: dict[str, Any]) -> tuple[keras.Model | Skipped, dict[str, Any]]:
+    """Train one architecture on one task; pretrained backbones go frozen first, then fine-tune.
+
+    A task the cohort's labels cannot express (3-class on a normal/ssc cohort) is skipped.
+    """
     settings = {**training_params, **architecture.get("training", {})}
     size = architecture["input_size"]
     name = f"{task['name']}.{architecture['name']}"
+    reason = unsupported_reason(patch_index["label"], task)
+    if reason:
+        logger.warning("%s skipped: %s", name, reason)
+        return Skipped(reason), {"task": task["name"], "architecture": architecture["name"],
+                                 "classes": list(task["classes"]), "skipped": reason}
     train = split_arrays(patches, patch_index, task, "train", size,
                          settings.get("max_train_patches"), settings["seed"])
     val = split_arrays(patches, patch_index, task, "val", size)

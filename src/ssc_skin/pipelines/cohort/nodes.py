@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ssc_skin import baseline, ingestion, plots, splits, synthetic
+from ssc_skin import baseline, ingestion, plots, splits, stain, synthetic
 from ssc_skin.privacy import pseudonym
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image_path", "patient_id", "label", "mask_path"]  # a real cohort's format
 PSEUDONYM_KEY_ENV = "SSC_SKIN_PSEUDONYM_KEY"
 DEFAULT_PSEUDONYM_KEY = "ssc-skin-default-key"
+MASK_CHOICES = ("auto", "cohort", "pseudo")
 
 
 def _pseudonym_key() -> str:
@@ -95,11 +96,14 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     valid["image"] = valid["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
     images = {row.image: _image_loader(row.image_path, source["tiff_page"])
               for row in valid.itertuples()}
-    masks = {row.image: _mask_loader(row.mask_path)
-             for row in valid.itertuples() if isinstance(row.mask_path, str)}
+    valid["mask_source"] = _mask_sources(valid, cohort.get("masks", "auto"))
+    masks = {row.image: _mask_loader(row.mask_path, row.image_path, row.mask_source,
+                                     source["tiff_page"])
+             for row in valid.itertuples() if row.mask_source != "none"}
     manifest = pd.DataFrame({
         "image": valid["image"], "patient": valid["patient"], "label": valid["label"],
-        "has_mask": valid["image"].isin(list(masks)), "fixed_split": valid["split"],
+        "has_mask": valid["mask_source"] != "none", "mask_source": valid["mask_source"],
+        "fixed_split": valid["split"],
         "content_hash": valid["content_hash"], "height": valid["height"],
         "width": valid["width"], "tissue_fraction": valid["tissue_fraction"],
         "notes": _hide_patient_ids(valid["notes"].fillna(""), records, key)})
@@ -109,6 +113,8 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     counts = {"images_valid": len(valid), "files_quarantined": len(quarantine),
               **{f"quarantined.{check}": int(n)
                  for check, n in quarantine["check"].value_counts().items()}}
+    logger.info("Tissue masks: %s", ", ".join(
+        f"{k}={v}" for k, v in valid["mask_source"].value_counts().items()))
     logger.info("Cohort: %d images from %d patients (%s); %d file(s) quarantined%s",
                 len(manifest), manifest["patient"].nunique(),
                 ", ".join(f"{k}={v}" for k, v in
@@ -122,8 +128,28 @@ def _image_loader(path: str, tiff_page: int) -> Callable[[], Image.Image]:
     return lambda: Image.fromarray(ingestion.read_rgb(path, tiff_page)[0])
 
 
-def _mask_loader(path: str) -> Callable[[], Image.Image]:
-    return lambda: Image.fromarray(ingestion.read_mask(path))
+def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
+    """Per image: `cohort` (its own mask file), `pseudo` (from colour deconvolution) or `none`.
+
+    `cohort.masks`: auto = the cohort's masks where it has them, pseudo-masks elsewhere.
+    """
+    if choice not in MASK_CHOICES:
+        raise ValueError(f"cohort.masks must be one of {', '.join(MASK_CHOICES)}; got {choice!r}")
+    has_file = valid["mask_path"].map(lambda p: isinstance(p, str))
+    if choice == "pseudo":
+        return pd.Series("pseudo", index=valid.index)
+    sources = has_file.map({True: "cohort", False: "pseudo" if choice == "auto" else "none"})
+    if (sources == "none").all():
+        raise ValueError("the cohort has no mask files and cohort.masks is 'cohort'; set "
+                         "cohort.masks: auto to train the UNet on pseudo-masks")
+    return sources
+
+
+def _mask_loader(mask_path: str | None, image_path: str, source: str,
+                 tiff_page: int) -> Callable[[], Image.Image]:
+    if source == "cohort":
+        return lambda: Image.fromarray(ingestion.read_mask(mask_path))
+    return lambda: Image.fromarray(stain.pseudo_mask(ingestion.read_rgb(image_path, tiff_page)[0]))
 
 
 def _hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Series:

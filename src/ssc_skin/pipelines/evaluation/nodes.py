@@ -14,6 +14,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from ssc_skin import figures, gradcam, imaging, metrics, report, training
+from ssc_skin.datasets import Skipped
 from ssc_skin.pipelines.classification.nodes import split_arrays
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
                     patch_index: pd.DataFrame, task: dict[str, Any],
                     architecture: dict[str, Any]) -> pd.DataFrame:
     """Class probabilities for every selected patch, with its provenance."""
+    if isinstance(classifier, Skipped):
+        return pd.DataFrame(columns=["row", "image", "patient", "label", "split", "y_true",
+                                     *(f"p_{c}" for c in task["classes"])])
     frames = []
     for split in SPLITS:
         part = patch_index[patch_index["split"] == split]
@@ -43,6 +47,8 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
     """Metrics at patch, image and patient level per split; bootstrap CIs for test patients."""
     prob_columns = [f"p_{name}" for name in task["classes"]]
     summary: dict[str, Any] = {k: v for k, v in training_summary.items() if k != "history"}
+    if "skipped" in summary:
+        return {}, summary
     for split in SPLITS:
         part = predictions[predictions["split"] == split]
         if part.empty:
@@ -114,6 +120,8 @@ def evaluation_figures(*inputs: Any) -> tuple[Figure, Figure, Figure]:
     half = len(inputs) // 2
     confusion, roc, curves = {}, {}, {}
     for predictions, summary in zip(inputs[:half], inputs[half:], strict=True):
+        if "skipped" in summary:
+            continue
         name = f"{summary['task']}.{summary['architecture']}"
         labels, probabilities = _test_patients(predictions, summary["classes"])
         confusion[name] = (labels, probabilities.argmax(axis=1), summary["classes"])
@@ -132,6 +140,8 @@ def gradcam_examples(classifier: keras.Model, predictions: pd.DataFrame,
     Each patch's map is weighted by its probability for the explained class and put back at
     its place in the image, so the overlay shows where in the section the evidence lies.
     """
+    if isinstance(classifier, Skipped):
+        return figures.gradcam_figure([])
     test = predictions[predictions["split"] == "test"]
     prob_columns = [f"p_{c}" for c in task["classes"]]
     per_image = test.groupby("image").agg(y_true=("y_true", "first"),
@@ -186,7 +196,7 @@ def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],
     """One MLflow child run per task x architecture with the same metric names for every model,
     so MLflow's Compare view lines MobileNetV2 and CNN up directly. No-op without an active run.
     """
-    if mlflow.active_run() is None:
+    if mlflow.active_run() is None or "skipped" in evaluation:
         return
     name = f"{evaluation['task']}.{evaluation['architecture']}"
     with mlflow.start_run(run_name=name, nested=True):

@@ -12,7 +12,6 @@ import pandas as pd
 from ssc_skin import imaging, stain
 
 logger = logging.getLogger(__name__)
-MASK_SOURCES = ("auto", "cohort", "pseudo")
 
 
 def _rgb(images: dict[str, Callable[[], Any]], image_id: str) -> np.ndarray:
@@ -31,16 +30,6 @@ def fit_stain_normalizer(images: dict[str, Callable[[], Any]], manifest: pd.Data
     return normalizer.to_dict()
 
 
-def _mask_for(record: Any, masks: dict[str, Callable[[], Any]], image: np.ndarray,
-              source: str) -> tuple[np.ndarray, str]:
-    """The image's tissue mask and where it came from: the cohort's, a pseudo-mask, or none."""
-    if record.has_mask and source in {"auto", "cohort"}:
-        return np.asarray(masks[record.image]()), "cohort"
-    if source in {"auto", "pseudo"}:
-        return stain.pseudo_mask(image), "pseudo"
-    return np.zeros(image.shape[:2], np.uint8), "none"
-
-
 def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
                     manifest: pd.DataFrame, patient_splits: pd.DataFrame,
                     normalizer: dict[str, Any], params: dict[str, Any]
@@ -51,15 +40,14 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
     `cohort` masks (drawn, or the synthetic ground truth) or `pseudo` masks from colour
     deconvolution for cohorts without any (weaker; see `stain.pseudo_mask`).
     """
-    size, stride, source = params["patch_size"], params["stride"], params["masks"]
-    if source not in MASK_SOURCES:
-        raise ValueError(f"patches.masks must be one of {', '.join(MASK_SOURCES)}; got {source!r}")
+    size, stride = params["patch_size"], params["stride"]
     normalise = stain.StainNormalizer.from_dict(normalizer).transform
     split_of = patient_splits.set_index("patient")["split"]
     patch_images, patch_masks, rows = [], [], []
     for n, record in enumerate(manifest.itertuples(index=False), start=1):
         image = _rgb(images, record.image)
-        mask, mask_source = _mask_for(record, masks, image, source)
+        mask = (np.asarray(masks[record.image]()) if record.has_mask
+                else np.zeros(image.shape[:2], np.uint8))
         tissue = imaging.tissue_mask(image, params["min_saturation"])
         image = normalise(image)
         for tile in imaging.grid_tiles(tissue, size, stride, params["min_tissue_fraction"]):
@@ -68,7 +56,7 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
             rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
-                         "has_mask": mask_source != "none", "mask_source": mask_source})
+                         "has_mask": record.has_mask, "mask_source": record.mask_source})
         if n % max(1, len(manifest) // 5) == 0:
             logger.info("Patches: %d/%d images, %d patches so far", n, len(manifest), len(rows))
     index = pd.DataFrame(rows)

@@ -100,8 +100,8 @@ def segmentation_overlays(unet: keras.Model, images: dict[str, Any], masks: dict
     samples = []
     for row in chosen.itertuples():
         image = np.asarray(images[row.image]().convert("RGB"))
-        truth = np.asarray(masks[row.image]()) if row.has_mask else stain.pseudo_mask(image)
-        source = "annotated" if row.has_mask else "pseudo-mask"
+        truth = np.asarray(masks[row.image]()) if row.has_mask else None
+        source = {"cohort": "annotated", "pseudo": "pseudo-mask"}.get(row.mask_source, "no")
         predicted = predict_image_mask(unet, normalise(image), window, params["input_size"])
         samples.append((f"{row.label} (test; {source} vs UNet)", image, truth, predicted))
     return figures.mask_overlay_figure(samples)
