@@ -114,11 +114,25 @@ def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any
     for task, result in run_facts.get("colour_baseline", {}).items():
         lines.append(f"| {task} | {_pct(result['accuracy'])} | "
                      f"{_pct(result['balanced_accuracy'])} | {_pct(result['majority_class_rate'])} |")
-    lines += ["", "Sample images and masks: `cohort_gallery.png`.",
-              "", "## Segmentation (UNet, dermis)", ""]
+    lines += ["", "![Cohort samples](cohort_gallery.png)",
+              "", "## Segmentation (UNet, dermis)", "",
+              "Masks the UNet learned from and is scored against: "
+              + (", ".join(f"{k} ({n} patches)" for k, n in
+                           segmentation.get("mask_sources", {}).items()) or "n/a")
+              + ". Pseudo-masks come from colour deconvolution and are weaker than drawn ones.",
+              ""]
     for key in ("val_dermis_dice", "val_dermis_iou", "test_dermis_dice", "test_dermis_iou"):
         if key in segmentation:
             lines.append(f"- {key.replace('_', ' ')}: {segmentation[key]:.3f}")
+    lines += ["", "![UNet masks on test images](segmentation_overlays.png)", "",
+              "## Ablations: stain normalisation and segmentation gating", "",
+              f"This run's stain normalisation: {run_facts.get('stain', 'n/a')} (fitted on "
+              "training images only).", ""]
+    if run_facts.get("ablations"):
+        lines += ["Separate runs of the CNNs with one setting changed "
+                  "(`benchmarks/ablation.py`):", "", run_facts["ablations"]]
+    else:
+        lines.append("Not run yet: `.venv/bin/python benchmarks/ablation.py`.")
     lines.append("")
     return "\n".join(lines)
 

@@ -208,7 +208,9 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     epi_bottom = keratin_bottom + epi_thick + ridge_amp * ridges
     papillary_bottom = epi_bottom + h * 0.04
     dermis_depth = h * 0.34 * patient.dermis_scale * obliquity * (1 + 1.6 * s)
-    dermis_bottom = papillary_bottom + dermis_depth + h * 0.02 * _profile(rng, w, 60)
+    # the dermis-fat border undulates on its own, it does not copy the rete ridges
+    dermis_bottom = (keratin_bottom + epi_thick + h * 0.04 + dermis_depth
+                     + h * 0.03 * _profile(rng, w, 60))
 
     in_tissue = rows >= surface
     keratin = in_tissue & (rows < keratin_bottom)

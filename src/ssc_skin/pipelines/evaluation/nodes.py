@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -181,13 +182,21 @@ def _image_heatmap(classifier: keras.Model, image: Any, image_predictions: pd.Da
 
 
 def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str, Any],
-                 manifest: pd.DataFrame, *evaluations: dict[str, Any]) -> tuple[str, str]:
-    """The study report (paper comparison first), as Markdown and as a standalone HTML page."""
+                 manifest: pd.DataFrame, stain_normalizer: dict[str, Any],
+                 params: dict[str, Any], *evaluations: dict[str, Any]) -> tuple[str, str]:
+    """The study report (paper comparison first), as Markdown and as a standalone HTML page.
+
+    The ablation table comes from `benchmarks/ablation.py` (separate runs), when it exists.
+    """
     per_class = manifest.groupby("label")["patient"].nunique()
     cohort = (f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
               + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
-    text = report.build_markdown(segmentation_summary, list(evaluations),
-                                 {"cohort": cohort, "colour_baseline": colour_baseline})
+    ablations = Path(params.get("ablations_table", ""))
+    text = report.build_markdown(
+        segmentation_summary, list(evaluations),
+        {"cohort": cohort, "colour_baseline": colour_baseline,
+         "stain": stain_normalizer.get("method", "none"),
+         "ablations": ablations.read_text() if ablations.is_file() else None})
     return text, report.markdown_to_html(text, "ssc-skin study report")
 
 

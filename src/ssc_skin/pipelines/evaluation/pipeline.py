@@ -37,7 +37,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     report = Pipeline(
         [
             node(build_report,
-                 ["segmentation_summary", "colour_baseline", "manifest",
+                 ["segmentation_summary", "colour_baseline", "manifest", "stain_normalizer",
+                  "params:evaluation",
                   *[f"{ns}.evaluation" for ns in MODEL_NAMESPACES]],
                  ["report", "report_html"], name="build_report"),
             node(evaluation_figures,
