@@ -79,7 +79,8 @@ def _tiny_cohort(masks: bool):
     return images, (mask_store if masks else {}), pd.DataFrame(rows), splits
 
 
-PATCH_PARAMS = {"patch_size": 32, "stride": 32, "min_tissue_fraction": 0.5, "min_saturation": 12}
+PATCH_PARAMS = {"patch_size": 32, "stride": 32, "min_tissue_fraction": 0.5, "min_saturation": 12,
+                "unet_min_tissue_fraction": 0.05}
 
 
 def test_patches_carry_their_mask_and_its_source():
@@ -88,6 +89,15 @@ def test_patches_carry_their_mask_and_its_source():
     assert (arrays["masks"] == 2).any()
     _, without = extract_patches(*_tiny_cohort(masks=False), {"method": "none"}, PATCH_PARAMS)
     assert set(without["mask_source"]) == {"none"} and not without["has_mask"].any()
+
+
+def test_low_tissue_patches_train_the_unet_but_never_reach_the_classifiers():
+    _, index = extract_patches(*_tiny_cohort(masks=True), {"method": "none"}, PATCH_PARAMS)
+    assert (~index["classifiable"]).any()
+    assert (index.loc[~index["classifiable"], "tissue_fraction"] < 0.5).all()
+    scored = index.assign(dermis_fraction=1.0)
+    selected = select_patches(scored, {"use_segmentation": False, "min_dermis_fraction": 0.5})
+    assert selected["classifiable"].all() and len(selected) == index["classifiable"].sum()
 
 
 def test_stain_normaliser_is_fitted_on_training_patients_only():

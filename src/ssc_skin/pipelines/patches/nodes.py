@@ -36,7 +36,8 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
                     ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
-    Each patch keeps its provenance (image, patient, x, y, split) and its mask source:
+    Patches with little tissue (fat, section borders) are kept for the UNet only, which has to
+    learn them; the classifiers see `classifiable` patches. Each patch keeps its provenance (image, patient, x, y, split) and its mask source:
     `cohort` masks (drawn, or the synthetic ground truth) or `pseudo` masks from colour
     deconvolution for cohorts without any (weaker; see `stain.pseudo_mask`).
     """
@@ -50,12 +51,14 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
                 else np.zeros(image.shape[:2], np.uint8))
         tissue = imaging.tissue_mask(image, params["min_saturation"])
         image = normalise(image)
-        for tile in imaging.grid_tiles(tissue, size, stride, params["min_tissue_fraction"]):
+        lowest = min(params["min_tissue_fraction"], params["unet_min_tissue_fraction"])
+        for tile in imaging.grid_tiles(tissue, size, stride, lowest):
             patch_images.append(imaging.crop(image, tile, size))
             patch_masks.append(imaging.crop(mask, tile, size))
             rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
+                         "classifiable": tile.tissue_fraction >= params["min_tissue_fraction"],
                          "has_mask": record.has_mask, "mask_source": record.mask_source})
         if n % max(1, len(manifest) // 5) == 0:
             logger.info("Patches: %d/%d images, %d patches so far", n, len(manifest), len(rows))

@@ -75,7 +75,7 @@ def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index
 
 
 def predict_image_mask(unet: keras.Model, image: np.ndarray, window: int,
-                       input_size: int) -> np.ndarray:
+                       input_size: int, min_tissue_fraction: float = 0.05) -> np.ndarray:
     """A whole-image mask from the patch UNet: non-overlapping windows, edges padded."""
     h, w = image.shape[:2]
     padded = np.pad(image, ((0, -h % window), (0, -w % window), (0, 0)), mode="edge")
@@ -83,6 +83,10 @@ def predict_image_mask(unet: keras.Model, image: np.ndarray, window: int,
     tiles = np.stack([padded[y:y + window, x:x + window] for y in ys for x in xs])
     labels = training.predict(unet, imaging.resize_batch(tiles, input_size)).argmax(-1)
     labels = imaging.resize_batch(labels.astype(np.uint8), window, cv2.INTER_NEAREST)
+    tissue = imaging.tissue_mask(np.ascontiguousarray(padded))
+    glass = [tissue[y:y + window, x:x + window].mean() < min_tissue_fraction
+             for y in ys for x in xs]
+    labels[np.array(glass)] = 0  # windows the tiling calls glass are background, as in training
     mask = np.zeros(padded.shape[:2], np.uint8)
     for tile, (y, x) in zip(labels, [(y, x) for y in ys for x in xs], strict=True):
         mask[y:y + window, x:x + window] = tile
@@ -109,6 +113,8 @@ def segmentation_overlays(unet: keras.Model, images: dict[str, Any], masks: dict
 
 def select_patches(scored_index: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
     """The patches the classifiers see: enough dermis (or all, when segmentation is off)."""
+    if "classifiable" in scored_index:  # enough tissue; the rest was only for the UNet
+        scored_index = scored_index[scored_index["classifiable"]]
     if not params["use_segmentation"]:
         return scored_index.copy()
     keep = scored_index["dermis_fraction"] >= params["min_dermis_fraction"]

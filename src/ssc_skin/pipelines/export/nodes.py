@@ -1,0 +1,82 @@
+"""Nodes of the `export` pipeline: TFLite models of each MobileNetV2, checked, timed, served."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ssc_skin import predict, serving
+from ssc_skin.datasets import Skipped
+
+logger = logging.getLogger(__name__)
+
+
+def export_classifier(classifier: keras.Model | Skipped, patches: dict[str, np.ndarray],
+                      patch_index: pd.DataFrame, task: dict[str, Any],
+                      architecture: dict[str, Any], params: dict[str, Any]
+                      ) -> tuple[bytes | Skipped, bytes | Skipped, dict[str, Any],
+                                 dict[str, Any]]:
+    """TFLite float32 and int8 of one classifier, and which runtime `predict` should use.
+
+    int8 is calibrated on training patches; agreement with Keras is checked on test patches
+    (the model has not seen them, like the images it will be asked about).
+    """
+    name = f"{task['name']}.{architecture['name']}"
+    header = {"task": task["name"], "architecture": architecture["name"],
+              "classes": list(task["classes"]), "input_size": architecture["input_size"]}
+    if isinstance(classifier, Skipped):
+        logger.info("%s export skipped: %s", name, classifier.reason)
+        return classifier, classifier, {**header, "skipped": classifier.reason}, {}
+    size, seed = architecture["input_size"], params.get("seed", 0)
+    images = patches["images"]
+    representative = predict.split_patches(images, patch_index, ("train",),
+                                           params["representative_patches"], size, seed)
+    check = predict.split_patches(images, patch_index, ("test", "val", "train"),
+                                  params["agreement_patches"], size, seed)
+    timing = check[: params["latency_patches"]]
+    result = predict.export_classifier(
+        classifier, representative, check, timing,
+        agreement_threshold=params["agreement_threshold"], rounds=params["latency_rounds"],
+        num_threads=params["num_threads"], batch_size=params["batch_size"])
+    summary = {**header, **result.summary}
+    rows = summary["runtimes"]
+    logger.info("%s export: %s. %s", name, summary["runtime"], summary["runtime_reason"])
+    for runtime, row in rows.items():
+        logger.info("%s %s: %.0f patches/s, %.2f MB, label agreement %s", name, runtime,
+                    row["patches_per_second"], row["model_bytes"] / 1e6,
+                    f"{row['label_agreement']:.3f}" if "label_agreement" in row else "-")
+    metrics = {k: {"value": v, "step": 0} for k, v in predict.export_metrics(summary).items()}
+    return result.float32, result.int8, summary, metrics
+
+
+def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes | Skipped,
+                              summary: dict[str, Any], task: dict[str, Any],
+                              architecture: dict[str, Any], patch_params: dict[str, Any],
+                              low_confidence_threshold: float, enabled: bool = True) -> None:
+    """The whole-image pyfunc on the runtime export chose, in the active MLflow run, so that
+    `mlflow models serve -m <model uri>` answers REST requests. No-op without a run."""
+    if mlflow.active_run() is None or not enabled or "skipped" in summary:
+        return
+    config = serving.PredictorConfig(
+        class_names=tuple(task["classes"]), input_size=architecture["input_size"],
+        patch_size=patch_params["patch_size"], stride=patch_params["stride"],
+        min_tissue_fraction=patch_params["min_tissue_fraction"],
+        min_saturation=patch_params.get("min_saturation", 12),
+        low_confidence_threshold=low_confidence_threshold)
+    name = f"{task['name']}.{architecture['name']}"
+    with tempfile.TemporaryDirectory() as folder:
+        if summary["runtime"] == predict.FLOAT32 and not isinstance(float32, Skipped):
+            path = Path(folder) / f"{name}.float32.tflite"
+            path.write_bytes(float32)
+        else:
+            path = Path(folder) / f"{name}.keras"
+            classifier.save(path)
+        serving.log_predictor(path, config, name=f"{task['name']}_{architecture['name']}"
+                                                 "_whole_image_predictor")
