@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ssc_skin import figures, gradcam, imaging, metrics, report, training
 from ssc_skin.datasets import Skipped
-from ssc_skin.pipelines.classification.nodes import split_arrays
+from ssc_skin.pipelines.classification.nodes import encode_labels
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -24,18 +24,19 @@ SPLITS = ("train", "val", "test")
 
 def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
                     patch_index: pd.DataFrame, task: dict[str, Any],
-                    architecture: dict[str, Any]) -> pd.DataFrame:
+                    architecture: dict[str, Any], chunk_size: int = 2048) -> pd.DataFrame:
     """Class probabilities for every selected patch, with its provenance."""
     if isinstance(classifier, Skipped):
         return pd.DataFrame(columns=["row", "image", "patient", "label", "split", "y_true",
                                      *(f"p_{c}" for c in task["classes"])])
     frames = []
-    for split in SPLITS:
-        part = patch_index[patch_index["split"] == split]
-        images, y = split_arrays(patches, patch_index, task, split, architecture["input_size"])
+    for start in range(0, len(patch_index), chunk_size):  # chunks keep memory flat
+        part = patch_index.iloc[start:start + chunk_size]
+        images = imaging.resize_batch(patches["images"][part["row"].to_numpy()],
+                                      architecture["input_size"])
         probabilities = training.predict(classifier, images)
         frame = part[["row", "image", "patient", "label", "split"]].reset_index(drop=True)
-        frame["y_true"] = y
+        frame["y_true"] = encode_labels(part["label"], task)
         for i, name in enumerate(task["classes"]):
             frame[f"p_{name}"] = probabilities[:, i]
         frames.append(frame)

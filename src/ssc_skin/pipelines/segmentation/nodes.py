@@ -54,9 +54,11 @@ def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
 def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
                   params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Predict masks for every patch: dermis fraction per patch, Dice/IoU on val and test."""
-    size = params["input_size"]
-    images = imaging.resize_batch(patches["images"], size)
-    predicted = training.predict(unet, images, params["batch_size"]).argmax(axis=-1)
+    size, chunk = params["input_size"], 2048  # chunks keep memory flat on large cohorts
+    predicted = np.concatenate([
+        training.predict(unet, imaging.resize_batch(patches["images"][start:start + chunk], size),
+                         params["batch_size"]).argmax(axis=-1).astype(np.uint8)
+        for start in range(0, len(patch_index), chunk)])
     scored = patch_index.copy()
     scored["dermis_fraction"] = (predicted == DERMIS).mean(axis=(1, 2))
     summary: dict[str, float] = {}

@@ -1,0 +1,117 @@
+"""Nodes of the `predict` pipeline: new images -> checked -> patches -> every task's label."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ssc_skin import export, figures, ingestion, predict, stain
+from ssc_skin.datasets import Skipped
+from ssc_skin.pipelines.cohort.nodes import _hide_patient_ids, _pseudonym_key
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ["image", "patient", "image_path"]
+
+
+def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict[str, Any],
+                    patch_params: dict[str, Any]
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Valid images under `predict.input` (a folder or one file), with the cohort's checks.
+
+    Returns the images to predict (pseudonyms and paths, kept in memory only), the quarantine
+    report (patient ids in file names replaced by pseudonyms) and the local linkage table.
+    """
+    regex = (params.get("patient_id_regex") or source.get("patient_id_regex")
+             if params.get("patient_ids", True) else None)
+    records = predict.discover_inputs(params["input"], regex)
+    valid, quarantine = predict.validate_inputs(
+        records, min_side=patch_params["patch_size"],
+        min_tissue_fraction=checks["min_tissue_fraction"],
+        min_saturation=patch_params.get("min_saturation", 12),
+        tiff_page=source.get("tiff_page", 0))
+    key = _pseudonym_key()
+    valid = predict.pseudonymise(valid, key)
+    report = quarantine.assign(file=_hide_patient_ids(quarantine["file"], records, key),
+                               reason=_hide_patient_ids(quarantine["reason"], records, key))
+    linkage = valid[["image", "patient", "patient_id", "relative_path", "image_path"]]
+    logger.info("Predict: %d valid image(s), %d file(s) quarantined%s", len(valid),
+                len(quarantine),
+                " -> data/08_reporting/predict_quarantine.csv" if len(quarantine) else "")
+    return valid[IMAGE_COLUMNS].reset_index(drop=True), report, linkage.reset_index(drop=True)
+
+
+def _task_models(params: dict[str, Any], tasks: dict[str, Any],
+                 architectures: dict[str, Any]) -> list[predict.TaskModel]:
+    """The chosen architecture of every task asked for; tasks the cohort skipped are left out."""
+    architecture = architectures[params["architecture"]]
+    models = []
+    for name in params.get("tasks") or list(tasks):
+        model = predict.load_task_model(tasks[name], architecture, params["runtime"],
+                                        params["models"], params.get("num_threads", 2))
+        if isinstance(model, Skipped):
+            logger.warning("Predict: task %s skipped (%s)", name, model.reason)
+            continue
+        logger.info("Predict: %s.%s on %s", model.task, model.architecture, model.runtime)
+        models.append(model)
+    if not models:
+        raise ValueError("no trained classifier for any of the tasks in predict.tasks; "
+                         "run `kedro run` first")
+    return models
+
+
+def predict_new_images(images: pd.DataFrame, unet: keras.Model, normalizer: dict[str, Any],
+                       params: dict[str, Any], patch_params: dict[str, Any],
+                       segmentation: dict[str, Any], tasks: dict[str, Any],
+                       architectures: dict[str, Any], tiff_page: int = 0) -> pd.DataFrame:
+    """Per image and task: probabilities, label, patch counts, gating and confidence flags;
+    then per patient (mean of its images) where file names carry patient ids."""
+    models = _task_models(params, tasks, architectures)
+    settings = predict.PatchSettings.from_params(patch_params, segmentation)
+    threshold = params["low_confidence_threshold"]
+    by_image = predict.predict_images(images, models, normalizer, unet, settings, threshold,
+                                      tiff_page)
+    by_patient = predict.patient_means(by_image, models, threshold)
+    flagged = by_image[by_image["low_confidence"]]
+    logger.info("Predict: %d image(s) x %d task(s); %d row(s) low-confidence, %d image(s) "
+                "with no patch past UNet gating (all tissue patches used)", len(images),
+                len(models), len(flagged), by_image.drop_duplicates("image")["gating_fallback"]
+                .sum() if len(by_image) else 0)
+    return pd.concat([by_image, by_patient], ignore_index=True)
+
+
+def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame, unet: keras.Model,
+                       normalizer: dict[str, Any], params: dict[str, Any],
+                       patch_params: dict[str, Any], segmentation: dict[str, Any],
+                       tasks: dict[str, Any], architectures: dict[str, Any],
+                       tiff_page: int = 0) -> Figure:
+    """Grad-CAM over the first `predict.gradcam_images` images, for the first task: where in
+    each section the evidence for its predicted label lies."""
+    by_image = predictions[predictions["level"] == "image"]
+    if by_image.empty or params.get("gradcam_images", 0) <= 0:
+        return figures.gradcam_figure([])
+    task = by_image["task"].iloc[0]
+    architecture = architectures[params["architecture"]]
+    paths = predict.model_paths(params["models"], task, architecture["name"])
+    model = keras.models.load_model(paths["keras"], compile=False)
+    settings = predict.PatchSettings.from_params(patch_params, segmentation)
+    normalise = stain.StainNormalizer.from_dict(normalizer).transform
+    unet_predict = export.keras_predictor(unet, 64)
+    classes = list(tasks[task]["classes"])
+    rows = by_image[(by_image["task"] == task) & (by_image["n_patches"] > 0)]
+    samples = []
+    for row in rows.head(params["gradcam_images"]).itertuples(index=False):
+        path = images.loc[images["image"] == row.image, "image_path"].iloc[0]
+        image, _ = ingestion.read_rgb(path, tiff_page)
+        found = predict.image_patches(image, normalise, unet_predict, settings)
+        probability = getattr(row, f"probability_{row.label}")
+        heat = predict.gradcam_heatmap(model, found, image.shape, architecture["input_size"],
+                                       classes.index(row.label))
+        flags = " (gating fallback)" if row.gating_fallback else ""
+        samples.append((f"{row.image}: {task} {row.label} p={probability:.2f}{flags}",
+                        image, heat))
+    return figures.gradcam_figure(samples)

@@ -1,0 +1,32 @@
+"""The `predict` pipeline (not in `__default__`): the trained study as a screening tool.
+
+`kedro run --pipeline predict --params predict.input=/path/to/images` classifies new images
+with the latest run's models; the folder is only read.
+"""
+
+from kedro.pipeline import Pipeline, node
+
+from .nodes import find_new_images, gradcam_new_images, predict_new_images
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(find_new_images,
+                 ["params:predict", "params:cohort.source", "params:cohort.checks",
+                  "params:patches"],
+                 ["new_images", "predict_quarantine", "predict_linkage"],
+                 name="find_new_images"),
+            node(predict_new_images,
+                 ["new_images", "unet", "stain_normalizer", "params:predict", "params:patches",
+                  "params:segmentation", "params:classification.tasks",
+                  "params:classification.architectures", "params:cohort.source.tiff_page"],
+                 "new_image_predictions", name="predict_new_images"),
+            node(gradcam_new_images,
+                 ["new_images", "new_image_predictions", "unet", "stain_normalizer",
+                  "params:predict", "params:patches", "params:segmentation",
+                  "params:classification.tasks", "params:classification.architectures",
+                  "params:cohort.source.tiff_page"],
+                 "new_image_gradcam", name="gradcam_new_images"),
+        ]
+    )
