@@ -55,7 +55,8 @@ IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "BMP"})
 LAYOUTS = ("folder", "manifest", "synthetic")
 SPLITS = ("train", "val", "test")
 DEFAULT_PATIENT_ID_REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
-SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "label_map", "tiff_page")
+SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "label_map", "tiff_page",
+               "microns_per_pixel")
 MANIFEST_REQUIRED = ("image_path", "patient_id", "label")
 MANIFEST_OPTIONAL = ("mask_path", "split")
 # Operating-system and tool litter, skipped silently (counted in a debug log line).
@@ -121,7 +122,18 @@ def check_source_config(source: Mapping[str, Any] | None) -> dict[str, Any]:
         raise CohortConfigError("cohort.source.tiff_page must be an integer >= 0 (0 = first "
                                 f"page); got {tiff_page!r}")
     return {"layout": layout, "root": source.get("root"), "manifest": source.get("manifest"),
-            "patient_id_regex": regex, "label_map": dict(label_map), "tiff_page": tiff_page}
+            "patient_id_regex": regex, "label_map": dict(label_map), "tiff_page": tiff_page,
+            "microns_per_pixel": _positive_or_none(source.get("microns_per_pixel"),
+                                                   "cohort.source.microns_per_pixel")}
+
+
+def _positive_or_none(value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CohortConfigError(f"{key} must be a positive number (microns per pixel) or null; "
+                                f"got {value!r}")
+    return float(value)
 
 
 def compile_patient_regex(regex: str) -> re.Pattern[str]:

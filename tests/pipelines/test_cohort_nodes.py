@@ -149,3 +149,20 @@ def test_kfold_tests_every_patient_once(tmp_path):
               for p in split_cohort(_manifest(), {**params, "fold": fold}).query(
                   "split == 'test'")["patient"]]
     assert sorted(tested) == sorted(_manifest()["patient"].unique())
+
+
+def test_resolution_is_harmonised_to_the_target_microns_per_pixel(folder_cohort):
+    params = _cohort_params(folder_cohort)
+    params["source"]["microns_per_pixel"] = 0.5
+    images, masks, manifest, *_ = ingest_cohort(
+        pd.DataFrame(), {**params, "target_microns_per_pixel": 1.0}, 32, 12)
+    first = manifest["image"].iloc[0]
+    assert images[first]().size == (80, 80)  # 160 px at 0.5 um/px -> 80 px at 1.0 um/px
+    assert masks[first]().size == (80, 80)
+
+
+def test_bad_resolution_value_names_the_key(folder_cohort):
+    params = _cohort_params(folder_cohort)
+    params["source"]["microns_per_pixel"] = -1
+    with pytest.raises(ValueError, match=r"cohort\.source\.microns_per_pixel"):
+        ingest_cohort(pd.DataFrame(), params, 32, 12)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -94,11 +95,13 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     key = _pseudonym_key()
     valid["patient"] = valid["patient_id"].map(lambda pid: pseudonym(pid, key))
     valid["image"] = valid["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
-    images = {row.image: _image_loader(row.image_path, source["tiff_page"])
+    scale = _resolution_scale(source["microns_per_pixel"],
+                              cohort.get("target_microns_per_pixel"))
+    images = {row.image: _image_loader(row.image_path, source["tiff_page"], scale)
               for row in valid.itertuples()}
     valid["mask_source"] = _mask_sources(valid, cohort.get("masks", "auto"))
     masks = {row.image: _mask_loader(row.mask_path, row.image_path, row.mask_source,
-                                     source["tiff_page"])
+                                     source["tiff_page"], scale)
              for row in valid.itertuples() if row.mask_source != "none"}
     manifest = pd.DataFrame({
         "image": valid["image"], "patient": valid["patient"], "label": valid["label"],
@@ -124,8 +127,28 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     return images, masks, manifest.reset_index(drop=True), linkage, report, metrics
 
 
-def _image_loader(path: str, tiff_page: int) -> Callable[[], Image.Image]:
-    return lambda: Image.fromarray(ingestion.read_rgb(path, tiff_page)[0])
+def _resolution_scale(cohort_mpp: float | None, target_mpp: float | None) -> float:
+    """Resize factor that brings the cohort to the target microns per pixel (1 when either
+    is unknown), so that patches cover the same tissue area whatever the scanner."""
+    if not cohort_mpp or not target_mpp:
+        return 1.0
+    scale = cohort_mpp / target_mpp
+    logger.info("Resolution: %.3f -> %.3f microns/pixel (images resized x%.3f)", cohort_mpp,
+                target_mpp, scale)
+    return scale
+
+
+def _rescale(array: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
+    if scale == 1.0:
+        return array
+    size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))
+    return cv2.resize(array, size, interpolation=interpolation)
+
+
+def _image_loader(path: str, tiff_page: int, scale: float = 1.0) -> Callable[[], Image.Image]:
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return lambda: Image.fromarray(
+        _rescale(ingestion.read_rgb(path, tiff_page)[0], scale, interpolation))
 
 
 def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
@@ -145,11 +168,13 @@ def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
     return sources
 
 
-def _mask_loader(mask_path: str | None, image_path: str, source: str,
-                 tiff_page: int) -> Callable[[], Image.Image]:
+def _mask_loader(mask_path: str | None, image_path: str, source: str, tiff_page: int,
+                 scale: float = 1.0) -> Callable[[], Image.Image]:
     if source == "cohort":
-        return lambda: Image.fromarray(ingestion.read_mask(mask_path))
-    return lambda: Image.fromarray(stain.pseudo_mask(ingestion.read_rgb(image_path, tiff_page)[0]))
+        return lambda: Image.fromarray(
+            _rescale(ingestion.read_mask(mask_path), scale, cv2.INTER_NEAREST))
+    image = _image_loader(image_path, tiff_page, scale)
+    return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
 
 
 def _hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Series:
