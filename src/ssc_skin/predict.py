@@ -101,7 +101,8 @@ class ExportResult:
 
 def export_classifier(model: keras.Model, representative: np.ndarray, check: np.ndarray,
                       timing: np.ndarray, *, agreement_threshold: float, rounds: int = 5,
-                      num_threads: int = 2, batch_size: int = 8) -> ExportResult:
+                      num_threads: int = 2, batch_size: int = 8,
+                      int8_enabled: bool = True) -> ExportResult:
     """Convert to TFLite float32 and int8; agreement on `check`, speed on `timing` patches.
 
     An int8 conversion that fails (an op without an int8 kernel) is recorded, not fatal: the
@@ -109,12 +110,14 @@ def export_classifier(model: keras.Model, representative: np.ndarray, check: np.
     """
     started = time.perf_counter()
     float32 = export.to_tflite(model)
-    try:
-        int8: bytes | Skipped = export.to_tflite(model, representative, "int8")
-    except Exception as error:  # converter errors have no common base class
-        logger.warning("int8 conversion failed (%s: %s); only float32 is exported",
-                       type(error).__name__, error)
-        int8 = Skipped(f"int8 conversion failed: {type(error).__name__}: {error}")
+    int8: bytes | Skipped = Skipped("int8 export disabled (export.int8: false)")
+    if int8_enabled:
+        try:
+            int8 = export.to_tflite(model, representative, "int8")
+        except Exception as error:  # converter errors have no common base class
+            logger.warning("int8 conversion failed (%s: %s); only float32 is exported",
+                           type(error).__name__, error)
+            int8 = Skipped(f"int8 conversion failed: {type(error).__name__}: {error}")
     convert_seconds = time.perf_counter() - started
     predictors: dict[str, Predictor] = {KERAS: export.keras_predictor(model)}
     sizes = {KERAS: keras_file_bytes(model), FLOAT32: len(float32)}

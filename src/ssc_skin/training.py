@@ -91,8 +91,13 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
         val: tuple[np.ndarray, np.ndarray], *, name: str, epochs: int, batch_size: int,
         learning_rate: float, seed: int, loss: str, metrics: list[str],
         augment: str | None, class_weight: dict[int, float] | None = None,
-        patience: int = 3) -> TrainingResult:
-    """Compile and fit with early stopping on validation loss, restoring the best weights."""
+        patience: int = 3, early_stopping_start: int = 0) -> TrainingResult:
+    """Compile and fit with early stopping on validation loss, restoring the best weights.
+
+    `early_stopping_start`: epochs before early stopping watches at all. A network trained from
+    random weights has erratic validation loss at first, and an early lucky epoch (often one
+    that predicts the majority class) would otherwise be restored as "best".
+    """
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
     train_ds = make_dataset(*train, batch_size=batch_size, shuffle=True, seed=seed, augment=augment)
@@ -100,7 +105,8 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
     progress = _ProgressLogger(name, epochs)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                      restore_best_weights=True),
+                                      restore_best_weights=True,
+                                      start_from_epoch=early_stopping_start),
         progress,
     ]
     start = time.perf_counter()

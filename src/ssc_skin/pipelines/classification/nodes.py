@@ -75,6 +75,7 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     fit_args = {"name": name, "batch_size": settings["batch_size"], "seed": settings["seed"],
                 "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
                 "augment": "classifier", "patience": settings["patience"],
+                "early_stopping_start": settings.get("early_stopping_start", 0),
                 "class_weight": training.balanced_class_weights(train[1], len(task["classes"]))}
     results = []
     base = _pretrained_base(model)

@@ -44,7 +44,8 @@ def export_classifier(classifier: keras.Model | Skipped, patches: dict[str, np.n
     result = predict.export_classifier(
         classifier, representative, check, timing,
         agreement_threshold=params["agreement_threshold"], rounds=params["latency_rounds"],
-        num_threads=params["num_threads"], batch_size=params["batch_size"])
+        num_threads=params["num_threads"], batch_size=params["batch_size"],
+        int8_enabled=params.get("int8", True))
     summary = {**header, **result.summary}
     rows = summary["runtimes"]
     logger.info("%s export: %s. %s", name, summary["runtime"], summary["runtime_reason"])
@@ -78,5 +79,7 @@ def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes 
         else:
             path = Path(folder) / f"{name}.keras"
             classifier.save(path)
-        serving.log_predictor(path, config, name=f"{task['name']}_{architecture['name']}"
-                                                 "_whole_image_predictor")
+        info = serving.log_predictor(path, config, name=f"{task['name']}_{architecture['name']}"
+                                                        "_whole_image_predictor")
+    # `mlflow models serve -m <this uri>`: the tag finds it from the run page
+    mlflow.set_tag(f"{name}.whole_image_predictor_uri", info.model_uri)

@@ -34,6 +34,9 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
         min_tissue_fraction=checks["min_tissue_fraction"],
         min_saturation=patch_params.get("min_saturation", 12),
         tiff_page=source.get("tiff_page", 0))
+    if valid.empty:
+        logger.warning("Predict: no usable image under predict.input; see "
+                       "data/08_reporting/predict_quarantine.csv")
     key = _pseudonym_key()
     valid = predict.pseudonymise(valid, key)
     report = quarantine.assign(file=_hide_patient_ids(quarantine["file"], records, key),
@@ -48,9 +51,15 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
 def _task_models(params: dict[str, Any], tasks: dict[str, Any],
                  architectures: dict[str, Any]) -> list[predict.TaskModel]:
     """The chosen architecture of every task asked for; tasks the cohort skipped are left out."""
+    names = params.get("tasks") or list(tasks)
+    unknown = [n for n in names if n not in tasks]
+    if unknown or params["architecture"] not in architectures:
+        raise ValueError(f"predict.tasks must be among {', '.join(tasks)} and "
+                         f"predict.architecture one of {', '.join(architectures)}; got "
+                         f"{names} and {params['architecture']!r}")
     architecture = architectures[params["architecture"]]
     models = []
-    for name in params.get("tasks") or list(tasks):
+    for name in names:
         model = predict.load_task_model(tasks[name], architecture, params["runtime"],
                                         params["models"], params.get("num_threads", 2))
         if isinstance(model, Skipped):
