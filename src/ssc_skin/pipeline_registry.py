@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from ssc_skin.pipelines import classification, cohort, evaluation, patches, segmentation
+from ssc_skin.pipelines import (
+    classification,
+    cohort,
+    evaluation,
+    export,
+    patches,
+    predict,
+    segmentation,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """The study's stages in order; `__default__` runs them all."""
+    """The study's stages in order; `__default__` runs them all; `predict` screens new images."""
     pipelines = {
         "cohort": cohort.create_pipeline(),
         "patches": patches.create_pipeline(),
         "segmentation": segmentation.create_pipeline(),
         "classification": classification.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
+        "export": export.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    pipelines["predict"] = predict.create_pipeline()  # new images; not part of the default run
     return pipelines

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,18 +15,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssc_skin import baseline, ingestion, plots, splits, stain, synthetic
-from ssc_skin.privacy import pseudonym
+from ssc_skin.privacy import hide_patient_ids, pseudonym, pseudonym_key
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["image_path", "patient_id", "label", "mask_path"]  # a real cohort's format
-PSEUDONYM_KEY_ENV = "SSC_SKIN_PSEUDONYM_KEY"
-DEFAULT_PSEUDONYM_KEY = "ssc-skin-default-key"
 MASK_CHOICES = ("auto", "cohort", "pseudo")
 
-
-def _pseudonym_key() -> str:
-    return os.environ.get(PSEUDONYM_KEY_ENV, DEFAULT_PSEUDONYM_KEY)
 
 
 def generate_synthetic_cohort(
@@ -92,7 +85,7 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     if valid.empty:
         raise ValueError(f"no usable image among {len(records)} file(s) of the cohort; "
                          "see data/08_reporting/quarantine.csv for the reason of each")
-    key = _pseudonym_key()
+    key = pseudonym_key()
     valid["patient"] = valid["patient_id"].map(lambda pid: pseudonym(pid, key))
     valid["image"] = valid["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
     scale = _resolution_scale(source["microns_per_pixel"],
@@ -109,10 +102,10 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
         "fixed_split": valid["split"],
         "content_hash": valid["content_hash"], "height": valid["height"],
         "width": valid["width"], "tissue_fraction": valid["tissue_fraction"],
-        "notes": _hide_patient_ids(valid["notes"].fillna(""), records, key)})
+        "notes": hide_patient_ids(valid["notes"].fillna(""), records, key)})
     linkage = valid[["image", "patient", "patient_id", "relative_path"]]
-    report = quarantine.assign(file=_hide_patient_ids(quarantine["file"], records, key),
-                               reason=_hide_patient_ids(quarantine["reason"], records, key))
+    report = quarantine.assign(file=hide_patient_ids(quarantine["file"], records, key),
+                               reason=hide_patient_ids(quarantine["reason"], records, key))
     counts = {"images_valid": len(valid), "files_quarantined": len(quarantine),
               **{f"quarantined.{check}": int(n)
                  for check, n in quarantine["check"].value_counts().items()}}
@@ -175,16 +168,6 @@ def _mask_loader(mask_path: str | None, image_path: str, source: str, tiff_page:
             _rescale(ingestion.read_mask(mask_path), scale, cv2.INTER_NEAREST))
     image = _image_loader(image_path, tiff_page, scale)
     return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
-
-
-def _hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Series:
-    """Replace every raw patient id inside file names and reasons by its pseudonym."""
-    ids = sorted({str(p) for p in records["patient_id"].dropna() if str(p).strip()},
-                 key=len, reverse=True)
-    if not ids:
-        return texts
-    pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, ids)) + r")(?![A-Za-z0-9])")
-    return texts.astype(str).map(lambda t: pattern.sub(lambda m: pseudonym(m.group(1), key), t))
 
 
 def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:

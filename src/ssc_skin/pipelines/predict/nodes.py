@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from ssc_skin import export, figures, ingestion, predict, stain
 from ssc_skin.datasets import Skipped
-from ssc_skin.pipelines.cohort.nodes import _hide_patient_ids, _pseudonym_key
+from ssc_skin.privacy import hide_patient_ids, pseudonym_key
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,9 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
     Returns the images to predict (pseudonyms and paths, kept in memory only), the quarantine
     report (patient ids in file names replaced by pseudonyms) and the local linkage table.
     """
-    regex = (params.get("patient_id_regex") or source.get("patient_id_regex")
-             if params.get("patient_ids", True) else None)
+    regex = None
+    if params.get("patient_ids", True):
+        regex = params.get("patient_id_regex") or source.get("patient_id_regex")
     records = predict.discover_inputs(params["input"], regex)
     valid, quarantine = predict.validate_inputs(
         records, min_side=patch_params["patch_size"],
@@ -37,10 +38,10 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
     if valid.empty:
         logger.warning("Predict: no usable image under predict.input; see "
                        "data/08_reporting/predict_quarantine.csv")
-    key = _pseudonym_key()
+    key = pseudonym_key()
     valid = predict.pseudonymise(valid, key)
-    report = quarantine.assign(file=_hide_patient_ids(quarantine["file"], records, key),
-                               reason=_hide_patient_ids(quarantine["reason"], records, key))
+    report = quarantine.assign(file=hide_patient_ids(quarantine["file"], records, key),
+                               reason=hide_patient_ids(quarantine["reason"], records, key))
     linkage = valid[["image", "patient", "patient_id", "relative_path", "image_path"]]
     logger.info("Predict: %d valid image(s), %d file(s) quarantined%s", len(valid),
                 len(quarantine),

@@ -1,0 +1,469 @@
+"""One command, one run: how fast the screening tool is on this machine, and its memory.
+
+    .venv/bin/python benchmarks/run.py            # full, ~10 min on 2 cores
+    .venv/bin/python benchmarks/run.py --quick    # tiny sizes, CNN only: a smoke test (< 60 s)
+
+Every stage measures the project against a baseline in the same run and process, so load from
+other processes on a shared machine hits both; the ratio is the headline:
+
+- tiling: tissue detection + integral-image tiling vs a Python loop of mask means (MP/s)
+- training: MobileNetV2 vs the baseline CNN, steady-state patches/s of `training.fit`
+- inference: Keras vs TFLite float32 vs int8, at the model input size (64 px) and at 224 px
+- predict: whole images/s of `serving.predict_image` on Keras vs TFLite, and the predict
+  pipeline's path (plus stain normalisation and UNet gating)
+- memory: peak RSS of `kedro run --pipelines cohort,patches` at two cohort sizes, each in a
+  temporary copy of the project (data/ here is left alone)
+
+Writes benchmarks.json and benchmarks.md to --out (default data/08_reporting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from tiling import best_of, naive_tiles
+
+from ssc_skin import export, imaging, models, predict, serving, stain, synthetic, training
+
+PROJECT = Path(__file__).resolve().parents[1]
+CLASSES = ("normal", "ssc")
+logger = logging.getLogger("benchmarks")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each stage does; `--quick` shrinks everything and skips MobileNetV2, whose
+    graph alone takes ~30 s to trace and convert on 2 cores."""
+
+    tiling_images: int = 4
+    tiling_size: int = 2048
+    tiling_repeats: int = 3
+    train_patches: int = 512
+    epochs: int = 3
+    architectures: tuple[str, ...] = ("mobilenetv2", "cnn")
+    inference_architecture: str = "mobilenetv2"
+    inference_patches: tuple[tuple[int, int], ...] = ((64, 64), (224, 32))  # (px, patches)
+    inference_rounds: int = 5
+    predict_images: int = 8
+    predict_size: int = 512
+    predict_rounds: int = 3
+    memory_patients: tuple[int, ...] = (6, 24)  # per class
+    memory_images_per_patient: int = 3
+    memory_image_size: int = 512
+    memory_floor: bool = True  # also measure the imports alone
+    memory_concurrent: bool = False
+
+
+QUICK = Sizes(tiling_images=2, tiling_size=512, tiling_repeats=1, train_patches=64, epochs=2,
+              architectures=("cnn",), inference_architecture="cnn",
+              inference_patches=((64, 16),), inference_rounds=2, predict_images=2,
+              predict_rounds=1, memory_patients=(3, 4), memory_images_per_patient=2,
+              memory_image_size=192, memory_floor=False, memory_concurrent=True)
+
+
+def config() -> dict[str, Any]:
+    """The base configuration: benchmarks use the project's own model and patch settings."""
+    merged: dict[str, Any] = {}
+    for path in sorted((PROJECT / "conf" / "base").glob("parameters*.yml")):
+        text = path.read_text().replace("${globals:synthetic_root}", "data/01_raw/synthetic")
+        merged.update(yaml.safe_load(text) or {})
+    return merged
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+def bench_tiling(sizes: Sizes, patches: dict[str, Any]) -> dict[str, Any]:
+    """Tissue detection + `grid_tiles` vs the naive loop of `benchmarks/tiling.py`."""
+    images = [s.image for s in synthetic.generate_cohort(
+        {"normal": 1, "late": 1}, max(1, sizes.tiling_images // 2),
+        size=(sizes.tiling_size, sizes.tiling_size), seed=1)]
+    megapixels = sum(i.shape[0] * i.shape[1] for i in images) / 1e6
+    size, stride = patches["patch_size"], patches["stride"]
+    fraction, saturation = patches["min_tissue_fraction"], patches["min_saturation"]
+    detect = ours = naive = 0.0
+    for image in images:
+        seconds, mask = best_of(sizes.tiling_repeats, imaging.tissue_mask, image, saturation)
+        detect += seconds
+        seconds, tiles = best_of(sizes.tiling_repeats, imaging.grid_tiles, mask, size, stride,
+                                 fraction)
+        ours += seconds
+        seconds, reference = best_of(sizes.tiling_repeats, naive_tiles, mask, size, stride,
+                                     fraction)
+        naive += seconds
+        if [(t.x, t.y) for t in tiles] != [(x, y) for x, y, _ in reference]:
+            raise AssertionError("grid_tiles and the naive loop disagree")
+    return {"images": len(images), "size": sizes.tiling_size, "patch": size, "stride": stride,
+            "megapixels": megapixels, "tiling_mp_per_s": megapixels / ours,
+            "naive_tiling_mp_per_s": megapixels / naive,
+            "tiling_speedup_vs_naive": naive / ours,
+            "tissue_detection_mp_per_s": megapixels / detect,
+            "detection_plus_tiling_mp_per_s": megapixels / (detect + ours),
+            "naive_detection_plus_tiling_mp_per_s": megapixels / (detect + naive)}
+
+
+def synthetic_patches(n: int, size: int, patch: int, seed: int = 3
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue patches of normal and late-SSc synthetic sections, labels 0/1, `n` of them."""
+    images, labels = [], []
+    per_class = max(1, n // 40)
+    for section in synthetic.generate_cohort({"normal": per_class, "late": per_class}, 1,
+                                             size=(size, size), seed=seed):
+        tiles = imaging.grid_tiles(imaging.tissue_mask(section.image), patch, patch, 0.5)
+        images += [imaging.crop(section.image, t, patch) for t in tiles]
+        labels += [int(section.label != "normal")] * len(tiles)
+    order = np.random.default_rng(seed).permutation(len(images))
+    order = np.resize(order, n)  # repeats patches when the sections gave fewer than n
+    return np.stack(images)[order], np.asarray(labels)[order]
+
+
+def build(architecture: str, input_size: int, params: dict[str, Any]) -> Any:
+    """The configured architecture with random weights (no download, same for every run)."""
+    options = dict(params["classification"]["architectures"][architecture].get("options", {}))
+    if architecture == "mobilenetv2":
+        options.update(weights=None, weights_fallback=None)
+    return models.build_classifier(architecture, input_size, len(CLASSES), options)
+
+
+def bench_training(sizes: Sizes, params: dict[str, Any], x: np.ndarray, y: np.ndarray
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Steady-state patches/s (median epoch after the first) of each architecture."""
+    settings = params["classification"]["training"]
+    results, trained = {}, {}
+    split = max(8, len(x) // 8)
+    for architecture in sizes.architectures:
+        logger.info("training: %s, %d epochs on %d patches", architecture, sizes.epochs, len(x))
+        model = build(architecture, x.shape[1], params)
+        result = training.fit(model, (x[split:], y[split:]), (x[:split], y[:split]),
+                              name=f"bench.{architecture}", epochs=sizes.epochs,
+                              batch_size=settings["batch_size"],
+                              learning_rate=settings["learning_rate"], seed=0,
+                              loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                              augment="classifier", patience=sizes.epochs)
+        results[architecture] = {"patches_per_second": result.patches_per_second,
+                                 "seconds": result.seconds, "epochs": result.epochs_run,
+                                 "train_patches": len(x) - split,
+                                 "parameters": int(model.count_params())}
+        trained[architecture] = model
+    return results, trained
+
+
+def bench_inference(sizes: Sizes, params: dict[str, Any], model: Any, x: np.ndarray
+                    ) -> dict[str, list[dict[str, Any]]]:
+    """`export.compare_runtimes` at the trained model's input size and at 224 px (a fresh
+    model of the same architecture there: speed does not depend on the weights)."""
+    results = {}
+    for px, n in sizes.inference_patches:
+        logger.info("inference: %s at %d px, %d patches, Keras vs TFLite float32 vs int8",
+                    sizes.inference_architecture, px, n)
+        at_size = model if px == x.shape[1] else build(sizes.inference_architecture, px, params)
+        patches = imaging.resize_batch(x[:n], px).astype(np.float32)
+        representative = export.representative_sample(imaging.resize_batch(x, px), 32)
+        rows = export.compare_runtimes(at_size, patches, representative,
+                                       rounds=sizes.inference_rounds)
+        results[str(px)] = rows
+    return results
+
+
+def _time_images(fn: Callable[[np.ndarray], Any], images: list[np.ndarray], rounds: int) -> float:
+    """Images per second: one warm-up image, then the median of `rounds` passes."""
+    fn(images[0])
+    seconds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for image in images:
+            fn(image)
+        seconds.append(time.perf_counter() - start)
+    return len(images) / float(np.median(seconds))
+
+
+def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Whole images/s: `serving.predict_image` on Keras and TFLite float32, and the predict
+    pipeline's path (stain normalisation + UNet gating + TFLite) on the same images."""
+    patches, unet_params = params["patches"], params["segmentation"]["unet"]
+    images = [s.image for s in synthetic.generate_cohort(
+        {"normal": 1, "late": 1}, max(1, sizes.predict_images // 2),
+        size=(sizes.predict_size, sizes.predict_size), seed=5)]
+    predictor = serving.PredictorConfig(
+        class_names=CLASSES, input_size=model.input_shape[1], patch_size=patches["patch_size"],
+        stride=patches["stride"], min_tissue_fraction=patches["min_tissue_fraction"],
+        min_saturation=patches["min_saturation"])
+    logger.info("predict: converting the classifier to TFLite float32")
+    tflite = export.TFLiteClassifier(export.to_tflite(model)).predict
+    classifiers = {"keras": export.keras_predictor(model), "tflite_float32": tflite}
+    unet = models.build_unet(unet_params["input_size"], 4, unet_params["base_filters"],
+                             unet_params["depth"])
+    settings = predict.PatchSettings.from_params(patches, params["segmentation"])
+    normalise = stain.fit_normalizer("macenko", images).transform
+    unet_predict = export.keras_predictor(unet, 64)
+
+    def screening(image: np.ndarray) -> dict[str, Any]:
+        found = predict.image_patches(image, normalise, unet_predict, settings)
+        probabilities = tflite(imaging.resize_batch(found.used_patches, predictor.input_size)
+                               ) if len(found.used_patches) else np.zeros((0, len(CLASSES)))
+        return serving.summarise(probabilities, CLASSES, predictor.low_confidence_threshold)
+
+    runs = {name: (lambda image, c=c: serving.predict_image(image, c, predictor))
+            for name, c in classifiers.items()}
+    runs["screening_path_tflite"] = screening
+    patches_per_image = float(np.mean([len(serving.extract_patches(i, predictor))
+                                       for i in images]))
+    result: dict[str, Any] = {"images": len(images), "size": sizes.predict_size,
+                              "patches_per_image": patches_per_image}
+    for name, fn in runs.items():
+        logger.info("predict: %s on %d images of %d px", name, len(images), sizes.predict_size)
+        result[f"{name}_images_per_second"] = _time_images(fn, images, sizes.predict_rounds)
+    normalised = [normalise(image) for image in images]
+    result["stain_normalisation_ms_per_image"] = 1000 / _time_images(
+        normalise, images, sizes.predict_rounds)
+    gating_inputs = [imaging.resize_batch(serving.extract_patches(n, predictor),
+                                          settings.unet_input_size) for n in normalised]
+    result["unet_gating_ms_per_image"] = 1000 / _time_images(
+        lambda patches: unet_predict(patches) if len(patches) else None, gating_inputs,
+        sizes.predict_rounds)
+    result["tflite_speedup_vs_keras"] = (result["tflite_float32_images_per_second"]
+                                         / result["keras_images_per_second"])
+    return result
+
+
+def bench_memory(sizes: Sizes) -> dict[str, Any]:
+    """Peak RSS and wall time of `kedro run --pipelines cohort,patches` per cohort size, and
+    of the project's imports alone (the floor every run starts from; not in --quick).
+
+    --quick runs the sizes side by side to stay under a minute: peaks stay meaningful, times
+    do not.
+    """
+    jobs = [(f"{p} patients/class", p) for p in sizes.memory_patients]
+    if sizes.memory_floor:
+        jobs.insert(0, ("imports only", None))
+    if sizes.memory_concurrent:
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            rows = list(pool.map(lambda job: _peak_rss(*job, sizes), jobs))
+    else:
+        rows = [_peak_rss(*job, sizes) for job in jobs]
+    floor = rows.pop(0) if sizes.memory_floor else None
+    small, large = rows[0], rows[-1]
+    result = {"runs": rows, "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+              "images_ratio": large["images"] / small["images"],
+              "concurrent": sizes.memory_concurrent, "imports_only_peak_rss_mb": None}
+    if floor is not None:
+        base = floor["peak_rss_mb"]
+        result.update(imports_only_peak_rss_mb=base,
+                      above_imports_ratio=(large["peak_rss_mb"] - base)
+                      / max(small["peak_rss_mb"] - base, 1.0))
+    return result
+
+
+# Runs a command and writes its peak RSS. A child forked straight from this (large) process
+# would report at least this process's RSS: Linux carries the high-water mark across exec.
+_PEAK_RSS = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def _peak_rss(name: str, patients: int | None, sizes: Sizes) -> dict[str, Any]:
+    """One command in a temporary copy of the project, started from a small wrapper process
+    whose `getrusage(RUSAGE_CHILDREN)` is the command's own peak RSS."""
+    logger.info("memory: %s", name if patients is None else
+                f"kedro run --pipelines cohort,patches, {name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        shutil.copytree(PROJECT / "src", project / "src",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+        (project / "conf" / "local").mkdir()
+        shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
+        if patients is None:
+            command = [sys.executable, "-c", "from ssc_skin.pipeline_registry import "
+                       "register_pipelines; register_pipelines()"]
+        else:
+            synthetic_params = {f"patients_per_class.{c}": patients for c in synthetic.LABELS}
+            synthetic_params.update(images_per_patient=sizes.memory_images_per_patient,
+                                    image_size=sizes.memory_image_size)
+            command = [sys.executable, "-m", "kedro", "run", "--pipelines", "cohort,patches",
+                       "--params", ",".join(f"cohort.synthetic.{k}={v}"
+                                            for k, v in synthetic_params.items())]
+        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(project / "src")}
+        log, peak = project / "run.log", project / "peak_rss"
+        start = time.perf_counter()
+        with log.open("w") as handle:
+            code = subprocess.call([sys.executable, "-c", _PEAK_RSS, str(peak), *command],
+                                   cwd=project, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - start
+        if code:
+            raise RuntimeError(f"{name} failed ({code}):\n" + log.read_text()[-3000:])
+        # Linux reports ru_maxrss in KiB, macOS in bytes
+        row = {"run": name, "seconds": seconds,
+               "peak_rss_mb": int(peak.read_text()) / (2**20 if sys.platform == "darwin"
+                                                       else 2**10)}
+        if patients is not None:
+            manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
+            index = pd.read_parquet(project / "data/05_model_input/patch_index.parquet")
+            row.update(patients_per_class=patients, images=len(manifest), patches=len(index),
+                       image_size=sizes.memory_image_size)
+        logger.info("memory: %s: peak RSS %.0f MB, %.1f s", name, row["peak_rss_mb"], seconds)
+        return row
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    import tensorflow as tf  # noqa: PLC0415 - already imported by the project's modules
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "platform": platform.platform(),
+            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def _runtime(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(r for r in rows if r["runtime"] == name)
+
+
+def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, baseline, project, ratio) rows: the project against its baseline."""
+    rows = []
+    tiling = results["tiling"]
+    rows.append(("tiling, MP/s", f"naive loop {tiling['naive_tiling_mp_per_s']:.0f}",
+                 f"grid_tiles {tiling['tiling_mp_per_s']:.0f}",
+                 f"{tiling['tiling_speedup_vs_naive']:.1f}x"))
+    both, naive_both = (tiling["detection_plus_tiling_mp_per_s"],
+                        tiling["naive_detection_plus_tiling_mp_per_s"])
+    rows.append(("tissue detection + tiling, MP/s", f"+ naive loop {naive_both:.0f}",
+                 f"+ grid_tiles {both:.0f}", f"{both / naive_both:.1f}x"))
+    train = results["training"]
+    if {"cnn", "mobilenetv2"} <= set(train):
+        cnn, mnv2 = train["cnn"]["patches_per_second"], train["mobilenetv2"]["patches_per_second"]
+        rows.append(("training, patches/s", f"CNN {cnn:.0f}", f"MobileNetV2 {mnv2:.0f}",
+                     f"{mnv2 / cnn:.2f}x"))
+    else:
+        for name, row in train.items():
+            rows.append((f"training, patches/s ({name} only, --quick)", "n/a",
+                         f"{name} {row['patches_per_second']:.0f}", "n/a"))
+    for px, runtimes in results["inference"].items():
+        keras_row = _runtime(runtimes, "keras")
+        for name in ("tflite_float32", "tflite_int8"):
+            row = _runtime(runtimes, name)
+            rows.append((f"inference {px} px, patches/s ({results['meta']['inference_model']})",
+                         f"Keras {keras_row['patches_per_second']:.0f}",
+                         f"{name} {row['patches_per_second']:.0f} (agreement "
+                         f"{row['label_agreement']:.3f}, {row['model_bytes'] / 1e6:.2f} MB)",
+                         f"{row['speedup_vs_keras']:.2f}x"))
+    pred = results["predict"]
+    rows.append((f"predict_image {pred['size']} px, images/s",
+                 f"Keras {pred['keras_images_per_second']:.2f}",
+                 f"TFLite float32 {pred['tflite_float32_images_per_second']:.2f}",
+                 f"{pred['tflite_speedup_vs_keras']:.2f}x"))
+    plain, full = (pred["tflite_float32_images_per_second"],
+                   pred["screening_path_tflite_images_per_second"])
+    rows.append((f"predict pipeline path {pred['size']} px, images/s",
+                 f"predict_image TFLite {plain:.2f}",
+                 f"+ stain ({pred['stain_normalisation_ms_per_image']:.0f} ms) + UNet gating "
+                 f"({pred['unet_gating_ms_per_image']:.0f} ms) {full:.2f}", f"{full / plain:.2f}x"))
+    memory = results["memory"]
+    small, large = memory["runs"][0], memory["runs"][-1]
+    rows.append(("cohort + patches peak RSS, MB",
+                 f"{small['images']} images {small['peak_rss_mb']:.0f}",
+                 f"{large['images']} images {large['peak_rss_mb']:.0f}",
+                 f"{memory['peak_rss_ratio']:.2f}x for {memory['images_ratio']:.1f}x images"))
+    base = memory["imports_only_peak_rss_mb"]
+    if base is not None:
+        rows.append((f"the same, above the imports' {base:.0f} MB",
+                     f"{small['peak_rss_mb'] - base:.0f}", f"{large['peak_rss_mb'] - base:.0f}",
+                     f"{memory['above_imports_ratio']:.2f}x"))
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    title = "# Benchmarks" + (" (--quick: smoke-test sizes, not for comparison)"
+                              if meta["quick"] else "")
+    lines = [title, "", f"{meta['date']} on {meta['cpu']} ({meta['cores']} cores), Python "
+             f"{meta['python']}, TensorFlow {meta['tensorflow']}; load average at start "
+             f"{', '.join(f'{v:.1f}' for v in meta['load_average_at_start'] or [])}. "
+             f"Each ratio compares two measurements of this run. Total {meta['seconds']:.0f} s.",
+             "", "| benchmark | baseline | project | ratio |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in headline(results)]
+    lines += ["", "## Inference detail", "",
+              "| size | runtime | patches/s | ms/patch | label agreement | max prob diff | "
+              "model MB |", "|---|---|---|---|---|---|---|"]
+    for px, runtimes in results["inference"].items():
+        for row in runtimes:
+            size = f"{row['model_bytes'] / 1e6:.2f}" if row["model_bytes"] else "-"
+            lines.append(f"| {px} | {row['runtime']} | {row['patches_per_second']:.0f} | "
+                         f"{row['ms_per_patch']:.2f} | {row['label_agreement']:.3f} | "
+                         f"{row['max_abs_probability_difference']:.2g} | {size} |")
+    lines += ["", "## Memory detail", "",
+              "| patients/class | images | patches | peak RSS MB | seconds |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['patients_per_class']} | {r['images']} | {r['patches']} | "
+              f"{r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |" for r in results["memory"]["runs"]]
+    if results["memory"]["imports_only_peak_rss_mb"] is not None:
+        lines.append(f"| imports only | - | - | "
+                     f"{results['memory']['imports_only_peak_rss_mb']:.0f} | - |")
+    if results["memory"]["concurrent"]:
+        lines += ["", "(--quick runs both sizes side by side: their times are not comparable.)"]
+    lines += ["", "Training: steady-state throughput (median epoch after the first, which also "
+              "traces the graph) of `training.fit` with augmentation, random initialisation. "
+              "Inference at 224 px uses a fresh model of the same architecture. The predict "
+              "pipeline path adds Macenko stain normalisation and an (untrained) UNet's dermis "
+              "gating to `predict_image`'s tiling and TFLite classifier.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, CNN only (< 60 s)")
+    parser.add_argument("--out", type=Path, default=PROJECT / "data" / "08_reporting")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+    sizes = QUICK if args.quick else Sizes()
+    params = config()
+    start = time.perf_counter()
+    results: dict[str, Any] = {"meta": {**machine(), "quick": args.quick,
+                                        "inference_model": sizes.inference_architecture,
+                                        "sizes": asdict(sizes)}}
+    logger.info("tiling: %d images of %d px", sizes.tiling_images, sizes.tiling_size)
+    results["tiling"] = bench_tiling(sizes, params["patches"])
+    x, y = synthetic_patches(sizes.train_patches, 512, params["patches"]["patch_size"])
+    results["training"], trained = bench_training(sizes, params, x, y)
+    model = trained[sizes.inference_architecture]
+    results["inference"] = bench_inference(sizes, params, model, x)
+    results["predict"] = bench_predict(sizes, params, model)
+    results["memory"] = bench_memory(sizes)
+    results["meta"]["seconds"] = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=float))
+    (args.out / "benchmarks.md").write_text(markdown(results))
+    logger.info("wrote %s and %s in %.0f s", args.out / "benchmarks.json",
+                args.out / "benchmarks.md", results["meta"]["seconds"])
+
+
+if __name__ == "__main__":
+    main()
