@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from kedro.io import AbstractDataset
 
 from ssc_skin import export, gradcam, imaging, ingestion, serving, stain, training
 from ssc_skin.datasets import Skipped
@@ -52,41 +50,6 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 # --- a TFLite model file ---------------------------------------------------------------------
-
-class TFLiteModelDataset(AbstractDataset[bytes | Skipped, bytes | Skipped]):
-    """A `.tflite` flatbuffer, logged to the active MLflow run; a marker when not exported.
-
-    Like `KerasModelDataset`: a skipped task (or a failed int8 conversion) saves a
-    `.skipped.json` marker with the reason, so the pipeline's outputs stay fixed.
-    """
-
-    def __init__(self, filepath: str, artifact_path: str | None = "models") -> None:
-        self._filepath = Path(filepath)
-        self._marker = self._filepath.with_suffix(".skipped.json")
-        self._artifact_path = artifact_path
-
-    def _load(self) -> bytes | Skipped:
-        if self._marker.exists():
-            return Skipped(json.loads(self._marker.read_text())["reason"])
-        return self._filepath.read_bytes()
-
-    def _save(self, data: bytes | Skipped) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        self._filepath.unlink(missing_ok=True)
-        self._marker.unlink(missing_ok=True)
-        if isinstance(data, Skipped):
-            self._marker.write_text(json.dumps({"reason": data.reason}))
-            return
-        self._filepath.write_bytes(data)
-        if self._artifact_path and mlflow.active_run() is not None:
-            mlflow.log_artifact(str(self._filepath), self._artifact_path)
-
-    def _exists(self) -> bool:
-        return self._filepath.exists() or self._marker.exists()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "artifact_path": self._artifact_path}
-
 
 # --- export: convert, compare, choose --------------------------------------------------------
 

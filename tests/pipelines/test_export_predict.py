@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssc_skin import export, predict, stain, synthetic
-from ssc_skin.datasets import Skipped
+from ssc_skin.datasets import Skipped, TFLiteModelDataset
 from ssc_skin.models import build_cnn, build_unet
 from ssc_skin.pipelines.export.nodes import export_classifier, log_whole_image_predictor
 from ssc_skin.pipelines.predict.nodes import (
@@ -95,7 +95,7 @@ def test_export_writes_both_tflite_models_and_an_agreement_summary(exported, tmp
     assert "uses_tflite" in metrics
     json.dumps(summary)  # the JSON dataset can write it
     for name, data in (("float32", float32), ("int8", int8)):
-        dataset = predict.TFLiteModelDataset(str(tmp_path / f"m.{name}.tflite"), None)
+        dataset = TFLiteModelDataset(str(tmp_path / f"m.{name}.tflite"), None)
         dataset.save(data)
         assert (tmp_path / f"m.{name}.tflite").read_bytes()[4:8] == b"TFL3"
         assert dataset.load() == data
@@ -106,7 +106,7 @@ def test_export_of_a_skipped_task_saves_markers(patch_data, tmp_path):
                                                         *patch_data, THREE, CNN, EXPORT)
     assert isinstance(float32, Skipped) and isinstance(int8, Skipped) and metrics == {}
     assert summary["skipped"] == "binary-only cohort"
-    dataset = predict.TFLiteModelDataset(str(tmp_path / "t.float32.tflite"), None)
+    dataset = TFLiteModelDataset(str(tmp_path / "t.float32.tflite"), None)
     dataset.save(float32)
     assert not (tmp_path / "t.float32.tflite").exists() and dataset.exists()
     assert dataset.load() == Skipped("binary-only cohort")
