@@ -30,7 +30,6 @@ import pandas as pd
 
 from ssc_skin import export, gradcam, imaging, ingestion, serving, stain, training
 from ssc_skin.datasets import Skipped
-from ssc_skin.privacy import pseudonym
 from ssc_skin.synthetic import MASK_CLASSES
 
 if TYPE_CHECKING:
@@ -218,14 +217,6 @@ def validate_inputs(records: pd.DataFrame, *, min_side: int, min_tissue_fraction
         tiff_page=tiff_page)
     valid["patient_id"] = valid["patient_id"].where(valid["patient_id"] != _NO_PATIENT, None)
     return valid, quarantine
-
-
-def pseudonymise(valid: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Image and patient pseudonyms as the cohort makes them (same key: same patient
-    pseudonym as in training)."""
-    image = valid["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
-    patient = valid["patient_id"].map(lambda p: pseudonym(p, key) if isinstance(p, str) else None)
-    return valid.assign(image=image, patient=patient)
 
 
 # --- prediction: one image -----------------------------------------------------------------

@@ -32,3 +32,12 @@ def hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Se
         return texts
     pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, ids)) + r")(?![A-Za-z0-9])")
     return texts.astype(str).map(lambda t: pattern.sub(lambda m: pseudonym(m.group(1), key), t))
+
+
+def pseudonymise_records(records: pd.DataFrame, key: str) -> pd.DataFrame:
+    """`image` and `patient` pseudonyms for validated records, the same in training and
+    prediction (same key: same patient pseudonym); no patient id gives no patient pseudonym."""
+    image = records["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
+    patient = records["patient_id"].map(lambda p: pseudonym(p, key) if isinstance(p, str)
+                                        else None)
+    return records.assign(image=image, patient=patient)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssc_skin import baseline, ingestion, plots, splits, stain, synthetic
-from ssc_skin.privacy import hide_patient_ids, pseudonym, pseudonym_key
+from ssc_skin.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
         raise ValueError(f"no usable image among {len(records)} file(s) of the cohort; "
                          "see data/08_reporting/quarantine.csv for the reason of each")
     key = pseudonym_key()
-    valid["patient"] = valid["patient_id"].map(lambda pid: pseudonym(pid, key))
-    valid["image"] = valid["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
+    valid = pseudonymise_records(valid, key)
     scale = _resolution_scale(source["microns_per_pixel"],
                               cohort.get("target_microns_per_pixel"))
     images = {row.image: _image_loader(row.image_path, source["tiff_page"], scale)

@@ -69,7 +69,7 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
             summary[f"{split}_{level}_confusion"] = metrics.confusion(
                 t, p.argmax(axis=1), len(task["classes"]))
         summary[f"{split}_patients"] = int(part["patient"].nunique())
-    summary.update(_test_patient_intervals(predictions, prob_columns, params))
+    summary.update(_test_patient_intervals(predictions, task["classes"], params))
     logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f]", summary["task"],
                 summary["architecture"], summary.get("test_patient_accuracy", float("nan")),
                 summary.get("test_patient_accuracy_ci_low", float("nan")),
@@ -78,13 +78,11 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
     return numeric, summary
 
 
-def _test_patient_intervals(predictions: pd.DataFrame, prob_columns: list[str],
+def _test_patient_intervals(predictions: pd.DataFrame, classes: list[str],
                             params: dict[str, Any]) -> dict[str, float]:
     """Intervals of test metrics over patients (the unit of independence): Wilson for accuracy,
     percentile bootstrap resampling patients for the others."""
-    test = predictions[predictions["split"] == "test"]
-    p_test, y_test = metrics.aggregate_probabilities(test[prob_columns].to_numpy(),
-                                                     test["patient"], test["y_true"])
+    y_test, p_test = _test_patients(predictions, classes)
     intervals = {}
     for name in params["bootstrap_metrics"]:
         if name == "accuracy":  # a proportion of patients: Wilson, exact-ish even at 100%

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from ssc_skin import export, figures, ingestion, predict, stain
 from ssc_skin.datasets import Skipped
-from ssc_skin.privacy import hide_patient_ids, pseudonym_key
+from ssc_skin.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
         logger.warning("Predict: no usable image under predict.input; see "
                        "data/08_reporting/predict_quarantine.csv")
     key = pseudonym_key()
-    valid = predict.pseudonymise(valid, key)
+    valid = pseudonymise_records(valid, key)
     report = quarantine.assign(file=hide_patient_ids(quarantine["file"], records, key),
                                reason=hide_patient_ids(quarantine["reason"], records, key))
     linkage = valid[["image", "patient", "patient_id", "relative_path", "image_path"]]
