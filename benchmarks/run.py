@@ -41,7 +41,12 @@ import pandas as pd
 import yaml
 from tiling import best_of, naive_tiles
 
-from ssc_skin import export, imaging, models, predict, serving, stain, synthetic, training
+from ssc_skin.cohort import synthetic
+from ssc_skin.constants import LABELS
+from ssc_skin.imaging import stain, tiling
+from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.inference import export, predict, serving
+from ssc_skin.models import builders, training
 
 PROJECT = Path(__file__).resolve().parents[1]
 CLASSES = ("normal", "ssc")
@@ -100,9 +105,9 @@ def bench_tiling(sizes: Sizes, patches: dict[str, Any]) -> dict[str, Any]:
     fraction, saturation = patches["min_tissue_fraction"], patches["min_saturation"]
     detect = ours = naive = 0.0
     for image in images:
-        seconds, mask = best_of(sizes.tiling_repeats, imaging.tissue_mask, image, saturation)
+        seconds, mask = best_of(sizes.tiling_repeats, tissue_mask, image, saturation)
         detect += seconds
-        seconds, tiles = best_of(sizes.tiling_repeats, imaging.grid_tiles, mask, size, stride,
+        seconds, tiles = best_of(sizes.tiling_repeats, tiling.grid_tiles, mask, size, stride,
                                  fraction)
         ours += seconds
         seconds, reference = best_of(sizes.tiling_repeats, naive_tiles, mask, size, stride,
@@ -126,8 +131,8 @@ def synthetic_patches(n: int, size: int, patch: int, seed: int = 3
     per_class = max(1, n // 40)
     for section in synthetic.generate_cohort({"normal": per_class, "late": per_class}, 1,
                                              size=(size, size), seed=seed):
-        tiles = imaging.grid_tiles(imaging.tissue_mask(section.image), patch, patch, 0.5)
-        images += [imaging.crop(section.image, t, patch) for t in tiles]
+        tiles = tiling.grid_tiles(tissue_mask(section.image), patch, patch, 0.5)
+        images += [tiling.crop(section.image, t, patch) for t in tiles]
         labels += [int(section.label != "normal")] * len(tiles)
     order = np.random.default_rng(seed).permutation(len(images))
     order = np.resize(order, n)  # repeats patches when the sections gave fewer than n
@@ -139,7 +144,7 @@ def build(architecture: str, input_size: int, params: dict[str, Any]) -> Any:
     options = dict(params["classification"]["architectures"][architecture].get("options", {}))
     if architecture == "mobilenetv2":
         options.update(weights=None, weights_fallback=None)
-    return models.build_classifier(architecture, input_size, len(CLASSES), options)
+    return builders.build_classifier(architecture, input_size, len(CLASSES), options)
 
 
 def bench_training(sizes: Sizes, params: dict[str, Any], x: np.ndarray, y: np.ndarray
@@ -174,8 +179,8 @@ def bench_inference(sizes: Sizes, params: dict[str, Any], model: Any, x: np.ndar
         logger.info("inference: %s at %d px, %d patches, Keras vs TFLite float32 vs int8",
                     sizes.inference_architecture, px, n)
         at_size = model if px == x.shape[1] else build(sizes.inference_architecture, px, params)
-        patches = imaging.resize_batch(x[:n], px).astype(np.float32)
-        representative = export.representative_sample(imaging.resize_batch(x, px), 32)
+        patches = tiling.resize_batch(x[:n], px).astype(np.float32)
+        representative = export.representative_sample(tiling.resize_batch(x, px), 32)
         rows = export.compare_runtimes(at_size, patches, representative,
                                        rounds=sizes.inference_rounds)
         results[str(px)] = rows
@@ -208,7 +213,7 @@ def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str,
     logger.info("predict: converting the classifier to TFLite float32")
     tflite = export.TFLiteClassifier(export.to_tflite(model)).predict
     classifiers = {"keras": export.keras_predictor(model), "tflite_float32": tflite}
-    unet = models.build_unet(unet_params["input_size"], 4, unet_params["base_filters"],
+    unet = builders.build_unet(unet_params["input_size"], 4, unet_params["base_filters"],
                              unet_params["depth"])
     settings = predict.PatchSettings.from_params(patches, params["segmentation"])
     normalise = stain.fit_normalizer("macenko", images).transform
@@ -216,7 +221,7 @@ def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str,
 
     def screening(image: np.ndarray) -> dict[str, Any]:
         found = predict.image_patches(image, normalise, unet_predict, settings)
-        probabilities = tflite(imaging.resize_batch(found.used_patches, predictor.input_size)
+        probabilities = tflite(tiling.resize_batch(found.used_patches, predictor.input_size)
                                ) if len(found.used_patches) else np.zeros((0, len(CLASSES)))
         return serving.summarise(probabilities, CLASSES, predictor.low_confidence_threshold)
 
@@ -233,7 +238,7 @@ def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str,
     normalised = [normalise(image) for image in images]
     result["stain_normalisation_ms_per_image"] = 1000 / _time_images(
         normalise, images, sizes.predict_rounds)
-    gating_inputs = [imaging.resize_batch(serving.extract_patches(n, predictor),
+    gating_inputs = [tiling.resize_batch(serving.extract_patches(n, predictor),
                                           settings.unet_input_size) for n in normalised]
     result["unet_gating_ms_per_image"] = 1000 / _time_images(
         lambda patches: unet_predict(patches) if len(patches) else None, gating_inputs,
@@ -297,7 +302,7 @@ def _peak_rss(name: str, patients: int | None, sizes: Sizes) -> dict[str, Any]:
             command = [sys.executable, "-c", "from ssc_skin.pipeline_registry import "
                        "register_pipelines; register_pipelines()"]
         else:
-            synthetic_params = {f"patients_per_class.{c}": patients for c in synthetic.LABELS}
+            synthetic_params = {f"patients_per_class.{c}": patients for c in LABELS}
             synthetic_params.update(images_per_patient=sizes.memory_images_per_patient,
                                     image_size=sizes.memory_image_size)
             command = [sys.executable, "-m", "kedro", "run", "--pipelines", "cohort,patches",

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ssc_skin import baseline, synthetic
+from ssc_skin.cohort import synthetic
+from ssc_skin.constants import LABELS
+from ssc_skin.evaluation import baseline
 
 TASKS = {
     "binary": {"normal": 0, "early": 1, "late": 1},
@@ -30,7 +32,7 @@ def sweep(difficulties: list[float], size: int, patients: int, images: int,
     for difficulty in difficulties:
         start = time.perf_counter()
         sections = list(synthetic.generate_cohort(
-            dict.fromkeys(synthetic.LABELS, patients), images, size=(size, size),
+            dict.fromkeys(LABELS, patients), images, size=(size, size),
             difficulty=difficulty, seed=seed))
         seconds = time.perf_counter() - start
         features = np.stack([baseline.colour_histogram(s.image) for s in sections])

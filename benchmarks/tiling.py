@@ -4,7 +4,7 @@
 
 Both variants run in the same process on the same synthetic images; the headline is the ratio.
 Baseline: a Python loop that takes the mean of the tissue mask under every grid position.
-Project: `imaging.grid_tiles` (integral image, four look-ups per patch, vectorised).
+Project: `tiling.grid_tiles` (integral image, four look-ups per patch, vectorised).
 Writes data/08_reporting/benchmark_tiling.json.
 """
 
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ssc_skin import imaging, synthetic
+from ssc_skin.cohort import synthetic
+from ssc_skin.imaging import tiling
+from ssc_skin.imaging.tissue import tissue_mask
 
 
 def naive_tiles(mask: np.ndarray, patch: int, stride: int, min_fraction: float) -> list:
@@ -52,11 +54,11 @@ def main() -> None:
     images = [s.image for s in synthetic.generate_cohort(
         {"normal": 1, "late": 1}, args.images // 2, size=(args.size, args.size), seed=1)]
     megapixels = sum(i.shape[0] * i.shape[1] for i in images) / 1e6
-    detect = sum(best_of(args.repeats, imaging.tissue_mask, i)[0] for i in images)
-    masks = [imaging.tissue_mask(i) for i in images]
+    detect = sum(best_of(args.repeats, tissue_mask, i)[0] for i in images)
+    masks = [tissue_mask(i) for i in images]
     ours, naive = 0.0, 0.0
     for mask in masks:
-        t_ours, tiles = best_of(args.repeats, imaging.grid_tiles, mask, args.patch, args.stride, 0.5)
+        t_ours, tiles = best_of(args.repeats, tiling.grid_tiles, mask, args.patch, args.stride, 0.5)
         t_naive, reference = best_of(args.repeats, naive_tiles, mask, args.patch, args.stride, 0.5)
         assert [(t.x, t.y) for t in tiles] == [(x, y) for x, y, _ in reference]
         ours, naive = ours + t_ours, naive + t_naive

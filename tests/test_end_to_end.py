@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ssc_skin import synthetic
+from ssc_skin.cohort import synthetic
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,9 @@ import keras
 import mlflow
 from kedro.io import AbstractDataset
 
+from ssc_skin.constants import Skipped
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """Stands in for a model that was not trained, e.g. the 3-class task on a binary cohort."""
-
-    reason: str
 
 
 class _SkippableFileDataset(AbstractDataset[Any, Any]):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ssc_skin import synthetic
+from ssc_skin.cohort import synthetic
 from ssc_skin.pipelines.cohort.nodes import generate_synthetic_cohort, ingest_cohort, split_cohort
 
 CHECKS = {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "early", "late", "ssc"]}

@@ -17,9 +17,12 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ssc_skin import export, predict, stain, synthetic
-from ssc_skin.datasets import Skipped, TFLiteModelDataset
-from ssc_skin.models import build_cnn, build_unet
+from ssc_skin.cohort import synthetic
+from ssc_skin.constants import Skipped
+from ssc_skin.datasets import TFLiteModelDataset
+from ssc_skin.imaging import stain
+from ssc_skin.inference import export, predict
+from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.export.nodes import export_classifier, log_whole_image_predictor
 from ssc_skin.pipelines.predict.nodes import (
     find_new_images,

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ssc_skin import synthetic
+from ssc_skin.cohort import synthetic
 from ssc_skin.pipelines.classification.nodes import encode_labels
 from ssc_skin.pipelines.evaluation.nodes import evaluate_predictions
 from ssc_skin.pipelines.patches.nodes import extract_patches, fit_stain_normalizer

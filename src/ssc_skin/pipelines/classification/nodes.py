@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from ssc_skin import imaging, models, training
-from ssc_skin.datasets import Skipped
+from ssc_skin.constants import Skipped
+from ssc_skin.imaging import tiling
+from ssc_skin.models import builders, training
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def split_arrays(patches: dict[str, np.ndarray], patch_index: pd.DataFrame, task
     """Images (resized to the model input) and class indices of one split, optionally capped."""
     part = training.subsample(patch_index[patch_index["split"] == split], max_patches, seed)
     rows = part["row"].to_numpy()
-    return imaging.resize_batch(patches["images"][rows], input_size), encode_labels(part["label"], task)
+    return tiling.resize_batch(patches["images"][rows], input_size), encode_labels(part["label"], task)
 
 
 def _pretrained_base(model: keras.Model) -> keras.Model | None:
@@ -69,7 +70,7 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     train = split_arrays(patches, patch_index, task, "train", size,
                          settings.get("max_train_patches"), settings["seed"])
     val = split_arrays(patches, patch_index, task, "val", size)
-    model = models.build_classifier(architecture["name"], size, len(task["classes"]),
+    model = builders.build_classifier(architecture["name"], size, len(task["classes"]),
                                     architecture.get("options", {}))
     weights_source = getattr(model, "weights_source", "random")
     fit_args = {"name": name, "batch_size": settings["batch_size"], "seed": settings["seed"],

@@ -14,8 +14,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ssc_skin import baseline, ingestion, plots, splits, stain, synthetic
-from ssc_skin.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
+from ssc_skin.cohort import ingest, splits, synthetic
+from ssc_skin.cohort.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
+from ssc_skin.constants import LABELS
+from ssc_skin.evaluation import baseline, figures
+from ssc_skin.imaging import stain
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def generate_synthetic_cohort(
 
     Skipped (empty outputs) when `cohort.source.layout` points at the user's own images.
     """
-    layout = ingestion.check_source_config(cohort.get("source"))["layout"]
+    layout = ingest.check_source_config(cohort.get("source"))["layout"]
     if layout != "synthetic":
         logger.info("cohort.source.layout is %s: the synthetic cohort is not generated", layout)
         return {}, {}, pd.DataFrame(columns=MANIFEST_COLUMNS)
@@ -73,12 +76,12 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     the synthetic cohort is read back from disk exactly like a user's manifest cohort.
     """
     del synthetic_manifest
-    source = ingestion.check_source_config(cohort.get("source"))
+    source = ingest.check_source_config(cohort.get("source"))
     if source["layout"] == "synthetic":
         source = {**source, "layout": "manifest"}
     checks = cohort.get("checks", {})
-    records = ingestion.discover_cohort(source)
-    valid, quarantine = ingestion.validate_cohort(
+    records = ingest.discover_cohort(source)
+    valid, quarantine = ingest.validate_cohort(
         records, label_map=source["label_map"], allowed_labels=checks["allowed_labels"],
         min_side=patch_size, min_tissue_fraction=checks["min_tissue_fraction"],
         min_saturation=min_saturation, tiff_page=source["tiff_page"])
@@ -140,7 +143,7 @@ def _rescale(array: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
 def _image_loader(path: str, tiff_page: int, scale: float = 1.0) -> Callable[[], Image.Image]:
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     return lambda: Image.fromarray(
-        _rescale(ingestion.read_rgb(path, tiff_page)[0], scale, interpolation))
+        _rescale(ingest.read_rgb(path, tiff_page)[0], scale, interpolation))
 
 
 def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
@@ -164,7 +167,7 @@ def _mask_loader(mask_path: str | None, image_path: str, source: str, tiff_page:
                  scale: float = 1.0) -> Callable[[], Image.Image]:
     if source == "cohort":
         return lambda: Image.fromarray(
-            _rescale(ingestion.read_mask(mask_path), scale, cv2.INTER_NEAREST))
+            _rescale(ingest.read_mask(mask_path), scale, cv2.INTER_NEAREST))
     image = _image_loader(image_path, tiff_page, scale)
     return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
 
@@ -250,6 +253,6 @@ def cohort_gallery(images: dict[str, Callable[[], Any]], masks: dict[str, Callab
             (np.asarray(images[row.image]().convert("RGB")),
              np.asarray(masks[row.image]()) if row.has_mask else None)
             for row in first_of_patient.itertuples()]
-    order = [c for c in synthetic.LABELS if c in samples] + sorted(set(samples) - set(synthetic.LABELS))
-    return plots.cohort_gallery({k: samples[k] for k in order},
+    order = [c for c in LABELS if c in samples] + sorted(set(samples) - set(LABELS))
+    return figures.cohort_gallery({k: samples[k] for k in order},
                                 "Cohort samples: image and tissue mask, one patient each")

@@ -14,12 +14,13 @@ import pandas as pd
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from ssc_skin import figures, gradcam, imaging, metrics, report, training
-from ssc_skin.datasets import Skipped
+from ssc_skin.constants import SPLITS, Skipped
+from ssc_skin.evaluation import figures, metrics, report
+from ssc_skin.imaging import tiling
+from ssc_skin.models import gradcam, training
 from ssc_skin.pipelines.classification.nodes import encode_labels
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
@@ -32,7 +33,7 @@ def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
     frames = []
     for start in range(0, len(patch_index), chunk_size):  # chunks keep memory flat
         part = patch_index.iloc[start:start + chunk_size]
-        images = imaging.resize_batch(patches["images"][part["row"].to_numpy()],
+        images = tiling.resize_batch(patches["images"][part["row"].to_numpy()],
                                       architecture["input_size"])
         probabilities = training.predict(classifier, images)
         frame = part[["row", "image", "patient", "label", "split"]].reset_index(drop=True)
@@ -172,11 +173,11 @@ def _image_heatmap(classifier: keras.Model, image: Any, image_predictions: pd.Da
     located = patch_index.set_index("row").loc[rows]
     patch = patches["images"][rows]
     size = patch.shape[1]
-    maps = gradcam.grad_cam(classifier, imaging.resize_batch(patch, input_size), class_index)
+    maps = gradcam.grad_cam(classifier, tiling.resize_batch(patch, input_size), class_index)
     weights = image_predictions[prob_column]
     heat = np.zeros(pixels.shape[:2], np.float32)
     for m, w, (x, y) in zip(maps, weights.to_numpy(), located[["x", "y"]].to_numpy(), strict=True):
-        heat[y:y + size, x:x + size] = imaging.resize_batch(m[None], size)[0] * w
+        heat[y:y + size, x:x + size] = tiling.resize_batch(m[None], size)[0] * w
     return pixels, heat / max(float(heat.max()), 1e-6)
 
 

@@ -12,8 +12,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from ssc_skin import predict, serving
-from ssc_skin.datasets import Skipped
+from ssc_skin.constants import Skipped
+from ssc_skin.inference import predict, serving
 
 logger = logging.getLogger(__name__)
 

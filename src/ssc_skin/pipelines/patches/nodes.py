@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssc_skin import imaging, stain
+from ssc_skin.imaging import stain, tiling
+from ssc_skin.imaging.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +50,12 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
         image = _rgb(images, record.image)
         mask = (np.asarray(masks[record.image]()) if record.has_mask
                 else np.zeros(image.shape[:2], np.uint8))
-        tissue = imaging.tissue_mask(image, params["min_saturation"])
+        tissue = tissue_mask(image, params["min_saturation"])
         image = normalise(image)
         lowest = min(params["min_tissue_fraction"], params["unet_min_tissue_fraction"])
-        for tile in imaging.grid_tiles(tissue, size, stride, lowest):
-            patch_images.append(imaging.crop(image, tile, size))
-            patch_masks.append(imaging.crop(mask, tile, size))
+        for tile in tiling.grid_tiles(tissue, size, stride, lowest):
+            patch_images.append(tiling.crop(image, tile, size))
+            patch_masks.append(tiling.crop(mask, tile, size))
             rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,

@@ -9,9 +9,12 @@ import keras
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ssc_skin import export, figures, ingestion, predict, stain
-from ssc_skin.datasets import Skipped
-from ssc_skin.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
+from ssc_skin.cohort import ingest
+from ssc_skin.cohort.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
+from ssc_skin.constants import Skipped
+from ssc_skin.evaluation import figures
+from ssc_skin.imaging import stain
+from ssc_skin.inference import export, predict
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +119,7 @@ def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame, unet: ke
     samples = []
     for row in rows.head(params["gradcam_images"]).itertuples(index=False):
         path = images.loc[images["image"] == row.image, "image_path"].iloc[0]
-        image, _ = ingestion.read_rgb(path, tiff_page)
+        image, _ = ingest.read_rgb(path, tiff_page)
         found = predict.image_patches(image, normalise, unet_predict, settings)
         probability = getattr(row, f"probability_{row.label}")
         heat = predict.gradcam_heatmap(model, found, image.shape, architecture["input_size"],

@@ -11,9 +11,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ssc_skin import figures, imaging, models, stain, training
-from ssc_skin.metrics import dice_iou
-from ssc_skin.synthetic import MASK_CLASSES
+from ssc_skin.constants import MASK_CLASSES
+from ssc_skin.evaluation import figures
+from ssc_skin.evaluation.metrics import dice_iou
+from ssc_skin.imaging import stain, tiling
+from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.models import builders, training
 
 logger = logging.getLogger(__name__)
 DERMIS = MASK_CLASSES["dermis"]
@@ -21,8 +24,8 @@ DERMIS = MASK_CLASSES["dermis"]
 
 def _unet_inputs(patches: dict[str, np.ndarray], rows: np.ndarray,
                  size: int) -> tuple[np.ndarray, np.ndarray]:
-    images = imaging.resize_batch(patches["images"][rows], size)
-    masks = imaging.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
+    images = tiling.resize_batch(patches["images"][rows], size)
+    masks = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
     return images, masks
 
 
@@ -38,7 +41,7 @@ def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     val_rows = np.flatnonzero(usable & (patch_index["split"] == "val").to_numpy())
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError("segmentation needs masked patches in the train and val splits")
-    model = models.build_unet(size, len(MASK_CLASSES), params["base_filters"], params["depth"])
+    model = builders.build_unet(size, len(MASK_CLASSES), params["base_filters"], params["depth"])
     result = training.fit(
         model, _unet_inputs(patches, train_rows, size), _unet_inputs(patches, val_rows, size),
         name="unet", epochs=params["epochs"], batch_size=params["batch_size"],
@@ -56,7 +59,7 @@ def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index
     """Predict masks for every patch: dermis fraction per patch, Dice/IoU on val and test."""
     size, chunk = params["input_size"], 2048  # chunks keep memory flat on large cohorts
     predicted = np.concatenate([
-        training.predict(unet, imaging.resize_batch(patches["images"][start:start + chunk], size),
+        training.predict(unet, tiling.resize_batch(patches["images"][start:start + chunk], size),
                          params["batch_size"]).argmax(axis=-1).astype(np.uint8)
         for start in range(0, len(patch_index), chunk)])
     scored = patch_index.copy()
@@ -66,7 +69,7 @@ def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index
         rows = np.flatnonzero((patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy())
         if len(rows) == 0:
             continue
-        truth = imaging.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
+        truth = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
         dice, iou = dice_iou(truth, predicted[rows], DERMIS)
         summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
         logger.info("UNet %s: dermis Dice %.3f, IoU %.3f on %d patches", split, dice, iou, len(rows))
@@ -83,9 +86,9 @@ def predict_image_mask(unet: keras.Model, image: np.ndarray, window: int,
     padded = np.pad(image, ((0, -h % window), (0, -w % window), (0, 0)), mode="edge")
     ys, xs = range(0, padded.shape[0], window), range(0, padded.shape[1], window)
     tiles = np.stack([padded[y:y + window, x:x + window] for y in ys for x in xs])
-    labels = training.predict(unet, imaging.resize_batch(tiles, input_size)).argmax(-1)
-    labels = imaging.resize_batch(labels.astype(np.uint8), window, cv2.INTER_NEAREST)
-    tissue = imaging.tissue_mask(np.ascontiguousarray(padded))
+    labels = training.predict(unet, tiling.resize_batch(tiles, input_size)).argmax(-1)
+    labels = tiling.resize_batch(labels.astype(np.uint8), window, cv2.INTER_NEAREST)
+    tissue = tissue_mask(np.ascontiguousarray(padded))
     glass = [tissue[y:y + window, x:x + window].mean() < min_tissue_fraction
              for y in ys for x in xs]
     labels[np.array(glass)] = 0  # windows the tiling calls glass are background, as in training

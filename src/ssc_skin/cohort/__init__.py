@@ -1,0 +1,1 @@
+"""Cohort input: the synthetic simulator, image ingestion and checks, patient splits, pseudonyms."""

@@ -1,0 +1,700 @@
+"""Read and validate a real image cohort before any training (no Kedro here).
+
+Users point the project at their own skin-biopsy images by configuration alone, in one of two
+layouts:
+
+- ``folder``: ``<root>/<label>/**/<image>``; the patient id comes from a regex (named group
+  ``patient``) searched in the file name.
+- ``manifest``: a CSV with ``image_path, patient_id, label`` and optional ``mask_path`` and
+  ``split``; relative paths resolve against the manifest's folder.
+
+Every file is checked, one at a time so memory stays flat, and each problem quarantines the file
+with a reason a person can act on; the other files go on. The user's folder is read-only to the
+project: nothing here writes, renames or deletes anything in it.
+
+Patient ids are private: log lines carry counts only, never ids, paths or reasons. The
+quarantine table names files (whose paths may contain ids): it is a local report for the user.
+
+Choices made here:
+
+- Duplicates are found by a SHA-256 of the decoded pixels (and size), so the same image saved
+  as PNG and as TIFF is caught; a JPEG re-encode is not pixel-identical and is not.
+- 16-bit samples keep their high byte, one fixed map for every image (see `_to_uint8`).
+- A bad mask (missing, unreadable, wrong size) is quarantined on its own and the image goes on
+  without a mask, with a note: the image is still fine for classification.
+- Hidden files and folders, Thumbs.db and desktop.ini are skipped silently; any other file
+  without an image extension is listed in the quarantine table, so nothing vanishes unseen.
+- A grayscale image is converted to RGB; the tissue check then finds tissue by darkness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tifffile
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ssc_skin.constants import SPLITS
+from ssc_skin.imaging.tissue import tissue_mask
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+# Pillow's format names; MPO is what Pillow calls a camera JPEG that holds extra frames.
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "BMP"})
+LAYOUTS = ("folder", "manifest", "synthetic")
+DEFAULT_PATIENT_ID_REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
+SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "label_map", "tiff_page",
+               "microns_per_pixel")
+MANIFEST_REQUIRED = ("image_path", "patient_id", "label")
+MANIFEST_OPTIONAL = ("mask_path", "split")
+# Operating-system and tool litter, skipped silently (counted in a debug log line).
+JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+
+RECORD_COLUMNS = ["image_path", "relative_path", "patient_id", "raw_label", "mask_path",
+                  "mask_relative_path", "split", "problem_check", "problem"]
+VALID_COLUMNS = ["image_path", "relative_path", "patient_id", "raw_label", "label", "mask_path",
+                 "split", "content_hash", "height", "width", "tissue_fraction", "notes"]
+QUARANTINE_COLUMNS = ["file", "check", "reason"]
+_NUMERIC = {"height": "int64", "width": "int64", "tissue_fraction": "float64"}
+_EXIF_ORIENTATION = 0x0112
+_TIFF_BITS_PER_SAMPLE = 258
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class CohortConfigError(ValueError):
+    """A cohort setting is wrong; the message names the key and what is allowed."""
+
+
+class ImageProblem(Exception):
+    """A file that cannot be used; `check` is a stable code, the message says why."""
+
+    def __init__(self, check: str, reason: str) -> None:
+        super().__init__(check, reason)  # both in args, so that it pickles across processes
+        self.check = check
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+def check_source_config(source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate `cohort.source` and fill defaults, so a typo fails before any file is read."""
+    source = {} if source is None else source
+    if not isinstance(source, Mapping):
+        raise CohortConfigError(f"cohort.source must be a mapping; got {type(source).__name__}")
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    if unknown:
+        raise CohortConfigError(f"cohort.source has unknown key(s) {', '.join(unknown)}; "
+                                f"allowed: {', '.join(SOURCE_KEYS)}")
+    layout = source.get("layout", "synthetic")
+    if layout not in LAYOUTS:
+        raise CohortConfigError(f"cohort.source.layout must be one of {', '.join(LAYOUTS)}; "
+                                f"got {layout!r}")
+    required = {"folder": "root", "manifest": "manifest"}.get(layout)
+    if required and not (isinstance(source.get(required), str | os.PathLike)
+                         and str(source[required]).strip()):
+        raise CohortConfigError(f"cohort.source.{required} must be a path when layout is "
+                                f"{layout}; got {source.get(required)!r}")
+    regex = source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX
+    compile_patient_regex(regex)
+    label_map = source.get("label_map") or {}
+    if not isinstance(label_map, Mapping) or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in label_map.items()):
+        raise CohortConfigError("cohort.source.label_map must map raw label names to canonical "
+                                f"label names (text to text); got {label_map!r}")
+    tiff_page = source.get("tiff_page", 0)
+    if isinstance(tiff_page, bool) or not isinstance(tiff_page, int) or tiff_page < 0:
+        raise CohortConfigError("cohort.source.tiff_page must be an integer >= 0 (0 = first "
+                                f"page); got {tiff_page!r}")
+    return {"layout": layout, "root": source.get("root"), "manifest": source.get("manifest"),
+            "patient_id_regex": regex, "label_map": dict(label_map), "tiff_page": tiff_page,
+            "microns_per_pixel": _positive_or_none(source.get("microns_per_pixel"),
+                                                   "cohort.source.microns_per_pixel")}
+
+
+def _positive_or_none(value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CohortConfigError(f"{key} must be a positive number (microns per pixel) or null; "
+                                f"got {value!r}")
+    return float(value)
+
+
+def compile_patient_regex(regex: str) -> re.Pattern[str]:
+    """Compile the file-name regex; it must have a named group `patient`."""
+    try:
+        pattern = re.compile(regex)
+    except (re.error, TypeError) as error:
+        raise CohortConfigError(f"cohort.source.patient_id_regex does not compile ({error}); "
+                                f"got {regex!r}") from error
+    if "patient" not in pattern.groupindex:
+        raise CohortConfigError("cohort.source.patient_id_regex must have a named group "
+                                f"'patient', e.g. {DEFAULT_PATIENT_ID_REGEX}; got {regex!r}")
+    return pattern
+
+
+def check_labels(label_map: Mapping[str, str], allowed_labels: list[str] | tuple[str, ...]
+                 ) -> None:
+    """Every label-map target must be a canonical label, else every image would be unknown."""
+    if not allowed_labels:
+        raise CohortConfigError("the allowed (canonical) labels must not be empty")
+    allowed = ", ".join(sorted(allowed_labels))
+    for raw, canonical in label_map.items():
+        if canonical not in allowed_labels:
+            raise CohortConfigError(f"cohort.source.label_map maps {raw!r} to {canonical!r}, "
+                                    f"which is not one of the allowed labels: {allowed}")
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+def discover_cohort(source: Mapping[str, Any]) -> pd.DataFrame:
+    """The records (one row per file) of the configured layout."""
+    config = check_source_config(source)
+    if config["layout"] == "folder":
+        return discover_folder(config["root"], config["patient_id_regex"])
+    if config["layout"] == "manifest":
+        return read_manifest(config["manifest"])
+    raise CohortConfigError("cohort.source.layout 'synthetic' has no files to discover")
+
+
+def discover_folder(root: str | os.PathLike[str],
+                    patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX) -> pd.DataFrame:
+    """Records of `<root>/<label>/**/<file>`, sorted by path.
+
+    Files with no image extension, outside a label folder or without a patient id in their
+    name come back with `problem` set, so that they show in the quarantine table.
+    """
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise CohortConfigError(f"cohort.source.root is not a folder: {root_path}")
+    pattern = compile_patient_regex(patient_id_regex)
+    rows, ignored = [], 0
+    for path in _walk_files(root_path):
+        relative = path.relative_to(root_path).as_posix()
+        if _is_junk(path.name):
+            ignored += 1
+            continue
+        folders = relative.split("/")[:-1]
+        match = pattern.search(path.name)
+        row = _record(str(path), relative, raw_label=folders[0] if folders else None,
+                      patient_id=match.group("patient") if match else None)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            row.update(problem_check="not_image_extension",
+                       problem=f"not an image extension ({path.suffix or 'none'}); allowed: "
+                               + ", ".join(sorted(IMAGE_EXTENSIONS)))
+        elif not folders:
+            row.update(problem_check="no_label_folder",
+                       problem="not inside a label folder (<root>/<label>/...)")
+        elif not row["patient_id"]:
+            row.update(problem_check="no_patient_id", problem="no patient id in file name")
+        rows.append(row)
+    if ignored:
+        logger.debug("Skipped %d hidden or system files", ignored)
+    return _records_frame(rows)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Records of a manifest CSV (comma, semicolon or tab separated), in the same columns.
+
+    Relative paths resolve against the manifest's folder; backslashes count as separators so
+    that a manifest written on Windows works elsewhere.
+    """
+    manifest = Path(path).expanduser()
+    if not manifest.is_file():
+        raise CohortConfigError(f"cohort.source.manifest is not a file: {manifest}")
+    with manifest.open(encoding="utf-8-sig") as handle:
+        header = handle.readline()
+    separator = max(",;\t", key=header.count)
+    table = pd.read_csv(manifest, sep=separator, dtype=str, keep_default_na=False,
+                        encoding="utf-8-sig")
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    missing = [column for column in MANIFEST_REQUIRED if column not in table.columns]
+    if missing:
+        raise ValueError(f"manifest {manifest} lacks required column(s) {', '.join(missing)}; "
+                         f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
+                         f"{', '.join(MANIFEST_OPTIONAL)}; found: {', '.join(table.columns)}")
+    base = manifest.parent
+    rows = []
+    for line, entry in enumerate(table.to_dict("records"), start=2):
+        image = _text(entry["image_path"])
+        mask = _text(entry.get("mask_path"))
+        split = _text(entry.get("split"))
+        image_path, relative = (_resolve(image, base) if image
+                                else (None, f"{manifest.name} line {line}"))
+        mask_path, mask_relative = _resolve(mask, base) if mask else (None, None)
+        row = _record(image_path, relative, patient_id=_text(entry["patient_id"]),
+                      raw_label=_text(entry["label"]), mask_path=mask_path,
+                      mask_relative_path=mask_relative, split=split.lower() if split else None)
+        if not image:
+            row.update(problem_check="missing_image_path", problem="missing image path")
+        rows.append(row)
+    return _records_frame(rows)
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Files under root in sorted order; follows folder links once, skips hidden folders."""
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link loop
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(name for name in subfolders if not _is_junk(name))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not path.is_dir():  # a broken link is yielded and reported as missing
+                yield path
+
+
+def _is_junk(name: str) -> bool:
+    return name.startswith(".") or name.lower() in JUNK_NAMES
+
+
+def _resolve(value: str, base: Path) -> tuple[str, str]:
+    """Absolute path and the path shown in reports (relative to base where possible)."""
+    path = Path(value.replace("\\", "/")).expanduser()
+    absolute = Path(os.path.normpath(path if path.is_absolute() else base / path))
+    try:
+        shown = absolute.relative_to(base).as_posix()
+    except ValueError:
+        shown = absolute.as_posix()
+    return str(absolute), shown
+
+
+def _record(image_path: str | None, relative_path: str, **fields: Any) -> dict[str, Any]:
+    row = dict.fromkeys(RECORD_COLUMNS)
+    row.update(image_path=image_path, relative_path=relative_path, **fields)
+    return row
+
+
+def _records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = _frame(rows, RECORD_COLUMNS)
+    return frame.sort_values("relative_path", kind="stable").reset_index(drop=True)
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """Text columns stay `object` so that a missing value is None, not NaN."""
+    return pd.DataFrame({column: pd.Series([row[column] for row in rows],
+                                           dtype=_NUMERIC.get(column, object))
+                         for column in columns}, columns=columns)
+
+
+def _text(value: Any) -> str | None:
+    """A stripped string, or None for missing, NaN and blank cells."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+# --- reading one file --------------------------------------------------------------------------
+
+def read_rgb(path: str | os.PathLike[str], tiff_page: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The image as uint8 HxWx3 RGB, fully decoded, and a note per conversion made.
+
+    Raises ImageProblem when the file is missing, empty, not an image, truncated or corrupt.
+    """
+    path = Path(path)
+    try:
+        return _decode(path, tiff_page, _pil_to_rgb)
+    except ImageProblem as problem:
+        if problem.check != "not_an_image" or not _starts_with(path, _TIFF_MAGIC):
+            raise
+    return _read_tiff_with_tifffile(path, tiff_page)
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask as uint8 HxW class indices (palette PNGs give their indices, not colours)."""
+    mask, _ = _decode(Path(path), 0, _pil_to_indices)
+    return mask
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Make Pillow raise on a truncated file instead of padding it with grey.
+
+    The flag is process-wide and another library may have set it; it is forced off while
+    decoding and put back afterwards.
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageProblem("file_missing", "file missing")
+    if not path.is_file():
+        raise ImageProblem("not_a_file", "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageProblem("empty_file", "empty file (0 bytes)")
+
+
+def _starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    return head.startswith(magics)
+
+
+def _decode(path: Path, page: int,
+            convert: Callable[[Image.Image, bool], tuple[np.ndarray, list[str]]]
+            ) -> tuple[np.ndarray, list[str]]:
+    """Open, check the format, pick the TIFF page, decode in full, apply EXIF orientation.
+
+    Any failure inside Pillow is turned into an ImageProblem: a corrupt file can make a
+    format plugin raise nearly anything.
+    """
+    _check_file(path)
+    notes: list[str] = []
+    try:
+        with _strict_decoding():
+            if _starts_with(path, (_PNG_MAGIC,)):
+                with Image.open(path) as image:
+                    image.verify()  # chunk checksums, which decoding alone does not check
+            with Image.open(path) as source:
+                if source.format not in IMAGE_FORMATS:
+                    raise ImageProblem("unsupported_format",
+                                       f"unsupported image format {source.format}; allowed: "
+                                       + ", ".join(sorted(IMAGE_FORMATS - {"MPO"})))
+                if source.format == "TIFF":
+                    notes += _seek_tiff_page(source, page)
+                wide = _sixteen_bit(path, source)
+                source.load()
+                image = source
+                orientation = source.getexif().get(_EXIF_ORIENTATION, 1)
+                if orientation in range(2, 9):
+                    image = ImageOps.exif_transpose(source)
+                    notes.append(f"EXIF orientation {orientation} applied")
+                array, converted = convert(image, wide)
+    except ImageProblem:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageProblem("not_an_image", "not an image (format not recognised)") from error
+    except Image.DecompressionBombError as error:
+        raise ImageProblem("too_large", f"image too large to decode safely ({error})") from error
+    except PermissionError as error:
+        raise ImageProblem("unreadable", f"cannot read file ({error.strerror})") from error
+    except Exception as error:
+        if "truncat" in str(error).lower():
+            raise ImageProblem("truncated", "truncated image data (file cut short)") from error
+        raise ImageProblem("corrupt", f"corrupt image data ({error})") from error
+    return array, notes + converted
+
+
+def _seek_tiff_page(image: Image.Image, page: int) -> list[str]:
+    pages = getattr(image, "n_frames", 1)
+    if page >= pages:
+        raise ImageProblem("tiff_page", f"TIFF page {page} requested but the file has {pages} "
+                                        "page(s) (pages count from 0)")
+    if pages == 1:
+        return []
+    image.seek(page)
+    return [f"multi-page TIFF: page {page} of {pages} used (pages count from 0)"]
+
+
+def _sixteen_bit(path: Path, image: Image.Image) -> bool:
+    """Whether samples are 16-bit: Pillow hides it for colour images, so read the header."""
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 1)
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    if image.format == "PNG":
+        with path.open("rb") as handle:
+            header = handle.read(25)  # signature, IHDR length and type, width, height, depth
+        return len(header) == 25 and header[24] == 16
+    return False
+
+
+def _pil_to_rgb(image: Image.Image, wide: bool) -> tuple[np.ndarray, list[str]]:
+    """Any Pillow mode to uint8 RGB, with a note per conversion."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        gray, notes = _to_uint8(np.asarray(image), wide)
+        return np.repeat(gray[..., None], 3, axis=2), [*notes, "grayscale -> RGB"]
+    notes = ["16-bit -> 8-bit (high byte)"] if wide else []
+    if mode == "RGB":
+        return np.asarray(image), notes
+    if mode in ("L", "1"):
+        notes.append("grayscale -> RGB")
+    elif mode == "P" and "transparency" not in image.info:
+        notes.append("palette -> RGB")
+    elif mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+        notes.append(f"{'palette' if mode in ('P', 'PA') else mode} -> RGB "
+                     "(transparency composited on white)")
+    else:
+        notes.append(f"{mode} -> RGB")
+    return np.asarray(image.convert("RGB")), notes
+
+
+def _pil_to_indices(image: Image.Image, wide: bool) -> tuple[np.ndarray, list[str]]:
+    """A single-channel mask as class indices; a colour mask is ambiguous and refused."""
+    array = np.asarray(image)
+    if image.mode == "RGB" and (array == array[..., :1]).all():
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ImageProblem("not_class_indices", "mask must be single-channel class indices; "
+                                                f"got mode {image.mode}")
+    if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
+        raise ImageProblem("not_class_indices", "mask values must be class indices 0..255")
+    return array.astype(np.uint8), []
+
+
+def _to_uint8(array: np.ndarray, wide: bool) -> tuple[np.ndarray, list[str]]:
+    """Samples to uint8 by a fixed full-range map (never per-image stretching).
+
+    16-bit keeps its high byte (value >> 8), as Pillow does for 16-bit colour and
+    scikit-image's img_as_ubyte does: the same map for every image keeps stain colours
+    comparable, where stretching each image to its own range would change them image by image.
+    `wide` says the file stores 16-bit samples; Pillow's 32-bit mode "I" does not tell.
+    """
+    if array.dtype == np.uint8:
+        return array, []
+    if array.dtype.kind == "b":
+        return array.astype(np.uint8) * 255, []
+    if array.dtype.kind in "ui" and array.min() >= 0:
+        top = int(array.max())
+        if top <= 255 and not wide:
+            return array.astype(np.uint8), []
+        if top <= 65535:
+            return (array >> 8).astype(np.uint8), ["16-bit -> 8-bit (high byte)"]
+    if array.dtype.kind == "f" and np.isfinite(array).all() and array.min() >= 0 \
+            and array.max() <= 1:
+        return np.rint(array * 255).astype(np.uint8), ["float -> 8-bit (x255)"]
+    raise ImageProblem("unsupported_pixels", f"unsupported sample values ({array.dtype}, "
+                                             "not 8/16-bit or float 0..1)")
+
+
+def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[str]]:
+    """TIFFs that Pillow cannot open (e.g. float samples): grey or RGB pages only."""
+    notes = ["decoded with tifffile"]
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            if page >= len(tiff.pages):
+                raise ImageProblem("tiff_page", f"TIFF page {page} requested but the file has "
+                                                f"{len(tiff.pages)} page(s) (pages count from 0)")
+            if len(tiff.pages) > 1:
+                notes.append(f"multi-page TIFF: page {page} of {len(tiff.pages)} used "
+                             "(pages count from 0)")
+            tiff_page = tiff.pages[page]
+            array = tiff_page.asarray()
+            photometric = tiff_page.photometric
+            if array.ndim == 3 and tiff_page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+                array = np.moveaxis(array, 0, -1)
+    except ImageProblem:
+        raise
+    except Exception as error:
+        message = str(error)
+        check = "truncated" if "failed to read" in message else "corrupt"
+        raise ImageProblem(check, f"unreadable TIFF ({message})") from error
+    rgb = photometric == tifffile.PHOTOMETRIC.RGB and array.ndim == 3 and array.shape[2] >= 3
+    gray = photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE) \
+        and array.ndim == 2
+    if not (rgb or gray):
+        raise ImageProblem("unsupported_pixels", f"unsupported TIFF layout ({photometric.name}, "
+                                                 f"shape {array.shape})")
+    array, converted = _to_uint8(array, array.dtype.itemsize == 2)
+    notes += converted
+    if gray:
+        if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
+            array = 255 - array
+        return np.repeat(array[..., None], 3, axis=2), [*notes, "grayscale -> RGB"]
+    if array.shape[2] > 3:
+        notes.append("extra samples (e.g. alpha) dropped")
+    return np.ascontiguousarray(array[..., :3]), notes
+
+
+# --- validating the cohort ---------------------------------------------------------------------
+
+def validate_cohort(records: pd.DataFrame, *, label_map: Mapping[str, str],
+                    allowed_labels: list[str] | tuple[str, ...], min_side: int,
+                    min_tissue_fraction: float, min_saturation: int = 12, tiff_page: int = 0,
+                    progress: Callable[[int, int], None] | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every file before training: (valid images, quarantined files with reasons).
+
+    Files are decoded one at a time and only a hash is kept, so memory stays flat. Then the
+    cross-file checks run: a patient under two labels or in two splits, and exact duplicates.
+    Both tables are sorted by path, so a rerun gives the same tables.
+    """
+    check_labels(label_map, allowed_labels)
+    if min_side < 1 or not 0 <= min_tissue_fraction <= 1 or tiff_page < 0:
+        raise ValueError("need min_side >= 1, 0 <= min_tissue_fraction <= 1 and tiff_page >= 0; "
+                         f"got {min_side}, {min_tissue_fraction}, {tiff_page}")
+    missing = [column for column in RECORD_COLUMNS if column not in records.columns]
+    if missing:
+        raise ValueError(f"records lack column(s) {', '.join(missing)}")
+    rows = records.sort_values("relative_path", kind="stable").to_dict("records")
+    total, start = len(rows), time.perf_counter()
+    checked, mask_rows = [], []
+    for done, record in enumerate(rows, start=1):
+        entry = _check_metadata({key: _text(record[key]) for key in RECORD_COLUMNS},
+                                label_map, allowed_labels)
+        if entry["check"] is None:
+            _check_image(entry, min_side, min_tissue_fraction, min_saturation, tiff_page)
+        if entry["check"] is None and entry["mask_path"]:
+            mask_rows += _check_mask(entry)
+        checked.append(entry)
+        _report_progress(done, total, start, progress)
+    _flag_patient_conflicts(checked, "label", allowed_labels, "under more than one label")
+    _flag_patient_conflicts(checked, "split", SPLITS, "in more than one split")
+    _flag_duplicates(checked)
+    valid = _frame([{**e, "notes": "; ".join(e["notes"])} for e in checked if e["check"] is None],
+                   VALID_COLUMNS)
+    quarantine = pd.DataFrame(
+        [{"file": e["relative_path"], "check": e["check"], "reason": e["reason"]}
+         for e in checked if e["check"] is not None] + mask_rows, columns=QUARANTINE_COLUMNS)
+    quarantine = quarantine.sort_values(["file", "check"], kind="stable").reset_index(drop=True)
+    _log_summary(valid, quarantine, total)
+    return valid, quarantine
+
+
+def _check_metadata(record: dict[str, Any], label_map: Mapping[str, str],
+                    allowed_labels: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Label, patient and split checks, which need no decoding."""
+    entry = {**record, "label": None, "content_hash": None, "height": None, "width": None,
+             "tissue_fraction": None, "notes": [], "check": record["problem_check"],
+             "reason": record["problem"]}
+    if entry["check"] is not None:
+        return entry
+    raw = record["raw_label"]
+    label = label_map.get(raw, raw if raw in allowed_labels else None) if raw else None
+    if not raw:
+        entry.update(check="missing_label", reason="missing label")
+    elif label is None:
+        entry.update(check="unknown_label",
+                     reason=f"unknown label {raw!r}; allowed: {', '.join(sorted(allowed_labels))}"
+                            ", or add it to cohort.source.label_map")
+    elif not record["patient_id"]:
+        entry.update(check="missing_patient_id", reason="missing patient id")
+    elif record["split"] is not None and record["split"] not in SPLITS:
+        entry.update(check="invalid_split",
+                     reason=f"invalid split {record['split']!r}; allowed: {', '.join(SPLITS)}")
+    entry["label"] = label
+    return entry
+
+
+def _check_image(entry: dict[str, Any], min_side: int, min_tissue_fraction: float,
+                 min_saturation: int, tiff_page: int) -> None:
+    """Decode, then size and tissue checks; keeps only a hash of the pixels."""
+    try:
+        image, notes = read_rgb(entry["image_path"], tiff_page)
+    except ImageProblem as problem:
+        entry.update(check=problem.check, reason=problem.reason)
+        return
+    height, width = image.shape[:2]
+    digest = hashlib.sha256(f"{height}x{width}:".encode())
+    digest.update(np.ascontiguousarray(image).data)
+    entry.update(content_hash=digest.hexdigest(), height=height, width=width, notes=notes)
+    if min(height, width) < min_side:
+        entry.update(check="too_small", reason=f"too small for one patch: {width}x{height} px, "
+                                               f"patch size {min_side}")
+        return
+    fraction = float(tissue_mask(image, min_saturation).mean())
+    entry["tissue_fraction"] = fraction
+    if fraction < min_tissue_fraction:
+        entry.update(check="no_tissue", reason=f"no tissue: {fraction:.1%} of the image is "
+                                               f"tissue, need {min_tissue_fraction:.1%}")
+
+
+def _check_mask(entry: dict[str, Any]) -> list[dict[str, str]]:
+    """A bad mask is dropped, not the image: it can still be classified without one."""
+    try:
+        mask = read_mask(entry["mask_path"])
+        if mask.shape != (entry["height"], entry["width"]):
+            raise ImageProblem("mask_size", f"size {mask.shape[1]}x{mask.shape[0]} px differs "
+                                             f"from the image's {entry['width']}x"
+                                             f"{entry['height']} px")
+    except ImageProblem as problem:
+        entry["notes"].append(f"mask dropped: {problem.reason}")
+        entry["mask_path"] = None
+        return [{"file": entry["mask_relative_path"], "check": "mask",
+                 "reason": f"mask {problem.reason}; image {entry['relative_path']} kept "
+                           "without a mask"}]
+    return []
+
+
+def _flag_patient_conflicts(entries: list[dict[str, Any]], field: str,
+                            allowed: list[str] | tuple[str, ...], wording: str) -> None:
+    """A patient under two labels (or in two splits) is contradictory: quarantine all of it.
+
+    The reason refers to 'the patient in this file', never to the id itself.
+    """
+    values: dict[str, set[str]] = defaultdict(set)
+    for entry in entries:
+        if entry["label"] and entry["patient_id"] and entry[field] in allowed:
+            values[entry["patient_id"]].add(entry[field])
+    for entry in entries:
+        seen = values.get(entry["patient_id"] or "", set())
+        if entry["check"] is None and len(seen) > 1:
+            entry.update(check=f"patient_{field}_conflict",
+                         reason=f"patient in this file appears {wording} "
+                                f"({', '.join(sorted(seen))})")
+
+
+def _flag_duplicates(entries: list[dict[str, Any]]) -> None:
+    """Same pixels twice: keep the first copy of one patient and label, or none if they differ.
+
+    The same image under two patients or labels would leak across splits, so all copies go.
+    """
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in entries:
+        if entry["content_hash"]:
+            groups[entry["content_hash"]].append(entry)
+    for copies in groups.values():
+        if len(copies) < 2:
+            continue
+        owners = {(entry["patient_id"], entry["label"]) for entry in copies}
+        if len(owners) > 1:
+            for entry in copies:
+                others = sorted({c["relative_path"] for c in copies} - {entry["relative_path"]})
+                if entry["check"] is None:
+                    entry.update(check="same_image_two_owners",
+                                 reason="same image under two patients/labels; other copies: "
+                                        + ", ".join(others))
+            continue
+        valid = [entry for entry in copies if entry["check"] is None]
+        for entry in valid[1:]:
+            kept = valid[0]["relative_path"]
+            entry.update(check="duplicate", reason="listed more than once"
+                         if entry["relative_path"] == kept else f"duplicate of {kept}")
+
+
+def _report_progress(done: int, total: int, start: float,
+                     progress: Callable[[int, int], None] | None) -> None:
+    if progress is not None:
+        progress(done, total)
+    if done % max(1, total // 10) == 0 or done == total:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        logger.info("Validating cohort: %d/%d files (%.1f images/s)", done, total, rate)
+
+
+def _log_summary(valid: pd.DataFrame, quarantine: pd.DataFrame, total: int) -> None:
+    """Counts only: paths and reasons can hold patient ids."""
+    logger.info("Cohort validation: %d of %d files valid, %d patients (%s)", len(valid), total,
+                valid["patient_id"].nunique(),
+                ", ".join(f"{k}={v}" for k, v in sorted(Counter(valid["label"]).items())))
+    if len(quarantine):
+        logger.warning("Quarantined %d file(s) by check: %s", len(quarantine),
+                       ", ".join(f"{k}={v}" for k, v in
+                                 sorted(Counter(quarantine["check"]).items())))

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and intervals, the colour baseline, figures, the report."""

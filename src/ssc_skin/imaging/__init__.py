@@ -1,0 +1,1 @@
+"""Image operations on numpy arrays: tissue detection, tiling, stain normalisation."""

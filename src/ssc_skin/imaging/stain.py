@@ -1,0 +1,509 @@
+"""Stain normalisation, stain augmentation and stain-derived pseudo-masks for H&E skin sections.
+
+Colour in histology depends on the lab, the stain batch and the section thickness as much as on
+the tissue, so a model can learn a patient's stain instead of their disease. Normalisers are fitted
+on training images only (pooled statistics, robust to an odd slide) and applied to every image.
+Everything works in optical density (OD, Beer-Lambert), where stains add up linearly, and only
+stained pixels drive any statistic: white glass would otherwise dominate. Pure numpy/OpenCV; it
+knows nothing of Kedro.
+
+References: Reinhard et al. 2001 (colour transfer in LAB); Macenko et al. 2009 (stain vectors
+from the OD plane); Ruifrok & Johnston 2001 (colour deconvolution); Tellez et al. 2018 (HED
+augmentation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from ssc_skin.constants import MASK_CLASSES
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("none", "reinhard", "macenko")
+CONFIG_KEY = "patches.stain.method"
+
+BETA = 0.15  # OD below which a pixel counts as glass (Macenko et al.'s beta)
+ALPHA = 1.0  # percentile of stain angles taken as the pure stains (Macenko et al.'s alpha)
+MAX_CONCENTRATION_PERCENTILE = 99.0
+MIN_TISSUE_PIXELS = 256  # fewer stained pixels than this: too few for statistics, leave as is
+ESTIMATE_PIXELS = 32_768  # stain vectors are estimated on a grid of about this many pixels
+# H and E vectors are ~40 degrees apart; closer than ~18 means one stain only (an all-collagen
+# or all-nuclei patch), where unmixing is ill-conditioned and would paint in the missing stain.
+MAX_STAIN_COSINE = 0.95
+
+# Ruifrok & Johnston's OD vectors (rows: haematoxylin, eosin, DAB), as in scikit-image.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+RGB_FROM_HED = RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
+
+# uint8 -> log intensity (= -OD); 256, not 255, so that 0 stays finite and 255 maps to 0.
+_LOG_LUT = np.log((np.arange(256, dtype=np.float64) + 1.0) / 256.0).astype(np.float32)
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """The image if it is uint8 RGB (HxWx3); a ValueError saying what it is otherwise."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB image (HxWx3), got {image.dtype} {image.shape}")
+    return image
+
+
+def optical_density(image: np.ndarray) -> np.ndarray:
+    """OD per channel (float32, HxWx3): stains add up linearly here, unlike in RGB."""
+    return -_LOG_LUT[image]
+
+
+def _log_intensity(image: np.ndarray) -> np.ndarray:
+    """-OD through a lookup table: the cheapest way into OD space for uint8 images."""
+    return cv2.LUT(np.ascontiguousarray(image), _LOG_LUT)
+
+
+def _to_uint8(log_intensity: np.ndarray) -> np.ndarray:
+    """Back from -OD to uint8 RGB (OpenCV saturates: no separate clip pass)."""
+    return cv2.convertScaleAbs(cv2.exp(log_intensity), alpha=256.0, beta=-1.0)
+
+
+def _darkest_channel(image: np.ndarray) -> np.ndarray:
+    """Per pixel, the smallest of R, G, B: its OD is the largest channel OD."""
+    r, g, b = cv2.split(np.ascontiguousarray(image))
+    return cv2.min(cv2.min(r, g), b)
+
+
+def tissue_pixels(image: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """Boolean HxW: some channel absorbs at least `beta` (pale eosin counts; glass does not)."""
+    return -_LOG_LUT[_darkest_channel(image)] >= beta
+
+
+def tissue_weight(image: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """Float32 HxW, 0 on glass and 1 on tissue with a ramp between: recolouring glass tints it."""
+    ramp = np.clip((-_LOG_LUT - 0.5 * beta) / (0.5 * beta), 0.0, 1.0).astype(np.float32)
+    return cv2.LUT(_darkest_channel(image), ramp)
+
+
+def _blend(changed: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """weight * changed + (1 - weight) * original, per pixel (float32)."""
+    return cv2.blendLinear(changed, original, weight, 1.0 - weight)
+
+
+def _tissue_sample(image: np.ndarray, od: np.ndarray, limit: int) -> np.ndarray:
+    """OD (Nx3) of tissue pixels on an even grid of about `limit` pixels: cheap and stable."""
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / limit)))
+    grid = od[::step, ::step].reshape(-1, 3)
+    return grid[tissue_pixels(image[::step, ::step]).ravel()]
+
+
+# --------------------------------------------------------------------------- normalisers
+
+
+@dataclass(frozen=True)
+class StainNormalizer:
+    """Identity ('none'), and the base of the fitted normalisers: a method name and a dict."""
+
+    method: ClassVar[str] = "none"
+
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        """The image with this normaliser's target stain appearance (uint8 RGB)."""
+        return check_rgb(image).copy()
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A small JSON-able dict, for the catalog and MLflow."""
+        return {"method": self.method, **self.params()}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> StainNormalizer:
+        """Rebuild any normaliser from `to_dict`'s output."""
+        method = check_method(str(data.get("method", "")))
+        params = {k: v for k, v in data.items() if k != "method"}
+        return _CLASSES[method].from_params(params)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> StainNormalizer:
+        return cls()
+
+
+@dataclass(frozen=True)
+class ReinhardNormalizer(StainNormalizer):
+    """Match the per-channel mean and std of tissue pixels in CIE LAB (Reinhard et al. 2001).
+
+    `mean` and `std` are in CIE units (L 0-100, a and b signed).
+    """
+
+    method: ClassVar[str] = "reinhard"
+    mean: tuple[float, ...] = (70.0, 30.0, -15.0)
+    std: tuple[float, ...] = (10.0, 10.0, 8.0)
+    n_images: int = 0
+
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        lab = _lab(check_rgb(image))
+        stats = _lab_stats(lab, tissue_pixels(image))
+        if stats is None:
+            return super().transform(image)
+        scale = np.asarray(self.std) / np.maximum(stats[1], 1e-3)
+        offset = np.asarray(self.mean) - stats[0] * scale
+        affine = np.hstack([np.diag(scale), offset[:, None]]).astype(np.float32)
+        rgb = cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
+        original = np.multiply(image, np.float32(1 / 255), dtype=np.float32)
+        out = _blend(rgb, original, tissue_weight(image))
+        return cv2.convertScaleAbs(out, alpha=255.0)
+
+    def params(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "n_images": self.n_images}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ReinhardNormalizer:
+        return cls(mean=_floats(params["mean"], 3), std=_floats(params["std"], 3),
+                   n_images=int(params.get("n_images", 0)))
+
+
+@dataclass(frozen=True)
+class MacenkoNormalizer(StainNormalizer):
+    """Re-express each image with reference stain vectors and concentrations (Macenko 2009).
+
+    `stains` holds the unit OD vectors of haematoxylin and eosin (rows, RGB order) and
+    `max_concentrations` their 99th-percentile concentrations over tissue pixels.
+    """
+
+    method: ClassVar[str] = "macenko"
+    stains: tuple[tuple[float, ...], ...] = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11))
+    max_concentrations: tuple[float, ...] = (1.0, 1.0)
+    n_images: int = 0
+
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        log_i = _log_intensity(check_rgb(image))
+        sample = _tissue_sample(image, -log_i, ESTIMATE_PIXELS)
+        if len(sample) < MIN_TISSUE_PIXELS:
+            return super().transform(image)
+        source = stain_vectors(sample)
+        if float(source[0] @ source[1]) > MAX_STAIN_COSINE:
+            logger.debug("one stain only in this image: left as it is")
+            return super().transform(image)
+        unmix = np.linalg.pinv(source)  # 3x2: least-squares concentrations, as in the paper
+        source_max = np.percentile(sample @ unmix, MAX_CONCENTRATION_PERCENTILE, axis=0)
+        scale = np.asarray(self.max_concentrations) / np.maximum(source_max, 1e-3)
+        # unmix, rescale and remix with the target's stains: one 3x3 map in OD space (and so
+        # in -OD space); OD off the stain plane is dropped, as in the paper.
+        remix = (unmix * scale) @ np.asarray(self.stains)
+        mapped = cv2.transform(log_i, remix.T.astype(np.float32))
+        return _to_uint8(_blend(mapped, log_i, tissue_weight(image)))
+
+    def params(self) -> dict[str, Any]:
+        return {"stains": [list(v) for v in self.stains],
+                "max_concentrations": list(self.max_concentrations), "n_images": self.n_images}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> MacenkoNormalizer:
+        stains = params["stains"]
+        return cls(stains=(_floats(stains[0], 3), _floats(stains[1], 3)),
+                   max_concentrations=_floats(params["max_concentrations"], 2),
+                   n_images=int(params.get("n_images", 0)))
+
+
+_CLASSES: dict[str, type[StainNormalizer]] = {
+    "none": StainNormalizer, "reinhard": ReinhardNormalizer, "macenko": MacenkoNormalizer}
+
+
+def check_method(method: str) -> str:
+    """The method name, or a ValueError that names the parameter to fix."""
+    if method not in METHODS:
+        raise ValueError(f"{CONFIG_KEY} must be one of {list(METHODS)}, got {method!r}")
+    return method
+
+
+def _floats(values: Iterable[Any], n: int) -> tuple[float, ...]:
+    out = tuple(float(v) for v in values)
+    if len(out) != n:
+        raise ValueError(f"expected {n} numbers, got {len(out)}")
+    return out
+
+
+def _lab(image: np.ndarray) -> np.ndarray:
+    """CIE LAB in float32 (L 0-100): no 8-bit quantisation of the a and b channels."""
+    rgb = np.multiply(image, np.float32(1 / 255), dtype=np.float32)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+
+
+def _lab_stats(lab: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and std of LAB over tissue pixels, or None when there is too little tissue."""
+    if np.count_nonzero(tissue) < MIN_TISSUE_PIXELS:
+        return None
+    mean, std = cv2.meanStdDev(lab, mask=tissue.astype(np.uint8))
+    return mean.ravel(), std.ravel()
+
+
+def stain_vectors(od: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """Haematoxylin and eosin unit OD vectors (2x3) from stained pixels' OD (Nx3), per Macenko.
+
+    The OD of H&E tissue lies near a plane; the two extreme angles in that plane (robust
+    percentiles, not the min and max) are the purest pixels of each stain.
+    """
+    _, vecs = np.linalg.eigh(np.cov(od.T.astype(np.float64)))
+    plane = vecs[:, [2, 1]]  # the two largest eigenvalues, largest first
+    plane[:, 0] *= np.sign(plane[:, 0].sum()) or 1.0  # OD is positive: so is the main axis
+    proj = od @ plane
+    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    lo, hi = np.percentile(phi, [alpha, 100.0 - alpha])
+    ends = [plane @ np.array([np.cos(a), np.sin(a)]) for a in (lo, hi)]
+    # a stain absorbs, it cannot emit: clip rounding noise below zero, then unit length
+    ends = [np.clip(v * (np.sign(v.sum()) or 1.0), 0.0, None) for v in ends]
+    ends = [v / max(float(np.linalg.norm(v)), 1e-6) for v in ends]
+    # haematoxylin absorbs more red than eosin does
+    return np.stack(ends if ends[0][0] > ends[1][0] else ends[::-1])
+
+
+def fit_normalizer(method: str, images: Iterable[np.ndarray],
+                   pixels_per_image: int = 4096) -> StainNormalizer:
+    """Fit a normaliser on training images: a robust target pooled over all of them.
+
+    Reinhard: the median of per-image LAB means and stds. Macenko: stain vectors from a pool of
+    tissue pixels sampled from every image, and the median of per-image max concentrations, so
+    that one odd slide cannot set the target. Glass never enters any statistic.
+    """
+    check_method(method)
+    if method == "none":
+        return StainNormalizer()
+    if method == "reinhard":
+        return _fit_reinhard(images)
+    return _fit_macenko(images, pixels_per_image)
+
+
+def _fit_reinhard(images: Iterable[np.ndarray]) -> ReinhardNormalizer:
+    stats = [_lab_stats(_lab(check_rgb(image)), tissue_pixels(image)) for image in images]
+    kept = [s for s in stats if s is not None]
+    if not kept:
+        raise ValueError("no training image has enough tissue to fit a stain normaliser")
+    mean = np.median([s[0] for s in kept], axis=0)
+    std = np.median([s[1] for s in kept], axis=0)
+    logger.info("Reinhard target from %d of %d images: LAB mean %s, std %s", len(kept),
+                len(stats), np.round(mean, 2).tolist(), np.round(std, 2).tolist())
+    return ReinhardNormalizer(mean=_floats(mean, 3), std=_floats(std, 3), n_images=len(kept))
+
+
+def _fit_macenko(images: Iterable[np.ndarray], pixels_per_image: int) -> MacenkoNormalizer:
+    samples = [_tissue_sample(image, optical_density(check_rgb(image)), pixels_per_image)
+               for image in images]
+    kept = [s for s in samples if len(s) >= min(MIN_TISSUE_PIXELS, pixels_per_image // 4)]
+    if not kept:
+        raise ValueError("no training image has enough tissue to fit a stain normaliser")
+    stains = stain_vectors(np.concatenate(kept))
+    if float(stains[0] @ stains[1]) > MAX_STAIN_COSINE:
+        logger.warning("training images show one stain only: Macenko target %s is unreliable",
+                       np.round(stains, 3).tolist())
+    unmix = np.linalg.pinv(stains)
+    max_conc = np.median([np.percentile(s @ unmix, MAX_CONCENTRATION_PERCENTILE, axis=0)
+                          for s in kept], axis=0)
+    logger.info("Macenko target from %d of %d images: stains %s, max concentrations %s",
+                len(kept), len(samples), np.round(stains, 3).tolist(),
+                np.round(max_conc, 3).tolist())
+    return MacenkoNormalizer(stains=(_floats(stains[0], 3), _floats(stains[1], 3)),
+                             max_concentrations=_floats(max_conc, 2), n_images=len(kept))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def augment_hed(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05,
+                bias: float = 0.05) -> np.ndarray:
+    """Random stain jitter in HED space (Tellez et al. 2018), for training only.
+
+    Each stain's concentration is scaled by U(1-sigma, 1+sigma) and shifted by U(-bias, bias)
+    (OD units); the shift is applied to tissue only so that glass stays white.
+    """
+    scale = rng.uniform(1 - sigma, 1 + sigma, 3)
+    shift = rng.uniform(-bias, bias, 3)
+    log_i = _log_intensity(check_rgb(image))
+    jittered = cv2.transform(log_i, (HED_FROM_RGB * scale @ RGB_FROM_HED).T.astype(np.float32))
+    shift_od = (shift @ RGB_FROM_HED).astype(np.float32)
+    jittered -= tissue_weight(image)[..., None] * shift_od
+    return _to_uint8(jittered)
+
+
+# --------------------------------------------------------------------------- pseudo-masks
+
+
+
+@dataclass(frozen=True)
+class PseudoMaskConfig:
+    """Thresholds and lengths of `pseudo_mask`; lengths are pixels at the cohort's 512 px scale.
+
+    Tuned on synthetic sections of seeds other than the one the tests and the report use.
+    """
+
+    stain_threshold: float = 0.05  # chromatic OD above which a pixel is stained (not glass/lumen)
+    solid_radius: int = 3  # stained structures thinner than this are membranes, not tissue mass
+    min_membrane_area: int = 20  # smaller thin bits are noise or JPEG, not adipocyte membranes
+    membrane_sigma: float = 12.0  # scale over which membrane density is judged
+    glass_membrane_density: float = 0.02  # glass holds (almost) no membranes; fat is full of them
+    min_glass_area: int = 1500
+    min_glass_radius: float = 12.0  # glass is wide open; a dermal cleft reaching the edge is not
+    max_epidermis_depth: int = 200  # depths searched for the nuclei-rich surface band
+    ridge_sigma: float = 4.0
+    lateral_sigma: float = 20.0  # averaging along the surface: is this stretch epidermis at all?
+    min_band_contrast: float = 1.6  # band nuclei fraction over dermis fraction, to call it epidermis
+    fat_sigma: float = 15.0
+    fat_fraction: float = 0.4  # share of empty (unstained) tissue around a pixel that makes it fat
+    min_fat_area: int = 1200  # smaller fat regions are dermis (an empty vessel, a cluster of clefts)
+
+
+def _blur(field: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; wide ones on a coarser grid (same smoothness, a fraction of the cost)."""
+    field = field.astype(np.float32)
+    factor = max(1, int(sigma // 3))
+    if factor == 1:
+        return cv2.GaussianBlur(field, (0, 0), sigma)
+    h, w = field.shape
+    small = cv2.resize(field, (max(2, w // factor), max(2, h // factor)),
+                       interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / factor)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _stained(image: np.ndarray, threshold: float) -> np.ndarray:
+    """Stained pixels by chromatic OD (max minus min channel OD), on a lightly blurred image.
+
+    Grey glass, uneven illumination and grey noise raise all channels' OD alike and cancel
+    out; any stain, even a pale adipocyte membrane, absorbs one channel more than the others.
+    """
+    od = optical_density(cv2.GaussianBlur(image, (0, 0), 1.0))
+    stained = (od.max(axis=-1) - od.min(axis=-1)) >= threshold
+    return cv2.morphologyEx(stained.astype(np.uint8), cv2.MORPH_CLOSE, _disk(1)) > 0
+
+
+def _touches_border(labels: np.ndarray, n: int) -> np.ndarray:
+    border = np.zeros(n, bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        border[edge] = True
+    return border
+
+
+def _glass(stained: np.ndarray, cfg: PseudoMaskConfig) -> np.ndarray:
+    """Wide unstained regions on the image border that hold no membranes: glass.
+
+    Fat is as white as glass, but criss-crossed by thin membranes; solid tissue next to glass
+    does not count as membrane, so a thin strip of glass above the epidermis is still found.
+    Dermal clefts hold no membranes either, but are narrow.
+    """
+    solid = cv2.morphologyEx(stained.astype(np.uint8), cv2.MORPH_OPEN, _disk(cfg.solid_radius))
+    thin = stained & (solid == 0)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_membrane_area
+    keep[0] = False
+    membranes = keep[labels].astype(np.float32)
+    density = _blur(membranes, cfg.membrane_sigma) / (
+        _blur((solid == 0).astype(np.float32), cfg.membrane_sigma) + 1e-3)
+    white = ~stained
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(white.astype(np.uint8), connectivity=4)
+    empty = np.bincount(labels[white & (density < cfg.glass_membrane_density)], minlength=n)
+    area = stats[:, cv2.CC_STAT_AREA]
+    radius = np.zeros(n, np.float32)  # inscribed radius of each component
+    np.maximum.at(radius, labels.ravel(),
+                  cv2.distanceTransform(white.astype(np.uint8), cv2.DIST_L2, 5).ravel())
+    is_glass = ((2 * empty >= area) & (area >= cfg.min_glass_area)
+                & (radius >= cfg.min_glass_radius) & _touches_border(labels, n))
+    is_glass[0] = False  # label 0 is the stained pixels
+    glass = is_glass[labels]
+    # specks of dust in glass and slivers of tissue: not worth a class of their own
+    tissue = cv2.morphologyEx((~glass).astype(np.uint8), cv2.MORPH_OPEN, _disk(2))
+    return tissue == 0
+
+
+def _nuclei(image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Haematoxylin-dense pixels (float32 0/1): Otsu on colour-deconvolved H within tissue.
+
+    Otsu adapts the cut to each slide's stain intensity; Ruifrok's fixed vectors suffice to
+    rank pixels by haematoxylin, which is all a threshold needs.
+    """
+    hematoxylin = cv2.transform(optical_density(image), HED_FROM_RGB[:, :1].T.astype(np.float32))
+    values = hematoxylin[tissue]
+    top = float(np.percentile(values, 99.5)) + 1e-6
+    scaled = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+    cut, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return ((hematoxylin > cut / 255.0 * top) & tissue).astype(np.float32)
+
+
+def _epidermis(nuclei: np.ndarray, tissue: np.ndarray, depth: np.ndarray,
+               cfg: PseudoMaskConfig) -> np.ndarray:
+    """The nuclei-rich band under the tissue surface, with its rete ridges.
+
+    The nuclei fraction by depth below the glass gives a plateau (epidermis) over a base
+    (dermis); the band ends where it falls half-way. Stretches of the band with few nuclei
+    (a cut edge of dermis, not skin surface) are dropped; nuclei-dense tissue hanging from
+    the band (rete ridges) is added.
+    """
+    none = np.zeros(tissue.shape, bool)
+    max_depth = cfg.max_epidermis_depth
+    near = tissue & (depth < max_depth)
+    bins = depth[near].astype(np.int64)
+    counts = np.bincount(bins, minlength=max_depth)
+    if counts[:20].sum() < 50:
+        return none
+    profile = np.bincount(bins, weights=nuclei[near], minlength=max_depth) / np.maximum(counts, 1)
+    profile = np.convolve(profile, np.ones(5) / 5, mode="same")
+    top = int(np.argmax(profile[: max_depth // 2]))
+    deep = tissue & (depth >= max_depth // 2)
+    base = float(nuclei[deep].mean()) if deep.sum() > 500 else float(
+        np.median(profile[max_depth // 2:]))
+    plateau = float(profile[top])
+    if plateau < cfg.min_band_contrast * base + 0.02:
+        return none
+    middle = (plateau + base) / 2
+    below = np.nonzero(profile[top:] < middle)[0]
+    thickness = top + (int(below[0]) if len(below) else 0)
+    band = tissue & (depth < thickness)
+    if not band.any():
+        return none
+    weight = band.astype(np.float32)
+    along = _blur(nuclei * weight, cfg.lateral_sigma) / (_blur(weight, cfg.lateral_sigma) + 1e-6)
+    band &= along >= (float(nuclei[band].mean()) + base) / 2
+    dense = _blur(nuclei, cfg.ridge_sigma) >= middle
+    candidates = band | (dense & tissue & (depth < 2 * thickness))
+    n, labels = cv2.connectedComponents(candidates.astype(np.uint8))
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[band])] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def _fat(stained: np.ndarray, tissue: np.ndarray, cfg: PseudoMaskConfig) -> np.ndarray:
+    """Tissue that is mostly empty around a pixel: adipocytes are empty cells, dermis is not."""
+    empty = (~stained & tissue).astype(np.float32)
+    fat = ((_blur(empty, cfg.fat_sigma) >= cfg.fat_fraction) & tissue).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fat, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_fat_area
+    keep[0] = False
+    return keep[labels]
+
+
+def pseudo_mask(image: np.ndarray, config: PseudoMaskConfig | None = None) -> np.ndarray:
+    """A tissue mask (HxW uint8: 0 glass, 1 epidermis, 2 dermis, 3 fat) from stain alone.
+
+    For cohorts without drawn masks. Weaker than real masks: glass by chroma and membranes,
+    epidermis as the nuclei-rich band under the surface (none without visible glass), fat as
+    tissue that is mostly empty around a pixel, dermis the rest. Made for H&E.
+    """
+    cfg = config or PseudoMaskConfig()
+    stained = _stained(check_rgb(image), cfg.stain_threshold)
+    glass = _glass(stained, cfg)
+    tissue = ~glass
+    mask = np.zeros(glass.shape, np.uint8)
+    if not tissue.any():
+        return mask
+    mask[tissue] = MASK_CLASSES["dermis"]
+    mask[_fat(stained, tissue, cfg)] = MASK_CLASSES["fat"]
+    if glass.any():
+        depth = cv2.distanceTransform(tissue.astype(np.uint8), cv2.DIST_L2, 5)
+        epidermis = _epidermis(_nuclei(image, tissue), tissue, depth, cfg)
+        mask[epidermis] = MASK_CLASSES["epidermis"]
+    return mask

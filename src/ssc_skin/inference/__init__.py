@@ -1,0 +1,1 @@
+"""Inference: TFLite export, prediction of new images, the served MLflow model."""

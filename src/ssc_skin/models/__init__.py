@@ -1,0 +1,1 @@
+"""Models: Keras builders (UNet, MobileNetV2, CNN), training loops, Grad-CAM."""

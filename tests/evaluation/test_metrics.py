@@ -1,0 +1,90 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssc_skin.evaluation import metrics
+
+
+def test_perfect_predictions_score_perfectly():
+    y = np.array([0, 1, 2, 1])
+    p = np.eye(3)[y]
+    result = metrics.classification_metrics(y, p)
+    assert result["accuracy"] == 1 and result["balanced_accuracy"] == 1
+    assert result["auc"] == 1 and result["brier"] == 0 and result["kappa_quadratic"] == 1
+
+
+def test_binary_metrics_on_a_known_case():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.6, 0.4, 0.9])
+    result = metrics.classification_metrics(y, np.stack([1 - p1, p1], 1))
+    assert result["accuracy"] == 0.5
+    assert result["auc"] == pytest.approx(0.75)
+    assert "kappa_quadratic" not in result
+
+
+def test_auc_is_nan_when_a_class_is_missing():
+    result = metrics.classification_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]))
+    assert np.isnan(result["auc"])
+
+
+def test_aggregation_averages_probabilities_per_group():
+    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])
+    groups = pd.Series(["a", "a", "b"])
+    labels = pd.Series([0, 0, 1])
+    mean, y = metrics.aggregate_probabilities(p, groups, labels)
+    np.testing.assert_allclose(mean, [[0.6, 0.4], [0.2, 0.8]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p1 = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.25, 60), 0, 1)
+    p = np.stack([1 - p1, p1], 1)
+    acc = metrics.classification_metrics(y, p)["accuracy"]
+    low, high = metrics.bootstrap_interval(
+        y, p, lambda t, q: metrics.classification_metrics(t, q)["accuracy"], 300, seed=1)
+    assert 0 <= low <= acc <= high <= 1
+    assert high - low > 0.01
+
+
+def test_dice_and_iou():
+    truth = np.array([[1, 1, 0, 0]])
+    pred = np.array([[1, 0, 0, 0]])
+    dice, iou = metrics.dice_iou(truth, pred, positive=1)
+    assert dice == pytest.approx(2 / 3) and iou == pytest.approx(0.5)
+
+
+def test_wilson_interval_is_not_degenerate_at_perfect_accuracy():
+    low, high = metrics.wilson_interval(9, 9)
+    assert high == pytest.approx(1.0) and 0.6 < low < 0.75  # 9/9 is not proof of 100%
+    low, high = metrics.wilson_interval(5, 10)
+    assert low < 0.5 < high
+
+
+def test_confusion_keeps_absent_classes_as_plain_ints():
+    result = metrics.confusion(np.array([0, 1, 1]), np.array([0, 1, 0]), n_classes=3)
+    assert result == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert all(type(v) is int for row in result for v in row)
+
+
+def test_sensitivity_and_specificity_one_vs_rest():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    result = metrics.per_class_sensitivity_specificity(y_true, y_pred, ["normal", "early", "late"])
+    assert result["sensitivity_normal"] == 2 / 3 and result["specificity_normal"] == 1.0
+    assert result["sensitivity_early"] == 0.5 and result["specificity_early"] == 3 / 4
+    assert result["sensitivity_late"] == 1.0 and result["specificity_late"] == 4 / 5
+    assert list(result) == ["sensitivity_normal", "specificity_normal", "sensitivity_early",
+                            "specificity_early", "sensitivity_late", "specificity_late"]
+
+
+def test_undefined_rates_are_nan():
+    result = metrics.per_class_sensitivity_specificity(np.array([0, 0]), np.array([0, 1]),
+                                                       ["normal", "ssc"])
+    assert result["sensitivity_normal"] == 0.5
+    assert math.isnan(result["sensitivity_ssc"])  # no ssc example
+    assert math.isnan(result["specificity_normal"])  # no non-normal example
+    assert result["specificity_ssc"] == 0.5
