@@ -11,6 +11,7 @@ from ssc_skin.pipelines import (
     export,
     patches,
     predict,
+    registry,
     segmentation,
 )
 
@@ -24,6 +25,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "classification": classification.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
         "export": export.create_pipeline(),
+        "registry": registry.create_pipeline(),  # after export: registers its predictors
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     pipelines["predict"] = predict.create_pipeline()  # new images; not part of the default run

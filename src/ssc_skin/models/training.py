@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
@@ -14,6 +15,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
 logger = logging.getLogger(__name__)
+
+DISTRIBUTIONS = ("none", "mirrored")
 
 
 @dataclass
@@ -87,20 +90,68 @@ class _ProgressLogger(keras.callbacks.Callback):
                     self.epoch_seconds[-1], shown)
 
 
+class EpochMetrics(keras.callbacks.Callback):
+    """Hands each epoch's logs (loss, accuracy, val_loss, ...) to `log` with a global step.
+
+    `first_step` continues the count across several fits of one model (frozen backbone, then
+    fine-tuning), so a tracker draws one curve per metric instead of two overlapping ones.
+    The tracker is a plain callable: this module stays free of MLflow.
+    """
+
+    def __init__(self, log: Callable[[dict[str, float], int], None], first_step: int = 0) -> None:
+        super().__init__()
+        self.log, self.first_step = log, first_step
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(float(v))}
+        if values:
+            self.log(values, self.first_step + epoch)
+
+
+def distribution_strategy(name: str | None, key: str = "training.distribution"
+                          ) -> tf.distribute.Strategy:
+    """The tf.distribute strategy to build and fit a model under (`with strategy.scope()`).
+
+    `none`: TensorFlow's default (one device). `mirrored`: one replica per GPU, or per logical
+    CPU device where there is no GPU; each step splits the batch across the replicas and
+    averages their gradients, so `batch_size` stays the global batch.
+    """
+    name = "none" if name is None else str(name).lower()
+    if name not in DISTRIBUTIONS:
+        raise ValueError(f"{key} must be one of {', '.join(DISTRIBUTIONS)}; got {name!r}")
+    if name == "none":
+        return tf.distribute.get_strategy()
+    devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+               or [d.name for d in tf.config.list_logical_devices("CPU")])
+    if len(devices) < 2:
+        logger.warning("%s: mirrored, but only one device (%s): training runs on it alone",
+                       key, ", ".join(devices))
+    else:
+        logger.info("%s: mirrored over %d devices (%s)", key, len(devices), ", ".join(devices))
+    return tf.distribute.MirroredStrategy(devices)
+
+
 def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
         val: tuple[np.ndarray, np.ndarray], *, name: str, epochs: int, batch_size: int,
         learning_rate: float, seed: int, loss: str, metrics: list[str],
         augment: str | None, class_weight: dict[int, float] | None = None,
-        patience: int = 3, early_stopping_start: int = 0) -> TrainingResult:
+        patience: int = 3, early_stopping_start: int = 0,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        shuffle: bool = True) -> TrainingResult:
     """Compile and fit with early stopping on validation loss, restoring the best weights.
 
     `early_stopping_start`: epochs before early stopping watches at all. A network trained from
     random weights has erratic validation loss at first, and an early lucky epoch (often one
     that predicts the majority class) would otherwise be restored as "best".
+    Under a distribution strategy, call it inside `strategy.scope()` (the model too was built
+    there): compiling creates the optimizer's variables, which must be mirrored as well.
+    `callbacks`: extra Keras callbacks, e.g. `EpochMetrics` for a tracker. `shuffle=False`
+    keeps the training order fixed (a distributed iterator shuffles in another order).
     """
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
-    train_ds = make_dataset(*train, batch_size=batch_size, shuffle=True, seed=seed, augment=augment)
+    train_ds = make_dataset(*train, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                            augment=augment)
     val_ds = make_dataset(*val, batch_size=batch_size, shuffle=False, seed=seed)
     progress = _ProgressLogger(name, epochs)
     callbacks = [
@@ -108,6 +159,7 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
                                       restore_best_weights=True,
                                       start_from_epoch=early_stopping_start),
         progress,
+        *(callbacks or []),
     ]
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,

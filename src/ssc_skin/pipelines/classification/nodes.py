@@ -6,9 +6,13 @@ import logging
 from typing import Any
 
 import keras
+import mlflow
+import mlflow.keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
+from ssc_skin import tracking
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
 from ssc_skin.models import builders, training
@@ -57,9 +61,15 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
                      training_params: dict[str, Any]) -> tuple[keras.Model | Skipped, dict[str, Any]]:
     """Train one architecture on one task; pretrained backbones go frozen first, then fine-tune.
 
+    With an active MLflow run, the model's nested run opens here, before the model is built,
+    and closes when training ends: its duration is the training time, its charts the
+    per-epoch loss and accuracy. `log_model_run` reopens it (by the id in the summary) to add
+    the evaluation. `distribution: mirrored` builds and fits under `MirroredStrategy`.
     A task the cohort's labels cannot express (3-class on a normal/ssc cohort) is skipped.
     """
     settings = {**training_params, **architecture.get("training", {})}
+    strategy = training.distribution_strategy(settings.get("distribution", "none"),
+                                              "classification.training.distribution")
     size = architecture["input_size"]
     name = f"{task['name']}.{architecture['name']}"
     reason = unsupported_reason(patch_index["label"], task)
@@ -70,26 +80,18 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     train = split_arrays(patches, patch_index, task, "train", size,
                          settings.get("max_train_patches"), settings["seed"])
     val = split_arrays(patches, patch_index, task, "val", size)
-    model = builders.build_classifier(architecture["name"], size, len(task["classes"]),
-                                    architecture.get("options", {}))
-    weights_source = getattr(model, "weights_source", "random")
-    fit_args = {"name": name, "batch_size": settings["batch_size"], "seed": settings["seed"],
-                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
-                "augment": "classifier", "patience": settings["patience"],
-                "early_stopping_start": settings.get("early_stopping_start", 0),
-                "class_weight": training.balanced_class_weights(train[1], len(task["classes"]))}
-    results = []
-    base = _pretrained_base(model)
-    if base is not None and settings.get("frozen_epochs", 0) > 0:
-        base.trainable = False
-        results.append(training.fit(model, train, val, epochs=settings["frozen_epochs"],
-                                    learning_rate=settings["learning_rate"], **fit_args))
-        base.trainable = True
-        for layer in base.layers[: -settings["fine_tune_layers"]]:
-            layer.trainable = False
-        settings["learning_rate"] *= settings.get("fine_tune_lr_factor", 0.1)
-    results.append(training.fit(model, train, val, epochs=settings["epochs"],
-                                learning_rate=settings["learning_rate"], **fit_args))
+    params = {"task": task["name"], "architecture": architecture["name"], "input_size": size,
+              **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
+              **{f"training.{k}": v for k, v in settings.items()}}
+    tags = {"task": task["name"], "architecture": architecture["name"]}
+    with tracking.model_run(name, tags, params) as run_id:
+        with strategy.scope():
+            model, results = _build_and_fit(train, val, task, architecture, settings, run_id)
+        weights_source = getattr(model, "weights_source", "random")
+        model_uri = None
+        if run_id:
+            mlflow.log_param("weights_source", weights_source)
+            model_uri = _log_keras_model(model, name)
     seconds = sum(r.seconds for r in results)
     epochs_run = sum(r.epochs_run for r in results)
     history: dict[str, list[float]] = {}
@@ -103,7 +105,57 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
         "val_patches": len(val[0]), "train_seconds": seconds, "epochs_run": epochs_run,
         "patches_per_second": float(np.median([r.patches_per_second for r in results])),
         "parameters": int(model.count_params()), "history": history,
+        "distribution": str(settings.get("distribution", "none")),
+        "replicas": int(strategy.num_replicas_in_sync),
+        "mlflow_run_id": run_id, "model_uri": model_uri,
     }
     logger.info("%s trained in %.1f s (%d epochs, %.0f patches/s after the first, weights: %s)",
                 name, seconds, epochs_run, summary["patches_per_second"], weights_source)
     return model, summary
+
+
+def _build_and_fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                   task: dict[str, Any], architecture: dict[str, Any], settings: dict[str, Any],
+                   run_id: str | None) -> tuple[keras.Model, list[training.TrainingResult]]:
+    """Build the model and fit it (frozen backbone first where pretrained), in the caller's
+    distribution scope; each epoch's metrics go to `run_id` with one step count across fits."""
+    size = architecture["input_size"]
+    model = builders.build_classifier(architecture["name"], size, len(task["classes"]),
+                                      architecture.get("options", {}))
+    fit_args = {"name": f"{task['name']}.{architecture['name']}",
+                "batch_size": settings["batch_size"], "seed": settings["seed"],
+                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
+                "augment": "classifier", "patience": settings["patience"],
+                "early_stopping_start": settings.get("early_stopping_start", 0),
+                "class_weight": training.balanced_class_weights(train[1], len(task["classes"]))}
+    log = tracking.epoch_logger(run_id)
+    learning_rate = settings["learning_rate"]
+    results: list[training.TrainingResult] = []
+
+    def fit(epochs: int, rate: float) -> None:
+        steps = sum(r.epochs_run for r in results)
+        callbacks = [training.EpochMetrics(log, first_step=steps)] if log else []
+        results.append(training.fit(model, train, val, epochs=epochs, learning_rate=rate,
+                                    callbacks=callbacks, **fit_args))
+
+    base = _pretrained_base(model)
+    if base is not None and settings.get("frozen_epochs", 0) > 0:
+        base.trainable = False
+        fit(settings["frozen_epochs"], learning_rate)
+        base.trainable = True
+        for layer in base.layers[: -settings["fine_tune_layers"]]:
+            layer.trainable = False
+        learning_rate *= settings.get("fine_tune_lr_factor", 0.1)
+    fit(settings["epochs"], learning_rate)
+    return model, results
+
+
+def _log_keras_model(model: keras.Model, name: str) -> str:
+    """The model in the active (nested) run, named `<task>_<arch>` so four models are told
+    apart in MLflow's model lists (MLflow forbids '.' in logged model names); returns its
+    URI (`models:/m-...`)."""
+    info = mlflow.keras.log_model(model, name=tracking.logged_model_name(name),
+                                  pip_requirements=[f"keras=={keras.__version__}",
+                                                    f"tensorflow=={tf.__version__}"])
+    mlflow.set_tag("model_uri", info.model_uri)
+    return info.model_uri

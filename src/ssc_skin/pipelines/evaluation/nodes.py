@@ -202,20 +202,37 @@ def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str
 
 def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],
                   classifier: keras.Model) -> None:
-    """One MLflow child run per task x architecture with the same metric names for every model,
-    so MLflow's Compare view lines MobileNetV2 and CNN up directly. No-op without an active run.
+    """Evaluation metrics into the model's nested run, with the same metric names for every
+    model, so MLflow's Compare view lines MobileNetV2 and CNN up directly.
+
+    The run was opened by `train_classifier` (its id is in the training summary) and is
+    reopened here, keeping its training-length duration; the metrics are also linked to the
+    logged model `<task>_<arch>`. Without that run (training tracked elsewhere or not at all),
+    a new nested run gets the metrics and the model. No-op without an active run.
     """
+    from ssc_skin import tracking  # noqa: PLC0415 - keeps this edit inside log_model_run
+
     if mlflow.active_run() is None or "skipped" in evaluation:
         return
     name = f"{evaluation['task']}.{evaluation['architecture']}"
-    with mlflow.start_run(run_name=name, nested=True):
-        mlflow.set_tags({"task": evaluation["task"], "architecture": evaluation["architecture"]})
-        mlflow.log_params({"task": evaluation["task"], "architecture": evaluation["architecture"],
-                           "input_size": architecture["input_size"],
-                           "weights_source": evaluation.get("weights_source", "random"),
-                           **{f"options.{k}": v for k, v in architecture.get("options", {}).items()}})
-        mlflow.log_metrics(_finite_numbers(evaluation))
-        info = mlflow.keras.log_model(classifier, name="model",
-                                      pip_requirements=[f"keras=={keras.__version__}",
-                                                        f"tensorflow=={tf.__version__}"])
-        mlflow.set_tag("model_uri", info.model_uri)
+    run_id = tracking.existing_run(evaluation.get("mlflow_run_id"))
+    if run_id:
+        context = tracking.reopened_run(run_id)
+    else:
+        context = tracking.model_run(
+            name, {"task": evaluation["task"], "architecture": evaluation["architecture"]},
+            {"task": evaluation["task"], "architecture": evaluation["architecture"],
+             "input_size": architecture["input_size"],
+             "weights_source": evaluation.get("weights_source", "random"),
+             **{f"options.{k}": v for k, v in architecture.get("options", {}).items()}})
+    with context:
+        model_uri = evaluation.get("model_uri") if run_id else None
+        if not model_uri:
+            model_uri = mlflow.keras.log_model(
+                classifier, name=tracking.logged_model_name(name),
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
+            ).model_uri
+        model_id = (model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-")
+                    else None)
+        mlflow.log_metrics(_finite_numbers(evaluation), model_id=model_id)
+        mlflow.set_tags({"model_uri": model_uri, tracking.NOTE_TAG: tracking.model_note(evaluation)})

@@ -1,0 +1,123 @@
+"""Nodes of the `registry` pipeline: per task the champion model, registered with an alias."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import mlflow
+
+from ssc_skin import tracking
+
+logger = logging.getLogger(__name__)
+
+PREDICTOR_TAG = "{task}.{arch}.whole_image_predictor_uri"  # set by the export pipeline
+FALLBACK_ARCHITECTURE = "mobilenetv2"  # the one architecture export logs a predictor for today
+
+
+def rank_key(evaluation: dict[str, Any], rank_by: list[str]) -> tuple[float, ...]:
+    """Sort key: the `rank_by` metrics in order; a missing or NaN metric ranks lowest."""
+    def value(name: str) -> float:
+        v = evaluation.get(name)
+        return float(v) if isinstance(v, int | float) and not math.isnan(v) else -math.inf
+    return tuple(value(name) for name in rank_by)
+
+
+def pick_champions(evaluations: list[dict[str, Any]], rank_by: list[str]
+                   ) -> dict[str, dict[str, Any]]:
+    """Per task, the evaluation that ranks highest (skipped models are not candidates; on a
+    tie the first architecture in pipeline order wins, deterministically)."""
+    champions: dict[str, dict[str, Any]] = {}
+    for evaluation in evaluations:
+        if "skipped" in evaluation:
+            continue
+        best = champions.get(evaluation["task"])
+        if best is None or rank_key(evaluation, rank_by) > rank_key(best, rank_by):
+            champions[evaluation["task"]] = evaluation
+    return champions
+
+
+def choose_model(champion: dict[str, Any], run_tags: dict[str, str]) -> tuple[str, str, str]:
+    """(model URI, what it is, why) to register for a task's champion.
+
+    A served model must take whole images, so the champion's whole-image predictor comes
+    first; export logs one for MobileNetV2 only so far, so next that of the same task's
+    MobileNetV2; last, the champion's Keras patch classifier (which takes patches, not images).
+    """
+    task, arch = champion["task"], champion["architecture"]
+    own = run_tags.get(PREDICTOR_TAG.format(task=task, arch=arch))
+    if own:
+        return own, f"{task}.{arch} whole-image predictor", "the champion's whole-image predictor"
+    fallback = run_tags.get(PREDICTOR_TAG.format(task=task, arch=FALLBACK_ARCHITECTURE))
+    if fallback:
+        return (fallback, f"{task}.{FALLBACK_ARCHITECTURE} whole-image predictor",
+                f"the champion {task}.{arch} has no whole-image predictor (export logs one for "
+                f"{FALLBACK_ARCHITECTURE} only), so {task}.{FALLBACK_ARCHITECTURE}'s is "
+                "registered in its place")
+    if champion.get("model_uri"):
+        return (champion["model_uri"], f"{task}.{arch} Keras patch classifier",
+                "no whole-image predictor was logged (export not run or export.log_predictor "
+                f"false): the Keras model is registered; it classifies "
+                f"{champion.get('input_size', '?')} px patches, not whole images")
+    return "", "", f"{task}.{arch} has neither a whole-image predictor nor a logged model"
+
+
+def run_note(champions: dict[str, dict[str, Any]], evaluations: list[dict[str, Any]],
+             registered: dict[str, dict[str, Any]], rank_by: list[str]) -> str:
+    """The parent run's description (Markdown): every model's headline numbers, the champions."""
+    lines = [f"| model | {rank_by[0]} | test patient accuracy [95% CI] | test patient AUC "
+             "| train s | epochs |", "|---|---|---|---|---|---|"]
+    for e in evaluations:
+        name = f"{e['task']}.{e['architecture']}"
+        if "skipped" in e:
+            lines.append(f"| {name} | skipped: {e['skipped']} | | | | |")
+            continue
+        star = " (champion)" if champions.get(e["task"]) is e else ""
+        lines.append(
+            f"| {name}{star} | {tracking.fmt(e.get(rank_by[0]))} | {tracking.fmt(e.get('test_patient_accuracy'))} "
+            f"[{tracking.fmt(e.get('test_patient_accuracy_ci_low'))}, "
+            f"{tracking.fmt(e.get('test_patient_accuracy_ci_high'))}] | "
+            f"{tracking.fmt(e.get('test_patient_auc'))} | {tracking.fmt(e.get('train_seconds'), 1)} | "
+            f"{e.get('epochs_run', '')} |")
+    for task, r in registered.items():
+        lines.append("")
+        lines.append(f"**{task}**: {r['model_name']} v{r['version']} = {r['registered']}"
+                     f" ({r['reason']}); alias `{r['alias']}` -> v{r['alias_version']}.")
+    return "\n".join(lines)
+
+
+def register_champions(params: dict[str, Any], *evaluations: dict[str, Any]
+                       ) -> dict[str, dict[str, Any]]:
+    """Register each task's champion (best validation patients) in the MLflow Model Registry
+    as `params.model_names[task]`, move `params.alias` to it (policy `params.promote`), and
+    write the headline numbers into the run's description. No-op without an active run.
+    """
+    active = mlflow.active_run()
+    if active is None:
+        return {}
+    rank_by = list(params["rank_by"])
+    champions = pick_champions(list(evaluations), rank_by)
+    registered: dict[str, dict[str, Any]] = {}
+    for task, champion in champions.items():
+        name = params["model_names"][task]
+        tags = tracking.parent_run_tags(champion.get("mlflow_run_id")) or active.data.tags
+        uri, what, reason = choose_model(champion, tags)
+        if not uri:
+            logger.warning("%s: nothing registered: %s", name, reason)
+            continue
+        rank = rank_key(champion, rank_by)
+        version_tags = {"task": task, "champion": f"{task}.{champion['architecture']}",
+                        "registered": what, "reason": reason,
+                        "nested_run_id": champion.get("mlflow_run_id") or "",
+                        **{m: f"{v:.6g}" for m, v in zip(rank_by, rank, strict=True)}}
+        version, alias_version = tracking.register_model(
+            uri, name, params["alias"], rank[0], rank_by[0], version_tags,
+            tracking.model_note(champion), promote=params.get("promote", "if_better"))
+        registered[task] = {"model_name": name, "version": version, "alias": params["alias"],
+                            "alias_version": alias_version, "registered": what,
+                            "reason": reason, "uri": uri, **version_tags}
+        logger.info("%s v%s registered: %s, %s %.3f (%s); alias %s -> v%s", name, version,
+                    what, rank_by[0], rank[0], reason, params["alias"], alias_version)
+    mlflow.set_tag(tracking.NOTE_TAG, run_note(champions, list(evaluations), registered, rank_by))
+    return registered

@@ -1,0 +1,189 @@
+"""MLflow helpers for runs that read well when people compare them.
+
+One nested run per task x architecture opens before the model is built and closes when its
+training ends, so MLflow shows the training time as the run's duration. The evaluation adds
+its metrics later by reopening that run by id, and puts the end time back. No Kedro here:
+nodes and hooks call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+logger = logging.getLogger(__name__)
+
+NOTE_TAG = "mlflow.note.content"  # MLflow shows this tag as the run's (or model's) description
+
+
+@contextmanager
+def model_run(name: str, tags: Mapping[str, Any], params: Mapping[str, Any]
+              ) -> Iterator[str | None]:
+    """A nested run of the active run, open for the duration of the block; yields its id.
+
+    Yields None (and logs nothing) without an active run: unit tests, untracked pipelines.
+    """
+    if mlflow.active_run() is None:
+        yield None
+        return
+    with mlflow.start_run(run_name=name, nested=True) as run:
+        mlflow.set_tags(dict(tags))
+        mlflow.log_params(dict(params))
+        yield run.info.run_id
+
+
+def logged_model_name(name: str) -> str:
+    """`binary.cnn` -> `binary_cnn`: MLflow refuses '.', '/', ':', '%' and quotes in the names
+    of logged models (the export's predictors are named `<task>_<arch>_whole_image_predictor`)."""
+    return re.sub(r"[./:%\"']", "_", name)
+
+
+def epoch_logger(run_id: str | None) -> Callable[[dict[str, float], int], None] | None:
+    """`log(metrics, step)` into run `run_id` (for `training.EpochMetrics`); None without a run."""
+    if run_id is None:
+        return None
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics(metrics, step=step, run_id=run_id)
+
+    return log
+
+
+def existing_run(run_id: str | None) -> str | None:
+    """`run_id` when the current tracking store knows it (a summary can come from another store)."""
+    if not run_id:
+        return None
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        logger.warning("MLflow run %s (from the training summary) is not in this tracking store; "
+                       "the evaluation gets a new nested run", run_id)
+        return None
+    return run_id
+
+
+@contextmanager
+def reopened_run(run_id: str) -> Iterator[str]:
+    """Re-enter a finished nested run to add to it; afterwards its status and end time are put
+    back, so its duration stays what it was (the training time), not 'until the evaluation'."""
+    client = MlflowClient()
+    info = client.get_run(run_id).info
+    with mlflow.start_run(run_id=run_id, nested=True):
+        yield run_id
+    client.set_terminated(run_id, status=info.status, end_time=info.end_time)
+
+
+def runner_name(runner: Any) -> str:
+    """`SequentialRunner` for a runner, its class or the repr Kedro puts in `run_params`."""
+    if runner is None:
+        return ""
+    if not isinstance(runner, str):
+        return runner.__name__ if isinstance(runner, type) else type(runner).__name__
+    match = re.match(r"<(?:[\w.]*\.)?(\w+) object at 0x[0-9a-fA-F]+>$", runner.strip())
+    return match.group(1) if match else runner.rsplit(".", 1)[-1]
+
+
+def git_state(project_path: str | Path | None) -> dict[str, str]:
+    """The commit checked out in `project_path` and whether files differ from it ({} outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=project_path, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(),
+            "mlflow.source.git.commit": commit}  # MLflow's own column in the runs table
+
+
+def run_tags(run_params: Mapping[str, Any], default_env: str = "local") -> dict[str, str]:
+    """Tags a person can read in the runs table: runner class, configuration env, git commit."""
+    tags = {"runner": runner_name(run_params.get("runner")) or "SequentialRunner",
+            "config_env": str(run_params.get("env") or default_env)}
+    tags.update(git_state(run_params.get("project_path")))
+    return tags
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric for a description: fixed digits, `n/a` for missing or NaN."""
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def model_note(evaluation: Mapping[str, Any]) -> str:
+    """A nested run's description (Markdown): its headline numbers."""
+    e = evaluation
+    return (f"**{e['task']}.{e['architecture']}**: test patient accuracy "
+            f"{fmt(e.get('test_patient_accuracy'))} "
+            f"[{fmt(e.get('test_patient_accuracy_ci_low'))}, "
+            f"{fmt(e.get('test_patient_accuracy_ci_high'))}] over "
+            f"{e.get('test_patients', 'n/a')} test patients, balanced accuracy "
+            f"{fmt(e.get('test_patient_balanced_accuracy'))}, AUC "
+            f"{fmt(e.get('test_patient_auc'))}; validation patient balanced accuracy "
+            f"{fmt(e.get('val_patient_balanced_accuracy'))}. Trained "
+            f"{fmt(e.get('train_seconds'), 1)} s, {e.get('epochs_run', 'n/a')} epochs, "
+            f"weights: {e.get('weights_source', 'random')}.")
+
+
+def parent_run_tags(run_id: str | None) -> dict[str, str]:
+    """The tags of `run_id`'s parent run, where export records its whole-image predictors
+    (found through the nested run, so this works from another session too); {} if unknown."""
+    if not run_id:
+        return {}
+    client = MlflowClient()
+    try:
+        parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+        return dict(client.get_run(parent).data.tags) if parent else {}
+    except MlflowException:
+        return {}
+
+
+def register_model(uri: str, name: str, alias: str, score: float, metric: str,
+                   tags: Mapping[str, str], description: str, promote: str = "if_better"
+                   ) -> tuple[str, str]:
+    """Register `uri` as a new version of `name`; returns (its version, the alias's version).
+
+    `promote`: `always` moves `alias` to the new version; `if_better` only when `score` (the
+    value of `metric`, recorded on each version) is at least the current alias holder's, so
+    a quick test run on a shared server does not replace a good model.
+    """
+    if promote not in {"always", "if_better"}:
+        raise ValueError(f"registry.promote must be one of always, if_better; got {promote!r}")
+    client = MlflowClient()
+    version = mlflow.register_model(uri, name, tags={k: str(v) for k, v in tags.items()}).version
+    client.update_model_version(name, version, description=description)
+    current = _alias_holder(client, name, alias)
+    if promote == "if_better" and current is not None:
+        held = _float(current.tags.get(metric))
+        if held is not None and score < held:
+            logger.info("%s: alias %s stays on v%s (%s %.3f > %.3f of v%s)", name, alias,
+                        current.version, metric, held, score, version)
+            return str(version), str(current.version)
+    client.set_registered_model_alias(name, alias, version)
+    return str(version), str(version)
+
+
+def _alias_holder(client: MlflowClient, name: str, alias: str) -> Any:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,57 @@
+"""Helpers shared by tests: a throwaway copy of the project, a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking._tracking_service import utils as tracking_utils
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(tmp_path: Path) -> Path:
+    """The project's code and config (not its data, local config or MLflow store) in `tmp_path`,
+    with empty data layers, so `kedro run` there leaves the real project untouched."""
+    project = Path(tmp_path)
+    project.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry", "README.md"):
+        if (PROJECT / name).exists():
+            shutil.copy(PROJECT / name, project / name)
+    shutil.copytree(PROJECT / "src", project / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    for layer in (PROJECT / "data").iterdir():
+        if layer.is_dir():
+            (project / "data" / layer.name).mkdir(parents=True)
+    return project
+
+
+def kedro(project: Path, *args: str, timeout: int = 1200, **env: str
+          ) -> subprocess.CompletedProcess:
+    """`kedro <args>` in `project` (telemetry off); the caller checks the return code."""
+    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", **env}
+    return subprocess.run([sys.executable, "-m", "kedro", *args], check=False, cwd=project,
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def sqlite_tracking(folder: Path) -> Iterator[str]:
+    """MLflow pointed at a fresh SQLite store in `folder` for the block (runs go to its Default
+    experiment; the registry follows the tracking URI), then put back as it was."""
+    previous = tracking_utils._tracking_uri  # None when unset; get_tracking_uri() resolves it
+    uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(previous)

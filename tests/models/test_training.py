@@ -1,0 +1,140 @@
+"""Unit tests of models/training.py: fit, per-epoch metrics for a tracker, distribution."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from ssc_skin.models import training
+
+
+def _tiny_data(n: int = 32, size: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
+    x[y == 1] += 120  # brighter class: learnable in an epoch or two
+    return x, y
+
+
+def _tiny_model(size: int = 8) -> keras.Model:
+    return keras.Sequential([keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255),
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+FIT = {"batch_size": 8, "learning_rate": 0.05, "seed": 0,
+       "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"], "augment": None}
+
+
+def test_epoch_metrics_continue_their_steps_across_two_fits():
+    model = _tiny_model()
+    logged: list[tuple[int, dict]] = []
+
+    def log(metrics, step):
+        logged.append((step, metrics))
+
+    first = training.fit(model, _tiny_data(), _tiny_data(seed=1), name="t", epochs=2,
+                         callbacks=[training.EpochMetrics(log)], **FIT)
+    training.fit(model, _tiny_data(), _tiny_data(seed=1), name="t", epochs=3, patience=10,
+                 callbacks=[training.EpochMetrics(log, first_step=first.epochs_run)], **FIT)
+    assert [step for step, _ in logged] == [0, 1, 2, 3, 4]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(logged[0][1])
+    assert logged[0][1]["loss"] == pytest.approx(first.history["loss"][0])
+
+
+def test_epoch_metrics_drop_values_a_tracker_cannot_take():
+    logged = []
+    callback = training.EpochMetrics(lambda m, s: logged.append(m))
+    callback.on_epoch_end(0, {"loss": float("nan"), "accuracy": 0.5})
+    callback.on_epoch_end(1, {"loss": float("inf")})
+    assert logged == [{"accuracy": 0.5}]
+
+
+def test_fit_reports_history_epochs_and_throughput():
+    result = training.fit(_tiny_model(), _tiny_data(), _tiny_data(seed=1), name="t", epochs=2,
+                          **FIT)
+    assert result.epochs_run == 2 and len(result.history["val_loss"]) == 2
+    assert result.patches_per_second > 0 and result.seconds > 0
+
+
+@pytest.mark.parametrize("bad", ["mirror", "multi_worker", "gpu"])
+def test_unknown_distribution_names_the_key_and_the_choices(bad):
+    with pytest.raises(ValueError, match=r"classification\.training\.distribution must be one of "
+                                         r"none, mirrored; got '" + bad):
+        training.distribution_strategy(bad, "classification.training.distribution")
+
+
+def test_distribution_none_is_the_default_single_device_strategy():
+    for name in (None, "none", "None"):
+        strategy = training.distribution_strategy(name)
+        assert strategy.num_replicas_in_sync == 1
+        assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+
+
+def test_subsample_keeps_every_class_and_the_original_order():
+    index = pd.DataFrame({"label": ["a"] * 30 + ["b"] * 10})
+    kept = training.subsample(index, 8, seed=0)
+    assert len(kept) == 8 and set(kept["label"]) == {"a", "b"}
+    assert list(kept.index) == sorted(kept.index)
+    assert training.subsample(index, None, 0) is index
+
+
+def test_balanced_class_weights_favour_the_minority_and_cover_absent_classes():
+    weights = training.balanced_class_weights(np.array([0, 0, 0, 1]), n_classes=3)
+    assert weights[1] > weights[0] and weights[2] == 1.0
+
+
+# TensorFlow fixes its devices when it first initialises them, so splitting the CPU into two
+# logical devices has to happen in a fresh interpreter.
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import keras
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    from test_training import FIT, _tiny_data, _tiny_model
+    from ssc_skin.models import training
+
+    def run(name):
+        strategy = training.distribution_strategy(name)
+        with strategy.scope():
+            keras.utils.set_random_seed(0)  # the same initial weights
+            model = _tiny_model()
+            result = training.fit(model, _tiny_data(), _tiny_data(seed=1), name=name, epochs=2,
+                                  shuffle=False, **FIT)
+        return {"replicas": strategy.num_replicas_in_sync,
+                "mirrored_variables": all(isinstance(w.value, tf.distribute.DistributedValues)
+                                          for w in model.weights),
+                "loss": result.history["loss"],
+                "weights": [w.tolist() for w in model.get_weights()],
+                "predicts": model.predict(_tiny_data()[0][:4], verbose=0).shape[0]}
+
+    print("RESULT", json.dumps({"none": run("none"), "mirrored": run("mirrored")}))
+""")
+
+
+def test_mirrored_training_on_two_logical_cpus_matches_single_device_training(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    here = str(Path(__file__).parent)
+    result = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True,
+                            timeout=300, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, result.stderr[-3000:]
+    runs = json.loads(lines[-1].removeprefix("RESULT "))
+    assert runs["none"]["replicas"] == 1 and not runs["none"]["mirrored_variables"]
+    assert runs["mirrored"]["replicas"] == 2 and runs["mirrored"]["mirrored_variables"]
+    assert runs["mirrored"]["predicts"] == 4
+    # each replica takes half of every batch and the gradients are averaged: the same fit
+    # (in a fixed order: a distributed iterator shuffles in another order than a plain one)
+    np.testing.assert_allclose(runs["mirrored"]["loss"], runs["none"]["loss"], rtol=1e-4)
+    for single, mirrored in zip(runs["none"]["weights"], runs["mirrored"]["weights"], strict=True):
+        np.testing.assert_allclose(mirrored, single, atol=1e-5)
