@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -97,6 +98,8 @@ CELLS_PER_TILE = 16
 MAX_THUMBNAIL_PIXELS = 1_000_000
 READ_BLOCK = 1024  # level pixels per side of one OpenSlide read while cutting patches
 GLASS_FRAME = 32  # thumbnail pixels of glass around the thumbnail during tissue detection
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s:;,()'\"]+)+|[^\s:;,()'\"]+\.(?:svs|tiff?|ndpi|vms|vmu|"
+                   r"mrxs|scn|bif|svslide|dcm|dat|ini)\b", re.IGNORECASE)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -178,8 +181,12 @@ def open_slide(path: str | os.PathLike[str]) -> Iterator[openslide.OpenSlide]:
 
 
 def _read_problem(error: Exception, doing: str) -> ImageProblem:
-    """OpenSlide's message, sorted into `truncated` or `unreadable`."""
-    message = str(error)
+    """OpenSlide's message, sorted into `truncated` or `unreadable`.
+
+    OpenSlide names the file in its messages; the path (which may hold a patient id) is cut
+    out, since quarantine reasons are shown and logged.
+    """
+    message = _PATH.sub("<file>", str(error))
     lowered = message.lower()
     if any(word in lowered for word in ("truncat", "end of file", "unexpected end",
                                         "premature end", "short read", "read error")):

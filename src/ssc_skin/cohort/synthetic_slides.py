@@ -174,11 +174,12 @@ def _tiles(sections: list[tuple[np.ndarray, float, float, float]], width: int, h
             yield strip[:, left:left + tile]
 
 
-def aperio_description(width: int, height: int, mpp: float, tile: int = TILE) -> str:
+def aperio_description(width: int, height: int, mpp: float, tile: int = TILE,
+                       codec: str = "ZLIB") -> str:
     """An Aperio-style ImageDescription; OpenSlide keys on its first word and `|MPP =`."""
     magnification = round(10 / mpp)
     return (f"Aperio Image Library v12.0.15 \n{width}x{height} [0,0 {width}x{height}] "
-            f"({tile}x{tile}) ZLIB Q=100|AppMag = {magnification}|MPP = {mpp:g}"
+            f"({tile}x{tile}) {codec} Q=100|AppMag = {magnification}|MPP = {mpp:g}"
             "|ScanScope ID = SYNTHETIC|Filename = synthetic")
 
 
@@ -209,22 +210,28 @@ def philips_description(sizes: Sequence[tuple[int, int]], mpp: float | None) -> 
 
 def write_slide(path: str | os.PathLike[str], placements: Sequence[Placement], width: int,
                 height: int, mpp: float | None = 0.5, style: str = "aperio", tile: int = TILE,
-                compression_level: int = 1, maxworkers: int = 1) -> Path:
-    """Write a pyramidal tiled TIFF (zlib) of glass and `placements`, level by level.
+                compression_level: int = 1, maxworkers: int = 1, compression: str = "zlib"
+                ) -> Path:
+    """Write a pyramidal tiled TIFF of glass and `placements`, level by level.
 
     Each level streams from a tile generator, so the slide itself is never in memory.
     `mpp=None` writes no resolution anywhere (a slide the reader must quarantine or give a
     fallback to); for `generic`, a given mpp goes into the resolution tags (pixels per cm).
+    `compression` is `zlib` (level `compression_level`) or `jpeg` (quality 80, as most
+    scanners write; tifffile needs the `imagecodecs` package for it).
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
+    if compression not in ("zlib", "jpeg"):
+        raise ValueError(f"compression must be zlib or jpeg; got {compression!r}")
     if width < 1 or height < 1 or (mpp is not None and mpp <= 0):
         raise ValueError(f"need a positive size and mpp; got {width}x{height}, mpp {mpp}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sizes = level_sizes(width, height, tile)
     common = {"tile": (tile, tile), "dtype": np.uint8, "photometric": "rgb",
-              "compression": "zlib", "compressionargs": {"level": compression_level},
+              "compression": compression,
+              "compressionargs": {"level": compression_level if compression == "zlib" else 80},
               "metadata": None, "maxworkers": maxworkers}
     partial = path.with_name(path.name + ".partial")  # a crash never leaves a plausible slide
     with tifffile.TiffWriter(partial, bigtiff=True) as tif:
@@ -232,7 +239,8 @@ def write_slide(path: str | os.PathLike[str], placements: Sequence[Placement], w
             downsample = 2 ** index
             extra: dict[str, object] = {"subfiletype": 1} if index else {}
             if style == "aperio" and mpp is not None:
-                extra["description"] = aperio_description(w, h, mpp * downsample, tile)
+                extra["description"] = aperio_description(w, h, mpp * downsample, tile,
+                                                          compression.upper())
             elif style == "aperio":
                 extra["description"] = (f"Aperio Image Library v12.0.15 \n{w}x{h} "
                                          f"({tile}x{tile}) ZLIB|AppMag = 20")
