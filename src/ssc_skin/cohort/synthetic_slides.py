@@ -232,7 +232,8 @@ def write_slide(path: str | os.PathLike[str], placements: Sequence[Placement], w
     common = {"tile": (tile, tile), "dtype": np.uint8, "photometric": "rgb",
               "compression": compression,
               "compressionargs": {"level": compression_level if compression == "zlib" else 80},
-              "metadata": None, "maxworkers": maxworkers}
+              "metadata": None, "maxworkers": maxworkers,
+              "buffersize": 32 << 20}  # tifffile's default read-ahead is ~0.5 GB of tiles
     partial = path.with_name(path.name + ".partial")  # a crash never leaves a plausible slide
     with tifffile.TiffWriter(partial, bigtiff=True) as tif:
         for index, (w, h) in enumerate(sizes):
