@@ -82,6 +82,22 @@ def test_resolution_tags_give_mpp(tmp_path):
     assert info.mpp == pytest.approx(0.25) and info.mpp_source == "metadata"
 
 
+def test_ome_tiff_pixel_size(tmp_path):
+    """OpenSlide opens an OME-TIFF as a generic TIFF without its mpp; the OME-XML has it."""
+    image = np.full((1024, 1024, 3), 200, np.uint8)
+    image[200:800, 200:800] = (180, 90, 150)
+    path = tmp_path / "x.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(image, tile=(256, 256), photometric="rgb", compression="zlib",
+                  metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    facts, _ = slides.validate_slide(path, 64, 2.0)
+    assert facts["microns_per_pixel"] == pytest.approx(0.5)
+    assert facts["mpp_source"] == "metadata" and facts["tiles"] > 0
+    assert slides.ome_mpp('<OME><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
+                          'PhysicalSizeY="250" PhysicalSizeYUnit="nm"/></OME>') == [0.25, 0.25]
+    assert slides.ome_mpp("Aperio Image Library") == []
+
+
 # --- level choice and plan ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(("target", "level"), [(0.25, 0), (0.5, 0), (1.0, 1), (2.0, 1),

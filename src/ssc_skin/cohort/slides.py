@@ -8,7 +8,8 @@ Slides are gigapixel pyramids, so nothing here ever decodes a whole slide:
   tiffslide was not chosen: it reads only the TIFF family (no MIRAX, Hamamatsu VMS or DICOM)
   and would be a second reader to keep in step.
 - **Microns per pixel** come from the slide's metadata (`openslide.mpp-x/-y`, which OpenSlide
-  fills from the vendor's fields or the TIFF resolution tags), then from the manifest row,
+  fills from the vendor's fields or the TIFF resolution tags, else an OME-TIFF's
+  `PhysicalSizeX/Y`, which OpenSlide does not read), then from the manifest row,
   then from the configured fallback; with none of them the slide is quarantined (`no_mpp`).
   A resolution of a screen or a scanner of paper (e.g. 72 dpi, 352 um/px) is not a
   microscope's and counts as missing.
@@ -100,6 +101,9 @@ READ_BLOCK = 1024  # level pixels per side of one OpenSlide read while cutting p
 GLASS_FRAME = 32  # thumbnail pixels of glass around the thumbnail during tissue detection
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s:;,()'\"]+)+|[^\s:;,()'\"]+\.(?:svs|tiff?|ndpi|vms|vmu|"
                    r"mrxs|scn|bif|svslide|dcm|dat|ini)\b", re.IGNORECASE)
+_OME_PIXELS = re.compile(r"<(?:\w+:)?Pixels\b[^>]*>")
+_XML_ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
+_OME_UNITS = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
@@ -247,7 +251,8 @@ def slide_mpp(properties: Mapping[str, str], manifest_mpp: float | None = None,
     """
     notes: list[str] = []
     values = [_float(properties.get(key)) for key in ("openslide.mpp-x", "openslide.mpp-y")]
-    values = [v for v in values if v is not None]
+    values = [v for v in values if v is not None] or ome_mpp(properties.get(
+        "tiff.ImageDescription", ""))
     mpp = None
     if values:
         mean = sum(values) / len(values)
@@ -273,6 +278,24 @@ def slide_mpp(properties: Mapping[str, str], manifest_mpp: float | None = None,
     raise ImageProblem("no_mpp", "no microns per pixel in the slide's metadata; set "
                                  "cohort.source.microns_per_pixel (or a manifest "
                                  "microns_per_pixel column) to your scanner's resolution")
+
+
+def ome_mpp(description: str) -> list[float]:
+    """Pixel sizes (um) of an OME-TIFF's first image, which OpenSlide does not read.
+
+    OME-XML gives `PhysicalSizeX/Y` on `<Pixels>`, in `PhysicalSizeXUnit` (default um).
+    """
+    pixels = _OME_PIXELS.search(description or "")
+    if not pixels:
+        return []
+    attributes = dict(_XML_ATTRIBUTE.findall(pixels.group(0)))
+    sizes = []
+    for axis in ("X", "Y"):
+        value = _float(attributes.get(f"PhysicalSize{axis}"))
+        unit = attributes.get(f"PhysicalSize{axis}Unit", "µm")
+        if value is not None and unit in _OME_UNITS:
+            sizes.append(value * _OME_UNITS[unit])
+    return sizes
 
 
 def _float(value: Any) -> float | None:
