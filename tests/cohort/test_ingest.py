@@ -151,8 +151,8 @@ FOLDER_VALID_NOTES = {
     "SSc-mild/P03_rgba.png": "RGBA -> RGB (transparency composited on white)",
     "SSc-mild/P03_pal.png": "palette -> RGB",
     "SSc-mild/P03_gray.png": "grayscale -> RGB",
-    "SSc-mild/P04_g16.png": "16-bit -> 8-bit (high byte); grayscale -> RGB",
-    "SSc-mild/P04_rgb16.tif": "16-bit -> 8-bit (high byte)",
+    "SSc-mild/P04_g16.png": "16-bit -> 8-bit (16 significant bits, from its maximum value); grayscale -> RGB",
+    "SSc-mild/P04_rgb16.tif": "decoded with tifffile; 16-bit -> 8-bit (16 significant bits, from its maximum value)",
     "SSc-mild/P04_multi.tif": "multi-page TIFF: page 0 of 3 used (pages count from 0)",
     "SSc-mild/P05_exif.jpg": "EXIF orientation 6 applied",
     "SSc-mild/P05_float.tif": "decoded with tifffile; float -> 8-bit (x255)",
@@ -320,13 +320,13 @@ def test_read_rgb_conversion_notes(tmp_path):
     assert notes == ["grayscale -> RGB"]
     _save(tmp_path / "g16.png", gray.astype(np.uint16) * 257)
     image, notes = ingest.read_rgb(tmp_path / "g16.png")
-    assert notes == ["16-bit -> 8-bit (high byte)", "grayscale -> RGB"]
+    assert notes == ["16-bit -> 8-bit (16 significant bits, from its maximum value)", "grayscale -> RGB"]
     np.testing.assert_array_equal(image[..., 0], gray)
     rgb16 = _tissue(4).astype(np.uint16) * 257
     tifffile.imwrite(tmp_path / "c16.tif", rgb16, photometric="rgb")
     image, notes = ingest.read_rgb(tmp_path / "c16.tif")
     np.testing.assert_array_equal(image, _tissue(4))
-    assert notes == ["16-bit -> 8-bit (high byte)"]
+    assert notes == ["decoded with tifffile", "16-bit -> 8-bit (16 significant bits, from its maximum value)"]
 
 
 def test_read_rgb_other_modes(tmp_path):
@@ -340,7 +340,7 @@ def test_read_rgb_other_modes(tmp_path):
     expected = {"cmyk.jpg": ["CMYK -> RGB"],
                 "la.png": ["LA -> RGB (transparency composited on white)"],
                 "pt.png": ["palette -> RGB (transparency composited on white)"],
-                "rgba16.tif": ["16-bit -> 8-bit (high byte)",
+                "rgba16.tif": ["decoded with tifffile", "16-bit -> 8-bit (16 significant bits, from its maximum value)",
                                "RGBA -> RGB (transparency composited on white)"]}
     for name, notes in expected.items():
         image, found = ingest.read_rgb(tmp_path / name)

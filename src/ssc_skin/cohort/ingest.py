@@ -4,22 +4,34 @@ Users point the project at their own skin-biopsy images by configuration alone, 
 layouts:
 
 - ``folder``: ``<root>/<label>/**/<image>``; the patient id comes from a regex (named group
-  ``patient``) searched in the file name.
-- ``manifest``: a CSV with ``image_path, patient_id, label`` and optional ``mask_path`` and
-  ``split``; relative paths resolve against the manifest's folder.
+  ``patient``) searched in the file name, or (``patient_from: folder``) from the folder below
+  the label folder, ``<root>/<label>/<patient>/**/<image>``.
+- ``manifest``: a CSV (UTF-8) with ``image_path, patient_id, label`` and optional
+  ``mask_path`` and ``split``; relative paths resolve against the manifest's folder.
+
+Only files inside the cohort folder are read (the folder's own, or the manifest's folder, or
+``root`` for a manifest): a symbolic link or a manifest path that leads outside it is
+quarantined as ``outside_root`` unless ``allow_outside_root: true``.
 
 Every file is checked, one at a time so memory stays flat, and each problem quarantines the file
 with a reason a person can act on; the other files go on. The user's folder is read-only to the
 project: nothing here writes, renames or deletes anything in it.
 
 Patient ids are private: log lines carry counts only, never ids, paths or reasons. The
-quarantine table names files (whose paths may contain ids): it is a local report for the user.
+quarantine table returned here names files by their path (which may contain ids); the
+pipeline pseudonymises it before writing (`privacy.hide_quarantine`). File names that are not
+valid UTF-8 are shown with their odd bytes escaped (``caf\\xe9.png``) and read as they are.
 
 Choices made here:
 
 - Duplicates are found by a SHA-256 of the decoded pixels (and size), so the same image saved
   as PNG and as TIFF is caught; a JPEG re-encode is not pixel-identical and is not.
-- 16-bit samples keep their high byte, one fixed map for every image (see `_to_uint8`).
+- Samples wider than 8 bits are scaled by the image's significant bits (PNG sBIT, TIFF
+  MaxSampleValue, else the smallest of 8/10/12/14/16 bits that holds its maximum), so 12-bit
+  data in a 16-bit file keeps its brightness (see `_to_uint8`).
+- Every decoder (Pillow, tifffile, OpenCV) gets the image size from the header first; more
+  than `MAX_IMAGE_PIXELS` pixels (Pillow's own bomb limit) or `MAX_DECODED_BYTES` of samples
+  is quarantined as ``too_large`` before anything is decoded.
 - A bad mask (missing, unreadable, wrong size) is quarantined on its own and the image goes on
   without a mask, with a note: the image is still fine for classification.
 - Hidden files and folders, Thumbs.db and desktop.ini are skipped silently; any other file
@@ -31,21 +43,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import tifffile
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ssc_skin.constants import SPLITS
+from ssc_skin.constants import MASK_CLASSES, SPLITS
 from ssc_skin.imaging.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
@@ -55,21 +70,28 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "BMP"})
 LAYOUTS = ("folder", "manifest", "synthetic")
 DEFAULT_PATIENT_ID_REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
-SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "label_map", "tiff_page",
-               "microns_per_pixel")
+PATIENT_FROM = ("filename", "folder")
+SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "patient_from", "label_map",
+               "tiff_page", "microns_per_pixel", "allow_outside_root")
+# Decompression limits, checked from the header before any decoder runs: Pillow's own bomb
+# limit (~89.5 million pixels) and 1 GiB of decoded samples (a float TIFF is 4-8 bytes each).
+MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+MAX_DECODED_BYTES = 1 << 30
 MANIFEST_REQUIRED = ("image_path", "patient_id", "label")
 MANIFEST_OPTIONAL = ("mask_path", "split")
 # Operating-system and tool litter, skipped silently (counted in a debug log line).
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 
 RECORD_COLUMNS = ["image_path", "relative_path", "patient_id", "raw_label", "mask_path",
-                  "mask_relative_path", "split", "problem_check", "problem"]
+                  "mask_relative_path", "split", "problem_check", "problem", "mask_problem"]
 VALID_COLUMNS = ["image_path", "relative_path", "patient_id", "raw_label", "label", "mask_path",
                  "split", "content_hash", "height", "width", "tissue_fraction", "notes"]
 QUARANTINE_COLUMNS = ["file", "check", "reason"]
 _NUMERIC = {"height": "int64", "width": "int64", "tissue_fraction": "float64"}
 _EXIF_ORIENTATION = 0x0112
 _TIFF_BITS_PER_SAMPLE = 258
+_TIFF_MAX_SAMPLE_VALUE = 281
+_WIDTHS = (8, 10, 12, 14, 16)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -93,38 +115,76 @@ class ImageProblem(Exception):
 # --- configuration -----------------------------------------------------------------------------
 
 def check_source_config(source: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate `cohort.source` and fill defaults, so a typo fails before any file is read."""
+    """Validate `cohort.source` and fill defaults, so a typo fails before any file is read.
+
+    Every problem is named in one message (one line per key), not only the first.
+    """
+    problems = source_config_problems(source)
+    if problems:
+        raise CohortConfigError("; ".join(problems))
+    source = source or {}
+    return {"layout": source.get("layout", "synthetic"), "root": source.get("root"),
+            "manifest": source.get("manifest"),
+            "patient_id_regex": source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX,
+            "patient_from": source.get("patient_from") or "filename",
+            "label_map": dict(source.get("label_map") or {}),
+            "tiff_page": source.get("tiff_page", 0),
+            "microns_per_pixel": _positive_or_none(source.get("microns_per_pixel"),
+                                                   "cohort.source.microns_per_pixel"),
+            "allow_outside_root": bool(source.get("allow_outside_root", False))}
+
+
+def source_config_problems(source: Mapping[str, Any] | None) -> list[str]:
+    """Each problem of `cohort.source`, one message per key that names it."""
     source = {} if source is None else source
     if not isinstance(source, Mapping):
-        raise CohortConfigError(f"cohort.source must be a mapping; got {type(source).__name__}")
+        return [f"cohort.source must be a mapping; got {type(source).__name__}"]
+    problems = []
     unknown = sorted(set(source) - set(SOURCE_KEYS))
     if unknown:
-        raise CohortConfigError(f"cohort.source has unknown key(s) {', '.join(unknown)}; "
-                                f"allowed: {', '.join(SOURCE_KEYS)}")
+        problems.append(f"cohort.source has unknown key(s) {', '.join(unknown)}; "
+                        f"allowed: {', '.join(SOURCE_KEYS)}")
     layout = source.get("layout", "synthetic")
     if layout not in LAYOUTS:
-        raise CohortConfigError(f"cohort.source.layout must be one of {', '.join(LAYOUTS)}; "
-                                f"got {layout!r}")
+        problems.append(f"cohort.source.layout must be one of {', '.join(LAYOUTS)}; "
+                        f"got {layout!r}")
     required = {"folder": "root", "manifest": "manifest"}.get(layout)
-    if required and not (isinstance(source.get(required), str | os.PathLike)
-                         and str(source[required]).strip()):
-        raise CohortConfigError(f"cohort.source.{required} must be a path when layout is "
-                                f"{layout}; got {source.get(required)!r}")
-    regex = source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX
-    compile_patient_regex(regex)
+    if required and not _is_path(source.get(required)):
+        problems.append(f"cohort.source.{required} must be a path when layout is {layout}; "
+                        f"got {source.get(required)!r}")
+    if layout == "manifest" and source.get("root") is not None \
+            and not _is_path(source.get("root")):
+        problems.append("cohort.source.root must be a path or null (for a manifest: the folder "
+                        f"its paths must stay inside); got {source.get('root')!r}")
+    try:
+        compile_patient_regex(source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX)
+    except CohortConfigError as error:
+        problems.append(str(error))
+    patient_from = source.get("patient_from") or "filename"
+    if patient_from not in PATIENT_FROM:
+        problems.append(f"cohort.source.patient_from must be one of {', '.join(PATIENT_FROM)}; "
+                        f"got {patient_from!r}")
     label_map = source.get("label_map") or {}
     if not isinstance(label_map, Mapping) or not all(
             isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in label_map.items()):
-        raise CohortConfigError("cohort.source.label_map must map raw label names to canonical "
-                                f"label names (text to text); got {label_map!r}")
+        problems.append("cohort.source.label_map must map raw label names to canonical "
+                        f"label names (text to text); got {label_map!r}")
     tiff_page = source.get("tiff_page", 0)
     if isinstance(tiff_page, bool) or not isinstance(tiff_page, int) or tiff_page < 0:
-        raise CohortConfigError("cohort.source.tiff_page must be an integer >= 0 (0 = first "
-                                f"page); got {tiff_page!r}")
-    return {"layout": layout, "root": source.get("root"), "manifest": source.get("manifest"),
-            "patient_id_regex": regex, "label_map": dict(label_map), "tiff_page": tiff_page,
-            "microns_per_pixel": _positive_or_none(source.get("microns_per_pixel"),
-                                                   "cohort.source.microns_per_pixel")}
+        problems.append("cohort.source.tiff_page must be an integer >= 0 (0 = first "
+                        f"page); got {tiff_page!r}")
+    try:
+        _positive_or_none(source.get("microns_per_pixel"), "cohort.source.microns_per_pixel")
+    except CohortConfigError as error:
+        problems.append(str(error))
+    if not isinstance(source.get("allow_outside_root", False), bool):
+        problems.append("cohort.source.allow_outside_root must be true or false; got "
+                        f"{source.get('allow_outside_root')!r}")
+    return problems
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike) and bool(str(value).strip())
 
 
 def _positive_or_none(value: Any, key: str) -> float | None:
@@ -167,69 +227,109 @@ def discover_cohort(source: Mapping[str, Any]) -> pd.DataFrame:
     """The records (one row per file) of the configured layout."""
     config = check_source_config(source)
     if config["layout"] == "folder":
-        return discover_folder(config["root"], config["patient_id_regex"])
+        return discover_folder(config["root"], config["patient_id_regex"],
+                               patient_from=config["patient_from"],
+                               allow_outside_root=config["allow_outside_root"])
     if config["layout"] == "manifest":
-        return read_manifest(config["manifest"])
+        return read_manifest(config["manifest"], root=config["root"],
+                             allow_outside_root=config["allow_outside_root"])
     raise CohortConfigError("cohort.source.layout 'synthetic' has no files to discover")
 
 
 def discover_folder(root: str | os.PathLike[str],
-                    patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX) -> pd.DataFrame:
+                    patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX, *,
+                    patient_from: str = "filename", allow_outside_root: bool = False,
+                    label_folders: bool = True) -> pd.DataFrame:
     """Records of `<root>/<label>/**/<file>`, sorted by path.
 
-    Files with no image extension, outside a label folder or without a patient id in their
-    name come back with `problem` set, so that they show in the quarantine table.
+    Files with no image extension, outside a label folder or without a patient id come back
+    with `problem` set, so that they show in the quarantine table; so do links that lead
+    outside `root` (not followed unless `allow_outside_root`). `patient_from="folder"` takes
+    the patient from the folder below the label folder (the first folder without labels).
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
-        raise CohortConfigError(f"cohort.source.root is not a folder: {root_path}")
+        raise CohortConfigError(f"cohort.source.root is not a folder: {root_path.name or root}")
     pattern = compile_patient_regex(patient_id_regex)
     rows, ignored = [], 0
-    for path in _walk_files(root_path):
-        relative = path.relative_to(root_path).as_posix()
+    for path, outside in _walk(root_path, allow_outside_root):
+        relative = display_text(path.relative_to(root_path).as_posix())
         if _is_junk(path.name):
             ignored += 1
             continue
         folders = relative.split("/")[:-1]
-        match = pattern.search(path.name)
         row = _record(str(path), relative, raw_label=folders[0] if folders else None,
-                      patient_id=match.group("patient") if match else None)
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                      patient_id=_patient_id(path.name, folders[1 if label_folders else 0:],
+                                             pattern, patient_from))
+        if outside:
+            row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             row.update(problem_check="not_image_extension",
-                       problem=f"not an image extension ({path.suffix or 'none'}); allowed: "
-                               + ", ".join(sorted(IMAGE_EXTENSIONS)))
-        elif not folders:
+                       problem=f"not an image extension ({display_text(path.suffix) or 'none'}"
+                               "); allowed: " + ", ".join(sorted(IMAGE_EXTENSIONS)))
+        elif label_folders and not folders:
             row.update(problem_check="no_label_folder",
                        problem="not inside a label folder (<root>/<label>/...)")
         elif not row["patient_id"]:
-            row.update(problem_check="no_patient_id", problem="no patient id in file name")
+            row.update(problem_check="no_patient_id",
+                       problem="not inside a patient folder (<root>/<label>/<patient>/...)"
+                       if patient_from == "folder" else "no patient id in file name")
         rows.append(row)
     if ignored:
         logger.debug("Skipped %d hidden or system files", ignored)
     return _records_frame(rows)
 
 
-def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Records of a manifest CSV (comma, semicolon or tab separated), in the same columns.
+_OUTSIDE_ROOT = ("leads outside the cohort folder (a symbolic link or a path with ../ or an "
+                 "absolute path): not read; copy the file into the folder, or set "
+                 "cohort.source.allow_outside_root: true to follow it")
+
+
+def _patient_id(name: str, folders: list[str], pattern: re.Pattern[str],
+                patient_from: str) -> str | None:
+    """The patient of a file: from its name (regex) or from its first folder."""
+    if patient_from == "folder":
+        return folders[0] if folders else None
+    match = pattern.search(display_text(name))
+    return match.group("patient") if match else None
+
+
+def display_text(text: str) -> str:
+    """A file name as printable UTF-8: bytes that are not UTF-8 are escaped (``\\xe9``).
+
+    On POSIX, Python keeps such bytes as lone surrogates, which cannot be written to a CSV
+    or hashed as UTF-8; the escaped form is stable, so pseudonyms stay stable too.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text
+
+
+def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
+                  allow_outside_root: bool = False) -> pd.DataFrame:
+    """Records of a manifest CSV (comma, semicolon or tab separated, UTF-8), in the same columns.
 
     Relative paths resolve against the manifest's folder; backslashes count as separators so
-    that a manifest written on Windows works elsewhere.
+    that a manifest written on Windows works elsewhere. Paths must stay inside `root` (the
+    manifest's folder by default) unless `allow_outside_root`.
     """
     manifest = Path(path).expanduser()
+    key = f"cohort.source.manifest ({display_text(manifest.name)})"
     if not manifest.is_file():
-        raise CohortConfigError(f"cohort.source.manifest is not a file: {manifest}")
-    with manifest.open(encoding="utf-8-sig") as handle:
-        header = handle.readline()
-    separator = max(",;\t", key=header.count)
-    table = pd.read_csv(manifest, sep=separator, dtype=str, keep_default_na=False,
-                        encoding="utf-8-sig")
+        raise CohortConfigError(f"{key} is not a file")
+    table = _manifest_table(manifest, key)
     table.columns = [str(column).strip().lower() for column in table.columns]
     missing = [column for column in MANIFEST_REQUIRED if column not in table.columns]
     if missing:
-        raise ValueError(f"manifest {manifest} lacks required column(s) {', '.join(missing)}; "
-                         f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
-                         f"{', '.join(MANIFEST_OPTIONAL)}; found: {', '.join(table.columns)}")
+        raise CohortConfigError(f"{key} lacks required column(s) {', '.join(missing)}; "
+                                f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
+                                f"{', '.join(MANIFEST_OPTIONAL)}; found: "
+                                f"{', '.join(table.columns)}")
     base = manifest.parent
+    fence = None if allow_outside_root else os.path.realpath(Path(root).expanduser()
+                                                             if root else base)
     rows = []
     for line, entry in enumerate(table.to_dict("records"), start=2):
         image = _text(entry["image_path"])
@@ -243,12 +343,48 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
                       mask_relative_path=mask_relative, split=split.lower() if split else None)
         if not image:
             row.update(problem_check="missing_image_path", problem="missing image path")
+        elif fence and not _inside(image_path, fence):
+            row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
+        if mask and fence and not _inside(mask_path, fence):
+            row.update(mask_problem=_OUTSIDE_ROOT)
         rows.append(row)
     return _records_frame(rows)
 
 
-def _walk_files(root: Path) -> Iterator[Path]:
-    """Files under root in sorted order; follows folder links once, skips hidden folders."""
+def _manifest_table(manifest: Path, key: str) -> pd.DataFrame:
+    """The manifest as text cells; encodings and broken rows give one message naming it."""
+    data = manifest.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+        raise CohortConfigError(
+            f"{key} is not UTF-8 text ({'UTF-16' if utf16 else 'another encoding'}: byte "
+            f"0x{data[error.start]:02x} at position {error.start}); save it as CSV UTF-8 "
+            "(e.g. Excel: Save As > CSV UTF-8)") from error
+    header = text.split("\n", 1)[0]
+    separator = max(",;\t", key=header.count)
+    try:
+        return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as error:
+        raise CohortConfigError(f"{key} is empty") from error
+    except pd.errors.ParserError as error:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+        where = (f"line {found.group(2)} has {found.group(3)} fields where the header has "
+                 f"{found.group(1)}" if found else f"cannot be parsed ({error})")
+        raise CohortConfigError(
+            f"{key}: {where}; quote values that contain the separator {separator!r} "
+            '(e.g. "SSc, late")') from error
+
+
+def _walk(root: Path, allow_outside_root: bool) -> Iterator[tuple[Path, bool]]:
+    """(file, leads outside root) under root in sorted order; hidden folders skipped.
+
+    Links are followed only while they stay inside root (or everywhere with
+    `allow_outside_root`); a link that leads out is yielded once, flagged, and not entered.
+    Link loops are entered once.
+    """
+    fence = None if allow_outside_root else os.path.realpath(root)
     seen: set[str] = set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -256,11 +392,33 @@ def _walk_files(root: Path) -> Iterator[Path]:
             subfolders.clear()
             continue
         seen.add(real)
-        subfolders[:] = sorted(name for name in subfolders if not _is_junk(name))
+        kept = []
+        for name in sorted(subfolders):
+            path = Path(folder) / name
+            if _is_junk(name):
+                continue
+            if fence and path.is_symlink() and not _inside(path, fence):
+                yield path, True
+            else:
+                kept.append(name)
+        subfolders[:] = kept
         for name in sorted(files):
             path = Path(folder) / name
-            if not path.is_dir():  # a broken link is yielded and reported as missing
-                yield path
+            if path.is_dir():
+                continue
+            yield path, bool(fence and path.is_symlink() and not _inside(path, fence))
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Files under root in sorted order; follows folder links once, skips hidden folders."""
+    for path, _ in _walk(root, allow_outside_root=True):
+        yield path
+
+
+def _inside(path: str | os.PathLike[str], fence: str) -> bool:
+    """Whether the path, with every link resolved, lies inside the folder `fence` (real)."""
+    real = os.path.realpath(path)
+    return real == fence or real.startswith(fence.rstrip(os.sep) + os.sep)
 
 
 def _is_junk(name: str) -> bool:
@@ -275,7 +433,7 @@ def _resolve(value: str, base: Path) -> tuple[str, str]:
         shown = absolute.relative_to(base).as_posix()
     except ValueError:
         shown = absolute.as_posix()
-    return str(absolute), shown
+    return str(absolute), display_text(shown)
 
 
 def _record(image_path: str | None, relative_path: str, **fields: Any) -> dict[str, Any]:
@@ -306,14 +464,33 @@ def _text(value: Any) -> str | None:
 
 # --- reading one file --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Depth:
+    """How many bits a file's samples have: as stored, and as significant (if it says)."""
+
+    stored: int = 8
+    significant: int | None = None  # from PNG sBIT or TIFF MaxSampleValue
+    source: str = ""
+
+
+class _NeedsTifffile(ImageProblem):
+    """Internal: a TIFF whose samples Pillow would cut to 8 bits; tifffile reads it whole."""
+
+    def __init__(self) -> None:
+        super().__init__("needs_tifffile", "wide TIFF samples")
+
+
 def read_rgb(path: str | os.PathLike[str], tiff_page: int = 0) -> tuple[np.ndarray, list[str]]:
     """The image as uint8 HxWx3 RGB, fully decoded, and a note per conversion made.
 
-    Raises ImageProblem when the file is missing, empty, not an image, truncated or corrupt.
+    Raises ImageProblem when the file is missing, empty, not an image, truncated, corrupt or
+    too large to decode safely (checked from the header, before decoding).
     """
     path = Path(path)
     try:
         return _decode(path, tiff_page, _pil_to_rgb)
+    except _NeedsTifffile:
+        pass
     except ImageProblem as problem:
         if problem.check != "not_an_image" or not _starts_with(path, _TIFF_MAGIC):
             raise
@@ -324,6 +501,32 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """A mask as uint8 HxW class indices (palette PNGs give their indices, not colours)."""
     mask, _ = _decode(Path(path), 0, _pil_to_indices)
     return mask
+
+
+def check_encoded_image(data: bytes) -> tuple[int, int]:
+    """(width, height) of an encoded image, read from its header only; raises ImageProblem
+    when it is no image or larger than the decompression limits. Call it before handing
+    bytes to a decoder that has no limit of its own (OpenCV's `imdecode`)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise ImageProblem("too_large", f"image too large to decode safely ({error})") from error
+    except Exception as error:
+        raise ImageProblem("not_an_image", "not an image (format not recognised)") from error
+    _check_size(width, height)
+    return width, height
+
+
+def _check_size(width: int, height: int, nbytes: int | None = None) -> None:
+    """Decompression limits, from the header: pixels, and decoded bytes where known."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageProblem("too_large", f"image too large to decode safely: {width}x{height} = "
+                                        f"{width * height} pixels, limit {MAX_IMAGE_PIXELS} "
+                                        "pixels (tile it, or use a slide cohort)")
+    if nbytes is not None and nbytes > MAX_DECODED_BYTES:
+        raise ImageProblem("too_large", f"image too large to decode safely: {nbytes} bytes of "
+                                        f"samples, limit {MAX_DECODED_BYTES} bytes")
 
 
 @contextlib.contextmanager
@@ -357,18 +560,21 @@ def _starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
 
 
 def _decode(path: Path, page: int,
-            convert: Callable[[Image.Image, bool], tuple[np.ndarray, list[str]]]
+            convert: Callable[[Image.Image, _Depth], tuple[np.ndarray, list[str]]]
             ) -> tuple[np.ndarray, list[str]]:
-    """Open, check the format, pick the TIFF page, decode in full, apply EXIF orientation.
+    """Open, check the format and size, pick the TIFF page, decode in full, apply EXIF
+    orientation.
 
     Any failure inside Pillow is turned into an ImageProblem: a corrupt file can make a
-    format plugin raise nearly anything.
+    format plugin raise nearly anything. 16-bit colour PNGs are decoded by OpenCV, since
+    Pillow keeps only their high byte; wide TIFFs go to tifffile (see `read_rgb`).
     """
     _check_file(path)
     notes: list[str] = []
     try:
         with _strict_decoding():
-            if _starts_with(path, (_PNG_MAGIC,)):
+            png = _png_header(path) if _starts_with(path, (_PNG_MAGIC,)) else None
+            if png is not None:
                 with Image.open(path) as image:
                     image.verify()  # chunk checksums, which decoding alone does not check
             with Image.open(path) as source:
@@ -378,14 +584,21 @@ def _decode(path: Path, page: int,
                                        + ", ".join(sorted(IMAGE_FORMATS - {"MPO"})))
                 if source.format == "TIFF":
                     notes += _seek_tiff_page(source, page)
-                wide = _sixteen_bit(path, source)
+                _check_size(*source.size)
+                depth = _pillow_depth(source, png)
+                if convert is _pil_to_rgb and source.format == "TIFF" and depth.stored > 8:
+                    raise _NeedsTifffile
+                if convert is _pil_to_rgb and png is not None and png[2] == 16 \
+                        and png[3] in (2, 4, 6):
+                    array, converted = _png16_with_opencv(path, depth)
+                    return array, notes + converted
                 source.load()
                 image = source
                 orientation = source.getexif().get(_EXIF_ORIENTATION, 1)
                 if orientation in range(2, 9):
                     image = ImageOps.exif_transpose(source)
                     notes.append(f"EXIF orientation {orientation} applied")
-                array, converted = convert(image, wide)
+                array, converted = convert(image, depth)
     except ImageProblem:
         raise
     except UnidentifiedImageError as error:
@@ -412,25 +625,73 @@ def _seek_tiff_page(image: Image.Image, page: int) -> list[str]:
     return [f"multi-page TIFF: page {page} of {pages} used (pages count from 0)"]
 
 
-def _sixteen_bit(path: Path, image: Image.Image) -> bool:
-    """Whether samples are 16-bit: Pillow hides it for colour images, so read the header."""
+def _png_header(path: Path) -> tuple[int, int, int, int, int | None]:
+    """(width, height, bit depth, colour type, significant bits from sBIT) of a PNG.
+
+    Reads chunk headers up to the first IDAT only (a few dozen bytes in practice).
+    """
+    width = height = depth = colour = 0
+    significant = None
+    with path.open("rb") as handle:
+        handle.read(8)
+        for _ in range(256):  # a bounded walk: chunk headers, not pixel data
+            head = handle.read(8)
+            if len(head) < 8:
+                break
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind in {b"IDAT", b"IEND"}:
+                break
+            data = handle.read(length) if kind in (b"IHDR", b"sBIT") and length < 64 else None
+            if data is None:
+                handle.seek(length, os.SEEK_CUR)
+            elif kind == b"IHDR" and len(data) >= 10:
+                width, height = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
+                depth, colour = data[8], data[9]
+            elif kind == b"sBIT" and data:
+                colours = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}.get(colour, len(data))
+                significant = max(data[:colours])
+            handle.seek(4, os.SEEK_CUR)  # CRC
+    return width, height, depth, colour, significant
+
+
+def _pillow_depth(image: Image.Image, png: tuple[int, int, int, int, int | None] | None
+                  ) -> _Depth:
+    """Stored and significant bits per sample: Pillow hides both, so read the header."""
     if image.format == "TIFF":
         bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 1)
-        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
-    if image.format == "PNG":
-        with path.open("rb") as handle:
-            header = handle.read(25)  # signature, IHDR length and type, width, height, depth
-        return len(header) == 25 and header[24] == 16
-    return False
+        return _Depth(max(bits if isinstance(bits, tuple) else (bits,)))
+    if png is not None and png[2] == 16:
+        return _Depth(16, png[4] if png[4] and png[4] < 16 else None, "sBIT")
+    return _Depth()
 
 
-def _pil_to_rgb(image: Image.Image, wide: bool) -> tuple[np.ndarray, list[str]]:
+def _png16_with_opencv(path: Path, depth: _Depth) -> tuple[np.ndarray, list[str]]:
+    """A 16-bit colour (or grey + alpha) PNG at full depth; size already checked."""
+    array = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16:
+        raise ImageProblem("corrupt", "corrupt image data (16-bit PNG not decodable)")
+    if array.ndim == 2:
+        array = array[..., None]
+    channels = array.shape[2]
+    colour = array[..., [2, 1, 0]] if channels >= 3 else np.repeat(array[..., :1], 3, axis=2)
+    rgb, notes = _to_uint8(np.ascontiguousarray(colour), depth)
+    if channels in (2, 4):
+        alpha = array[..., -1:].astype(np.float32) / 65535
+        rgb = np.rint(rgb * alpha + 255 * (1 - alpha)).astype(np.uint8)
+        notes.append(f"{'RGBA' if channels == 4 else 'LA'} -> RGB (transparency composited on "
+                     "white)")
+    elif channels == 1:
+        notes.append("grayscale -> RGB")
+    return rgb, notes
+
+
+def _pil_to_rgb(image: Image.Image, depth: _Depth) -> tuple[np.ndarray, list[str]]:
     """Any Pillow mode to uint8 RGB, with a note per conversion."""
     mode = image.mode
     if mode.startswith("I") or mode == "F":
-        gray, notes = _to_uint8(np.asarray(image), wide)
+        gray, notes = _to_uint8(np.asarray(image), depth)
         return np.repeat(gray[..., None], 3, axis=2), [*notes, "grayscale -> RGB"]
-    notes = ["16-bit -> 8-bit (high byte)"] if wide else []
+    notes: list[str] = []
     if mode == "RGB":
         return np.asarray(image), notes
     if mode in ("L", "1"):
@@ -447,8 +708,9 @@ def _pil_to_rgb(image: Image.Image, wide: bool) -> tuple[np.ndarray, list[str]]:
     return np.asarray(image.convert("RGB")), notes
 
 
-def _pil_to_indices(image: Image.Image, wide: bool) -> tuple[np.ndarray, list[str]]:
+def _pil_to_indices(image: Image.Image, depth: _Depth) -> tuple[np.ndarray, list[str]]:
     """A single-channel mask as class indices; a colour mask is ambiguous and refused."""
+    del depth  # class indices are never rescaled
     array = np.asarray(image)
     if image.mode == "RGB" and (array == array[..., :1]).all():
         array = array[..., 0]
@@ -460,24 +722,34 @@ def _pil_to_indices(image: Image.Image, wide: bool) -> tuple[np.ndarray, list[st
     return array.astype(np.uint8), []
 
 
-def _to_uint8(array: np.ndarray, wide: bool) -> tuple[np.ndarray, list[str]]:
-    """Samples to uint8 by a fixed full-range map (never per-image stretching).
+def _to_uint8(array: np.ndarray, depth: _Depth | None = None) -> tuple[np.ndarray, list[str]]:
+    """Samples to uint8 by the file's bit depth (never per-image contrast stretching).
 
-    16-bit keeps its high byte (value >> 8), as Pillow does for 16-bit colour and
-    scikit-image's img_as_ubyte does: the same map for every image keeps stain colours
-    comparable, where stretching each image to its own range would change them image by image.
-    `wide` says the file stores 16-bit samples; Pillow's 32-bit mode "I" does not tell.
+    Wide samples are scaled by 255 / (2^bits - 1), `bits` being the significant bits the
+    header gives (PNG sBIT, TIFF MaxSampleValue) or else the smallest of 8, 10, 12, 14, 16
+    that holds the image's maximum: a 12-bit camera's 0..4095 in a 16-bit file keeps its
+    brightness (its high byte alone would be 0..15, black), while every image of the same bit
+    depth shares one map, so stain colours stay comparable. A header that claims fewer bits
+    than the values need is overruled by the values.
     """
+    depth = depth or _Depth()
     if array.dtype == np.uint8:
         return array, []
     if array.dtype.kind == "b":
         return array.astype(np.uint8) * 255, []
-    if array.dtype.kind in "ui" and array.min() >= 0:
+    if array.dtype.kind in "ui" and array.size and array.min() >= 0:
         top = int(array.max())
-        if top <= 255 and not wide:
+        if top <= 255 and depth.stored <= 8:
             return array.astype(np.uint8), []
         if top <= 65535:
-            return (array >> 8).astype(np.uint8), ["16-bit -> 8-bit (high byte)"]
+            bits, source = depth.significant, depth.source
+            if not bits or top >= 1 << bits:
+                bits = next(b for b in _WIDTHS if top < 1 << b)
+                source = "maximum value"
+            scaled = np.rint(array.astype(np.float32) * np.float32(255 / ((1 << bits) - 1)))
+            stored = depth.stored if depth.stored > 8 else 16
+            return np.clip(scaled, 0, 255).astype(np.uint8), [
+                f"{stored}-bit -> 8-bit ({bits} significant bits, from its {source})"]
     if array.dtype.kind == "f" and np.isfinite(array).all() and array.min() >= 0 \
             and array.max() <= 1:
         return np.rint(array * 255).astype(np.uint8), ["float -> 8-bit (x255)"]
@@ -486,7 +758,8 @@ def _to_uint8(array: np.ndarray, wide: bool) -> tuple[np.ndarray, list[str]]:
 
 
 def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[str]]:
-    """TIFFs that Pillow cannot open (e.g. float samples): grey or RGB pages only."""
+    """TIFFs that Pillow cannot open (e.g. float samples) or would cut to 8 bits (16-bit):
+    grey or RGB pages only, size checked from the page's tags before decoding."""
     notes = ["decoded with tifffile"]
     try:
         with tifffile.TiffFile(path) as tiff:
@@ -497,6 +770,9 @@ def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[st
                 notes.append(f"multi-page TIFF: page {page} of {len(tiff.pages)} used "
                              "(pages count from 0)")
             tiff_page = tiff.pages[page]
+            _check_size(tiff_page.imagewidth, tiff_page.imagelength, tiff_page.nbytes)
+            maximum = tiff_page.tags.get(_TIFF_MAX_SAMPLE_VALUE)
+            extras = tuple(getattr(tiff_page, "extrasamples", ()) or ())
             array = tiff_page.asarray()
             photometric = tiff_page.photometric
             if array.ndim == 3 and tiff_page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
@@ -513,15 +789,33 @@ def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[st
     if not (rgb or gray):
         raise ImageProblem("unsupported_pixels", f"unsupported TIFF layout ({photometric.name}, "
                                                  f"shape {array.shape})")
-    array, converted = _to_uint8(array, array.dtype.itemsize == 2)
-    notes += converted
+    depth = _tiff_depth(array, maximum)
+    alpha = None
+    if rgb and array.shape[2] > 3 and extras and int(extras[0]) in (1, 2):  # (un)assoc. alpha
+        alpha, _ = _to_uint8(array[..., 3], depth)
+    converted, more = _to_uint8(np.ascontiguousarray(array[..., :3] if rgb else array), depth)
+    notes += more
     if gray:
         if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
-            array = 255 - array
-        return np.repeat(array[..., None], 3, axis=2), [*notes, "grayscale -> RGB"]
-    if array.shape[2] > 3:
-        notes.append("extra samples (e.g. alpha) dropped")
-    return np.ascontiguousarray(array[..., :3]), notes
+            converted = 255 - converted
+        return np.repeat(converted[..., None], 3, axis=2), [*notes, "grayscale -> RGB"]
+    if alpha is not None:
+        weight = alpha[..., None].astype(np.float32) / 255
+        converted = np.rint(converted * weight + 255 * (1 - weight)).astype(np.uint8)
+        notes.append("RGBA -> RGB (transparency composited on white)")
+    elif array.shape[2] > 3:
+        notes.append("extra samples dropped")
+    return converted, notes
+
+
+def _tiff_depth(array: np.ndarray, maximum: Any) -> _Depth:
+    """Stored bits from the dtype; significant bits from MaxSampleValue, when it says less."""
+    stored = array.dtype.itemsize * 8 if array.dtype.kind in "ui" else 8
+    value = getattr(maximum, "value", None)
+    top = max(value) if isinstance(value, tuple | list) else value
+    if isinstance(top, int) and 0 < top < (1 << stored) - 1:
+        return _Depth(stored, top.bit_length(), "MaxSampleValue")
+    return _Depth(stored)
 
 
 # --- validating the cohort ---------------------------------------------------------------------
@@ -620,11 +914,19 @@ def _check_image(entry: dict[str, Any], min_side: int, min_tissue_fraction: floa
 def _check_mask(entry: dict[str, Any]) -> list[dict[str, str]]:
     """A bad mask is dropped, not the image: it can still be classified without one."""
     try:
+        if entry.get("mask_problem"):
+            raise ImageProblem("outside_root", entry["mask_problem"])
         mask = read_mask(entry["mask_path"])
         if mask.shape != (entry["height"], entry["width"]):
             raise ImageProblem("mask_size", f"size {mask.shape[1]}x{mask.shape[0]} px differs "
                                              f"from the image's {entry['width']}x"
                                              f"{entry['height']} px")
+        top = int(mask.max()) if mask.size else 0
+        if top > max(MASK_CLASSES.values()):
+            classes = ", ".join(f"{v} {k}" for k, v in MASK_CLASSES.items())
+            raise ImageProblem("mask_values", f"values must be class indices 0-"
+                                              f"{max(MASK_CLASSES.values())} ({classes}); "
+                                              f"found values up to {top}")
     except ImageProblem as problem:
         entry["notes"].append(f"mask dropped: {problem.reason}")
         entry["mask_path"] = None
@@ -671,7 +973,10 @@ def _flag_duplicates(entries: list[dict[str, Any]]) -> None:
                 if entry["check"] is None:
                     entry.update(check="same_image_two_owners",
                                  reason="same image under two patients/labels; other copies: "
-                                        + ", ".join(others))
+                                        + ", ".join(others) if others else
+                                        "same image under two patients/labels: this path is "
+                                        "listed more than once with different patients or "
+                                        "labels")
             continue
         valid = [entry for entry in copies if entry["check"] is None]
         for entry in valid[1:]:
@@ -691,9 +996,10 @@ def _report_progress(done: int, total: int, start: float,
 
 def _log_summary(valid: pd.DataFrame, quarantine: pd.DataFrame, total: int) -> None:
     """Counts only: paths and reasons can hold patient ids."""
+    per_label = valid.groupby("label")["patient_id"].nunique() if len(valid) else {}
     logger.info("Cohort validation: %d of %d files valid, %d patients (%s)", len(valid), total,
                 valid["patient_id"].nunique(),
-                ", ".join(f"{k}={v}" for k, v in sorted(Counter(valid["label"]).items())))
+                ", ".join(f"{k}={v}" for k, v in sorted(dict(per_label).items())))
     if len(quarantine):
         logger.warning("Quarantined %d file(s) by check: %s", len(quarantine),
                        ", ".join(f"{k}={v}" for k, v in

@@ -1,4 +1,17 @@
-"""Stable pseudonyms so that patient identifiers never leave in clear text."""
+"""Stable pseudonyms so that patient identifiers and user paths never leave in clear text.
+
+Only `data/02_intermediate/*linkage.csv` (local, never logged) maps pseudonyms back.
+
+- Patient ids become `pt-<hmac>`, images `im-<hmac>`, folders `dir-<hmac>`, paths in MLflow
+  parameters `path-<hmac>`: keyed (HMAC-SHA256), stable for a key, not reversible.
+- Quarantine reports show paths with every id hidden: known ids are replaced where they are
+  whole tokens (any letter case); a file whose patient is not known (a name the regex cannot
+  read, `predict.patient_ids: false`) shows its image pseudonym instead of its name, and
+  folders other than the label folder show a folder pseudonym (a folder may be a patient's).
+- Reasons are never rewritten word by word (a patient called `image` must not turn
+  "not an image" into "not an pt-..."): only the paths they quote are replaced, by the same
+  hidden path as in the `file` column, and ids inside quoted values.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +19,30 @@ import hashlib
 import hmac
 import os
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
 PSEUDONYM_KEY_ENV = "SSC_SKIN_PSEUDONYM_KEY"
 DEFAULT_PSEUDONYM_KEY = "ssc-skin-default-key"  # public: set your own secret in the env
+# Parameters that hold a user's path, wherever they sit (dotted, as kedro-mlflow flattens).
+PATH_PARAMS = ("cohort.source.root", "cohort.source.manifest", "predict.input")
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
 
 def pseudonym(patient_id: str, key: str) -> str:
-    """A keyed hash (HMAC-SHA256) of the identifier: stable for a key, not reversible."""
-    digest = hmac.new(key.encode(), str(patient_id).encode(), hashlib.sha256).hexdigest()
+    """A keyed hash (HMAC-SHA256) of the identifier: stable for a key, not reversible.
+
+    Undecodable file-name bytes (lone surrogates on POSIX) hash as the original bytes.
+    """
+    data = str(patient_id).encode("utf-8", "surrogateescape")
+    digest = hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
     return f"pt-{digest[:10]}"
+
+
+def _tagged(value: str, key: str, prefix: str) -> str:
+    return prefix + pseudonym(value, key)[3:]
 
 
 def pseudonym_key() -> str:
@@ -24,20 +50,130 @@ def pseudonym_key() -> str:
     return os.environ.get(PSEUDONYM_KEY_ENV, DEFAULT_PSEUDONYM_KEY)
 
 
+def _id_pattern(ids: Iterable[str]) -> re.Pattern[str] | None:
+    """Whole-token, any-case matcher of the given ids (longest first)."""
+    unique = sorted({i for i in ids if i.strip()}, key=len, reverse=True)
+    if not unique:
+        return None
+    return re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, unique))
+                      + r")(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+class _IdHider:
+    """Replaces known patient ids (whole tokens, any letter case) by their pseudonyms."""
+
+    def __init__(self, ids: Iterable[str], key: str) -> None:
+        ids = [str(i) for i in ids if isinstance(i, str) and i.strip()]
+        self.key = key
+        self.pattern = _id_pattern(ids)
+        self.canonical: dict[str, str] = {}
+        for patient in sorted(ids):
+            self.canonical.setdefault(patient, patient)
+            self.canonical.setdefault(patient.lower(), patient)
+
+    def __call__(self, text: str) -> str:
+        if self.pattern is None:
+            return text
+        return self.pattern.sub(
+            lambda m: pseudonym(self.canonical.get(m.group(1), self.canonical[
+                m.group(1).lower()]), self.key), text)
+
+    def is_id(self, text: str) -> bool:
+        return self.pattern is not None and self.pattern.fullmatch(text) is not None
+
+
 def hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Series:
-    """Replace every raw patient id inside file names and reasons by its pseudonym."""
-    ids = sorted({str(p) for p in records["patient_id"].dropna() if str(p).strip()},
-                 key=len, reverse=True)
-    if not ids:
-        return texts
-    pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, ids)) + r")(?![A-Za-z0-9])")
-    return texts.astype(str).map(lambda t: pattern.sub(lambda m: pseudonym(m.group(1), key), t))
+    """Replace every raw patient id (whole token, any case) inside texts by its pseudonym.
+
+    For free text that holds only paths; reasons go through `hide_quarantine` instead.
+    """
+    hider = _IdHider(records["patient_id"].dropna(), key)
+    return texts.astype(str).map(hider)
+
+
+def hide_path(path: str, patient_id: str | None, hider: _IdHider, key: str, *,
+              labels: Iterable[str] = ()) -> str:
+    """A report path with no id left in it (see the module docstring).
+
+    `labels`: folder names that may stay as they are in first position (label folders).
+    """
+    *folders, name = path.split("/")
+    shown = []
+    for depth, folder in enumerate(folders):
+        if depth == 0 and folder in set(labels) and not hider.is_id(folder):
+            shown.append(folder)
+        elif hider.is_id(folder):
+            shown.append(hider(folder))
+        else:
+            shown.append(_tagged("/".join(folders[:depth + 1]), key, "dir-"))
+    if isinstance(patient_id, str) and patient_id.strip():
+        shown.append(hider(name))
+    else:
+        stem, extension = os.path.splitext(name)
+        shown.append(_tagged(path, key, "im-") + (extension if re.fullmatch(
+            r"\.[A-Za-z0-9]{1,5}", extension) else ""))
+    return "/".join(shown)
+
+
+def hide_quarantine(quarantine: pd.DataFrame, records: pd.DataFrame, key: str, *,
+                    label_folders: bool = False, labels: Iterable[str] = ()
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(report with no raw id, local linkage of shown file -> relative path).
+
+    `records`: the discovery records (`relative_path`, `patient_id`, `mask_relative_path`);
+    every patient id among them counts as known. `label_folders`: the first folder of a
+    path is a label folder and stays readable when it is one of `labels`.
+    """
+    hider = _IdHider(records["patient_id"].dropna(), key)
+    owner: dict[str, str | None] = {}
+    for row in records.itertuples(index=False):
+        owner.setdefault(row.relative_path, row.patient_id)
+        if isinstance(row.mask_relative_path, str):
+            owner.setdefault(row.mask_relative_path, row.patient_id)
+    keep = tuple(labels) if label_folders else ()
+    shown = {path: hide_path(path, owner.get(path), hider, key, labels=keep)
+             for path in set(owner) | set(quarantine["file"])}
+    files = quarantine["file"].map(shown)
+    reasons = quarantine["reason"].astype(str).map(lambda r: _hide_reason(r, shown, hider))
+    report = quarantine.assign(file=files, reason=reasons)
+    linkage = pd.DataFrame({"file": files, "relative_path": quarantine["file"],
+                            "check": quarantine["check"]})
+    return report, linkage
+
+
+def _hide_reason(reason: str, shown: Mapping[str, str], hider: _IdHider) -> str:
+    """Quoted paths and quoted values of a reason, hidden; its words left alone."""
+    paths = sorted((p for p in shown if p and p in reason), key=len, reverse=True)
+    if paths:
+        pattern = re.compile(r"(?<![^\s,;:(])(" + "|".join(map(re.escape, paths))
+                             + r")(?=$|[\s,;)])")
+        reason = pattern.sub(lambda m: shown[m.group(1)], reason)
+    return re.sub(r"'([^']*)'", lambda m: "'" + hider(m.group(1)) + "'", reason)
 
 
 def pseudonymise_records(records: pd.DataFrame, key: str) -> pd.DataFrame:
     """`image` and `patient` pseudonyms for validated records, the same in training and
     prediction (same key: same patient pseudonym); no patient id gives no patient pseudonym."""
-    image = records["relative_path"].map(lambda p: pseudonym(p, key).replace("pt-", "im-"))
+    image = records["relative_path"].map(lambda p: _tagged(p, key, "im-"))
     patient = records["patient_id"].map(lambda p: pseudonym(p, key) if isinstance(p, str)
                                         else None)
     return records.assign(image=image, patient=patient)
+
+
+def redact_params(params: Any, key: str, prefix: str = "") -> Any:
+    """A copy of (nested or flattened) parameters with user paths replaced by `path-<hmac>`.
+
+    Redacted: the keys in PATH_PARAMS (their value, whatever it is) and any text that looks
+    like an absolute or home path. Project-relative paths (data/...) are left alone.
+    """
+    if isinstance(params, Mapping):
+        return {name: redact_params(value, key, f"{prefix}{name}.") for name, value in
+                params.items()}
+    name = prefix[:-1]
+    if isinstance(params, str | os.PathLike) and str(params) and (
+            any(name == p or name.endswith("." + p) for p in PATH_PARAMS)
+            or _ABSOLUTE.match(str(params))):
+        return _tagged(str(params), key, "path-")
+    if isinstance(params, list | tuple):
+        return type(params)(redact_params(v, key, prefix) for v in params)
+    return params

@@ -174,29 +174,39 @@ def split_patches(patches: np.ndarray, patch_index: pd.DataFrame, splits: Sequen
 
 # --- prediction: which files --------------------------------------------------------------
 
-def discover_inputs(path: str | Path, patient_id_regex: str | None) -> pd.DataFrame:
+def discover_inputs(path: str | Path, patient_id_regex: str | None, *,
+                    patient_from: str = "filename", allow_outside_root: bool = False
+                    ) -> pd.DataFrame:
     """Ingestion records (one per file) for a folder, searched recursively, or one file.
 
     The folder needs no label subfolders; without a regex (or when it does not match) an
-    image simply has no patient id.
+    image simply has no patient id. `patient_from="folder"`: the patient is the first folder
+    (``<input>/<patient>/**/<image>``). Links leading out of the folder are quarantined
+    (`outside_root`) unless `allow_outside_root`.
     """
     source = Path(path).expanduser()
     regex = patient_id_regex or ingest.DEFAULT_PATIENT_ID_REGEX
     if source.is_dir():
-        records = ingest.discover_folder(source, regex)
+        records = ingest.discover_folder(source, regex, patient_from=patient_from,
+                                         allow_outside_root=allow_outside_root,
+                                         label_folders=False)
         optional = records["problem_check"].isin(["no_label_folder", "no_patient_id"])
         records.loc[optional, ["problem_check", "problem"]] = None
     elif source.is_file():
-        match = ingest.compile_patient_regex(regex).search(source.name)
+        name = ingest.display_text(source.name)
+        match = ingest.compile_patient_regex(regex).search(name)
         record = dict.fromkeys(ingest.RECORD_COLUMNS)
-        record.update(image_path=str(source), relative_path=source.name,
-                      patient_id=match.group("patient") if match else None)
+        record.update(image_path=str(source), relative_path=name,
+                      patient_id=match.group("patient") if match and patient_from != "folder"
+                      else None)
         if source.suffix.lower() not in ingest.IMAGE_EXTENSIONS:
             record.update(problem_check="not_image_extension",
-                          problem=f"not an image extension ({source.suffix or 'none'})")
+                          problem="not an image extension "
+                                  f"({ingest.display_text(source.suffix) or 'none'})")
         records = pd.DataFrame([record], columns=ingest.RECORD_COLUMNS)
     else:
-        raise ValueError(f"predict.input is neither a folder nor a file: {source}")
+        raise ValueError("predict.input is neither a folder nor a file "
+                         f"({ingest.display_text(source.name)})")
     if patient_id_regex is None:
         records["patient_id"] = None
     return records.assign(raw_label=UNLABELLED)

@@ -15,7 +15,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssc_skin.cohort import ingest, splits, synthetic
-from ssc_skin.cohort.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
+from ssc_skin.cohort.privacy import (
+    hide_quarantine,
+    pseudonym,
+    pseudonym_key,
+    pseudonymise_records,
+)
 from ssc_skin.constants import LABELS
 from ssc_skin.evaluation import baseline, figures
 from ssc_skin.imaging import stain
@@ -71,9 +76,13 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     """Check every file of the configured cohort and convert the valid ones to 8-bit RGB PNG.
 
     Returns lazily written images and masks keyed by image pseudonym, the pseudonymised
-    manifest, the local linkage table, the quarantine report and its counts for MLflow.
+    manifest, the local linkage table, the quarantine report (no raw id or path in it) and
+    its counts for MLflow. The linkage also maps each name the report shows back to its file
+    (rows with a `check`).
     The user's folder is only read. `synthetic_manifest` orders this node after generation:
     the synthetic cohort is read back from disk exactly like a user's manifest cohort.
+    A cohort with no usable image still returns (the report is written); `split_cohort`
+    then stops the run.
     """
     del synthetic_manifest
     source = ingest.check_source_config(cohort.get("source"))
@@ -85,16 +94,14 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
         records, label_map=source["label_map"], allowed_labels=checks["allowed_labels"],
         min_side=patch_size, min_tissue_fraction=checks["min_tissue_fraction"],
         min_saturation=min_saturation, tiff_page=source["tiff_page"])
-    if valid.empty:
-        raise ValueError(f"no usable image among {len(records)} file(s) of the cohort; "
-                         "see data/08_reporting/quarantine.csv for the reason of each")
     key = pseudonym_key()
     valid = pseudonymise_records(valid, key)
     scale = _resolution_scale(source["microns_per_pixel"],
                               cohort.get("target_microns_per_pixel"))
     images = {row.image: _image_loader(row.image_path, source["tiff_page"], scale)
               for row in valid.itertuples()}
-    valid["mask_source"] = _mask_sources(valid, cohort.get("masks", "auto"))
+    valid["mask_source"] = (_mask_sources(valid, cohort.get("masks", "auto")) if len(valid)
+                            else pd.Series(dtype=object))
     masks = {row.image: _mask_loader(row.mask_path, row.image_path, row.mask_source,
                                      source["tiff_page"], scale)
              for row in valid.itertuples() if row.mask_source != "none"}
@@ -104,10 +111,14 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
         "fixed_split": valid["split"],
         "content_hash": valid["content_hash"], "height": valid["height"],
         "width": valid["width"], "tissue_fraction": valid["tissue_fraction"],
-        "notes": hide_patient_ids(valid["notes"].fillna(""), records, key)})
-    linkage = valid[["image", "patient", "patient_id", "relative_path"]]
-    report = quarantine.assign(file=hide_patient_ids(quarantine["file"], records, key),
-                               reason=hide_patient_ids(quarantine["reason"], records, key))
+        "notes": valid["notes"].fillna("")})  # notes never name a file or a patient
+    labels = {*checks["allowed_labels"], *source["label_map"]}
+    report, shown = hide_quarantine(
+        quarantine, records, key, label_folders=source["layout"] == "folder", labels=labels)
+    linkage = _linkage(valid, shown, records, key)
+    if valid.empty:
+        logger.error("Cohort: no usable image among %d file(s); the reason for each is in "
+                     "data/08_reporting/quarantine.csv", len(records))
     counts = {"images_valid": len(valid), "files_quarantined": len(quarantine),
               **{f"quarantined.{check}": int(n)
                  for check, n in quarantine["check"].value_counts().items()}}
@@ -120,6 +131,22 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
                 len(quarantine), " -> data/08_reporting/quarantine.csv" if len(quarantine) else "")
     metrics = {k: {"value": float(v), "step": 0} for k, v in counts.items()}
     return images, masks, manifest.reset_index(drop=True), linkage, report, metrics
+
+
+LINKAGE_COLUMNS = ["image", "patient", "patient_id", "relative_path", "check"]
+
+
+def _linkage(valid: pd.DataFrame, shown: pd.DataFrame, records: pd.DataFrame,
+             key: str) -> pd.DataFrame:
+    """Local table: image pseudonym (or the name quarantine.csv shows) -> file and patient."""
+    owners = dict(zip(records["relative_path"], records["patient_id"], strict=True))
+    owners.update(zip(records["mask_relative_path"], records["patient_id"], strict=True))
+    quarantined = shown.rename(columns={"file": "image"}).assign(
+        patient_id=lambda t: t["relative_path"].map(owners))
+    quarantined["patient"] = quarantined["patient_id"].map(
+        lambda p: pseudonym(p, key) if isinstance(p, str) else None)
+    kept = valid[["image", "patient", "patient_id", "relative_path"]].assign(check=None)
+    return pd.concat([kept, quarantined[LINKAGE_COLUMNS]], ignore_index=True)[LINKAGE_COLUMNS]
 
 
 def _resolution_scale(cohort_mpp: float | None, target_mpp: float | None) -> float:
@@ -178,6 +205,9 @@ def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame
     A manifest `split` column fixes those patients' split; the saved table (same settings)
     keeps everybody else where they were in earlier runs.
     """
+    if manifest.empty:
+        raise ValueError("no usable image in the cohort: every file was quarantined; see "
+                         "data/08_reporting/quarantine.csv for the reason of each")
     cohort = manifest.rename(columns={"patient": "patient_id"})
     if params.get("folds", 0):
         table = splits.kfold_split(cohort, params["folds"], params["fold"],
@@ -222,6 +252,8 @@ def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame
 
     A cohort on which this scores high can be solved without looking at tissue structure.
     """
+    if manifest.empty:  # nothing usable: split_cohort stops the run and says why
+        return {}, {}
     features = np.stack([baseline.colour_histogram(np.asarray(images[i]().convert("RGB")),
                                                    params["bins"])
                          for i in manifest["image"]])
@@ -246,6 +278,10 @@ def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame
 def cohort_gallery(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
                    manifest: pd.DataFrame, per_class: int = 3) -> Figure:
     """Sample images and masks per class, one patient each, for a look at the cohort."""
+    if manifest.empty:
+        figure = Figure(figsize=(4, 1))
+        figure.text(0.5, 0.5, "No usable image: see quarantine.csv", ha="center")
+        return figure
     samples = {}
     for label, part in manifest.groupby("label", sort=False):
         first_of_patient = part.drop_duplicates("patient").head(per_class)

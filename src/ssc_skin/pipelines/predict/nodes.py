@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ssc_skin.cohort import ingest
-from ssc_skin.cohort.privacy import hide_patient_ids, pseudonym_key, pseudonymise_records
+from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
 from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import figures
 from ssc_skin.imaging import stain
@@ -27,12 +27,15 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
     """Valid images under `predict.input` (a folder or one file), with the cohort's checks.
 
     Returns the images to predict (pseudonyms and paths, kept in memory only), the quarantine
-    report (patient ids in file names replaced by pseudonyms) and the local linkage table.
+    report (no raw id or path in it; without patient ids every file name is hidden) and the
+    local linkage table.
     """
     regex = None
     if params.get("patient_ids", True):
         regex = params.get("patient_id_regex") or source.get("patient_id_regex")
-    records = predict.discover_inputs(params["input"], regex)
+    records = predict.discover_inputs(
+        params["input"], regex, patient_from=source.get("patient_from") or "filename",
+        allow_outside_root=bool(source.get("allow_outside_root", False)))
     valid, quarantine = predict.validate_inputs(
         records, min_side=patch_params["patch_size"],
         min_tissue_fraction=checks["min_tissue_fraction"],
@@ -43,9 +46,9 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
                        "data/08_reporting/predict_quarantine.csv")
     key = pseudonym_key()
     valid = pseudonymise_records(valid, key)
-    report = quarantine.assign(file=hide_patient_ids(quarantine["file"], records, key),
-                               reason=hide_patient_ids(quarantine["reason"], records, key))
-    linkage = valid[["image", "patient", "patient_id", "relative_path", "image_path"]]
+    report, _ = hide_quarantine(quarantine, records, key)
+    linkage = valid[["image", "patient", "patient_id", "relative_path", "image_path"]].assign(
+        image_path=lambda t: t["image_path"].map(ingest.display_text))
     logger.info("Predict: %d valid image(s), %d file(s) quarantined%s", len(valid),
                 len(quarantine),
                 " -> data/08_reporting/predict_quarantine.csv" if len(quarantine) else "")

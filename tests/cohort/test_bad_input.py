@@ -1,0 +1,285 @@
+"""Bad input of the kinds an attacker or a careless user brings (issue 12, findings 1-11, 13):
+each is quarantined with the right check or stopped with one message naming the file or key;
+nothing crashes and the user's folder stays as it was."""
+
+import io
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from ssc_skin.cohort import ingest
+from ssc_skin.cohort.ingest import CohortConfigError, ImageProblem
+
+ALLOWED = ("normal", "early", "late", "ssc")
+SETTINGS = {"label_map": {}, "allowed_labels": ALLOWED, "min_side": 64,
+            "min_tissue_fraction": 0.05, "min_saturation": 12}
+
+
+def _tissue(seed, h=160, w=160):
+    rng = np.random.default_rng(seed)
+    image = np.full((h, w, 3), 245, np.uint8)
+    image[20:-20, 20:-20] = (190 + seed % 50, 70 + seed % 30, 150)
+    image[20:-20, 20:-20] += rng.integers(0, 5, (h - 40, w - 40, 3), dtype=np.uint8)
+    return image
+
+
+def _save(path, array, **options):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **options)
+    return path
+
+
+def _by_file(quarantine):
+    return {row.file: (row.check, row.reason) for row in quarantine.itertuples()}
+
+
+# --- 1: file names that are not UTF-8 -------------------------------------------------------
+
+def test_a_file_name_that_is_not_utf8_is_read_and_shown_escaped(tmp_path):
+    name = os.fsdecode(b"P1_caf\xe9.png")  # latin-1 e-acute: not valid UTF-8
+    _save(tmp_path / "normal" / name, _tissue(1))
+    records = ingest.discover_folder(tmp_path)
+    valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
+    assert len(valid) == 1 and quarantine.empty
+    assert valid.loc[0, "relative_path"] == "normal/P1_caf\\xe9.png"  # printable, CSV-safe
+    valid[["relative_path", "patient_id"]].to_csv(tmp_path / "out.csv")  # no UnicodeEncodeError
+
+
+# --- 3: decompression limits, from the header, for every decoder ----------------------------
+
+def _png_header_only(path, width, height, depth=8, colour=2):
+    """A tiny PNG that declares a huge image (its pixel data is a few zero bytes)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_float_tiff_is_refused_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((64, 64), np.float16), compression="zlib")
+    monkeypatch.setattr(ingest, "MAX_IMAGE_PIXELS", 1000)  # a 64x64 stand-in for 15000x15000
+    decoded = []
+    monkeypatch.setattr(tifffile.TiffPage, "asarray",
+                        lambda self, *a, **k: decoded.append(1) or np.zeros((64, 64)))
+    with pytest.raises(ImageProblem) as caught:
+        ingest.read_rgb(path)
+    assert caught.value.check == "too_large" and "4096 pixels" in caught.value.reason
+    assert not decoded  # refused from the header, nothing was decoded
+
+
+def test_the_pixel_limit_covers_pillow_and_the_16_bit_colour_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "MAX_IMAGE_PIXELS", 1000)
+    _save(tmp_path / "rgb.png", _tissue(1, 40, 40))
+    with pytest.raises(ImageProblem, match="too large"):
+        ingest.read_rgb(tmp_path / "rgb.png")
+    _png_header_only(tmp_path / "rgb16.png", 50, 50, depth=16)
+    with pytest.raises(ImageProblem, match="too large"):
+        ingest.read_rgb(tmp_path / "rgb16.png")
+
+
+def test_check_encoded_image_reads_only_the_header(monkeypatch):
+    """For decoders that take bytes (OpenCV in the REST server): size from the header."""
+    monkeypatch.setattr(ingest, "MAX_IMAGE_PIXELS", 10_000)
+    small = io.BytesIO()
+    Image.fromarray(_tissue(1, 64, 64)).save(small, format="PNG")
+    assert ingest.check_encoded_image(small.getvalue()) == (64, 64)
+    big = io.BytesIO()
+    Image.new("L", (200, 200)).save(big, format="PNG")
+    with pytest.raises(ImageProblem) as caught:
+        ingest.check_encoded_image(big.getvalue())
+    assert caught.value.check == "too_large"
+    with pytest.raises(ImageProblem) as caught:
+        ingest.check_encoded_image(b"not an image")
+    assert caught.value.check == "not_an_image"
+
+
+# --- 4: bit depth -----------------------------------------------------------------------------
+
+def _png16_rgb(path, array16, sbit=None):
+    """A 16-bit RGB PNG (Pillow cannot write one), optionally with an sBIT chunk."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    h, w, _ = array16.shape
+    raw = b"".join(b"\0" + array16[y].astype(">u2").tobytes() for y in range(h))
+    chunks = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+    if sbit:
+        chunks += chunk(b"sBIT", bytes([sbit] * 3))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("sbit", [None, 12])
+def test_12_bit_data_in_a_16_bit_png_keeps_its_brightness(tmp_path, sbit):
+    rgb8 = _tissue(3)
+    twelve = np.rint(rgb8.astype(np.float64) * 4095 / 255).astype(np.uint16)  # 0..4095
+    image, notes = ingest.read_rgb(_png16_rgb(tmp_path / "t.png", twelve, sbit))
+    assert np.abs(image.astype(int) - rgb8).max() <= 1  # not black (>> 8 gave 0..15)
+    source = "sBIT" if sbit else "maximum value"
+    assert notes == [f"16-bit -> 8-bit (12 significant bits, from its {source})"]
+
+
+def test_12_bit_grayscale_png_and_tiff_keep_their_brightness(tmp_path):
+    gray8 = _tissue(4).mean(axis=2).astype(np.uint8)
+    twelve = (gray8.astype(np.uint32) * 4095 // 255).astype(np.uint16)
+    _save(tmp_path / "g.png", twelve)
+    tifffile.imwrite(tmp_path / "g.tif", twelve)
+    tifffile.imwrite(tmp_path / "c.tif", np.dstack([twelve] * 3), photometric="rgb")
+    for name in ("g.png", "g.tif", "c.tif"):
+        image, _ = ingest.read_rgb(tmp_path / name)
+        assert np.abs(image[..., 0].astype(int) - gray8).max() <= 1, name
+
+
+# --- 5: manifest masks must be class indices 0-3 ---------------------------------------------
+
+def test_a_mask_of_0_and_255_is_refused_and_the_image_kept(tmp_path):
+    _save(tmp_path / "images/A.png", _tissue(5))
+    _save(tmp_path / "masks/A.png", np.where(_tissue(5)[..., 0] > 200, 255, 0).astype(np.uint8))
+    pd.DataFrame({"image_path": ["images/A.png"], "patient_id": ["A1"], "label": ["normal"],
+                  "mask_path": ["masks/A.png"]}).to_csv(tmp_path / "m.csv", index=False)
+    valid, quarantine = ingest.validate_cohort(ingest.read_manifest(tmp_path / "m.csv"),
+                                               **SETTINGS)
+    assert len(valid) == 1 and valid.loc[0, "mask_path"] is None
+    assert list(quarantine["check"]) == ["mask"]
+    assert "class indices 0-3" in quarantine.loc[0, "reason"]
+    assert "found values up to 255" in quarantine.loc[0, "reason"]
+
+
+# --- 6: <label>/<patient>/<file> layouts ------------------------------------------------------
+
+def _patient_folders(root):
+    for label, patients in (("normal", ("N01", "N02")), ("ssc", ("S01", "S02"))):
+        for patient in patients:
+            for slide in ("slideA", "slideB"):
+                _save(root / label / patient / f"{slide}.png",
+                      _tissue(hash((patient, slide)) % 1000))
+    _save(root / "normal" / "loose.png", _tissue(999))  # not inside a patient folder
+
+
+def test_patient_from_folder_reads_the_patient_folder(tmp_path):
+    _patient_folders(tmp_path)
+    records = ingest.discover_cohort({"layout": "folder", "root": str(tmp_path),
+                                      "patient_from": "folder"})
+    valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
+    assert sorted(valid["patient_id"].unique()) == ["N01", "N02", "S01", "S02"]
+    assert len(valid) == 8
+    assert _by_file(quarantine) == {"normal/loose.png": (
+        "no_patient_id", "not inside a patient folder (<root>/<label>/<patient>/...)")}
+
+
+def test_patient_from_must_be_filename_or_folder():
+    with pytest.raises(CohortConfigError, match="cohort.source.patient_from must be one of "
+                                                "filename, folder; got 'dir'"):
+        ingest.check_source_config({"layout": "folder", "root": "x", "patient_from": "dir"})
+
+
+# --- 7: duplicate reasons are never empty ----------------------------------------------------
+
+def test_same_path_under_two_patients_says_why(tmp_path):
+    _save(tmp_path / "a.png", _tissue(6))
+    pd.DataFrame({"image_path": ["a.png", "a.png"], "patient_id": ["X1", "X2"],
+                  "label": ["normal", "normal"]}).to_csv(tmp_path / "m.csv", index=False)
+    valid, quarantine = ingest.validate_cohort(ingest.read_manifest(tmp_path / "m.csv"),
+                                               **SETTINGS)
+    assert valid.empty and list(quarantine["check"]) == ["same_image_two_owners"] * 2
+    for reason in quarantine["reason"]:
+        assert reason == ("same image under two patients/labels: this path is listed more "
+                          "than once with different patients or labels")
+
+
+# --- 8: links and paths that leave the cohort folder ------------------------------------------
+
+def test_a_folder_link_out_of_the_root_is_quarantined_not_walked(tmp_path):
+    outside = tmp_path / "elsewhere"
+    for i in range(5):
+        _save(outside / f"X{i}_a.png", _tissue(10 + i))
+    root = tmp_path / "cohort"
+    _save(root / "normal" / "P1_a.png", _tissue(1))
+    (root / "normal" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "normal" / "P2_link.png").symlink_to(outside / "X0_a.png")
+    (root / "ssc").symlink_to("/etc", target_is_directory=True)
+    records = ingest.discover_folder(root)
+    valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
+    assert list(valid["relative_path"]) == ["normal/P1_a.png"]
+    found = _by_file(quarantine)
+    assert set(found) == {"normal/linked", "normal/P2_link.png", "ssc"}
+    assert {check for check, _ in found.values()} == {"outside_root"}
+    assert all("cohort.source.allow_outside_root" in reason for _, reason in found.values())
+
+
+def test_links_inside_the_root_are_followed_and_outside_only_by_opt_in(tmp_path):
+    outside = tmp_path / "elsewhere"
+    _save(outside / "X1_a.png", _tissue(11))
+    root = tmp_path / "cohort"
+    _save(root / "normal" / "P1_a.png", _tissue(1))
+    (root / "normal" / "inner").symlink_to(root / "normal", target_is_directory=True)  # a loop
+    (root / "ssc").symlink_to(outside, target_is_directory=True)
+    records = ingest.discover_folder(root, allow_outside_root=True)
+    valid, _ = ingest.validate_cohort(records, **SETTINGS)
+    assert set(valid["relative_path"]) == {"normal/P1_a.png", "ssc/X1_a.png"}
+
+
+def test_manifest_paths_outside_the_root_are_not_read(tmp_path):
+    study = tmp_path / "study"
+    _save(study / "in.png", _tissue(1))
+    _save(tmp_path / "secret" / "S9.png", _tissue(2))
+    pd.DataFrame({"image_path": ["in.png", "../secret/S9.png", str(tmp_path / "secret/S9.png"),
+                                 "../../../../../etc/passwd"],
+                  "patient_id": ["A1", "B2", "C3", "D4"], "label": ["normal"] * 4},
+                 ).to_csv(study / "m.csv", index=False)
+    records = ingest.discover_cohort({"layout": "manifest", "manifest": str(study / "m.csv")})
+    valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
+    assert list(valid["patient_id"]) == ["A1"]
+    assert list(quarantine["check"]) == ["outside_root"] * 3
+    allowed = ingest.discover_cohort({"layout": "manifest", "manifest": str(study / "m.csv"),
+                                      "root": str(tmp_path)})
+    assert allowed["problem_check"].isna().sum() == 3  # root widened: only /etc/passwd left
+
+
+# --- 9: manifests in other encodings or with unquoted commas ----------------------------------
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_manifest_not_in_utf8_gives_one_message_naming_the_file(tmp_path, encoding):
+    (tmp_path / "cohort.csv").write_bytes(
+        "image_path,patient_id,label\ncafé.png,P1,normal\n".encode(encoding))
+    with pytest.raises(CohortConfigError) as caught:
+        ingest.read_manifest(tmp_path / "cohort.csv")
+    message = str(caught.value)
+    assert "cohort.source.manifest (cohort.csv)" in message and "UTF-8" in message
+    assert str(tmp_path) not in message  # the file's name, not the user's path
+
+
+def test_an_unquoted_comma_gives_one_message_naming_the_file_and_line(tmp_path):
+    (tmp_path / "cohort.csv").write_text("image_path,patient_id,label\na.png,P1,normal\n"
+                                         "b.png,P2,SSc, late\n")
+    with pytest.raises(CohortConfigError) as caught:
+        ingest.read_manifest(tmp_path / "cohort.csv")
+    message = str(caught.value)
+    assert "cohort.source.manifest (cohort.csv)" in message and "line 3" in message
+    assert "quote" in message
+
+
+# --- 13: the summary counts patients ----------------------------------------------------------
+
+def test_the_summary_line_counts_patients_per_label(tmp_path, caplog):
+    for patient in ("N1", "N2"):
+        for i in range(3):
+            _save(tmp_path / "normal" / f"{patient}_{i}.png", _tissue(hash((patient, i)) % 997))
+    _save(tmp_path / "ssc" / "S1_0.png", _tissue(998))
+    with caplog.at_level(logging.INFO, logger="ssc_skin.cohort.ingest"):
+        ingest.validate_cohort(ingest.discover_folder(tmp_path), **SETTINGS)
+    assert "7 of 7 files valid, 3 patients (normal=2, ssc=1)" in caplog.text
