@@ -5,9 +5,11 @@ https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
 from kedro.config import OmegaConfigLoader
 
 from ssc_skin.hooks import NodeTimingHook
+from ssc_skin.input_hooks import InputSafetyHook
 
-# kedro-mlflow registers its own hooks through its plugin entry point.
-HOOKS = (NodeTimingHook(),)
+# kedro-mlflow registers its own hooks through its plugin entry point. InputSafetyHook runs
+# before them: it validates the configuration and keeps user paths out of MLflow params.
+HOOKS = (NodeTimingHook(), InputSafetyHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -833,8 +833,9 @@ def validate_cohort(records: pd.DataFrame, *, label_map: Mapping[str, str],
     """
     check_labels(label_map, allowed_labels)
     if min_side < 1 or not 0 <= min_tissue_fraction <= 1 or tiff_page < 0:
-        raise ValueError("need min_side >= 1, 0 <= min_tissue_fraction <= 1 and tiff_page >= 0; "
-                         f"got {min_side}, {min_tissue_fraction}, {tiff_page}")
+        raise CohortConfigError(
+            "need patches.patch_size >= 1, 0 <= cohort.checks.min_tissue_fraction <= 1 and "
+            f"cohort.source.tiff_page >= 0; got {min_side}, {min_tissue_fraction}, {tiff_page}")
     missing = [column for column in RECORD_COLUMNS if column not in records.columns]
     if missing:
         raise ValueError(f"records lack column(s) {', '.join(missing)}")

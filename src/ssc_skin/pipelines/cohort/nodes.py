@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ssc_skin.cohort import ingest, splits, synthetic
+from ssc_skin.cohort.config import MASK_CHOICES
 from ssc_skin.cohort.privacy import (
     hide_quarantine,
     pseudonym,
@@ -28,7 +29,6 @@ from ssc_skin.imaging import stain
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["image_path", "patient_id", "label", "mask_path"]  # a real cohort's format
-MASK_CHOICES = ("auto", "cohort", "pseudo")
 
 
 
