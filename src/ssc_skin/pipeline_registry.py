@@ -7,10 +7,12 @@ from kedro.pipeline import Pipeline
 from ssc_skin.pipelines import (
     classification,
     cohort,
+    cv,
     evaluation,
     export,
     patches,
     predict,
+    pretrain,
     registry,
     segmentation,
 )
@@ -29,4 +31,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     pipelines["predict"] = predict.create_pipeline()  # new images; not part of the default run
+    pipelines["cv"] = cv.create_pipeline()  # k-fold cross-validation; not in the default run
+    pipelines["pretrain"] = pretrain.create_pipeline()  # offline backbone pretraining
     return pipelines

@@ -132,3 +132,15 @@ def test_gradcam_grid_titles_and_hides_spare_cells():
     fig = figures.gradcam_figure(_gradcam_samples(5))
     assert len(fig.axes) == 8 and len(_visible(fig)) == 5
     assert fig.axes[0].get_title() == "late → predicted early (wrong) 0"
+
+
+def test_reliability_diagram_has_one_panel_per_model_with_its_ece():
+    y = np.array([0, 1, 1, 0, 1, 1])
+    p = _probabilities(y, 2)
+    fig = figures.reliability_figure({"binary.cnn": (y, p), "binary.texture": (y, 1 - p)})
+    panels = _visible(fig)
+    assert len(panels) == 2
+    assert panels[0].get_title().startswith("binary.cnn\nECE ")
+    assert "over 6" in panels[1].get_title()
+    assert _png(fig)[:4] == b"\x89PNG"
+    assert len(_visible(figures.reliability_figure({}))) == 0

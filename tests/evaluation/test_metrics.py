@@ -88,3 +88,67 @@ def test_undefined_rates_are_nan():
     assert math.isnan(result["sensitivity_ssc"])  # no ssc example
     assert math.isnan(result["specificity_normal"])  # no non-normal example
     assert result["specificity_ssc"] == 0.5
+
+
+def test_mcnemar_counts_only_discordant_patients_and_is_exact():
+    a = np.array([True] * 10 + [True] * 6 + [False] * 1 + [False] * 3)
+    b = np.array([True] * 10 + [False] * 6 + [True] * 1 + [False] * 3)
+    result = metrics.mcnemar_exact(a, b)
+    assert result["only_a_right"] == 6 and result["only_b_right"] == 1
+    # two-sided exact binomial: P(X <= 1 or X >= 6 | n=7, 1/2) = 16/128
+    assert result["p_value"] == pytest.approx(16 / 128)
+
+
+def test_mcnemar_without_discordant_pairs_gives_p_one():
+    same = np.array([True, False, True])
+    assert metrics.mcnemar_exact(same, same)["p_value"] == 1.0
+
+
+def test_paired_bootstrap_difference_brackets_a_real_gap_and_zero_for_equal_models():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    good = np.clip(0.2 + 0.6 * y + rng.normal(0, 0.15, 80), 0, 1)
+    poor = np.clip(0.45 + 0.1 * y + rng.normal(0, 0.25, 80), 0, 1)
+    pa, pb = np.stack([1 - good, good], 1), np.stack([1 - poor, poor], 1)
+    diff, low, high = metrics.paired_bootstrap_difference(y, pa, pb, metrics.METRICS["auc"],
+                                                          300, seed=1)
+    assert 0 < low <= diff <= high
+    diff, low, high = metrics.paired_bootstrap_difference(y, pa, pa, metrics.METRICS["auc"], 50)
+    assert diff == low == high == 0
+
+
+def test_expected_calibration_error_of_calibrated_and_overconfident_models():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    right = rng.uniform(0, 1, 20000) < confidence  # right as often as it claims
+    y = np.where(right, 1, 0)
+    p = np.stack([1 - confidence, confidence], 1)
+    assert metrics.expected_calibration_error(y, p) < 0.02
+    always_sure = np.tile([0.0, 1.0], (100, 1))
+    half_right = np.array([0, 1] * 50)
+    assert metrics.expected_calibration_error(half_right, always_sure) == pytest.approx(0.5)
+
+
+def test_reliability_table_bins_by_top_probability():
+    p = np.array([[0.95, 0.05], [0.08, 0.92], [0.45, 0.55], [0.4, 0.6]])
+    table = metrics.reliability_table(np.array([0, 0, 1, 0]), p, bins=10)
+    assert table.loc[9, "count"] == 2 and table.loc[9, "accuracy"] == 0.5
+    assert table.loc[5, "count"] == 2 and table["count"].sum() == 4
+
+
+def test_youden_threshold_separates_validation_patients_and_prefers_05_on_ties():
+    positive = np.array([False, False, False, True, True, True])
+    score = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.9])
+    threshold = metrics.youden_threshold(positive, score)
+    assert 0.3 < threshold <= 0.35  # 0.5 would miss the 0.35 patient
+    stats = metrics.screening_at_threshold(positive, score, threshold)
+    assert stats == {"accuracy": 1.0, "sensitivity": 1.0, "specificity": 1.0}
+    separable = metrics.youden_threshold(np.array([False, True]), np.array([0.2, 0.8]))
+    assert separable == 0.5  # every threshold in (0.2, 0.8] is perfect: keep 0.5
+    assert math.isnan(metrics.youden_threshold(np.array([True, True]), np.array([0.2, 0.8])))
+
+
+def test_bootstrap_needs_a_few_units_of_every_class():
+    assert metrics.enough_for_bootstrap(np.array([0, 0, 0, 1, 1, 1]), 2)
+    assert not metrics.enough_for_bootstrap(np.array([0, 0, 0, 1, 1]), 2)
+    assert not metrics.enough_for_bootstrap(np.array([0, 0, 0, 0]), 2)  # a class absent

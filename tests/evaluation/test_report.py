@@ -1,6 +1,10 @@
+from pathlib import Path
 
+import yaml
 
-from ssc_skin.evaluation import report
+from ssc_skin.evaluation import report, scoring
+
+from .conftest import BINARY, PARAMS, make_cohort
 
 
 def test_markdown_to_html_is_a_standalone_page_with_tables_and_relative_images():
@@ -22,3 +26,79 @@ def test_the_study_report_renders_to_html():
     separators = [line for line in markdown_text.splitlines() if line.startswith("|---")]
     assert page.count("<table>") == len(separators) >= 3
     assert "<h1>ssc-skin study report</h1>" in page
+
+
+def _evaluation(arch="cnn", **extra):
+    predictions, selection = make_cohort()
+    lost = selection["image"] == "im-test1-0"
+    selection.loc[lost, ["selection", "reason"]] = ["not_assessable", "no tissue tile"]
+    selection.loc[selection["image"] == "im-test2-0", "selection"] = "gating_fallback"
+    predictions = predictions[predictions["image"] != "im-test1-0"]
+    return {"task": "binary", "architecture": arch, "classes": ["normal", "ssc"],
+            "train_seconds": 60.0, "weights_source": "random", "train_patches": 10,
+            "epochs_run": 1, "patches_per_second": 5.0, "parameters": 1000,
+            **scoring.score_model(predictions, selection, BINARY, PARAMS), **extra}
+
+
+def test_headline_says_how_many_of_how_many_each_number_covers():
+    text = report.build_markdown({}, [_evaluation(), _evaluation("texture")], {})
+    headline = text.split("## Headline")[1].split("\n## ")[0]
+    rows = [line for line in headline.splitlines() if line.startswith("| binary")]
+    assert len(rows) == 2 and "colour+texture LR" in rows[1]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == "4/4"  # patients assessed / total
+        assert "(4/4)" in cells[3] and "(4/4)" in cells[4]  # right / n, right / N
+        assert cells[-1] == "7/8 (1)"  # images assessed / total (flagged)
+
+
+def test_report_lists_each_unassessed_image_with_its_reason_once_per_task():
+    text = report.build_markdown({}, [_evaluation(), _evaluation("mobilenetv2")], {})
+    assert text.count("image im-test1-0 (patient pt-test1, early): no tissue tile") == 1
+    assert "Not assessed (binary; CNN, MobileNetV2)" in text
+
+
+def test_comparison_threshold_and_calibration_sections_are_written():
+    comparison = {"binary.cnn_vs_texture": {"task": "binary", "sentence": "CNN vs X: ok."}}
+    text = report.build_markdown({}, [_evaluation()], {"comparison": comparison})
+    assert "- CNN vs X: ok." in text
+    assert "Youden threshold (val)" in text and "## Calibration" in text
+    assert "![Reliability diagrams, test patches](reliability_diagrams.png)" in text
+
+
+def test_cv_report_has_the_pooled_headline_and_the_fold_spread():
+    folds = {"binary.cnn": [_evaluation(test_patient_accuracy=0.5, test_patient_n=2),
+                            _evaluation(test_patient_accuracy=1.0, test_patient_n=2)]}
+    text = report.build_cv_markdown([_evaluation()], folds, {"folds": 2, "comparison": {}})
+    assert "## Headline: every patient, pooled out-of-fold" in text
+    assert "2-fold patient-grouped" in text
+    assert "75.0 ± 35.4 (50.0–100.0)" in text and "50.0 (2), 100.0 (2)" in text
+
+
+def test_html_embeds_the_figures_it_is_given_and_leaves_the_others():
+    text = "![a](a.png)\n\n![b](sub/b.png)\n"
+    assert report.image_links(text + "![a](a.png)") == ["a.png", "sub/b.png"]
+    page = report.markdown_to_html(text, "t", images={"a.png": "data:image/png;base64,AAAA"})
+    assert 'src="data:image/png;base64,AAAA"' in page and 'src="sub/b.png"' in page
+    assert 'src="a.png"' not in page
+
+
+def test_every_report_image_is_an_mlflow_artifact_at_the_same_relative_path():
+    """report.md opened from the MLflow artifact folder shows its images: each link is the
+    artifact path of a catalog entry that logs that figure."""
+    root = Path(__file__).resolve().parents[2]
+    catalog = {}
+    for name in ("catalog.yml", "catalog_export_predict.yml"):
+        path = root / "conf" / "base" / name
+        if path.exists():
+            catalog.update(yaml.safe_load(path.read_text()))
+    artifacts = set()
+    for entry in catalog.values():
+        if isinstance(entry, dict) and entry.get("type", "").endswith("MlflowArtifactDataset"):
+            filepath = Path(entry["dataset"]["filepath"])
+            folder = entry.get("artifact_path")
+            artifacts.add(f"{folder}/{filepath.name}" if folder else filepath.name)
+    text = report.build_markdown({}, [_evaluation()], {})
+    for link in report.image_links(text):
+        pattern = link.replace("binary.cnn", "{task}.{arch}")
+        assert link in artifacts or pattern in artifacts, link

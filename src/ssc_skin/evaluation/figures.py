@@ -23,7 +23,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
 from ssc_skin.constants import MASK_NAMES as _MASK_NAMES  # noqa: E402
-from ssc_skin.evaluation.metrics import confusion  # noqa: E402
+from ssc_skin.evaluation.metrics import (  # noqa: E402
+    confusion,
+    expected_calibration_error,
+    reliability_table,
+)
 from ssc_skin.models.gradcam import overlay  # noqa: E402
 
 PANEL = 3.2  # inches per panel side
@@ -220,4 +224,37 @@ def cohort_gallery(samples: dict[str, list[tuple[np.ndarray, np.ndarray | None]]
     fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    return fig
+
+
+def reliability_figure(results: dict[str, tuple[np.ndarray, np.ndarray]],
+                       bins: int = 10) -> Figure:
+    """Reliability diagrams, one panel per model: for each confidence bin of the top-label
+    probability, the share of right calls (bars) against the diagonal a calibrated model
+    follows; the number of predictions in the bin above each bar, the ECE in the title.
+
+    `results`: name -> (class indices, class probabilities) of the predictions to judge.
+    """
+    n = len(results)
+    fig = Figure(figsize=(PANEL * max(n, 1), PANEL * 1.05), layout="constrained")
+    axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
+    for ax, (name, (y_true, probabilities)) in zip(axes, results.items(), strict=False):
+        table = reliability_table(np.asarray(y_true), np.asarray(probabilities), bins)
+        used = table[table["count"] > 0]
+        ece = expected_calibration_error(np.asarray(y_true), np.asarray(probabilities), bins)
+        width = 1.0 / bins
+        ax.bar(used["low"] + width / 2, used["accuracy"], width=width * 0.9, color="#4c72b0",
+               edgecolor="white", label="share right")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="calibrated")
+        for row in used.itertuples():
+            ax.text(row.low + width / 2, min(row.accuracy + 0.03, 0.97), str(row.count),
+                    ha="center", fontsize=6, color="#333")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_ylabel("share of right calls")
+        ax.set_title(f"{name}\nECE {ece:.3f} over {len(np.asarray(y_true))}", fontsize=9)
+        ax.legend(loc="upper left", fontsize=7)
+    for ax in axes[n:]:
+        ax.set_visible(False)
     return fig

@@ -1,9 +1,13 @@
-"""Nodes of the `evaluation` pipeline: patch, image and patient metrics, then the report."""
+"""Nodes of the `evaluation` pipeline: every model's predictions scored by one piece of code
+(patch, image and patient level, every test image accounted for), the classical colour +
+texture peer, the paired comparison of the models, figures and the report."""
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -13,14 +17,30 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from matplotlib.figure import Figure
+from sklearn.pipeline import Pipeline as SklearnPipeline
 
-from ssc_skin.constants import SPLITS, Skipped
-from ssc_skin.evaluation import figures, metrics, report
+from ssc_skin import tracking
+from ssc_skin.constants import Skipped
+from ssc_skin.evaluation import comparison, figures, report, scoring, texture
 from ssc_skin.imaging import tiling
 from ssc_skin.models import gradcam, training
-from ssc_skin.pipelines.classification.nodes import encode_labels
+from ssc_skin.pipelines.classification.nodes import encode_labels, unsupported_reason
 
 logger = logging.getLogger(__name__)
+PREDICTION_COLUMNS = ["row", "image", "patient", "label", "split", "y_true"]
+
+
+def _empty_predictions(task: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(columns=[*PREDICTION_COLUMNS, *scoring.probability_columns(task["classes"])])
+
+
+def _predictions_frame(part: pd.DataFrame, probabilities: np.ndarray,
+                       task: dict[str, Any]) -> pd.DataFrame:
+    frame = part[PREDICTION_COLUMNS[:-1]].reset_index(drop=True)
+    frame["y_true"] = encode_labels(part["label"], task)
+    for i, name in enumerate(task["classes"]):
+        frame[f"p_{name}"] = probabilities[:, i]
+    return frame
 
 
 def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
@@ -28,108 +48,166 @@ def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
                     architecture: dict[str, Any], chunk_size: int = 2048) -> pd.DataFrame:
     """Class probabilities for every selected patch, with its provenance."""
     if isinstance(classifier, Skipped):
-        return pd.DataFrame(columns=["row", "image", "patient", "label", "split", "y_true",
-                                     *(f"p_{c}" for c in task["classes"])])
+        return _empty_predictions(task)
     frames = []
     for start in range(0, len(patch_index), chunk_size):  # chunks keep memory flat
         part = patch_index.iloc[start:start + chunk_size]
         images = tiling.resize_batch(patches["images"][part["row"].to_numpy()],
                                       architecture["input_size"])
-        probabilities = training.predict(classifier, images)
-        frame = part[["row", "image", "patient", "label", "split"]].reset_index(drop=True)
-        frame["y_true"] = encode_labels(part["label"], task)
-        for i, name in enumerate(task["classes"]):
-            frame[f"p_{name}"] = probabilities[:, i]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        frames.append(_predictions_frame(part, training.predict(classifier, images), task))
+    return pd.concat(frames, ignore_index=True) if frames else _empty_predictions(task)
 
 
 def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
-                         training_summary: dict[str, Any], params: dict[str, Any]
+                         training_summary: dict[str, Any], params: dict[str, Any],
+                         image_selection: pd.DataFrame | None = None
                          ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics at patch, image and patient level per split; bootstrap CIs for test patients."""
-    prob_columns = [f"p_{name}" for name in task["classes"]]
+    """Every number about one model: metrics at patch, image and patient level per split over
+    the assessed images; assessed / total test images and patients and why each one left was
+    not assessed (`image_selection`, one row per manifest image); intention-to-diagnose
+    metrics (not assessed = wrong); intervals, calibration and the Youden threshold.
+
+    The same function scores the deep models and the colour + texture peer.
+    """
     summary: dict[str, Any] = {k: v for k, v in training_summary.items() if k != "history"}
     if "skipped" in summary:
         return {}, summary
-    for split in SPLITS:
-        part = predictions[predictions["split"] == split]
-        if part.empty:
-            continue
-        probabilities = part[prob_columns].to_numpy()
-        y = part["y_true"]
-        levels = {"patch": (probabilities, y.to_numpy())}
-        for level in ("image", "patient"):
-            levels[level] = metrics.aggregate_probabilities(probabilities, part[level], y)
-        for level, (p, t) in levels.items():
-            for name, value in metrics.classification_metrics(t, p).items():
-                summary[f"{split}_{level}_{name}"] = value
-            per_class = metrics.per_class_sensitivity_specificity(t, p.argmax(axis=1),
-                                                                  task["classes"])
-            summary.update({f"{split}_{level}_{k}": v for k, v in per_class.items()})
-            summary[f"{split}_{level}_confusion"] = metrics.confusion(
-                t, p.argmax(axis=1), len(task["classes"]))
-        summary[f"{split}_patients"] = int(part["patient"].nunique())
-    summary.update(_test_patient_intervals(predictions, task["classes"], params))
-    logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f]", summary["task"],
-                summary["architecture"], summary.get("test_patient_accuracy", float("nan")),
+    summary.update(scoring.score_model(predictions, image_selection, task, params))
+    logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f] over %s of %s assessed patients "
+                "(%s of %s over all, not assessed = wrong); %s of %s test images assessed, "
+                "%s flagged", summary["task"], summary["architecture"],
+                summary.get("test_patient_accuracy", float("nan")),
                 summary.get("test_patient_accuracy_ci_low", float("nan")),
-                summary.get("test_patient_accuracy_ci_high", float("nan")))
+                summary.get("test_patient_accuracy_ci_high", float("nan")),
+                summary.get("test_patients_assessed"), summary.get("test_patients_total"),
+                f"{summary.get('test_patient_accuracy_all', float('nan')):.3f}",
+                summary.get("test_patients_total"), summary.get("test_images_assessed"),
+                summary.get("test_images_total"), summary.get("test_images_flagged"))
     numeric = {k: {"value": v, "step": 0} for k, v in _finite_numbers(summary).items()}
     return numeric, summary
 
 
-def _test_patient_intervals(predictions: pd.DataFrame, classes: list[str],
-                            params: dict[str, Any]) -> dict[str, float]:
-    """Intervals of test metrics over patients (the unit of independence): Wilson for accuracy,
-    percentile bootstrap resampling patients for the others."""
-    y_test, p_test = _test_patients(predictions, classes)
-    intervals = {}
-    for name in params["bootstrap_metrics"]:
-        if name == "accuracy":  # a proportion of patients: Wilson, exact-ish even at 100%
-            correct = int((p_test.argmax(axis=1) == y_test).sum())
-            low, high = metrics.wilson_interval(correct, len(y_test), params["confidence"])
-        else:
-            low, high = metrics.bootstrap_interval(
-                y_test, p_test, metrics.METRICS[name], params["bootstrap_resamples"],
-                params["confidence"], params["seed"])
-        intervals[f"test_patient_{name}_ci_low"] = low
-        intervals[f"test_patient_{name}_ci_high"] = high
-    return intervals
+_finite_numbers = scoring.finite_numbers
 
 
-def _finite_numbers(summary: dict[str, Any]) -> dict[str, float]:
-    """The entries MLflow can take as metrics: finite numbers (not bools, not NaN)."""
-    return {k: float(v) for k, v in summary.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+# ---------- the classical colour + texture peer ----------
+
+def texture_features(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+                     params: dict[str, Any], chunk_size: int = 2048) -> np.ndarray:
+    """Colour + texture features of every selected patch (row i = patch_index row i), computed
+    once and shared by every task's peer model."""
+    options = params.get("texture", {})
+    rows = patch_index["row"].to_numpy()
+    parts = [texture.features(patches["images"][rows[start:start + chunk_size]], options)
+             for start in range(0, len(rows), chunk_size)]
+    return np.concatenate(parts) if parts else texture.features(np.zeros((0, 8, 8, 3)), options)
 
 
-def _test_patients(predictions: pd.DataFrame, classes: list[str]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, mean probabilities) of the test patients."""
-    test = predictions[predictions["split"] == "test"]
-    probabilities, labels = metrics.aggregate_probabilities(
-        test[[f"p_{c}" for c in classes]].to_numpy(), test["patient"], test["y_true"])
-    return labels, probabilities
+def train_texture_baseline(features: np.ndarray, patch_index: pd.DataFrame,
+                           task: dict[str, Any], params: dict[str, Any],
+                           training_params: dict[str, Any]
+                           ) -> tuple[SklearnPipeline | Skipped, dict[str, Any]]:
+    """Logistic regression on colour + texture features of the same training patches the deep
+    models see (same cap and seed); regularisation chosen on the validation patches."""
+    name = f"{task['name']}.texture"
+    base = {"task": task["name"], "architecture": "texture", "classes": list(task["classes"])}
+    reason = unsupported_reason(patch_index["label"], task)
+    if reason:
+        logger.warning("%s skipped: %s", name, reason)
+        return Skipped(reason), {**base, "skipped": reason}
+    index = patch_index.reset_index(drop=True)
+    seed = training_params["seed"]
+    train_rows = training.subsample(index[index["split"] == "train"],
+                                    training_params.get("max_train_patches"), seed).index
+    val_rows = index.index[index["split"] == "val"]
+    train = (features[train_rows], encode_labels(index.loc[train_rows, "label"], task))
+    val = (features[val_rows], encode_labels(index.loc[val_rows, "label"], task))
+    options = params.get("texture", {})
+    with tracking.model_run(name, {"task": task["name"], "architecture": "texture"},
+                            {"task": task["name"], "architecture": "texture",
+                             **{f"options.{k}": v for k, v in options.items()}}) as run_id:
+        model, fitted = texture.fit(train, val, len(task["classes"]), options, seed)
+    summary = {**base, "weights_source": "n/a (logistic regression)", "train_patches": len(train[0]),
+               "val_patches": len(val[0]), "train_seconds": fitted["seconds"], "epochs_run": 0,
+               "patches_per_second": len(train[0]) / max(fitted["seconds"], 1e-9),
+               "parameters": int(model[-1].coef_.size + model[-1].intercept_.size),
+               "features": int(features.shape[1]), "C": fitted["C"],
+               "val_log_loss": fitted["val_log_loss"], "history": {}, "mlflow_run_id": run_id}
+    logger.info("%s fitted in %.1f s on %d patches (%d features, C=%s)", name,
+                fitted["seconds"], len(train[0]), features.shape[1], fitted["C"])
+    return model, summary
 
 
-def evaluation_figures(*inputs: Any) -> tuple[Figure, Figure, Figure]:
-    """Confusion matrices and ROC curves (test patients) and training curves, every model.
+def predict_texture_baseline(model: SklearnPipeline | Skipped, features: np.ndarray,
+                             patch_index: pd.DataFrame, task: dict[str, Any]) -> pd.DataFrame:
+    """The peer's class probabilities for every selected patch: the same frame as
+    `predict_patches`, so `evaluate_predictions` scores it like any deep model."""
+    if isinstance(model, Skipped) or patch_index.empty:
+        return _empty_predictions(task)
+    probabilities = texture.predict_proba(model, features, len(task["classes"]))
+    return _predictions_frame(patch_index, probabilities, task)
+
+
+def log_texture_run(evaluation: dict[str, Any]) -> None:
+    """The peer's evaluation into its nested MLflow run (opened while it was fitted), with the
+    same metric names as the deep models'. No-op without an active run."""
+    if mlflow.active_run() is None or "skipped" in evaluation:
+        return
+    run_id = tracking.existing_run(evaluation.get("mlflow_run_id"))
+    name = f"{evaluation['task']}.texture"
+    context = (tracking.reopened_run(run_id) if run_id else
+               tracking.model_run(name, {"task": evaluation["task"], "architecture": "texture"},
+                                  {}))
+    with context:
+        mlflow.log_metrics(_finite_numbers(evaluation))
+        mlflow.set_tags({tracking.NOTE_TAG: tracking.model_note(evaluation)})
+
+
+# ---------- comparisons, figures, report ----------
+
+def _models(inputs: tuple[Any, ...]) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
+    """(predictions, summary) of every model that was not skipped; `inputs` holds every
+    model's predictions, then every model's summary, in the same order."""
+    half = len(inputs) // 2
+    return [(p, s) for p, s in zip(inputs[:half], inputs[half:], strict=True)
+            if "skipped" not in s]
+
+
+def compare_models(params: dict[str, Any], *inputs: Any
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each pair of models of a task on the same test patients: exact McNemar and the paired
+    bootstrap AUC difference, with the sentence the report prints."""
+    models = {f"{s['task']}.{s['architecture']}": (s["task"], p, list(s["classes"]))
+              for p, s in _models(inputs)}
+    results = comparison.compare_all(models, params)
+    for result in results.values():
+        logger.info("Paired comparison, %s: %s", result["task"], result["sentence"])
+    numeric = {f"{key}.{name}": {"value": float(value), "step": 0}
+               for key, result in results.items()
+               for name, value in _finite_numbers(result).items()}
+    return numeric, results
+
+
+def evaluation_figures(*inputs: Any) -> tuple[Figure, Figure, Figure, Figure]:
+    """Confusion matrices, ROC curves (test patients), training curves (models that have
+    epochs) and reliability diagrams (test patches), every model.
 
     `inputs`: the predictions of every model, then their training summaries, in the same order.
     """
-    half = len(inputs) // 2
-    confusion, roc, curves = {}, {}, {}
-    for predictions, summary in zip(inputs[:half], inputs[half:], strict=True):
-        if "skipped" in summary:
-            continue
+    confusion, roc, curves, reliability = {}, {}, {}, {}
+    for predictions, summary in _models(inputs):
         name = f"{summary['task']}.{summary['architecture']}"
-        labels, probabilities = _test_patients(predictions, summary["classes"])
+        test = predictions[predictions["split"] == "test"]
+        labels, probabilities, _ = scoring.unit_probabilities(test, summary["classes"],
+                                                              "patient")
         confusion[name] = (labels, probabilities.argmax(axis=1), summary["classes"])
         roc[name] = (labels, probabilities, summary["classes"])
-        curves[name] = summary["history"]
+        if summary.get("history"):
+            curves[name] = summary["history"]
+        y, p, _ = scoring.unit_probabilities(test, summary["classes"], "patch")
+        reliability[name] = (y, p)
     return (figures.confusion_matrices_figure(confusion), figures.roc_curves_figure(roc),
-            figures.training_curves_figure(curves))
+            figures.training_curves_figure(curves), figures.reliability_figure(reliability))
 
 
 def gradcam_examples(classifier: keras.Model, predictions: pd.DataFrame,
@@ -183,21 +261,44 @@ def _image_heatmap(classifier: keras.Model, image: Any, image_predictions: pd.Da
 
 def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str, Any],
                  manifest: pd.DataFrame, stain_normalizer: dict[str, Any],
-                 params: dict[str, Any], *evaluations: dict[str, Any]) -> tuple[str, str]:
-    """The study report (paper comparison first), as Markdown and as a standalone HTML page.
+                 params: dict[str, Any], ablations: str | None,
+                 model_comparison: dict[str, Any], *evaluations: dict[str, Any]) -> str:
+    """The study report in Markdown: headline table (every model incl. the colour + texture
+    peer, with how many of how many patients each number covers), the paired comparison, who
+    was not assessed and why, then the paper comparison and the detail.
 
-    The ablation table comes from `benchmarks/ablation.py` (separate runs), when it exists.
+    `ablations`: the table `benchmarks/ablation.py` writes (separate runs), or None.
     """
     per_class = manifest.groupby("label")["patient"].nunique()
     cohort = (f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
               + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
-    ablations = Path(params.get("ablations_table", ""))
-    text = report.build_markdown(
+    return report.build_markdown(
         segmentation_summary, list(evaluations),
         {"cohort": cohort, "colour_baseline": colour_baseline,
-         "stain": stain_normalizer.get("method", "none"),
-         "ablations": ablations.read_text() if ablations.is_file() else None})
-    return text, report.markdown_to_html(text, "ssc-skin study report")
+         "stain": stain_normalizer.get("method", "none"), "ablations": ablations or None,
+         "comparison": model_comparison, "confidence": params.get("confidence", 0.95)})
+
+
+def render_report_html(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]) -> str:
+    """The report as one self-contained HTML page: every figure it shows is embedded (data
+    URI), so the page renders anywhere, MLflow's artifact view included. `figures_on_disk`:
+    the PNGs under data/08_reporting, keyed by path without suffix (the catalog reads them)."""
+    return report.markdown_to_html(report_text, "ssc-skin study report",
+                                   images=_png_sources(report_text, figures_on_disk))
+
+
+def _png_sources(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]
+                 ) -> dict[str, str]:
+    embedded = {}
+    for link in report.image_links(report_text):
+        loader = figures_on_disk.get(link.removesuffix(".png"))
+        if loader is None:
+            logger.warning("Report figure %s not found; left as a link in report.html", link)
+            continue
+        buffer = io.BytesIO()
+        loader().save(buffer, format="PNG")
+        embedded[link] = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return embedded
 
 
 def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],

@@ -1,0 +1,68 @@
+"""The `cv` pipeline: k fold namespaces over the existing stages, pooled out-of-fold results."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssc_skin.pipeline_registry import register_pipelines
+from ssc_skin.pipelines import classification, cv, patches, segmentation
+from ssc_skin.pipelines.cv.pipeline import folds_from_environment
+from ssc_skin.pipelines.evaluation import pipeline as evaluation
+
+
+@pytest.fixture(scope="module")
+def three_folds():
+    return cv.create_pipeline(folds=3)
+
+
+def test_each_fold_runs_the_existing_stages_unchanged_in_its_namespace(three_folds):
+    stages = (patches.create_pipeline() + segmentation.create_pipeline()
+              + classification.create_pipeline() + evaluation.per_model_pipeline(gradcam=False))
+    functions = {n.name: n.func for n in stages.nodes}
+    for k in range(3):
+        fold = [n for n in three_folds.nodes if n.name.startswith(f"fold_{k}.")]
+        for n in fold:
+            bare = n.name.removeprefix(f"fold_{k}.")
+            if bare != "tag_fold_runs":
+                assert functions[bare] is n.func, bare  # the stage's own node function
+        names = {n.name.removeprefix(f"fold_{k}.") for n in fold}
+        assert {"extract_patches", "train_unet", "binary.mobilenetv2.train_classifier",
+                "three_class.cnn.evaluate_predictions", "binary.texture.train_texture_baseline",
+                "tag_fold_runs"} <= names
+        assert "segmentation_overlays" not in names and "binary.cnn.gradcam_examples" not in names
+        assert f"fold_{k}.patient_splits" in three_folds.all_outputs()
+
+
+def test_folds_share_the_cohort_and_write_no_single_split_table(three_folds):
+    outputs = three_folds.all_outputs()
+    assert "patient_splits" not in outputs  # later default runs reuse that saved table
+    assert {"cohort_images", "manifest"} <= outputs
+    assert not any(o.startswith("fold_0.cohort_images") for o in outputs)
+    free = {i for i in three_folds.inputs() if not i.startswith("params:")}
+    assert free == {"cv.report_figures"}
+
+
+def test_every_model_is_pooled_and_reported(three_folds):
+    outputs = three_folds.all_outputs()
+    for ns in evaluation.evaluated_namespaces():
+        assert {f"cv.{ns}.evaluation", f"cv.{ns}.predictions", f"cv.{ns}.metrics"} <= outputs
+        pool = next(n for n in three_folds.nodes if n.name == f"cv.{ns}.pool_model")
+        assert [i for i in pool.inputs if i.endswith(".predictions")] == [
+            f"fold_{k}.{ns}.predictions" for k in range(3)]
+    assert {"cv.report", "cv.report_html", "cv.model_comparison"} <= outputs
+
+
+def test_cv_is_registered_but_not_part_of_the_default_run():
+    pipelines = register_pipelines()
+    assert "cv" in pipelines and "pretrain" in pipelines
+    default = {n.name for n in pipelines["__default__"].nodes}
+    assert not any(n.name.startswith(("fold_", "cv.")) for n in pipelines["__default__"].nodes)
+    assert "pretrain_backbone" not in default
+
+
+def test_fold_count_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SSC_SKIN_CV_FOLDS", "4")
+    assert folds_from_environment() == 4
+    monkeypatch.setenv("SSC_SKIN_CV_FOLDS", "one")
+    with pytest.raises(ValueError, match="SSC_SKIN_CV_FOLDS must be an integer >= 2"):
+        folds_from_environment()
