@@ -181,6 +181,16 @@ def test_patient_from_folder_reads_the_patient_folder(tmp_path):
         "no_patient_id", "not inside a patient folder (<root>/<label>/<patient>/...)")}
 
 
+def test_patient_folders_read_by_file_name_give_a_hint(tmp_path, caplog):
+    """The default (patient from the file name) merges every patient's slideA: say so."""
+    _patient_folders(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="ssc_skin.cohort.ingest"):
+        ingest.discover_cohort({"layout": "folder", "root": str(tmp_path)})
+    assert "2 patient id(s) read from file names occur in more than one subfolder" in caplog.text
+    assert "cohort.source.patient_from: folder" in caplog.text
+    assert "slideA" not in caplog.text and "N01" not in caplog.text
+
+
 def test_patient_from_must_be_filename_or_folder():
     with pytest.raises(CohortConfigError, match="cohort.source.patient_from must be one of "
                                                 "filename, folder; got 'dir'"):

@@ -277,7 +277,24 @@ def discover_folder(root: str | os.PathLike[str],
         rows.append(row)
     if ignored:
         logger.debug("Skipped %d hidden or system files", ignored)
+    if patient_from == "filename":
+        _hint_patient_folders(rows, 1 if label_folders else 0)
     return _records_frame(rows)
+
+
+def _hint_patient_folders(rows: list[dict[str, Any]], depth: int) -> None:
+    """Warn (counts only) when ids read from file names repeat across subfolders: the
+    layout is likely <label>/<patient>/<file>, whose file names are not patient ids."""
+    folders: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        parts = row["relative_path"].split("/")[:-1]
+        if row["patient_id"] and len(parts) > depth:
+            folders[row["patient_id"]].add("/".join(parts[:depth + 1]))
+    spread = sum(len(found) > 1 for found in folders.values())
+    if spread:
+        logger.warning("%d patient id(s) read from file names occur in more than one subfolder;"
+                       " if each subfolder is a patient (<root>/<label>/<patient>/...), set "
+                       "cohort.source.patient_from: folder", spread)
 
 
 _OUTSIDE_ROOT = ("leads outside the cohort folder (a symbolic link or a path with ../ or an "
