@@ -1,4 +1,5 @@
-"""Kedro datasets for trained models that may be skipped for a cohort."""
+"""Kedro datasets for trained models (which may be skipped for a cohort) and a read-only view
+of a training run's models for `predict`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import mlflow
 from kedro.io import AbstractDataset
 
 from ssc_skin.constants import Skipped
+from ssc_skin.inference.predict import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +78,44 @@ class TFLiteModelDataset(_SkippableFileDataset):
 
     def _write(self, data: bytes) -> None:
         self._filepath.write_bytes(data)
+
+
+class TrainedModelsDataset(AbstractDataset[None, dict[str, TrainedModel]]):
+    """Read-only view of a training run's classifiers for `predict`: `<task>.<arch>` ->
+    lazily loaded Keras model, float32 TFLite flatbuffer, export summary and skip reason.
+
+    Kedro's PartitionedDataset cannot express this: it fails on a folder with no partitions
+    (a run that skipped nothing has no `.skipped.json`), and a model spans three files.
+    """
+
+    def __init__(self, models_path: str, reports_path: str) -> None:
+        self._models = Path(models_path)
+        self._reports = Path(reports_path)
+
+    def _load(self) -> dict[str, TrainedModel]:
+        found: dict[str, TrainedModel] = {}
+        names = {p.name.removesuffix(".keras") for p in self._models.glob("*.*.keras")}
+        names |= {p.name.removesuffix(".skipped.json")
+                  for p in self._models.glob("*.*.skipped.json")}
+        for name in sorted(names):
+            keras_file = self._models / f"{name}.keras"
+            tflite_file = self._models / f"{name}.float32.tflite"
+            marker = self._models / f"{name}.skipped.json"
+            summary = self._reports / name / "export.json"
+            found[name] = TrainedModel(
+                name=name,
+                keras=(lambda f=keras_file: keras.models.load_model(f, compile=False))
+                if keras_file.is_file() else None,
+                tflite=(tflite_file.read_bytes if tflite_file.is_file() else None),
+                export_summary=json.loads(summary.read_text()) if summary.is_file() else None,
+                skipped=json.loads(marker.read_text())["reason"] if marker.is_file() else None)
+        return found
+
+    def _save(self, data: None) -> None:
+        raise NotImplementedError("trained models are written by their own datasets")
+
+    def _exists(self) -> bool:
+        return self._models.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"models_path": str(self._models), "reports_path": str(self._reports)}

@@ -190,3 +190,20 @@ def test_pseudo_mask_of_glass_is_all_background():
     assert not stain.pseudo_mask(WHITE).any()
     noisy = np.clip(np.random.default_rng(0).normal(240, 4, (128, 128, 3)), 0, 255)
     assert not stain.pseudo_mask(noisy.astype(np.uint8)).any()
+
+
+@pytest.mark.parametrize("method", ["macenko", "reinhard", "none"])
+def test_a_stain_map_estimated_on_an_image_gives_its_patches_the_same_pixels(method):
+    """Estimated once, applied to crops only: what `predict` and slides rely on."""
+    rng = np.random.default_rng(7)
+    images = [synthetic.render_section(synthetic.make_patient(f"P{i}", label, rng), 0,
+                                       (160, 160), artefact_rate=0.0).image
+              for i, label in enumerate(("normal", "late"))]
+    normalizer = stain.fit_normalizer(method, images)
+    image = images[1]
+    patches = np.stack([image[y:y + 32, x:x + 32] for y in (0, 64) for x in (32, 96)])
+    mapped = normalizer.pixel_transform(image)(patches)
+    whole = normalizer.transform(image)
+    expected = np.stack([whole[y:y + 32, x:x + 32] for y in (0, 64) for x in (32, 96)])
+    np.testing.assert_array_equal(mapped, expected)
+    assert normalizer.pixel_transform(image)(patches[:0]).shape == (0, 32, 32, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import keras
 import mlflow
 import numpy as np
@@ -23,11 +25,14 @@ import pytest
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from ssc_skin.inference import export, serving
+from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.models.builders import build_cnn
 
 CLASSES = ("normal", "ssc")
-CONFIG = serving.PredictorConfig(class_names=CLASSES, input_size=32, patch_size=64, stride=64,
-                                 min_tissue_fraction=0.5)
+PREPROCESS = PreprocessConfig(patch_size=64, stride=64, min_tissue_fraction=0.5,
+                              use_segmentation=False)
+CONFIG = serving.PredictorConfig(class_names=CLASSES, input_size=32,
+                                 preprocess=PREPROCESS.to_dict())
 SERVER_START_TIMEOUT_S = 120
 
 
@@ -76,6 +81,7 @@ def assert_valid_prediction(row: dict, expect_patches: bool = True) -> None:
     probabilities = [row[f"probability_{c}"] for c in CLASSES]
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
     assert (row["n_patches"] > 0) is expect_patches
+    assert row["selection"] == "ok"
     assert row["low_confidence"] == (max(probabilities) < CONFIG.low_confidence_threshold)
 
 
@@ -97,7 +103,7 @@ def test_logged_predictor_loads_back_and_predicts(model_uris, kind):
 def test_logged_predictor_matches_the_classifier_patch_by_patch(model_uris, classifier_files):
     """Image probability = mean over the tissue patches of the classifier's own output."""
     image = tissue_image()
-    patches = serving.extract_patches(image, CONFIG)
+    patches, _ = Preprocessor(PREPROCESS).patches_for_classifier(image, CONFIG.input_size)
     expected = keras.models.load_model(classifier_files["keras"]).predict_on_batch(
         patches.astype(np.float32)).mean(axis=0)
     frame = pd.DataFrame({"image": [serving.encode_image(image)]})
@@ -120,8 +126,32 @@ def test_decode_image_accepts_base64_data_uri_and_raw_bytes():
 def test_summarise_flags_low_confidence_and_no_tissue():
     row = serving.summarise(np.array([[0.6, 0.4], [0.4, 0.6], [0.5, 0.5]]), CLASSES, 0.6)
     assert row["n_patches"] == 3 and row["low_confidence"]
-    row = serving.summarise(np.zeros((0, 2)), CLASSES, 0.6)
-    assert row["label"] == serving.NO_TISSUE and np.isnan(row["probability_ssc"])
+    row = serving.summarise(np.zeros((0, 2)), CLASSES, 0.6, "not_assessable")
+    assert row["label"] == serving.NO_TISSUE and row["probability_ssc"] is None
+    assert row["low_confidence"] and row["selection"] == "not_assessable"
+    fallback = serving.summarise(np.array([[0.9, 0.1]]), CLASSES, 0.6, "tissue_fallback")
+    assert fallback["label"] == "normal" and fallback["low_confidence"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "empty image"), ("   ", "empty image"), (None, "empty image"), (3.5, "base64 text"),
+    ("bm90IGFuIGltYWdl", "decodable"), (b"\xff\xfe\x00", "base64")])
+def test_decode_image_refuses_bad_values_with_one_clear_message(value, message):
+    with pytest.raises(ValueError, match=message):
+        serving.decode_image(value)
+
+
+def test_decode_image_refuses_a_decompression_bomb_before_decoding():
+    """A tiny PNG declaring 15000 x 15000 px is refused from its header alone."""
+    bomb = np.zeros((15000, 15000), np.uint8)  # 225 MB here, ~220 kB compressed
+    ok, buffer = cv2.imencode(".png", bomb)
+    assert ok and len(buffer) < 2_000_000
+    text = base64.b64encode(buffer.tobytes()).decode()
+    del bomb
+    with pytest.raises(ValueError, match="larger than the limit"):
+        serving.decode_image(text, max_pixels=64_000_000)
+    with pytest.raises(ValueError, match="larger than"):
+        serving.decode_image(text, max_bytes=1000)
 
 
 def free_port() -> int:
@@ -203,8 +233,14 @@ def test_scoring_server_answers_a_rest_client(server):
     assert_valid_prediction(predictions[0])
     assert predictions[1]["label"] == serving.NO_TISSUE
     assert predictions[1]["n_patches"] == 0
+    assert predictions[1]["probability_ssc"] is None  # JSON null, not a bare NaN
 
     status, body = http(f"{server}/invocations",
                         {"dataframe_split": {"columns": ["image"], "data": [["bm90"]]}})
     assert status == 400, body
     assert "decodable" in body
+
+    status, body = http(f"{server}/invocations",
+                        {"dataframe_split": {"columns": ["image"], "data": [[""]]}})
+    assert status == 400, body
+    assert "empty image" in body and "Traceback" not in body

@@ -15,7 +15,7 @@ augmentation).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,7 +33,10 @@ BETA = 0.15  # OD below which a pixel counts as glass (Macenko et al.'s beta)
 ALPHA = 1.0  # percentile of stain angles taken as the pure stains (Macenko et al.'s alpha)
 MAX_CONCENTRATION_PERCENTILE = 99.0
 MIN_TISSUE_PIXELS = 256  # fewer stained pixels than this: too few for statistics, leave as is
-ESTIMATE_PIXELS = 32_768  # stain vectors are estimated on a grid of about this many pixels
+# Each image's stain vectors are estimated on an even grid of at most this many pixels: the
+# statistics (a 3x3 covariance and two percentiles) are stable well below it, and estimating
+# is most of the cost of normalising the patches `predict` classifies.
+ESTIMATE_PIXELS = 8_192
 # H and E vectors are ~40 degrees apart; closer than ~18 means one stain only (an all-collagen
 # or all-nuclei patch), where unmixing is ill-conditioned and would paint in the missing stain.
 MAX_STAIN_COSINE = 0.95
@@ -91,11 +94,38 @@ def _blend(changed: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.
     return cv2.blendLinear(changed, original, weight, 1.0 - weight)
 
 
-def _tissue_sample(image: np.ndarray, od: np.ndarray, limit: int) -> np.ndarray:
+def _tissue_sample(image: np.ndarray, limit: int) -> np.ndarray:
     """OD (Nx3) of tissue pixels on an even grid of about `limit` pixels: cheap and stable."""
-    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / limit)))
-    grid = od[::step, ::step].reshape(-1, 3)
-    return grid[tissue_pixels(image[::step, ::step]).ravel()]
+    step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / limit))))
+    grid = np.ascontiguousarray(image[::step, ::step])
+    return optical_density(grid).reshape(-1, 3)[tissue_pixels(grid).ravel()]
+
+
+PixelTransform = Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(pixels: np.ndarray) -> np.ndarray:
+    return check_pixels(pixels).copy()
+
+
+def check_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 RGB pixels: one image (HxWx3) or a batch of patches (NxHxWx3)."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (3, 4) or pixels.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB pixels (HxWx3 or NxHxWx3), got {pixels.dtype} "
+                         f"{pixels.shape}")
+    return pixels
+
+
+def _per_image_rows(pixels: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply a per-pixel OpenCV map to an image, or to a batch stacked as one tall image (one
+    call instead of N: the map is per pixel, so stacking changes nothing)."""
+    check_pixels(pixels)
+    if pixels.ndim == 3:
+        return fn(np.ascontiguousarray(pixels))
+    n, h, w, c = pixels.shape
+    if n == 0:
+        return pixels.copy()
+    return fn(np.ascontiguousarray(pixels).reshape(n * h, w, c)).reshape(n, h, w, c)
 
 
 # --------------------------------------------------------------------------- normalisers
@@ -109,7 +139,18 @@ class StainNormalizer:
 
     def transform(self, image: np.ndarray) -> np.ndarray:
         """The image with this normaliser's target stain appearance (uint8 RGB)."""
-        return check_rgb(image).copy()
+        return self.pixel_transform(image)(image)
+
+    def pixel_transform(self, image: np.ndarray) -> PixelTransform:
+        """The per-pixel map this image's stain statistics call for.
+
+        Estimated once on `image` (a whole image, a slide thumbnail or a sample of its
+        tiles), it can then be applied to any of its pixels: to the image itself, or only to
+        the patches cut from it (N x H x W x 3) with the same result pixel for pixel. That is
+        what lets training, `predict`, serving and slides share one preprocessing step.
+        """
+        check_rgb(image)
+        return _identity
 
     def params(self) -> dict[str, Any]:
         return {}
@@ -142,18 +183,20 @@ class ReinhardNormalizer(StainNormalizer):
     std: tuple[float, ...] = (10.0, 10.0, 8.0)
     n_images: int = 0
 
-    def transform(self, image: np.ndarray) -> np.ndarray:
-        lab = _lab(check_rgb(image))
-        stats = _lab_stats(lab, tissue_pixels(image))
+    def pixel_transform(self, image: np.ndarray) -> PixelTransform:
+        stats = _lab_stats(_lab(check_rgb(image)), tissue_pixels(image))
         if stats is None:
-            return super().transform(image)
+            return _identity
         scale = np.asarray(self.std) / np.maximum(stats[1], 1e-3)
         offset = np.asarray(self.mean) - stats[0] * scale
         affine = np.hstack([np.diag(scale), offset[:, None]]).astype(np.float32)
-        rgb = cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
-        original = np.multiply(image, np.float32(1 / 255), dtype=np.float32)
-        out = _blend(rgb, original, tissue_weight(image))
-        return cv2.convertScaleAbs(out, alpha=255.0)
+
+        def apply(pixels: np.ndarray) -> np.ndarray:
+            return _per_image_rows(pixels, lambda rgb8: cv2.convertScaleAbs(_blend(
+                cv2.cvtColor(cv2.transform(_lab(rgb8), affine), cv2.COLOR_LAB2RGB),
+                np.multiply(rgb8, np.float32(1 / 255), dtype=np.float32),
+                tissue_weight(rgb8)), alpha=255.0))
+        return apply
 
     def params(self) -> dict[str, Any]:
         return {"mean": list(self.mean), "std": list(self.std), "n_images": self.n_images}
@@ -177,23 +220,29 @@ class MacenkoNormalizer(StainNormalizer):
     max_concentrations: tuple[float, ...] = (1.0, 1.0)
     n_images: int = 0
 
-    def transform(self, image: np.ndarray) -> np.ndarray:
-        log_i = _log_intensity(check_rgb(image))
-        sample = _tissue_sample(image, -log_i, ESTIMATE_PIXELS)
+    def pixel_transform(self, image: np.ndarray) -> PixelTransform:
+        check_rgb(image)
+        sample = _tissue_sample(image, ESTIMATE_PIXELS)
         if len(sample) < MIN_TISSUE_PIXELS:
-            return super().transform(image)
+            return _identity
         source = stain_vectors(sample)
         if float(source[0] @ source[1]) > MAX_STAIN_COSINE:
             logger.debug("one stain only in this image: left as it is")
-            return super().transform(image)
+            return _identity
         unmix = np.linalg.pinv(source)  # 3x2: least-squares concentrations, as in the paper
         source_max = np.percentile(sample @ unmix, MAX_CONCENTRATION_PERCENTILE, axis=0)
         scale = np.asarray(self.max_concentrations) / np.maximum(source_max, 1e-3)
         # unmix, rescale and remix with the target's stains: one 3x3 map in OD space (and so
         # in -OD space); OD off the stain plane is dropped, as in the paper.
-        remix = (unmix * scale) @ np.asarray(self.stains)
-        mapped = cv2.transform(log_i, remix.T.astype(np.float32))
-        return _to_uint8(_blend(mapped, log_i, tissue_weight(image)))
+        remix = ((unmix * scale) @ np.asarray(self.stains)).T.astype(np.float32)
+
+        def apply(pixels: np.ndarray) -> np.ndarray:
+            def one(rgb8: np.ndarray) -> np.ndarray:
+                log_i = _log_intensity(rgb8)
+                return _to_uint8(_blend(cv2.transform(log_i, remix), log_i,
+                                        tissue_weight(rgb8)))
+            return _per_image_rows(pixels, one)
+        return apply
 
     def params(self) -> dict[str, Any]:
         return {"stains": [list(v) for v in self.stains],
@@ -288,7 +337,7 @@ def _fit_reinhard(images: Iterable[np.ndarray]) -> ReinhardNormalizer:
 
 
 def _fit_macenko(images: Iterable[np.ndarray], pixels_per_image: int) -> MacenkoNormalizer:
-    samples = [_tissue_sample(image, optical_density(check_rgb(image)), pixels_per_image)
+    samples = [_tissue_sample(check_rgb(image), pixels_per_image)
                for image in images]
     kept = [s for s in samples if len(s) >= min(MIN_TISSUE_PIXELS, pixels_per_image // 4)]
     if not kept:

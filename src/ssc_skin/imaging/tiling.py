@@ -48,4 +48,6 @@ def resize_batch(images: np.ndarray, size: int, interpolation: int = cv2.INTER_A
     """Resize a batch (N, H, W[, C]) to size x size; a no-op when already that size."""
     if images.shape[1] == size and images.shape[2] == size:
         return images
+    if len(images) == 0:
+        return np.zeros((0, size, size, *images.shape[3:]), images.dtype)
     return np.stack([cv2.resize(img, (size, size), interpolation=interpolation) for img in images])

@@ -1,4 +1,8 @@
-"""Export classifiers to TFLite (LiteRT) and run them with the LiteRT interpreter.
+"""Export models to TFLite (LiteRT), run them with the LiteRT interpreter, choose the runtime.
+
+A trained classifier becomes TFLite float32 and int8; both are checked against the Keras model
+on held-out patches and timed beside it, and the faster runtime that still says the same
+(label agreement above a threshold) is recorded as the one to predict with.
 
 A MobileNetV2 served on a CPU spends its time in convolutions; TFLite's XNNPACK kernels run
 them faster than a Keras call on two cores, and int8 quantisation shrinks the model four-fold.
@@ -13,10 +17,16 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+
+from ssc_skin.constants import Skipped
+from ssc_skin.imaging import tiling
 
 if TYPE_CHECKING:
     import keras
@@ -25,6 +35,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("float32", "int8")
+KERAS, FLOAT32, INT8 = "keras", "tflite_float32", "tflite_int8"
+
+Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 def to_tflite(model: keras.Model, representative: np.ndarray | None = None,
@@ -92,8 +105,8 @@ class TFLiteClassifier:
     """A TFLite classifier on the LiteRT interpreter (XNNPACK), with Keras-like `predict`.
 
     Patches run in batches of 8: on 2 AVX2 cores that was as fast as or faster than 1 or 32
-    (batch 32 at 224 px spills activations out of cache). Only a short last batch resizes the
-    input tensor, and the interpreter keeps its size for the next call. A lock makes one
+    (batch 32 at 224 px spills activations out of cache). The input tensor keeps that one
+    size (a short last batch is padded), so it is allocated once. A lock makes one
     instance safe to share between server threads (the interpreter itself is not).
     """
 
@@ -127,14 +140,31 @@ class TFLiteClassifier:
         return np.concatenate(chunks)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) != self._batch:
+        """One fixed-size batch: a short last batch is padded with zeros, so the interpreter
+        never reallocates its tensors (each image has another number of patches, and
+        reallocating cost more than the padded samples)."""
+        n = len(batch)
+        if self._batch != self.batch_size:
             self._interpreter.resize_tensor_input(self._input["index"],
-                                                  [len(batch), *self.input_shape])
+                                                  [self.batch_size, *self.input_shape])
             self._interpreter.allocate_tensors()
-            self._batch = len(batch)
+            self._batch = self.batch_size
+        if n < self.batch_size:
+            batch = np.concatenate([batch, np.zeros((self.batch_size - n, *batch.shape[1:]),
+                                                    batch.dtype)])
         self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self._interpreter.invoke()
-        return _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
+        out = self._interpreter.get_tensor(self._output["index"])[:n]
+        return _dequantize(out, self._output)
+
+
+UNET_BATCH_SIZE = 16  # the UNet sees small (coarse) patches: 16 a call, a few calls an image
+
+
+def tflite_segmenter(model_bytes: bytes, num_threads: int = 2) -> Predictor:
+    """The exported gating UNet as a function: patches in, per-pixel class scores out. The
+    one way training, `predict` and serving run it."""
+    return TFLiteClassifier(model_bytes, num_threads, UNET_BATCH_SIZE).predict
 
 
 def _interpreter_class() -> type:
@@ -224,30 +254,139 @@ def latency(predict_fn: Callable[[np.ndarray], Any], patches: np.ndarray,
 def compare_runtimes(model: keras.Model, patches: np.ndarray, representative: np.ndarray,
                      rounds: int = 5, num_threads: int = 2,
                      batch_size: int = 8) -> list[dict[str, Any]]:
-    """Keras vs TFLite float32 vs TFLite int8 on the same patches: speed and agreement.
-
-    Runtimes take turns within each round, so load from other processes on a shared machine
-    hits all of them alike; each runtime's figure is its median round.
-    """
-    runtimes: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "keras": keras_predictor(model)}
-    sizes: dict[str, int | None] = {"keras": None}
+    """Keras vs TFLite float32 vs TFLite int8 on the same patches: speed and agreement."""
+    runtimes: dict[str, Predictor] = {KERAS: keras_predictor(model)}
+    sizes: dict[str, int | None] = {KERAS: None}
     for quantize in QUANTIZATIONS:
         model_bytes = to_tflite(model, representative, quantize)
         runtimes[f"tflite_{quantize}"] = TFLiteClassifier(model_bytes, num_threads,
                                                           batch_size).predict
         sizes[f"tflite_{quantize}"] = len(model_bytes)
-    outputs = {name: predict(patches) for name, predict in runtimes.items()}  # also warms up
-    seconds: dict[str, list[float]] = {name: [] for name in runtimes}
-    for _ in range(rounds):
-        for name, predict in runtimes.items():
-            seconds[name].append(latency(predict, patches, repeats=1, warmup=0)["seconds_median"])
-    rows = []
-    for name in runtimes:
-        median = float(np.median(seconds[name]))
-        rows.append({"runtime": name, "patches_per_second": len(patches) / median,
-                     "ms_per_patch": 1000.0 * median / len(patches),
-                     **agreement(outputs["keras"], outputs[name]), "model_bytes": sizes[name]})
+    outputs = {name: predict(patches) for name, predict in runtimes.items()}
+    speed = interleaved_latency(runtimes, patches, rounds)
+    rows = [{"runtime": name, **speed[name], **agreement(outputs[KERAS], outputs[name]),
+             "model_bytes": sizes[name]} for name in runtimes]
     for row in rows:
         row["speedup_vs_keras"] = row["patches_per_second"] / rows[0]["patches_per_second"]
     return rows
+
+
+# --- export: convert, compare, choose --------------------------------------------------------
+
+@dataclass
+class ExportResult:
+    """The converted models and what was measured about them (JSON-able `summary`)."""
+
+    float32: bytes
+    int8: bytes | Skipped
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def export_classifier(model: keras.Model, representative: np.ndarray, check: np.ndarray,
+                      timing: np.ndarray, *, agreement_threshold: float, rounds: int = 5,
+                      num_threads: int = 2, batch_size: int = 8,
+                      int8_enabled: bool = True) -> ExportResult:
+    """Convert to TFLite float32 and int8; agreement on `check`, speed on `timing` patches.
+
+    An int8 conversion that fails (an op without an int8 kernel) is recorded, not fatal: the
+    screening tool needs one fast runtime, and float32 is the candidate.
+    """
+    started = time.perf_counter()
+    float32 = to_tflite(model)
+    int8: bytes | Skipped = Skipped("int8 export disabled (int8: false)")
+    if int8_enabled:
+        try:
+            int8 = to_tflite(model, representative, "int8")
+        except Exception as error:  # converter errors have no common base class
+            logger.warning("int8 conversion failed (%s: %s); only float32 is exported",
+                           type(error).__name__, error)
+            int8 = Skipped(f"int8 conversion failed: {type(error).__name__}: {error}")
+    convert_seconds = time.perf_counter() - started
+    predictors: dict[str, Predictor] = {KERAS: keras_predictor(model)}
+    sizes = {KERAS: keras_file_bytes(model), FLOAT32: len(float32)}
+    predictors[FLOAT32] = TFLiteClassifier(float32, num_threads, batch_size).predict
+    if not isinstance(int8, Skipped):
+        predictors[INT8] = TFLiteClassifier(int8, num_threads, batch_size).predict
+        sizes[INT8] = len(int8)
+    outputs = {name: predict(check) for name, predict in predictors.items()}
+    speed = interleaved_latency(predictors, timing, rounds)
+    runtimes = {name: {"model_bytes": sizes[name], **speed[name],
+                       **({} if name == KERAS else agreement(outputs[KERAS], outputs[name]))}
+                for name in predictors}
+    runtime, reason = choose_runtime(runtimes, agreement_threshold)
+    summary = {"runtimes": runtimes, "runtime": runtime, "runtime_reason": reason,
+               "agreement_threshold": agreement_threshold, "agreement_patches": len(check),
+               "representative_patches": len(representative), "latency_patches": len(timing),
+               "latency_rounds": rounds, "convert_seconds": convert_seconds,
+               "int8_skipped": int8.reason if isinstance(int8, Skipped) else None}
+    return ExportResult(float32, int8, summary)
+
+
+def keras_file_bytes(model: keras.Model) -> int:
+    """Size of the model as a `.keras` file, the artifact TFLite is compared with."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        return path.stat().st_size
+
+
+def interleaved_latency(predictors: Mapping[str, Predictor], patches: np.ndarray,
+                        rounds: int) -> dict[str, dict[str, float]]:
+    """Median time per runtime; runtimes take turns each round, so load from other processes
+    on a shared machine hits them alike (as `compare_runtimes` does)."""
+    for predict in predictors.values():
+        predict(patches)  # warm-up: tracing, tensor allocation, XNNPACK weight packing
+    seconds: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(max(1, rounds)):
+        for name, predict in predictors.items():
+            seconds[name].append(
+                latency(predict, patches, repeats=1, warmup=0)["seconds_median"])
+    result = {}
+    for name, values in seconds.items():
+        median = float(np.median(values))
+        result[name] = {"patches_per_second": len(patches) / median,
+                        "ms_per_patch": 1000.0 * median / len(patches)}
+    return result
+
+
+def choose_runtime(runtimes: Mapping[str, Mapping[str, float]],
+                   agreement_threshold: float) -> tuple[str, str]:
+    """TFLite float32 when it says the same as Keras (label agreement >= threshold) and is
+    faster; Keras otherwise. int8 is never chosen by itself: its gain is size, not speed, and
+    its rounding flips borderline patches."""
+    candidate, keras_row = runtimes.get(FLOAT32), runtimes[KERAS]
+    if candidate is None:
+        return KERAS, "no float32 TFLite model"
+    agreement = candidate.get("label_agreement", float("nan"))
+    if not agreement >= agreement_threshold:  # NaN (no patches to check) fails too
+        return KERAS, (f"float32 label agreement {agreement:.3f} is below "
+                       f"{agreement_threshold:.3f}")
+    speedup = candidate["patches_per_second"] / keras_row["patches_per_second"]
+    if speedup <= 1.0:
+        return KERAS, f"float32 TFLite is not faster ({speedup:.2f}x Keras)"
+    return FLOAT32, (f"float32 TFLite agrees on {agreement:.1%} of labels and runs "
+                     f"{speedup:.2f}x Keras")
+
+
+def export_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """Flat numbers for MLflow: `<runtime>.<measure>` plus `uses_tflite` (1 = float32 chosen)."""
+    metrics = {f"{runtime}.{key}": float(value)
+               for runtime, row in summary["runtimes"].items() for key, value in row.items()
+               if isinstance(value, int | float) and np.isfinite(value)}
+    metrics["uses_tflite"] = float(summary["runtime"] == FLOAT32)
+    metrics["convert_seconds"] = float(summary["convert_seconds"])
+    return metrics
+
+
+def split_patches(patches: np.ndarray, patch_index: pd.DataFrame, splits: Sequence[str],
+                  n: int | None, input_size: int, seed: int = 0) -> np.ndarray:
+    """Up to `n` patches (seeded, label-stratified) of the first of `splits` that has any,
+    resized to the model input."""
+    from ssc_skin.models import training  # noqa: PLC0415 - serving a .tflite needs no TensorFlow
+
+    for split in splits:
+        part = patch_index[patch_index["split"] == split]
+        if len(part):
+            rows = training.subsample(part, n, seed)["row"].to_numpy()
+            return tiling.resize_batch(patches[rows], input_size)
+    return np.zeros((0, input_size, input_size, 3), np.uint8)

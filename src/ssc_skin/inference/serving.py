@@ -1,18 +1,20 @@
 """Whole-image prediction as an MLflow pyfunc model, servable with `mlflow models serve`.
 
-A client posts whole biopsy images (base64 PNG/JPEG); the model finds the tissue, tiles it
-into patches the way training did, classifies every patch and averages the probabilities,
-as the evaluation aggregates patches to images (`metrics.aggregate_probabilities`).
+A client posts whole biopsy images (base64 PNG/JPEG); the model runs the training run's own
+preprocessing (`inference.preprocess`: tissue, tiles, the fitted stain normaliser, UNet
+gating on the exported UNet, the same fallbacks), classifies the chosen patches and averages
+the probabilities, as the evaluation aggregates patches to images.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,43 +24,50 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from PIL import Image, UnidentifiedImageError
 
-from ssc_skin.imaging import tiling
-from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_ARTIFACT = "classifier"
+UNET_ARTIFACT = "unet"
 NO_TISSUE = "no tissue"
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/ssc_skin, shipped as code
 
 Classifier = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    """What the served model must repeat from training: patching, tissue detection, classes."""
+    """What the served model must repeat from training: the preprocessing (the training run's
+    `preprocess.json`, fitted stain normaliser and gating included), the classes, limits."""
 
     class_names: tuple[str, ...]
     input_size: int  # the classifier's input (patches are resized to it)
-    patch_size: int = 128  # pixels cut from the full-resolution image
-    stride: int = 128
-    min_tissue_fraction: float = 0.5
-    min_saturation: int = 12
-    kernel: int = 5
+    preprocess: Mapping[str, Any] = field(default_factory=lambda: PreprocessConfig().to_dict())
     low_confidence_threshold: float = 0.6  # max mean probability below it flags the image
     batch_size: int | None = None  # None: each runtime's fastest (Keras 32, TFLite 8)
     num_threads: int = 2
+    max_image_pixels: int = 64_000_000  # larger images are refused before decoding
+    max_image_bytes: int = 64 * 2**20  # a larger base64 payload is refused unread
 
     def __post_init__(self) -> None:
         if len(self.class_names) < 2 or NO_TISSUE in self.class_names:
             raise ValueError(f"need >= 2 class names, none of them {NO_TISSUE!r}; "
                              f"got {self.class_names}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "preprocess",
+                           PreprocessConfig.from_dict(self.preprocess).to_dict())
+
+    @property
+    def preprocessing(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocess)
 
 
 def output_columns(class_names: Sequence[str]) -> list[str]:
-    return ["label", *(f"probability_{c}" for c in class_names), "n_patches", "low_confidence"]
+    return ["label", *(f"probability_{c}" for c in class_names), "n_patches", "selection",
+            "low_confidence"]
 
 
 def encode_image(image: np.ndarray, extension: str = ".png") -> str:
@@ -69,16 +78,43 @@ def encode_image(image: np.ndarray, extension: str = ".png") -> str:
     return base64.b64encode(buffer.tobytes()).decode("ascii")
 
 
-def decode_image(value: str | bytes) -> np.ndarray:
+def decode_image(value: Any, max_pixels: int = 64_000_000,
+                 max_bytes: int = 64 * 2**20) -> np.ndarray:
     """Base64 PNG/JPEG (a data-URI prefix is allowed) or raw image bytes -> RGB uint8.
 
-    Grey or RGBA images become RGB: the classifier was trained on three channels.
+    The size is read from the header and checked before anything is decompressed, so a small
+    file declaring a huge image cannot exhaust memory. Grey or RGBA images become RGB: the
+    classifier was trained on three channels.
     """
+    if value is None or (isinstance(value, str | bytes) and not value.strip()):
+        raise ValueError("empty image: send a base64 PNG or JPEG")
+    if not isinstance(value, str | bytes):
+        raise ValueError(f"image must be base64 text, got {type(value).__name__}")
+    if len(value) > max_bytes * 4 // 3 + 4:
+        raise ValueError(f"image payload is larger than {max_bytes // 2**20} MiB")
     raw = value if isinstance(value, bytes) and _looks_like_image(value) else _b64(value)
+    width, height = _declared_size(raw)
+    if width * height > max_pixels:
+        raise ValueError(f"image of {width}x{height} px is larger than the limit of "
+                         f"{max_pixels:,} pixels")
     image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError("not a decodable PNG/JPEG image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _declared_size(raw: bytes) -> tuple[int, int]:
+    """(width, height) from the image header alone (Pillow reads no pixels here)."""
+    try:
+        with Image.open(io.BytesIO(raw)) as header:
+            if header.format not in ("PNG", "JPEG", "MPO"):
+                raise ValueError(f"not a PNG/JPEG image ({header.format})")
+            return header.size
+    except Image.DecompressionBombError:
+        raise ValueError("image is larger than the limit of pixels a decoder may open "
+                         "(a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"not a decodable PNG/JPEG image ({type(error).__name__})") from None
 
 
 def _looks_like_image(raw: bytes) -> bool:
@@ -86,7 +122,10 @@ def _looks_like_image(raw: bytes) -> bool:
 
 
 def _b64(value: str | bytes) -> bytes:
-    text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    try:
+        text = value.decode("ascii") if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        raise ValueError("image is neither PNG/JPEG bytes nor base64 text") from None
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
@@ -95,39 +134,35 @@ def _b64(value: str | bytes) -> bytes:
         raise ValueError(f"image is not valid base64: {error}") from error
 
 
-def extract_patches(image: np.ndarray, config: PredictorConfig) -> np.ndarray:
-    """Tissue patches on the training grid, resized to the classifier input (N x s x s x 3)."""
-    mask = tissue_mask(image, config.min_saturation, config.kernel)
-    tiles = tiling.grid_tiles(mask, config.patch_size, config.stride,
-                               config.min_tissue_fraction)
-    if not tiles:
-        return np.zeros((0, config.input_size, config.input_size, 3), np.uint8)
-    patches = np.stack([tiling.crop(image, t, config.patch_size) for t in tiles])
-    return tiling.resize_batch(patches, config.input_size)
-
-
 def summarise(probabilities: np.ndarray, class_names: Sequence[str],
-              low_confidence_threshold: float) -> dict[str, Any]:
+              low_confidence_threshold: float, selection: str = "ok") -> dict[str, Any]:
     """One output row: mean patch probability per class, its argmax and a confidence flag.
 
-    No patches (no tissue found) gives label "no tissue", NaN probabilities and the flag set:
-    there is nothing to screen, and a reviewer should look at the slide.
+    No patches (no tissue found) gives label "no tissue", null probabilities (valid JSON,
+    unlike NaN) and the flag set: there is nothing to screen, and a reviewer should look at
+    the slide. A fallback `selection` (no patch passed the tissue or gating threshold) is
+    named and always flagged low-confidence.
     """
     n = len(probabilities)
-    mean = probabilities.mean(axis=0) if n else np.full(len(class_names), np.nan)
+    mean = probabilities.mean(axis=0) if n else None
     row: dict[str, Any] = {"label": class_names[int(np.argmax(mean))] if n else NO_TISSUE}
-    row.update({f"probability_{c}": float(p) for c, p in zip(class_names, mean, strict=True)})
+    row.update({f"probability_{c}": float(mean[i]) if n else None
+                for i, c in enumerate(class_names)})
     row["n_patches"] = n
-    row["low_confidence"] = bool(not n or float(mean.max()) < low_confidence_threshold)
+    row["selection"] = selection
+    row["low_confidence"] = bool(not n or selection != "ok"
+                                 or float(mean.max()) < low_confidence_threshold)
     return row
 
 
-def predict_image(image: np.ndarray, classifier: Classifier,
+def predict_image(image: np.ndarray, classifier: Classifier, preprocessor: Preprocessor,
                   config: PredictorConfig) -> dict[str, Any]:
-    patches = extract_patches(image, config)
+    """One whole image -> one output row, through the training run's preprocessing."""
+    patches, found = preprocessor.patches_for_classifier(image, config.input_size)
     probabilities = (classifier(patches) if len(patches)
                      else np.zeros((0, len(config.class_names)), np.float32))
-    return summarise(probabilities, config.class_names, config.low_confidence_threshold)
+    return summarise(probabilities, config.class_names, config.low_confidence_threshold,
+                     found.selection)
 
 
 def load_classifier(path: str | Path, num_threads: int = 2,
@@ -145,11 +180,11 @@ def load_classifier(path: str | Path, num_threads: int = 2,
         from ssc_skin.inference.export import keras_predictor  # noqa: PLC0415
 
         model = keras.models.load_model(path, compile=False)
-        return _locked(keras_predictor(model, batch_size or 32))
+        return locked(keras_predictor(model, batch_size or 32))
     raise ValueError(f"classifier must be a .keras or .tflite file, got {path.name}")
 
 
-def _locked(fn: Classifier) -> Classifier:
+def locked(fn: Classifier) -> Classifier:
     """Serialise calls: server threads sharing one Keras model would oversubscribe 2 cores."""
     lock = threading.Lock()
 
@@ -159,41 +194,59 @@ def _locked(fn: Classifier) -> Classifier:
     return call
 
 
+def load_unet(path: str | Path, num_threads: int = 2) -> Classifier:
+    """The gating UNet from its `.tflite` file (the runtime training gated with)."""
+    from ssc_skin.inference.export import tflite_segmenter  # noqa: PLC0415
+
+    return tflite_segmenter(Path(path).read_bytes(), num_threads)
+
+
 class WholeImagePredictor(mlflow.pyfunc.PythonModel):
     """Whole-image SSc screening: base64 images in, one row of class probabilities out."""
 
     def __init__(self, config: PredictorConfig) -> None:
         self.config = config
         self._classifier: Classifier | None = None
+        self._preprocessor: Preprocessor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # The loaded model is rebuilt from the artifact by `load_context`, never pickled.
-        return {"config": self.config, "_classifier": None}
+        # The loaded models are rebuilt from the artifacts by `load_context`, never pickled.
+        return {"config": self.config, "_classifier": None, "_preprocessor": None}
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self._classifier = load_classifier(context.artifacts[CLASSIFIER_ARTIFACT],
                                            self.config.num_threads, self.config.batch_size)
+        unet_path = context.artifacts.get(UNET_ARTIFACT)
+        unet = load_unet(unet_path, self.config.num_threads) if unet_path else None
+        if self.config.preprocessing.use_segmentation and unet is None:
+            raise MlflowException("this predictor gates patches with a UNet, but the model "
+                                  f"has no {UNET_ARTIFACT!r} artifact")
+        self._preprocessor = Preprocessor(self.config.preprocessing, unet)
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if self._classifier is None:
+        if self._classifier is None or self._preprocessor is None:
             raise MlflowException("classifier not loaded: load the model with mlflow.pyfunc")
-        if "image" not in model_input.columns:
+        if not isinstance(model_input, pd.DataFrame) or "image" not in model_input.columns:
+            columns = list(getattr(model_input, "columns", []))
             raise MlflowException.invalid_parameter_value(
-                f"input needs a column 'image' (base64 PNG/JPEG); got {list(model_input.columns)}")
+                f"input needs a column 'image' (base64 PNG/JPEG); got {columns}")
         rows = []
         for i, value in enumerate(model_input["image"]):
             try:
-                image = decode_image(value)
+                image = decode_image(value, self.config.max_image_pixels,
+                                     self.config.max_image_bytes)
             except ValueError as error:
-                raise MlflowException.invalid_parameter_value(f"row {i}: {error}") from error
-            rows.append(predict_image(image, self._classifier, self.config))
-        return pd.DataFrame(rows, columns=output_columns(self.config.class_names))
+                raise MlflowException.invalid_parameter_value(f"row {i}: {error}") from None
+            rows.append(predict_image(image, self._classifier, self._preprocessor,
+                                      self.config))
+        frame = pd.DataFrame(rows, columns=output_columns(self.config.class_names))
+        return frame.astype(object).where(frame.notna(), None)  # null in JSON, never NaN
 
 
 def example_image(config: PredictorConfig) -> np.ndarray:
     """A pink stained disc on white glass, big enough for a few patches: the input example."""
-    side = 2 * config.patch_size
+    side = 2 * config.preprocessing.patch_size
     image = np.full((side, side, 3), 245, np.uint8)
     cv2.circle(image, (side // 2, side // 2), int(side * 0.45), (200, 90, 160), thickness=-1)
     return image
@@ -221,6 +274,7 @@ def _first_installed(*names: str) -> str:
 
 
 def log_predictor(classifier_path: str | Path, config: PredictorConfig,
+                  unet_path: str | Path | None = None,
                   name: str = "whole_image_predictor",
                   registered_model_name: str | None = None,
                   input_example: pd.DataFrame | None = None) -> mlflow.models.model.ModelInfo:
@@ -234,7 +288,8 @@ def log_predictor(classifier_path: str | Path, config: PredictorConfig,
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=WholeImagePredictor(config),
-        artifacts={CLASSIFIER_ARTIFACT: str(classifier_path)},
+        artifacts={CLASSIFIER_ARTIFACT: str(classifier_path),
+                   **({UNET_ARTIFACT: str(unet_path)} if unet_path else {})},
         code_paths=[str(_PACKAGE_DIR)],
         pip_requirements=pip_requirements(classifier_path),
         input_example=input_example,

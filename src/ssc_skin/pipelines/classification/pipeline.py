@@ -1,13 +1,32 @@
 """The `classification` pipeline: one modular pipeline per task x architecture namespace."""
 
+from pathlib import Path
+
+import yaml
+from kedro.framework.project import settings
 from kedro.pipeline import Pipeline, node, pipeline
 
 from .nodes import train_classifier
 
-TASKS = ("binary", "three_class")
-ARCHITECTURES = ("mobilenetv2", "cnn")
+PARAMETERS_FILE = "parameters_classification.yml"
 
 
+def declared_models(conf_source: Path | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tasks, architectures) as `conf/base/parameters_classification.yml` declares them: the
+    one place the task x architecture fan-out comes from (Kedro builds pipelines before it
+    reads an environment's parameters, so the base file decides which namespaces exist; an
+    environment configures them)."""
+    folders = [conf_source] if conf_source else [
+        Path.cwd() / settings.CONF_SOURCE, Path(__file__).resolve().parents[4] / "conf"]
+    for folder in folders:
+        path = Path(folder) / "base" / PARAMETERS_FILE
+        if path.is_file():
+            classification = (yaml.safe_load(path.read_text()) or {})["classification"]
+            return tuple(classification["tasks"]), tuple(classification["architectures"])
+    raise FileNotFoundError(f"no conf/base/{PARAMETERS_FILE} under {[str(f) for f in folders]}")
+
+
+TASKS, ARCHITECTURES = declared_models()
 MODEL_NAMESPACES = tuple(f"{task}.{arch}" for task in TASKS for arch in ARCHITECTURES)
 
 

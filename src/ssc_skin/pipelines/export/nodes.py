@@ -1,4 +1,4 @@
-"""Nodes of the `export` pipeline: TFLite models of each MobileNetV2, checked, timed, served."""
+"""Nodes of the `export` pipeline: TFLite models of each classifier, checked, timed, served."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ssc_skin.constants import Skipped
-from ssc_skin.inference import predict, serving
+from ssc_skin.inference import export, serving
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ def export_classifier(classifier: keras.Model | Skipped, patches: dict[str, np.n
         return classifier, classifier, {**header, "skipped": classifier.reason}, {}
     size, seed = architecture["input_size"], params.get("seed", 0)
     images = patches["images"]
-    representative = predict.split_patches(images, patch_index, ("train",),
+    representative = export.split_patches(images, patch_index, ("train",),
                                            params["representative_patches"], size, seed)
-    check = predict.split_patches(images, patch_index, ("test", "val", "train"),
+    check = export.split_patches(images, patch_index, ("test", "val", "train"),
                                   params["agreement_patches"], size, seed)
     timing = check[: params["latency_patches"]]
-    result = predict.export_classifier(
+    result = export.export_classifier(
         classifier, representative, check, timing,
         agreement_threshold=params["agreement_threshold"], rounds=params["latency_rounds"],
         num_threads=params["num_threads"], batch_size=params["batch_size"],
@@ -53,33 +53,36 @@ def export_classifier(classifier: keras.Model | Skipped, patches: dict[str, np.n
         logger.info("%s %s: %.0f patches/s, %.2f MB, label agreement %s", name, runtime,
                     row["patches_per_second"], row["model_bytes"] / 1e6,
                     f"{row['label_agreement']:.3f}" if "label_agreement" in row else "-")
-    metrics = {k: {"value": v, "step": 0} for k, v in predict.export_metrics(summary).items()}
+    metrics = {k: {"value": v, "step": 0} for k, v in export.export_metrics(summary).items()}
     return result.float32, result.int8, summary, metrics
 
 
 def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes | Skipped,
                               summary: dict[str, Any], task: dict[str, Any],
-                              architecture: dict[str, Any], patch_params: dict[str, Any],
-                              low_confidence_threshold: float, enabled: bool = True) -> None:
+                              architecture: dict[str, Any], preprocess_config: dict[str, Any],
+                              unet_tflite: bytes, low_confidence_threshold: float,
+                              enabled: bool = True) -> None:
     """The whole-image pyfunc on the runtime export chose, in the active MLflow run, so that
-    `mlflow models serve -m <model uri>` answers REST requests. No-op without a run."""
+    `mlflow models serve -m <model uri>` answers REST requests. It carries the training run's
+    preprocessing (`preprocess.json`) and gating UNet, so it sees the patches training saw.
+    No-op without a run."""
     if mlflow.active_run() is None or not enabled or "skipped" in summary:
         return
     config = serving.PredictorConfig(
         class_names=tuple(task["classes"]), input_size=architecture["input_size"],
-        patch_size=patch_params["patch_size"], stride=patch_params["stride"],
-        min_tissue_fraction=patch_params["min_tissue_fraction"],
-        min_saturation=patch_params.get("min_saturation", 12),
-        low_confidence_threshold=low_confidence_threshold)
+        preprocess=preprocess_config, low_confidence_threshold=low_confidence_threshold)
     name = f"{task['name']}.{architecture['name']}"
-    with tempfile.TemporaryDirectory() as folder:
-        if summary["runtime"] == predict.FLOAT32 and not isinstance(float32, Skipped):
+    with tempfile.TemporaryDirectory() as folder:  # pyfunc copies its artifacts from files
+        if summary["runtime"] == export.FLOAT32 and not isinstance(float32, Skipped):
             path = Path(folder) / f"{name}.float32.tflite"
             path.write_bytes(float32)
         else:
             path = Path(folder) / f"{name}.keras"
             classifier.save(path)
-        info = serving.log_predictor(path, config, name=f"{task['name']}_{architecture['name']}"
-                                                        "_whole_image_predictor")
+        unet_path = Path(folder) / "unet.tflite"
+        unet_path.write_bytes(unet_tflite)
+        info = serving.log_predictor(path, config, unet_path,
+                                     name=f"{task['name']}_{architecture['name']}"
+                                          "_whole_image_predictor")
     # `mlflow models serve -m <this uri>`: the tag finds it from the run page
     mlflow.set_tag(f"{name}.whole_image_predictor_uri", info.model_uri)

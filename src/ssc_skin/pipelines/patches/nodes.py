@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from ssc_skin.imaging import stain, tiling
-from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 
 logger = logging.getLogger(__name__)
+
+PATCH_INDEX_COLUMNS = ["row", "image", "patient", "label", "split", "x", "y", "tissue_fraction",
+                       "classifiable", "has_mask", "mask_source"]
 
 
 def _rgb(images: dict[str, Callable[[], Any]], image_id: str) -> np.ndarray:
@@ -31,41 +34,51 @@ def fit_stain_normalizer(images: dict[str, Callable[[], Any]], manifest: pd.Data
     return normalizer.to_dict()
 
 
+def preprocess_config(normalizer: dict[str, Any], patches: dict[str, Any],
+                      segmentation: dict[str, Any]) -> dict[str, Any]:
+    """The one preprocessing configuration (patching, tissue, fitted stain normaliser, UNet
+    gating) that training, `predict` and the served model all read."""
+    return PreprocessConfig.from_params(patches, segmentation, normalizer).to_dict()
+
+
 def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
                     manifest: pd.DataFrame, patient_splits: pd.DataFrame,
-                    normalizer: dict[str, Any], params: dict[str, Any]
+                    preprocess_config: dict[str, Any]
                     ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
-    Patches with little tissue (fat, section borders) are kept for the UNet only, which has to
-    learn them; the classifiers see `classifiable` patches. Each patch keeps its provenance (image, patient, x, y, split) and its mask source:
-    `cohort` masks (drawn, or the synthetic ground truth) or `pseudo` masks from colour
-    deconvolution for cohorts without any (weaker; see `stain.pseudo_mask`).
+    The cutting is `inference.preprocess.Preprocessor.cut`, the very step `predict` and the
+    served model run. Patches with little tissue (fat, section borders) are kept for the UNet,
+    which has to learn them, and as the fallback of an image without classifiable patches;
+    the classifiers normally see `classifiable` ones. Each patch keeps its provenance (image,
+    patient, x, y, split) and its mask source: `cohort` masks (drawn, or the synthetic ground
+    truth) or `pseudo` masks from colour deconvolution (weaker; see `stain.pseudo_mask`).
     """
-    size, stride = params["patch_size"], params["stride"]
-    normalise = stain.StainNormalizer.from_dict(normalizer).transform
+    config = PreprocessConfig.from_dict(preprocess_config)
+    preprocessor = Preprocessor(config)
+    size = config.patch_size
     split_of = patient_splits.set_index("patient")["split"]
     patch_images, patch_masks, rows = [], [], []
     for n, record in enumerate(manifest.itertuples(index=False), start=1):
         image = _rgb(images, record.image)
         mask = (np.asarray(masks[record.image]()) if record.has_mask
                 else np.zeros(image.shape[:2], np.uint8))
-        tissue = tissue_mask(image, params["min_saturation"])
-        image = normalise(image)
-        lowest = min(params["min_tissue_fraction"], params["unet_min_tissue_fraction"])
-        for tile in tiling.grid_tiles(tissue, size, stride, lowest):
-            patch_images.append(tiling.crop(image, tile, size))
+        cut, tiles = preprocessor.cut(image)
+        patch_images.extend(cut)
+        for tile in tiles:
             patch_masks.append(tiling.crop(mask, tile, size))
             rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
-                         "classifiable": tile.tissue_fraction >= params["min_tissue_fraction"],
+                         "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
                          "has_mask": record.has_mask, "mask_source": record.mask_source})
         if n % max(1, len(manifest) // 5) == 0:
             logger.info("Patches: %d/%d images, %d patches so far", n, len(manifest), len(rows))
-    index = pd.DataFrame(rows)
+    index = pd.DataFrame(rows, columns=PATCH_INDEX_COLUMNS)
     logger.info("Patches: %d from %d images (%s); masks: %s", len(index), len(manifest),
                 ", ".join(f"{k}={v}" for k, v in index["split"].value_counts().items()),
                 ", ".join(f"{k}={v}" for k, v in index["mask_source"].value_counts().items()))
-    arrays = {"images": np.stack(patch_images), "masks": np.stack(patch_masks)}
+    empty = np.zeros((0, size, size), np.uint8)
+    arrays = {"images": np.stack(patch_images) if patch_images else empty[..., None].repeat(3, -1),
+              "masks": np.stack(patch_masks) if patch_masks else empty}
     return arrays, index

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import keras
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -13,8 +12,9 @@ from ssc_skin.cohort import ingest
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
 from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import figures
-from ssc_skin.imaging import stain
 from ssc_skin.inference import export, predict
+from ssc_skin.inference.predict import TrainedModel
+from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor, selection_counts
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,16 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
     return valid[IMAGE_COLUMNS].reset_index(drop=True), report, linkage.reset_index(drop=True)
 
 
-def _task_models(params: dict[str, Any], tasks: dict[str, Any],
-                 architectures: dict[str, Any]) -> list[predict.TaskModel]:
+def _preprocessor(preprocess_config: dict[str, Any], unet_tflite: bytes,
+                  params: dict[str, Any]) -> Preprocessor:
+    """The training run's own preprocessing, gated by the UNet it exported."""
+    unet = export.tflite_segmenter(unet_tflite, params.get("num_threads", 2))
+    return Preprocessor(PreprocessConfig.from_dict(preprocess_config), unet)
+
+
+def _task_models(trained: dict[str, TrainedModel], params: dict[str, Any],
+                 tasks: dict[str, Any], architectures: dict[str, Any]
+                 ) -> list[predict.TaskModel]:
     """The chosen architecture of every task asked for; tasks the cohort skipped are left out."""
     names = params.get("tasks") or list(tasks)
     unknown = [n for n in names if n not in tasks]
@@ -67,8 +75,8 @@ def _task_models(params: dict[str, Any], tasks: dict[str, Any],
     architecture = architectures[params["architecture"]]
     models = []
     for name in names:
-        model = predict.load_task_model(tasks[name], architecture, params["runtime"],
-                                        params["models"], params.get("num_threads", 2))
+        model = predict.load_task_model(tasks[name], architecture, params["runtime"], trained,
+                                        params.get("num_threads", 2))
         if isinstance(model, Skipped):
             logger.warning("Predict: task %s skipped (%s)", name, model.reason)
             continue
@@ -80,29 +88,29 @@ def _task_models(params: dict[str, Any], tasks: dict[str, Any],
     return models
 
 
-def predict_new_images(images: pd.DataFrame, unet: keras.Model, normalizer: dict[str, Any],
-                       params: dict[str, Any], patch_params: dict[str, Any],
-                       segmentation: dict[str, Any], tasks: dict[str, Any],
+def predict_new_images(images: pd.DataFrame, preprocess_config: dict[str, Any],
+                       unet_tflite: bytes, trained: dict[str, TrainedModel],
+                       params: dict[str, Any], tasks: dict[str, Any],
                        architectures: dict[str, Any], tiff_page: int = 0) -> pd.DataFrame:
-    """Per image and task: probabilities, label, patch counts, gating and confidence flags;
+    """Per image and task: probabilities, label, patch counts, selection and confidence flags;
     then per patient (mean of its images) where file names carry patient ids."""
-    models = _task_models(params, tasks, architectures)
-    settings = predict.PatchSettings.from_params(patch_params, segmentation)
+    models = _task_models(trained, params, tasks, architectures)
+    preprocessor = _preprocessor(preprocess_config, unet_tflite, params)
     threshold = params["low_confidence_threshold"]
-    by_image = predict.predict_images(images, models, normalizer, unet, settings, threshold,
-                                      tiff_page)
+    by_image = predict.predict_images(images, models, preprocessor, threshold, tiff_page)
     by_patient = predict.patient_means(by_image, models, threshold)
-    flagged = by_image[by_image["low_confidence"]]
-    logger.info("Predict: %d image(s) x %d task(s); %d row(s) low-confidence, %d image(s) "
-                "with no patch past UNet gating (all tissue patches used)", len(images),
-                len(models), len(flagged), by_image.drop_duplicates("image")["gating_fallback"]
-                .sum() if len(by_image) else 0)
+    per_image = by_image.drop_duplicates("image") if len(by_image) else by_image
+    counts = selection_counts(per_image["selection"]) if len(per_image) else {}
+    logger.info("Predict: %d image(s) x %d task(s); %d row(s) low-confidence; images by patch "
+                "selection: %s", len(images), len(models),
+                int(by_image["low_confidence"].sum()) if len(by_image) else 0,
+                ", ".join(f"{k}={v}" for k, v in counts.items()) or "none")
     return pd.concat([by_image, by_patient], ignore_index=True)
 
 
-def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame, unet: keras.Model,
-                       normalizer: dict[str, Any], params: dict[str, Any],
-                       patch_params: dict[str, Any], segmentation: dict[str, Any],
+def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame,
+                       preprocess_config: dict[str, Any], unet_tflite: bytes,
+                       trained: dict[str, TrainedModel], params: dict[str, Any],
                        tasks: dict[str, Any], architectures: dict[str, Any],
                        tiff_page: int = 0) -> Figure:
     """Grad-CAM over the first `predict.gradcam_images` images, for the first task: where in
@@ -112,22 +120,19 @@ def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame, unet: ke
         return figures.gradcam_figure([])
     task = by_image["task"].iloc[0]
     architecture = architectures[params["architecture"]]
-    paths = predict.model_paths(params["models"], task, architecture["name"])
-    model = keras.models.load_model(paths["keras"], compile=False)
-    settings = predict.PatchSettings.from_params(patch_params, segmentation)
-    normalise = stain.StainNormalizer.from_dict(normalizer).transform
-    unet_predict = export.keras_predictor(unet, 64)
+    model = trained[f"{task}.{architecture['name']}"].keras()
+    preprocessor = _preprocessor(preprocess_config, unet_tflite, params)
     classes = list(tasks[task]["classes"])
     rows = by_image[(by_image["task"] == task) & (by_image["n_patches"] > 0)]
     samples = []
     for row in rows.head(params["gradcam_images"]).itertuples(index=False):
         path = images.loc[images["image"] == row.image, "image_path"].iloc[0]
         image, _ = ingest.read_rgb(path, tiff_page)
-        found = predict.image_patches(image, normalise, unet_predict, settings)
+        found = preprocessor(image)
         probability = getattr(row, f"probability_{row.label}")
         heat = predict.gradcam_heatmap(model, found, image.shape, architecture["input_size"],
                                        classes.index(row.label))
-        flags = " (gating fallback)" if row.gating_fallback else ""
+        flags = "" if row.selection == "ok" else f" ({row.selection})"
         samples.append((f"{row.image}: {task} {row.label} p={probability:.2f}{flags}",
                         image, heat))
     return figures.gradcam_figure(samples)

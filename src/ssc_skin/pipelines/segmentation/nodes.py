@@ -11,15 +11,25 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ssc_skin.constants import MASK_CLASSES
+from ssc_skin.constants import DERMIS, MASK_CLASSES
 from ssc_skin.evaluation import figures
 from ssc_skin.evaluation.metrics import dice_iou
-from ssc_skin.imaging import stain, tiling
-from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.imaging import tiling
+from ssc_skin.inference import export, preprocess
+from ssc_skin.inference.preprocess import (
+    OK,
+    SELECTION_REASONS,
+    PreprocessConfig,
+    Preprocessor,
+    choose_patches,
+    segment_image,
+)
 from ssc_skin.models import builders, training
 
 logger = logging.getLogger(__name__)
-DERMIS = MASK_CLASSES["dermis"]
+
+IMAGE_SELECTION_COLUMNS = ["image", "patient", "label", "split", "n_tiles", "n_classified",
+                           "selection", "reason"]
 
 
 def _unet_inputs(patches: dict[str, np.ndarray], rows: np.ndarray,
@@ -54,56 +64,54 @@ def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     return model, summary
 
 
-def score_patches(unet: keras.Model, patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+def export_unet(unet: keras.Model) -> bytes:
+    """The UNet as TFLite float32: the runtime every gating decision uses, in training too."""
+    return export.to_tflite(unet)
+
+
+def score_patches(unet: keras.Model, unet_tflite: bytes, patches: dict[str, np.ndarray],
+                  patch_index: pd.DataFrame, preprocess_config: dict[str, Any],
                   params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Predict masks for every patch: dermis fraction per patch, Dice/IoU on val and test."""
-    size, chunk = params["input_size"], 2048  # chunks keep memory flat on large cohorts
-    predicted = np.concatenate([
-        training.predict(unet, tiling.resize_batch(patches["images"][start:start + chunk], size),
-                         params["batch_size"]).argmax(axis=-1).astype(np.uint8)
-        for start in range(0, len(patch_index), chunk)])
+    """Dermis fraction of every patch from the deployed (TFLite) UNet; Dice/IoU on val and
+    test for it and for the Keras model it was converted from."""
+    chunk = 2048  # chunks keep memory flat on large cohorts
+    deployed = Preprocessor(PreprocessConfig.from_dict(preprocess_config),
+                            export.tflite_segmenter(unet_tflite, params.get("num_threads", 2)))
+    reference = Preprocessor(deployed.config, export.keras_predictor(unet, 64))
+    predicted = np.concatenate(
+        [deployed.segment(patches["images"][start:start + chunk])
+         for start in range(0, len(patch_index), chunk)]
+        or [np.zeros((0, deployed.config.unet_input_size) * 2, np.uint8)])
     scored = patch_index.copy()
     scored["dermis_fraction"] = (predicted == DERMIS).mean(axis=(1, 2))
-    summary: dict[str, float] = {}
+    summary: dict[str, Any] = {"input_size": deployed.config.unet_input_size,
+                               "runtime": "tflite_float32"}
+    size = deployed.config.unet_input_size
     for split in ("val", "test"):
         rows = np.flatnonzero((patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy())
         if len(rows) == 0:
             continue
         truth = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
         dice, iou = dice_iou(truth, predicted[rows], DERMIS)
+        keras_dice, _ = dice_iou(truth, reference.segment(patches["images"][rows]), DERMIS)
         summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
-        logger.info("UNet %s: dermis Dice %.3f, IoU %.3f on %d patches", split, dice, iou, len(rows))
-    metrics = {k: {"value": v, "step": 0} for k, v in summary.items()}
+        summary[f"{split}_dermis_dice_keras"] = keras_dice
+        summary[f"{split}_masked_patches"] = len(rows)
+        logger.info("UNet %s: dermis Dice %.3f (Keras %.3f), IoU %.3f on %d patches at %d px",
+                    split, dice, keras_dice, iou, len(rows), size)
+    metrics = {k: {"value": v, "step": 0} for k, v in summary.items()
+               if isinstance(v, float | int) and not isinstance(v, bool)}
     summary["mask_sources"] = {str(k): int(v) for k, v in
                                patch_index["mask_source"].value_counts().items()}
     return scored, metrics, summary
 
 
-def predict_image_mask(unet: keras.Model, image: np.ndarray, window: int,
-                       input_size: int, min_tissue_fraction: float = 0.05) -> np.ndarray:
-    """A whole-image mask from the patch UNet: non-overlapping windows, edges padded."""
-    h, w = image.shape[:2]
-    padded = np.pad(image, ((0, -h % window), (0, -w % window), (0, 0)), mode="edge")
-    ys, xs = range(0, padded.shape[0], window), range(0, padded.shape[1], window)
-    tiles = np.stack([padded[y:y + window, x:x + window] for y in ys for x in xs])
-    labels = training.predict(unet, tiling.resize_batch(tiles, input_size)).argmax(-1)
-    labels = tiling.resize_batch(labels.astype(np.uint8), window, cv2.INTER_NEAREST)
-    tissue = tissue_mask(np.ascontiguousarray(padded))
-    glass = [tissue[y:y + window, x:x + window].mean() < min_tissue_fraction
-             for y in ys for x in xs]
-    labels[np.array(glass)] = 0  # windows the tiling calls glass are background, as in training
-    mask = np.zeros(padded.shape[:2], np.uint8)
-    for tile, (y, x) in zip(labels, [(y, x) for y in ys for x in xs], strict=True):
-        mask[y:y + window, x:x + window] = tile
-    return mask[:h, :w]
-
-
-def segmentation_overlays(unet: keras.Model, images: dict[str, Any], masks: dict[str, Any],
+def segmentation_overlays(unet_tflite: bytes, images: dict[str, Any], masks: dict[str, Any],
                           manifest: pd.DataFrame, patient_splits: pd.DataFrame,
-                          normalizer: dict[str, Any], window: int,
-                          params: dict[str, Any]) -> Figure:
+                          preprocess_config: dict[str, Any], params: dict[str, Any]) -> Figure:
     """The UNet's masks over one test image per class, next to the mask it was scored on."""
-    normalise = stain.StainNormalizer.from_dict(normalizer).transform
+    preprocessor = Preprocessor(PreprocessConfig.from_dict(preprocess_config),
+                                export.tflite_segmenter(unet_tflite, params.get("num_threads", 2)))
     test = set(patient_splits.loc[patient_splits["split"] == "test", "patient"])
     chosen = manifest[manifest["patient"].isin(test)].drop_duplicates("label")
     samples = []
@@ -111,25 +119,50 @@ def segmentation_overlays(unet: keras.Model, images: dict[str, Any], masks: dict
         image = np.asarray(images[row.image]().convert("RGB"))
         truth = np.asarray(masks[row.image]()) if row.has_mask else None
         source = {"cohort": "annotated", "pseudo": "pseudo-mask"}.get(row.mask_source, "no")
-        predicted = predict_image_mask(unet, normalise(image), window, params["input_size"])
+        predicted = segment_image(preprocessor, image)
         samples.append((f"{row.label} (test; {source} vs UNet)", image, truth, predicted))
     return figures.mask_overlay_figure(samples)
 
 
-def select_patches(scored_index: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """The patches the classifiers see: enough dermis (or all, when segmentation is off)."""
-    if "classifiable" in scored_index:  # enough tissue; the rest was only for the UNet
-        scored_index = scored_index[scored_index["classifiable"]]
-    if not params["use_segmentation"]:
-        return scored_index.copy()
-    keep = scored_index["dermis_fraction"] >= params["min_dermis_fraction"]
-    selected = scored_index[keep].copy()
-    logger.info("Segmentation gating kept %d of %d patches (dermis fraction >= %.2f)",
-                len(selected), len(scored_index), params["min_dermis_fraction"])
-    empty = [f"{s}/{lab}" for (s, lab), n in
-             scored_index.groupby(["split", "label"]).size().items()
-             if (selected["split"].eq(s) & selected["label"].eq(lab)).sum() == 0 and n]
+def select_patches(scored_index: pd.DataFrame, manifest: pd.DataFrame,
+                   patient_splits: pd.DataFrame, preprocess_config: dict[str, Any]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The patches the classifiers see, chosen per image by `preprocess.choose_patches` (the
+    rule `predict` and the served model apply), and one row per image saying how.
+
+    Every image is accounted for: classified normally (`ok`), from fallback patches (flagged;
+    evaluated, not trained on) or `not_assessable` (no tissue tile at all).
+    """
+    config = PreprocessConfig.from_dict(preprocess_config)
+    split_of = patient_splits.set_index("patient")["split"]
+    by_image = dict(tuple(scored_index.groupby("image", sort=False))) if len(scored_index) else {}
+    chosen, rows = [], []
+    for record in manifest.itertuples(index=False):
+        part = by_image.get(record.image, scored_index.iloc[0:0])
+        dermis = part["dermis_fraction"].to_numpy() if "dermis_fraction" in part else None
+        used, selection = choose_patches(part["tissue_fraction"].to_numpy(), dermis, config)
+        split = split_of[record.patient]
+        reason = SELECTION_REASONS[selection]
+        if split == "train" and selection != OK:  # fallback patches: evaluated, never learnt
+            used[:] = False
+            reason += " (left out of training)"
+        chosen.append(part[used].assign(selection=selection))
+        rows.append({"image": record.image, "patient": record.patient, "label": record.label,
+                     "split": split, "n_tiles": len(part), "n_classified": int(used.sum()),
+                     "selection": selection, "reason": reason})
+    selected = pd.concat([scored_index.iloc[0:0].assign(selection=""), *chosen],
+                         ignore_index=True)
+    images = pd.DataFrame(rows, columns=IMAGE_SELECTION_COLUMNS)
+    counts = preprocess.selection_counts(images["selection"])
+    logger.info("Patch selection: %d patches of %d images; images %s", len(selected),
+                len(images), ", ".join(f"{k}={v}" for k, v in counts.items()))
+    # training and early stopping need every class; a test class without any assessable
+    # image is reported by the evaluation instead
+    empty = [f"{s}/{lab}" for (s, lab), n in images.groupby(["split", "label"]).size().items()
+             if n and s != "test"
+             and not (selected["split"].eq(s) & selected["label"].eq(lab)).any()]
     if empty:
-        raise ValueError(f"segmentation gating removed every patch of {empty}; lower "
-                         "segmentation.selection.min_dermis_fraction or set use_segmentation: false")
-    return selected
+        raise ValueError(f"no classifiable patch is left in {empty}; lower "
+                         "segmentation.selection.min_dermis_fraction or "
+                         "patches.min_tissue_fraction, or set use_segmentation: false")
+    return selected, images

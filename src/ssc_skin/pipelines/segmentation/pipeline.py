@@ -1,8 +1,15 @@
-"""The `segmentation` pipeline: patches + masks -> UNet -> dermis fraction -> selected patches."""
+"""The `segmentation` pipeline: patches + masks -> UNet (exported to TFLite) -> dermis
+fraction -> the patches each image's classification uses."""
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import score_patches, segmentation_overlays, select_patches, train_unet
+from .nodes import (
+    export_unet,
+    score_patches,
+    segmentation_overlays,
+    select_patches,
+    train_unet,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -10,14 +17,18 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(train_unet, ["patches", "patch_index", "params:segmentation.unet"],
                  ["unet", "unet_training"], name="train_unet"),
-            node(score_patches, ["unet", "patches", "patch_index", "params:segmentation.unet"],
+            node(export_unet, "unet", "unet_tflite", name="export_unet"),
+            node(score_patches,
+                 ["unet", "unet_tflite", "patches", "patch_index", "preprocess_config",
+                  "params:segmentation.unet"],
                  ["scored_patch_index", "segmentation_metrics", "segmentation_summary"],
                  name="score_patches"),
             node(segmentation_overlays,
-                 ["unet", "cohort_images", "cohort_masks", "manifest", "patient_splits",
-                  "stain_normalizer", "params:patches.patch_size", "params:segmentation.unet"],
+                 ["unet_tflite", "cohort_images", "cohort_masks", "manifest", "patient_splits",
+                  "preprocess_config", "params:segmentation.unet"],
                  "segmentation_overlays", name="segmentation_overlays"),
-            node(select_patches, ["scored_patch_index", "params:segmentation.selection"],
-                 "classifier_patch_index", name="select_patches"),
+            node(select_patches,
+                 ["scored_patch_index", "manifest", "patient_splits", "preprocess_config"],
+                 ["classifier_patch_index", "image_selection"], name="select_patches"),
         ]
     )
