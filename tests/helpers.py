@@ -43,11 +43,10 @@ def kedro(project: Path, *args: str, timeout: int = 1200, **env: str
 
 
 @contextmanager
-def sqlite_tracking(folder: Path) -> Iterator[str]:
-    """MLflow pointed at a fresh SQLite store in `folder` for the block (runs go to its Default
-    experiment; the registry follows the tracking URI), then put back as it was."""
+def tracking_uri(uri: str) -> Iterator[str]:
+    """MLflow's global tracking URI set to `uri` for the block (the registry follows it), then
+    put back as it was, unset included, so no later test writes into this store."""
     previous = tracking_utils._tracking_uri  # None when unset; get_tracking_uri() resolves it
-    uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     try:
         yield uri
@@ -55,3 +54,11 @@ def sqlite_tracking(folder: Path) -> Iterator[str]:
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)
+
+
+@contextmanager
+def sqlite_tracking(folder: Path) -> Iterator[str]:
+    """MLflow pointed at a fresh SQLite store in `folder` for the block (runs go to its Default
+    experiment)."""
+    with tracking_uri(f"sqlite:///{Path(folder) / 'mlflow.db'}") as uri:
+        yield uri
