@@ -311,8 +311,6 @@ def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],
     logged model `<task>_<arch>`. Without that run (training tracked elsewhere or not at all),
     a new nested run gets the metrics and the model. No-op without an active run.
     """
-    from ssc_skin import tracking  # noqa: PLC0415 - keeps this edit inside log_model_run
-
     if mlflow.active_run() is None or "skipped" in evaluation:
         return
     name = f"{evaluation['task']}.{evaluation['architecture']}"
