@@ -222,17 +222,32 @@ class Preprocessor:
         """Candidates only are cropped, normalised and gated (the rest would be thrown away):
         each kept patch has exactly the pixels `cut` gives training for the same tile."""
         found = self.tiles(image)
-        fractions = np.array([t.tissue_fraction for t in found], float)
-        candidates, _ = candidate_patches(fractions, self.config)
-        kept = [t for t, keep in zip(found, candidates, strict=True) if keep]
+        kept = self.candidates(found)
         size = self.config.patch_size
-        patches = (self.normalizer.pixel_transform(image)(
-            np.stack([tiling.crop(image, t, size) for t in kept])) if kept
-            else np.zeros((0, size, size, 3), np.uint8))
-        dermis = self.dermis_fraction(patches) if kept else None
+        raw = (np.stack([tiling.crop(image, t, size) for t in kept]) if kept
+               else np.zeros((0, size, size, 3), np.uint8))
+        return self.from_candidates(raw, kept, self.normalizer.pixel_transform(image),
+                                    len(found))
+
+    def candidates(self, tiles: Sequence[tiling.Tile]) -> list[tiling.Tile]:
+        """The tiles worth reading: those with enough tissue, or the fallback's best ones."""
+        fractions = np.array([t.tissue_fraction for t in tiles], float)
+        chosen, _ = candidate_patches(fractions, self.config)
+        return [t for t, keep in zip(tiles, chosen, strict=True) if keep]
+
+    def from_candidates(self, raw_patches: np.ndarray, tiles: Sequence[tiling.Tile],
+                        stain_map: stain.PixelTransform, n_tissue_tiles: int) -> ImagePatches:
+        """The rest of the step for candidate patches already cut (`candidates`), e.g. a
+        slide's tiles read lazily at the target resolution: `stain_map` comes from
+        `normalizer.pixel_transform` on the slide's thumbnail or a sample of its tiles."""
+        size = self.config.patch_size
+        patches = (stain_map(np.asarray(raw_patches)) if len(tiles)
+                   else np.zeros((0, size, size, 3), np.uint8))
+        dermis = self.dermis_fraction(patches) if len(tiles) else None
         # on the candidates alone, the tissue step picks them all again with the same status
-        used, selection = choose_patches(fractions[candidates], dermis, self.config)
-        return ImagePatches(patches, kept, dermis, used, selection, len(found))
+        fractions = np.array([t.tissue_fraction for t in tiles], float)
+        used, selection = choose_patches(fractions, dermis, self.config)
+        return ImagePatches(patches, list(tiles), dermis, used, selection, n_tissue_tiles)
 
     def patches_for_classifier(self, image: np.ndarray, input_size: int
                                ) -> tuple[np.ndarray, ImagePatches]:
