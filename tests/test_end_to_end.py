@@ -3,7 +3,6 @@
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,37 +16,21 @@ import yaml
 from PIL import Image
 
 from ssc_skin.cohort import synthetic
+from tests.helpers import copy_project, kedro
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn")
 
 
-def _copy_project(project: Path) -> Path:
-    """The project's code and config (not its data or local config) in `project`."""
-    for name in ("pyproject.toml", ".telemetry", "README.md"):
-        if (PROJECT / name).exists():
-            shutil.copy(PROJECT / name, project / name)
-    shutil.copytree(PROJECT / "src", project / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT / "conf", project / "conf",
-                    ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    for layer in (PROJECT / "data").iterdir():
-        (project / "data" / layer.name).mkdir(parents=True)
-    return project
-
-
-def _kedro_run(project: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "test"], check=False,
-                            cwd=project, env=env, capture_output=True, text=True, timeout=1200)
+def _kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    result = kedro(project, "run", "--env", "test", *args)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result
 
 
 @pytest.fixture(scope="module")
 def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = _copy_project(tmp_path_factory.mktemp("project"))
+    project = copy_project(tmp_path_factory.mktemp("project"))
     _kedro_run(project)
     return project
 
@@ -148,7 +131,7 @@ def test_viz_build_shows_the_four_classification_namespaces(finished_project: Pa
 def test_each_model_has_a_nested_run_with_the_same_metric_names(mlflow_runs):
     _, runs = mlflow_runs
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert set(children) == set(MODELS)
+    assert set(MODELS) <= set(children)  # the texture peers have nested runs too
     names = [set(r.data.metrics) for r in children.values()]
     binary = set(children["binary.cnn"].data.metrics)
     assert {"test_patient_accuracy", "test_patient_auc", "train_seconds"} <= binary
@@ -206,7 +189,7 @@ def own_cohort_project(tmp_path_factory: pytest.TempPathFactory):
     cohort = tmp_path_factory.mktemp("their_cohort")
     _binary_folder_cohort(cohort)
     before = _checksums(cohort)
-    project = _copy_project(tmp_path_factory.mktemp("project"))
+    project = copy_project(tmp_path_factory.mktemp("project"))
     # `--env test` replaces conf/local, so the user's cohort goes into the test environment
     params_file = project / "conf/test/parameters.yml"
     params = yaml.safe_load(params_file.read_text())

@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 import mlflow
+import pandas as pd
 from kedro.io import AbstractDataset
 
 from ssc_skin.constants import Skipped
@@ -119,3 +120,24 @@ class TrainedModelsDataset(AbstractDataset[None, dict[str, TrainedModel]]):
 
     def _describe(self) -> dict[str, Any]:
         return {"models_path": str(self._models), "reports_path": str(self._reports)}
+
+
+class OptionalCSVDataset(AbstractDataset[pd.DataFrame, pd.DataFrame | None]):
+    """A CSV an earlier run may have left (the saved patient split): None when it is missing,
+    so the node reading it decides what to do. Read-only: the run writes the file through
+    its own dataset."""
+
+    def __init__(self, filepath: str) -> None:
+        self._filepath = Path(filepath)
+
+    def _load(self) -> pd.DataFrame | None:
+        return pd.read_csv(self._filepath) if self._filepath.is_file() else None
+
+    def _save(self, data: pd.DataFrame) -> None:
+        raise NotImplementedError("read-only: the file is written by another dataset")
+
+    def _exists(self) -> bool:
+        return True  # missing is a valid state, loaded as None
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

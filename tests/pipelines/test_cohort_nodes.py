@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from ssc_skin.cohort import synthetic
+from ssc_skin.datasets import OptionalCSVDataset
 from ssc_skin.pipelines.cohort.nodes import generate_synthetic_cohort, ingest_cohort, split_cohort
 
 CHECKS = {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "early", "late", "ssc"]}
@@ -107,20 +108,23 @@ def _manifest(n_per_class: int = 4) -> pd.DataFrame:
 
 
 def test_split_table_is_reused_when_settings_match(tmp_path):
-    params = {**SPLIT, "saved_table": str(tmp_path / "splits.csv")}
-    first = split_cohort(_manifest(), params)
+    """The saved table comes back through the catalog (`previous_patient_splits`)."""
+    saved = OptionalCSVDataset(str(tmp_path / "splits.csv"))
+    assert saved.load() is None  # a first run: nothing saved yet
+    first = split_cohort(_manifest(), SPLIT, saved.load())
     moved = first.copy()
     moved["split"] = moved["split"].map({"train": "val", "val": "test", "test": "train"})
-    moved.to_csv(params["saved_table"], index=False)
-    assert split_cohort(_manifest(), params)["split"].tolist() == moved["split"].tolist()
-    other_seed = split_cohort(_manifest(), {**params, "seed": 1})
+    moved.to_csv(tmp_path / "splits.csv", index=False)
+    again = split_cohort(_manifest(), SPLIT, saved.load())
+    assert again["split"].tolist() == moved["split"].tolist()
+    other_seed = split_cohort(_manifest(), {**SPLIT, "seed": 1}, saved.load())
     assert (other_seed["settings"] != moved["settings"]).all()
 
 
 def test_manifest_split_column_fixes_a_patients_split(tmp_path):
     manifest = _manifest()
     manifest.loc[manifest["patient"] == "pt-late0", "fixed_split"] = "test"
-    table = split_cohort(manifest, {**SPLIT, "saved_table": str(tmp_path / "none.csv")})
+    table = split_cohort(manifest, SPLIT)
     assert table.set_index("patient").loc["pt-late0", "split"] == "test"
 
 
@@ -128,7 +132,7 @@ def test_duplicate_image_across_splits_fails_the_run(tmp_path):
     manifest = _manifest()
     manifest.loc[manifest["patient"] == "pt-late0", "content_hash"] = "same"
     manifest.loc[manifest["patient"] == "pt-normal0", "content_hash"] = "same"
-    params = {**SPLIT, "reuse_saved": False, "saved_table": str(tmp_path / "none.csv")}
+    params = {**SPLIT, "reuse_saved": False}
     tables = [split_cohort(manifest, {**params, "seed": s}) for s in range(20)
               if _same_split(manifest, s, params)]
     assert tables  # some seeds put both patients in one split: no leak
@@ -144,7 +148,7 @@ def _same_split(manifest, seed, params) -> bool:
 
 
 def test_kfold_tests_every_patient_once(tmp_path):
-    params = {**SPLIT, "reuse_saved": False, "folds": 4, "saved_table": str(tmp_path / "x.csv")}
+    params = {**SPLIT, "reuse_saved": False, "folds": 4}
     tested = [p for fold in range(4)
               for p in split_cohort(_manifest(), {**params, "fold": fold}).query(
                   "split == 'test'")["patient"]]

@@ -110,7 +110,6 @@ def _split_problems(split: Any) -> list[str]:
         f"must be 0 (a single split) or an integer >= 2 (k-fold); got {v!r}",
         "fold": _integer(0),
         "reuse_saved": _boolean,
-        "saved_table": _path,
     })
     if problems or not isinstance(split, Mapping):
         return problems

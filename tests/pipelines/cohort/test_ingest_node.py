@@ -20,7 +20,7 @@ from ssc_skin.pipelines.predict.nodes import find_new_images
 
 CHECKS = {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "early", "late", "ssc"]}
 SPLIT = {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0, "folds": 0, "fold": 0,
-         "reuse_saved": False, "saved_table": "unused.csv"}
+         "reuse_saved": False}
 PATCHES = {"patch_size": 32, "min_saturation": 12}
 PREDICT = {"patient_ids": True, "patient_id_regex": None}
 
@@ -105,6 +105,7 @@ def test_a_cohort_with_only_bad_files_writes_its_report_then_stops(tmp_path):
         "quarantine": CSVDataset(filepath=str(report_path), save_args={"index": False}),
         "params:cohort": MemoryDataset(_cohort(root)),
         "params:cohort.split": MemoryDataset(SPLIT),
+        "previous_patient_splits": MemoryDataset(None),
         "params:patches.patch_size": MemoryDataset(32),
         "params:patches.min_saturation": MemoryDataset(12),
         "params:classification.tasks": MemoryDataset({}),

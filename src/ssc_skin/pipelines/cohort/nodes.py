@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -199,9 +198,12 @@ def _mask_loader(mask_path: str | None, image_path: str, source: str, tiff_page:
     return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
 
 
-def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def split_cohort(manifest: pd.DataFrame, params: dict[str, Any],
+                 previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Stratified patient-level split (or k-fold), reusing the saved table; checks leaks.
 
+    `previous` is the table the last run saved (the catalog's `previous_patient_splits`,
+    None when there is none).
     A manifest `split` column fixes those patients' split; the saved table (same settings)
     keeps everybody else where they were in earlier runs.
     """
@@ -217,7 +219,7 @@ def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame
                                       params["seed"])
     settings = _split_settings(params)
     if params.get("reuse_saved", False):
-        table = splits.reuse_saved_split(table, _saved_split(params["saved_table"], settings))
+        table = splits.reuse_saved_split(table, _saved_split(previous, settings))
     fixed = cohort.dropna(subset=["fixed_split"]).groupby("patient_id")["fixed_split"].first()
     table = splits.apply_fixed_splits(table, fixed)
     splits.assert_no_patient_leak(table)
@@ -234,13 +236,12 @@ def _split_settings(params: dict[str, Any]) -> str:
     return ",".join(f"{k}={params.get(k)}" for k in keys)
 
 
-def _saved_split(path: str, settings: str) -> pd.DataFrame | None:
+def _saved_split(saved: pd.DataFrame | None, settings: str) -> pd.DataFrame | None:
     """The split table an earlier run saved with the same settings, if any."""
-    if not Path(path).is_file():
+    if saved is None or saved.empty:
         return None
-    saved = pd.read_csv(path)
     if "settings" not in saved or set(saved["settings"]) != {settings}:
-        logger.info("Saved split table %s has other settings; splitting afresh", path)
+        logger.info("The saved split table has other settings; splitting afresh")
         return None
     return saved.rename(columns={"patient": "patient_id"})[["patient_id", "label", "split"]]
 
