@@ -79,6 +79,11 @@ def store(tmp_path):
         yield uri
 
 
+def _none(evaluations):
+    """No predictor reported by the export stage: the registry falls back to run tags."""
+    return [{} for _ in evaluations]
+
+
 def _a_training_run(scores):
     """A parent run with nested model runs and export tags, as `kedro run` leaves them."""
     evaluations = []
@@ -99,7 +104,7 @@ def test_both_tasks_are_registered_with_the_champion_alias_and_the_run_says_so(s
                                    ("three_class", "mobilenetv2"): 0.5,
                                    ("three_class", "cnn"): 0.6})
     with mlflow.start_run(run_name="registry") as run:
-        registered = register_champions(PARAMS, *evaluations)
+        registered = register_champions(PARAMS, *evaluations, *_none(evaluations))
     client = MlflowClient()
     for task, name in PARAMS["model_names"].items():
         version = client.get_model_version_by_alias(name, "champion")
@@ -122,24 +127,36 @@ def test_both_tasks_are_registered_with_the_champion_alias_and_the_run_says_so(s
 def test_a_worse_run_does_not_take_the_alias_unless_told_to(store):
     better = _a_training_run({("binary", "mobilenetv2"): 0.9})
     with mlflow.start_run():
-        register_champions(PARAMS, *better)
+        register_champions(PARAMS, *better, *_none(better))
     worse = _a_training_run({("binary", "mobilenetv2"): 0.5})
     with mlflow.start_run():
-        registered = register_champions(PARAMS, *worse)
+        registered = register_champions(PARAMS, *worse, *_none(worse))
     assert registered["binary"]["version"] == "2" and registered["binary"]["alias_version"] == "1"
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("ssc-skin-binary", "champion").version) == "1"
     with mlflow.start_run():
-        register_champions({**PARAMS, "promote": "always"}, *worse)
+        register_champions({**PARAMS, "promote": "always"}, *worse, *_none(worse))
     assert str(client.get_model_version_by_alias("ssc-skin-binary", "champion").version) == "3"
 
 
 def test_an_unknown_promotion_policy_names_the_key(store):
     evaluations = _a_training_run({("binary", "cnn"): 0.5})
     with mlflow.start_run(), pytest.raises(ValueError, match="registry.promote must be one of"):
-        register_champions({**PARAMS, "promote": "sometimes"}, *evaluations)
+        register_champions({**PARAMS, "promote": "sometimes"}, *evaluations, *_none(evaluations))
 
 
 def test_without_an_active_run_nothing_is_registered(store):
-    assert register_champions(PARAMS, _evaluation("binary", "cnn", 1.0)) == {}
+    assert register_champions(PARAMS, _evaluation("binary", "cnn", 1.0), {}) == {}
     assert MlflowClient().search_registered_models() == []
+
+
+def test_the_predictor_the_export_stage_reports_is_registered_for_its_champion(store):
+    """Export logs a whole-image predictor for every model: a CNN champion gets its own."""
+    evaluations = _a_training_run({("three_class", "mobilenetv2"): 0.5,
+                                   ("three_class", "cnn"): 0.6})
+    with mlflow.start_run():
+        own = _logged_model("three_class_cnn_whole_image_predictor")
+        predictors = [{"uri": None, "reason": "x"}, {"uri": own}]
+        registered = register_champions(PARAMS, *evaluations, *predictors)
+    assert registered["three_class"]["uri"] == own
+    assert registered["three_class"]["registered"] == "three_class.cnn whole-image predictor"

@@ -61,13 +61,15 @@ def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes 
                               summary: dict[str, Any], task: dict[str, Any],
                               architecture: dict[str, Any], preprocess_config: dict[str, Any],
                               unet_tflite: bytes, low_confidence_threshold: float,
-                              enabled: bool = True) -> None:
+                              enabled: bool = True) -> dict[str, Any]:
     """The whole-image pyfunc on the runtime export chose, in the active MLflow run, so that
     `mlflow models serve -m <model uri>` answers REST requests. It carries the training run's
     preprocessing (`preprocess.json`) and gating UNet, so it sees the patches training saw.
-    No-op without a run."""
+    Returns where it went (the registry reads it); nothing is logged without a run."""
     if mlflow.active_run() is None or not enabled or "skipped" in summary:
-        return
+        why = ("no active MLflow run" if mlflow.active_run() is None else
+               "export.log_predictor is false" if not enabled else summary["skipped"])
+        return {"uri": None, "reason": why}
     config = serving.PredictorConfig(
         class_names=tuple(task["classes"]), input_size=architecture["input_size"],
         preprocess=preprocess_config, low_confidence_threshold=low_confidence_threshold)
@@ -86,3 +88,4 @@ def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes 
                                           "_whole_image_predictor")
     # `mlflow models serve -m <this uri>`: the tag finds it from the run page
     mlflow.set_tag(f"{name}.whole_image_predictor_uri", info.model_uri)
+    return {"uri": info.model_uri, "runtime": summary["runtime"]}

@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["classifier", "tflite_float32", "export_summary", "params:task",
                   "params:architecture", "preprocess_config", "unet_tflite",
                   "params:predict.low_confidence_threshold", "params:export.log_predictor"],
-                 None, name="log_whole_image_predictor"),
+                 "whole_image_predictor", name="log_whole_image_predictor"),
         ]
     )
     return for_each_model(

@@ -42,8 +42,9 @@ def choose_model(champion: dict[str, Any], run_tags: dict[str, str]) -> tuple[st
     """(model URI, what it is, why) to register for a task's champion.
 
     A served model must take whole images, so the champion's whole-image predictor comes
-    first; export logs one for MobileNetV2 only so far, so next that of the same task's
-    MobileNetV2; last, the champion's Keras patch classifier (which takes patches, not images).
+    first (export logs one for every model); where it is missing (export.log_predictor off for
+    it, an older run), that of the same task's MobileNetV2; last, the champion's Keras patch
+    classifier (which takes patches, not images).
     """
     task, arch = champion["task"], champion["architecture"]
     own = run_tags.get(PREDICTOR_TAG.format(task=task, arch=arch))
@@ -52,9 +53,8 @@ def choose_model(champion: dict[str, Any], run_tags: dict[str, str]) -> tuple[st
     fallback = run_tags.get(PREDICTOR_TAG.format(task=task, arch=FALLBACK_ARCHITECTURE))
     if fallback:
         return (fallback, f"{task}.{FALLBACK_ARCHITECTURE} whole-image predictor",
-                f"the champion {task}.{arch} has no whole-image predictor (export logs one for "
-                f"{FALLBACK_ARCHITECTURE} only), so {task}.{FALLBACK_ARCHITECTURE}'s is "
-                "registered in its place")
+                f"the champion {task}.{arch} has no whole-image predictor in this run, so "
+                f"{task}.{FALLBACK_ARCHITECTURE}'s is registered in its place")
     if champion.get("model_uri"):
         return (champion["model_uri"], f"{task}.{arch} Keras patch classifier",
                 "no whole-image predictor was logged (export not run or export.log_predictor "
@@ -87,21 +87,31 @@ def run_note(champions: dict[str, dict[str, Any]], evaluations: list[dict[str, A
     return "\n".join(lines)
 
 
-def register_champions(params: dict[str, Any], *evaluations: dict[str, Any]
+def register_champions(params: dict[str, Any], *inputs: dict[str, Any]
                        ) -> dict[str, dict[str, Any]]:
     """Register each task's champion (best validation patients) in the MLflow Model Registry
     as `params.model_names[task]`, move `params.alias` to it (policy `params.promote`), and
     write the headline numbers into the run's description. No-op without an active run.
+
+    `inputs`: every model's evaluation, then the whole-image predictor the export stage
+    logged for it (same order): reading them makes the registry wait for the export.
     """
+    evaluations, predictors = inputs[: len(inputs) // 2], inputs[len(inputs) // 2:]
     active = mlflow.active_run()
     if active is None:
         return {}
+    logged = {f"{e['task']}.{e['architecture']}": p.get("uri")
+              for e, p in zip(evaluations, predictors, strict=True) if p}
     rank_by = list(params["rank_by"])
     champions = pick_champions(list(evaluations), rank_by)
     registered: dict[str, dict[str, Any]] = {}
     for task, champion in champions.items():
         name = params["model_names"][task]
-        tags = tracking.parent_run_tags(champion.get("mlflow_run_id")) or active.data.tags
+        tags = dict(tracking.parent_run_tags(champion.get("mlflow_run_id")) or active.data.tags)
+        for model, uri in logged.items():  # what the export stage returned wins over tags
+            if uri:
+                tags[PREDICTOR_TAG.format(task=model.split(".")[0],
+                                          arch=model.split(".")[1])] = uri
         uri, what, reason = choose_model(champion, tags)
         if not uri:
             logger.warning("%s: nothing registered: %s", name, reason)

@@ -11,7 +11,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(register_champions,
-                 ["params:registry", *[f"{ns}.evaluation" for ns in MODEL_NAMESPACES]],
+                 ["params:registry", *[f"{ns}.evaluation" for ns in MODEL_NAMESPACES],
+                  *[f"{ns}.whole_image_predictor" for ns in MODEL_NAMESPACES]],
                  "registered_models", name="register_champions"),
         ]
     )
