@@ -13,19 +13,20 @@ is the one place that maps them back.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ssc_skin import distributed
 from ssc_skin.cohort import ingest
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
-from ssc_skin.inference import export, serving
+from ssc_skin.inference import export, fanout, serving
 from ssc_skin.inference.preprocess import ImagePatches, Preprocessor
 from ssc_skin.models import gradcam
 
@@ -175,27 +176,32 @@ def load_task_model(task: Mapping[str, Any], architecture: Mapping[str, Any], ru
 
 def predict_images(images: pd.DataFrame, models: Sequence[TaskModel],
                    preprocessor: Preprocessor, low_confidence_threshold: float,
-                   tiff_page: int = 0) -> pd.DataFrame:
+                   tiff_page: int = 0, engine: Mapping[str, Any] | None = None,
+                   work: fanout.PredictWork | Skipped | None = None) -> pd.DataFrame:
     """One row per image and task: mean patch probabilities, label, counts and flags.
 
     `images` needs `image_path`, `image` and `patient` (pseudonyms); only pseudonyms come out.
-    Patches are cut once per image and shared by every task's model.
+    Patches are cut once per image and shared by every task's model. With `engine.kind: dask`
+    each image is `fanout.image_rows` on a Dask worker, which rebuilds the models from
+    `work` (`fanout.predict_work`: TFLite bytes, never a live model); the rows are the same.
     """
-    rows, start = [], time.perf_counter()
-    for done, record in enumerate(images.itertuples(index=False), start=1):
-        image, _ = ingest.read_rgb(record.image_path, tiff_page)
-        found = preprocessor(image)
-        for model in models:
-            probabilities = model.probabilities(found.used_patches)
-            summary = serving.summarise(probabilities, model.class_names,
-                                        low_confidence_threshold, found.selection)
-            rows.append({"level": "image", "image": record.image, "patient": record.patient,
-                         "task": model.task, "architecture": model.architecture,
-                         "runtime": model.runtime, **summary,
-                         "n_tissue_patches": found.n_tissue_tiles, "n_images": 1})
-        if done % max(1, len(images) // 10) == 0 or done == len(images):
-            logger.info("Predict: %d/%d images (%.2f images/s)", done, len(images),
-                        done / max(time.perf_counter() - start, 1e-9))
+    config = distributed.as_engine(engine)
+    if images.empty:  # no cluster to start for nothing
+        return order_columns(pd.DataFrame([]), models)
+    if config.kind == distributed.DASK and not isinstance(work, fanout.PredictWork):
+        logger.info("Predict: engine.kind is dask but images run in this process: %s",
+                    work.reason if isinstance(work, Skipped) else "no worker inputs given")
+        config = distributed.EngineConfig(progress_seconds=config.progress_seconds)
+    records = images[["image", "patient", "image_path"]].to_dict("records")
+    if config.kind == distributed.DASK:
+        per_image = distributed.map_ordered(fanout.predict_image_on_worker, records, config,
+                                            shared=work, total=len(records), label="images")
+    else:
+        per_image = distributed.map_ordered(
+            partial(fanout.image_rows, models=models, preprocessor=preprocessor,
+                    low_confidence_threshold=low_confidence_threshold, tiff_page=tiff_page),
+            records, config, total=len(records), label="images")
+    rows = [row for image_rows in per_image for row in image_rows]
     return order_columns(pd.DataFrame(rows), models)
 
 

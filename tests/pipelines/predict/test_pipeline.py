@@ -209,7 +209,7 @@ def test_the_predict_pipeline_runs_on_an_in_memory_catalog(new_images, study):
         "params:cohort.checks": CHECKS, "params:patches": PATCHES,
         "params:classification.tasks": TASKS,
         "params:classification.architectures": {"cnn": CNN},
-        "params:cohort.source.tiff_page": 0})
+        "params:cohort.source.tiff_page": 0, "params:engine": {"kind": "sequential"}})
     table = catalog.load("new_image_predictions")
     assert set(table["level"]) == {"image", "patient"} and len(table) == 4 * 2 + 2 * 2
     assert isinstance(catalog.load("new_image_gradcam"), Figure)

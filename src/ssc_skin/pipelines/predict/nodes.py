@@ -8,11 +8,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ssc_skin import distributed
 from ssc_skin.cohort import ingest
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
 from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import figures
-from ssc_skin.inference import export, predict
+from ssc_skin.inference import export, fanout, predict
 from ssc_skin.inference.predict import TrainedModel
 from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor, selection_counts
 
@@ -91,13 +92,20 @@ def _task_models(trained: dict[str, TrainedModel], params: dict[str, Any],
 def predict_new_images(images: pd.DataFrame, preprocess_config: dict[str, Any],
                        unet_tflite: bytes, trained: dict[str, TrainedModel],
                        params: dict[str, Any], tasks: dict[str, Any],
-                       architectures: dict[str, Any], tiff_page: int = 0) -> pd.DataFrame:
+                       architectures: dict[str, Any], tiff_page: int = 0,
+                       engine: dict[str, Any] | None = None) -> pd.DataFrame:
     """Per image and task: probabilities, label, patch counts, selection and confidence flags;
-    then per patient (mean of its images) where file names carry patient ids."""
+    then per patient (mean of its images) where file names carry patient ids. `engine`
+    (`params:engine`) may fan the images out to Dask workers; MLflow stays here."""
     models = _task_models(trained, params, tasks, architectures)
     preprocessor = _preprocessor(preprocess_config, unet_tflite, params)
     threshold = params["low_confidence_threshold"]
-    by_image = predict.predict_images(images, models, preprocessor, threshold, tiff_page)
+    fan_out = distributed.as_engine(engine)
+    work = (fanout.predict_work(models, trained, preprocess_config, unet_tflite, threshold,
+                                tiff_page, fan_out.threads_per_worker)
+            if fan_out.kind == distributed.DASK else None)
+    by_image = predict.predict_images(images, models, preprocessor, threshold, tiff_page,
+                                      fan_out, work)
     by_patient = predict.patient_means(by_image, models, threshold)
     per_image = by_image.drop_duplicates("image") if len(by_image) else by_image
     counts = selection_counts(per_image["selection"]) if len(per_image) else {}
