@@ -113,7 +113,7 @@ def _predict_path(study, image_file) -> pd.Series:
                            "min_saturation": 12},
         "params:classification.tasks": {"binary": {"name": "binary", "classes": CLASSES}},
         "params:classification.architectures": {"cnn": {"name": "cnn", "input_size": INPUT}},
-        "params:cohort.source.tiff_page": 0})
+        "params:cohort.source.tiff_page": 0, "params:engine": {"kind": "sequential"}})
     table = catalog.load("new_image_predictions")
     return table[table["level"] == "image"].iloc[0]
 

@@ -159,9 +159,13 @@ class TFLiteClassifier:
 
 
 UNET_BATCH_SIZE = 16  # the UNet sees small (coarse) patches: 16 a call, a few calls an image
+# One thread: for a model this small (int8, 32 px) a second thread cost more in hand-overs
+# than it gained on 2 cores (measured: int8 4.7-5.0 ms per 44 patches on 1 thread, 5.8-10.7
+# on 2), and the other core is left to the classifier or the next image.
+UNET_THREADS = 1
 
 
-def tflite_segmenter(model_bytes: bytes, num_threads: int = 2) -> Predictor:
+def tflite_segmenter(model_bytes: bytes, num_threads: int = UNET_THREADS) -> Predictor:
     """The exported gating UNet as a function: patches in, per-pixel class scores out. The
     one way training, `predict` and serving run it."""
     return TFLiteClassifier(model_bytes, num_threads, UNET_BATCH_SIZE).predict

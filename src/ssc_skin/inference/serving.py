@@ -198,7 +198,7 @@ def load_unet(path: str | Path, num_threads: int = 2) -> Classifier:
     """The gating UNet from its `.tflite` file (the runtime training gated with)."""
     from ssc_skin.inference.export import tflite_segmenter  # noqa: PLC0415
 
-    return tflite_segmenter(Path(path).read_bytes(), num_threads)
+    return tflite_segmenter(Path(path).read_bytes())
 
 
 class WholeImagePredictor(mlflow.pyfunc.PythonModel):

@@ -109,7 +109,7 @@ def segmented():
 def test_the_segmentation_pipeline_runs_on_an_in_memory_catalog(segmented):
     catalog, manifest = segmented
     summary = catalog.load("segmentation_summary")
-    assert summary["runtime"] == "tflite_float32" and summary["input_size"] == 16
+    assert summary["runtime"] == "tflite_int8" and summary["input_size"] == 16
     assert 0 <= summary["test_dermis_dice"] <= 1 and "test_dermis_dice_keras" in summary
     assert catalog.load("unet_tflite")[4:8] == b"TFL3"
     scored = catalog.load("scored_patch_index")

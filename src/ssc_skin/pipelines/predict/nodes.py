@@ -59,7 +59,7 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
 def _preprocessor(preprocess_config: dict[str, Any], unet_tflite: bytes,
                   params: dict[str, Any]) -> Preprocessor:
     """The training run's own preprocessing, gated by the UNet it exported."""
-    unet = export.tflite_segmenter(unet_tflite, params.get("num_threads", 2))
+    unet = export.tflite_segmenter(unet_tflite)
     return Preprocessor(PreprocessConfig.from_dict(preprocess_config), unet)
 
 

@@ -64,9 +64,25 @@ def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     return model, summary
 
 
-def export_unet(unet: keras.Model) -> bytes:
-    """The UNet as TFLite float32: the runtime every gating decision uses, in training too."""
-    return export.to_tflite(unet)
+def export_unet(unet: keras.Model, patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
+                params: dict[str, Any]) -> bytes:
+    """The UNet as TFLite: the runtime every gating decision uses, in training too.
+
+    `segmentation.unet.quantize: int8` (default) calibrates on training patches; on our CPUs
+    it runs the gating about twice as fast as float32, and its dermis Dice is reported beside
+    the Keras model's in `segmentation_summary`.
+    """
+    quantize = params.get("quantize", "int8")
+    if quantize not in export.QUANTIZATIONS:
+        raise ValueError(f"segmentation.unet.quantize must be one of "
+                         f"{', '.join(export.QUANTIZATIONS)}; got {quantize!r}")
+    if quantize == "float32":
+        return export.to_tflite(unet)
+    train = patch_index[patch_index["split"] == "train"]
+    sample = training.subsample(train, params.get("representative_patches", 100), 0)
+    representative = tiling.resize_batch(patches["images"][sample["row"].to_numpy()],
+                                         params["input_size"])
+    return export.to_tflite(unet, representative, "int8")
 
 
 def score_patches(unet: keras.Model, unet_tflite: bytes, patches: dict[str, np.ndarray],
@@ -76,7 +92,7 @@ def score_patches(unet: keras.Model, unet_tflite: bytes, patches: dict[str, np.n
     test for it and for the Keras model it was converted from."""
     chunk = 2048  # chunks keep memory flat on large cohorts
     deployed = Preprocessor(PreprocessConfig.from_dict(preprocess_config),
-                            export.tflite_segmenter(unet_tflite, params.get("num_threads", 2)))
+                            export.tflite_segmenter(unet_tflite))
     reference = Preprocessor(deployed.config, export.keras_predictor(unet, 64))
     predicted = np.concatenate(
         [deployed.segment(patches["images"][start:start + chunk])
@@ -85,7 +101,7 @@ def score_patches(unet: keras.Model, unet_tflite: bytes, patches: dict[str, np.n
     scored = patch_index.copy()
     scored["dermis_fraction"] = (predicted == DERMIS).mean(axis=(1, 2))
     summary: dict[str, Any] = {"input_size": deployed.config.unet_input_size,
-                               "runtime": "tflite_float32"}
+                               "runtime": f"tflite_{params.get('quantize', 'int8')}"}
     size = deployed.config.unet_input_size
     for split in ("val", "test"):
         rows = np.flatnonzero((patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy())
@@ -111,7 +127,7 @@ def segmentation_overlays(unet_tflite: bytes, images: dict[str, Any], masks: dic
                           preprocess_config: dict[str, Any], params: dict[str, Any]) -> Figure:
     """The UNet's masks over one test image per class, next to the mask it was scored on."""
     preprocessor = Preprocessor(PreprocessConfig.from_dict(preprocess_config),
-                                export.tflite_segmenter(unet_tflite, params.get("num_threads", 2)))
+                                export.tflite_segmenter(unet_tflite))
     test = set(patient_splits.loc[patient_splits["split"] == "test", "patient"])
     chosen = manifest[manifest["patient"].isin(test)].drop_duplicates("label")
     samples = []

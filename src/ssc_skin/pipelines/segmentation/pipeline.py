@@ -17,7 +17,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(train_unet, ["patches", "patch_index", "params:segmentation.unet"],
                  ["unet", "unet_training"], name="train_unet"),
-            node(export_unet, "unet", "unet_tflite", name="export_unet"),
+            node(export_unet, ["unet", "patches", "patch_index", "params:segmentation.unet"],
+                 "unet_tflite", name="export_unet"),
             node(score_patches,
                  ["unet", "unet_tflite", "patches", "patch_index", "preprocess_config",
                   "params:segmentation.unet"],
