@@ -24,32 +24,9 @@ from ssc_skin.inference import export, fanout
 from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.predict.nodes import find_new_images, predict_new_images
+from tests.distributed_tasks import add_shared, fail_on_three, pid_after, square_after
 
 pytest.importorskip("distributed")
-
-
-# --- top-level functions: workers import them by name -----------------------------------------
-
-def square_after(item: tuple[int, float]) -> int:
-    """item = (value, seconds to sleep): later items can finish first."""
-    value, seconds = item
-    time.sleep(seconds)
-    return value * value
-
-
-def fail_on_three(value: int) -> int:
-    if value == 3:
-        raise ValueError(f"bad item {value}")
-    return value
-
-
-def add_shared(value: int, shared: dict[str, int]) -> int:
-    return value + shared["offset"]
-
-
-def pid_after(seconds: float) -> int:
-    time.sleep(seconds)
-    return os.getpid()
 
 
 class Counting:
@@ -70,8 +47,10 @@ def cluster():
     `scheduler:` path); the default path (a cluster per call) has its own test."""
     from distributed import LocalCluster  # noqa: PLC0415
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.WARNING) as local:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.WARNING,
+                      scheduler_kwargs={"dashboard": False,
+                                        "dashboard_address": "127.0.0.1:0"}) as local:
         yield EngineConfig(kind="dask", scheduler=local.scheduler_address)
 
 

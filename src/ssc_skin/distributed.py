@@ -175,7 +175,7 @@ def _on_dask(fn: Callable[..., R], items: Iterable[T], shared: Any, config: Engi
 @contextmanager
 def dask_client(config: EngineConfig) -> Iterator[Any]:
     """A client of the configured scheduler, or of a LocalCluster of worker processes that
-    lives as long as the block (no dashboard: nothing listens beyond the machine's needs)."""
+    lives as long as the block (on 127.0.0.1, no dashboard)."""
     try:
         from distributed import Client, LocalCluster  # noqa: PLC0415
     except ImportError as error:
@@ -190,7 +190,11 @@ def dask_client(config: EngineConfig) -> Iterator[Any]:
         return
     cluster = LocalCluster(n_workers=config.n_workers,
                            threads_per_worker=config.threads_per_worker, processes=True,
-                           dashboard_address=None, silence_logs=logging.WARNING)
+                           host="127.0.0.1", dashboard_address=None,
+                           # its health/metrics HTTP server: this machine only, any free port
+                           scheduler_kwargs={"dashboard": False,
+                                             "dashboard_address": "127.0.0.1:0"},
+                           silence_logs=logging.WARNING)
     client = Client(cluster)
     try:
         yield client
