@@ -4,8 +4,7 @@ https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
 
 from kedro.config import OmegaConfigLoader
 
-from ssc_skin.hooks import NodeTimingHook
-from ssc_skin.input_hooks import InputSafetyHook
+from ssc_skin.hooks import InputSafetyHook, NodeTimingHook
 
 # kedro-mlflow registers its own hooks through its plugin entry point. InputSafetyHook runs
 # before them: it validates the configuration and keeps user paths out of MLflow params.

@@ -14,7 +14,7 @@ from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 from mlflow.tracking import MlflowClient
 
 from ssc_skin.cohort.ingest import CohortConfigError
-from ssc_skin.input_hooks import InputSafetyHook
+from ssc_skin.hooks import InputSafetyHook
 from ssc_skin.pipelines.cohort import create_pipeline as cohort_pipeline
 
 PROJECT = Path(__file__).resolve().parents[3]
