@@ -386,8 +386,8 @@ def test_custom_patient_regex(tmp_path):
 
 
 @pytest.mark.parametrize(("source", "message"), [
-    ({"layout": "foo"}, "cohort.source.layout must be one of folder, manifest, synthetic; "
-                        "got 'foo'"),
+    ({"layout": "foo"}, "cohort.source.layout must be one of folder, manifest, synthetic, "
+                        "slide_folder, slide_manifest; got 'foo'"),
     ({"layout": "folder"}, "cohort.source.root must be a path"),
     ({"layout": "manifest", "root": "x"}, "cohort.source.manifest must be a path"),
     ({"layout": "folder", "root": "x", "patient_id_regex": "^(P"}, "does not compile"),

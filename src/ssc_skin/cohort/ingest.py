@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 # Pillow's format names; MPO is what Pillow calls a camera JPEG that holds extra frames.
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "BMP"})
-LAYOUTS = ("folder", "manifest", "synthetic")
+LAYOUTS = ("folder", "manifest", "synthetic", "slide_folder", "slide_manifest")  # slide_*: cohort/slides.py
 DEFAULT_PATIENT_ID_REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
 PATIENT_FROM = ("filename", "folder")
 SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "patient_from", "label_map",

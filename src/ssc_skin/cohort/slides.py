@@ -50,6 +50,7 @@ import pandas as pd
 import tifffile
 
 from ssc_skin.cohort.ingest import (
+    _OUTSIDE_ROOT,
     DEFAULT_PATIENT_ID_REGEX,
     MANIFEST_REQUIRED,
     QUARANTINE_COLUMNS,
@@ -68,7 +69,7 @@ from ssc_skin.cohort.ingest import (
     _report_progress,
     _resolve,
     _text,
-    _walk_files,
+    _walk,
     check_labels,
     compile_patient_regex,
 )
@@ -550,6 +551,38 @@ def iter_slide_batches(path: str | os.PathLike[str], patch_size: int, target_mpp
         yield from iter_patches(slide, plan, tiles, batch_size)
 
 
+def read_tissue(path: str | os.PathLike[str], patch_size: int, target_mpp: float, *,
+                stride: int | None = None, min_saturation: int = 12,
+                manifest_mpp: float | None = None, fallback_mpp: float | None = None,
+                cells_per_tile: int = CELLS_PER_TILE,
+                max_thumbnail_pixels: int = MAX_THUMBNAIL_PIXELS) -> SlideTissue:
+    """Thumbnail, tissue mask and tile plan of a slide already validated (no sample reads):
+    what a cohort image stands in for (colour baseline, gallery, stain fit) and results draw on."""
+    with open_slide(path) as slide:
+        info = slide_info(slide, manifest_mpp, fallback_mpp)
+        plan = plan_tiles(info, patch_size, target_mpp, stride, cells_per_tile,
+                          max_thumbnail_pixels)
+        return detect_tissue(slide, info, plan, min_saturation)
+
+
+def is_slide_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is read as a slide: a slide-only extension, or a TIFF that OpenSlide
+    opens as a pyramid (more than one level; a flat tiled TIFF stays a plain image)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SLIDE_EXTENSIONS:
+        return False
+    if suffix not in (".tif", ".tiff"):
+        return True
+    try:
+        if openslide.OpenSlide.detect_format(str(path)) is None:
+            return False
+        with contextlib.closing(openslide.OpenSlide(str(path))) as slide:
+            return slide.level_count > 1
+    except (openslide.OpenSlideError, OSError):
+        return False
+
+
 # --- validation --------------------------------------------------------------------------------
 
 def validate_slide(path: str | os.PathLike[str], patch_size: int, target_mpp: float, *,
@@ -662,22 +695,32 @@ def _typed_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame
 # --- discovery ---------------------------------------------------------------------------------
 
 def discover_slide_folder(root: str | os.PathLike[str],
-                          patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX) -> pd.DataFrame:
+                          patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX, *,
+                          allow_outside_root: bool = False) -> pd.DataFrame:
     """Records of `<root>/<label>/**/<slide>` (SLIDE_RECORD_COLUMNS), sorted by path.
 
     Multi-file slides count once: a MIRAX data folder and the files a .vms lists are parts
     of their slide, and a folder of .dcm files is one DICOM slide named by its folder. Other
-    files come back with `problem` set, so they show in the quarantine table.
+    files come back with `problem` set, so they show in the quarantine table. Links leading
+    out of the folder are `outside_root` (never read) unless `allow_outside_root`, as for
+    images (`ingest._walk`).
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
-        raise CohortConfigError(f"cohort.source.root is not a folder: {root_path}")
+        raise CohortConfigError(f"cohort.source.root is not a folder ({root_path.name})")
     pattern = compile_patient_regex(patient_id_regex)
-    files = [path for path in _walk_files(root_path) if not _is_junk(path.name)]
+    walked = [(path, outside) for path, outside in _walk(root_path, allow_outside_root)
+              if not _is_junk(path.name)]
+    files = [path for path, outside in walked if not outside]
     parts = _companion_files(files)
     dicom: dict[Path, list[Path]] = defaultdict(list)
     rows = []
-    for path in files:
+    for path, outside in walked:
+        if outside:
+            row = _folder_record(root_path, path, path, pattern)
+            row.update(image_path=None, problem_check="outside_root", problem=_OUTSIDE_ROOT)
+            rows.append(row)
+            continue
         if path in parts:
             continue
         if path.suffix.lower() == ".dcm":
@@ -796,7 +839,8 @@ def discover_slides(source: Mapping[str, Any]) -> pd.DataFrame:
             raise CohortConfigError("cohort.source.root must be a path when layout is "
                                     "slide_folder")
         return discover_slide_folder(root, source.get("patient_id_regex")
-                                     or DEFAULT_PATIENT_ID_REGEX)
+                                     or DEFAULT_PATIENT_ID_REGEX,
+                                     allow_outside_root=bool(source.get("allow_outside_root")))
     if layout == "slide_manifest":
         if not source.get("manifest"):
             raise CohortConfigError("cohort.source.manifest must be a path when layout is "

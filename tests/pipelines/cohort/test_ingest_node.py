@@ -108,6 +108,8 @@ def test_a_cohort_with_only_bad_files_writes_its_report_then_stops(tmp_path):
         "previous_patient_splits": MemoryDataset(None),
         "params:patches.patch_size": MemoryDataset(32),
         "params:patches.min_saturation": MemoryDataset(12),
+        "params:patches": MemoryDataset({"patch_size": 32, "stride": 32, "min_saturation": 12,
+                                         "min_tissue_fraction": 0.5}),
         "params:classification.tasks": MemoryDataset({}),
         "params:cohort.colour_baseline": MemoryDataset({"bins": 8, "folds": 2, "seed": 0}),
     })

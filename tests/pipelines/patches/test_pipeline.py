@@ -86,7 +86,8 @@ def test_the_patches_pipeline_runs_on_an_in_memory_catalog():
     catalog = run_pipeline(create_pipeline(), {
         "cohort_images": images, "cohort_masks": masks, "manifest": manifest,
         "patient_splits": splits, "params:patches.stain": PATCH_PARAMS["stain"],
-        "params:patches": PATCH_PARAMS, "params:segmentation": SEGMENTATION})
+        "params:patches": PATCH_PARAMS, "params:segmentation": SEGMENTATION,
+        "linkage": None})
     config = catalog.load("preprocess_config")
     assert config["normalizer"]["method"] == "macenko" and config["patch_size"] == 32
     index, arrays = catalog.load("patch_index"), catalog.load("patches")

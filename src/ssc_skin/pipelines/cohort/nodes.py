@@ -24,6 +24,7 @@ from ssc_skin.cohort.privacy import (
 from ssc_skin.constants import LABELS
 from ssc_skin.evaluation import baseline, figures
 from ssc_skin.imaging import stain
+from ssc_skin.pipelines.cohort import slide_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,15 @@ def generate_synthetic_cohort(
     return images, masks, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
+def generate_synthetic_slides(cohort: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic slide cohort's settings (`cohort.synthetic_slides`), which the catalog's
+    `raw_slide_manifest` writes as pyramidal TIFFs; {} (nothing) for other layouts."""
+    return slide_nodes.synthetic_slide_spec(cohort)
+
+
 def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patch_size: int,
-                  min_saturation: int
+                  min_saturation: int, patches: dict[str, Any] | None = None,
+                  synthetic_slides: pd.DataFrame | None = None
                   ) -> tuple[dict[str, Callable[[], Image.Image]],
                              dict[str, Callable[[], Image.Image]],
                              pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -83,8 +91,12 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     A cohort with no usable image still returns (the report is written); `split_cohort`
     then stops the run.
     """
-    del synthetic_manifest
+    del synthetic_manifest, synthetic_slides
     source = ingest.check_source_config(cohort.get("source"))
+    if slide_nodes.is_slide_layout(source):  # slides: thumbnails + linkage, see slide_nodes
+        return slide_nodes.ingest_slides(source, cohort, {
+            "patch_size": patch_size, "stride": patch_size, "min_tissue_fraction": 0.5,
+            "min_saturation": min_saturation, **(patches or {})}, _linkage)
     if source["layout"] == "synthetic":
         source = {**source, "layout": "manifest"}
     checks = cohort.get("checks", {})

@@ -26,7 +26,7 @@ from ssc_skin.pipelines.evaluation.nodes import (
 
 from .nodes import assign_folds, build_cv_report, pool_model, pool_selection, tag_fold_runs
 
-SHARED = {"cohort_images", "cohort_masks", "manifest"}  # read once, used by every fold
+SHARED = {"cohort_images", "cohort_masks", "manifest", "linkage"}  # read once, used by every fold
 DEFAULT_FOLDS = 5
 
 

@@ -9,13 +9,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssc_skin.cohort.ingest import ImageProblem
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
+from ssc_skin.inference.slide_preprocess import SlideSettings, cut_slide, slide_tiles
+from ssc_skin.pipelines.cohort.slide_nodes import slide_paths
 
 logger = logging.getLogger(__name__)
 
 PATCH_INDEX_COLUMNS = ["row", "image", "patient", "label", "split", "x", "y", "tissue_fraction",
                        "classifiable", "has_mask", "mask_source"]
+# Slide patches: x, y are thumbnail pixels (the slide's cohort image); level-0 place and side:
+SLIDE_INDEX_COLUMNS = ["x0", "y0", "size0"]
 
 
 def _rgb(images: dict[str, Callable[[], Any]], image_id: str) -> np.ndarray:
@@ -43,7 +48,8 @@ def preprocess_config(normalizer: dict[str, Any], patches: dict[str, Any],
 
 def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
                     manifest: pd.DataFrame, patient_splits: pd.DataFrame,
-                    preprocess_config: dict[str, Any]
+                    preprocess_config: dict[str, Any], linkage: pd.DataFrame | None = None,
+                    patch_params: dict[str, Any] | None = None
                     ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
@@ -59,7 +65,13 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
     size = config.patch_size
     split_of = patient_splits.set_index("patient")["split"]
     patch_images, patch_masks, rows = [], [], []
+    slide_files = slide_paths(manifest, linkage)  # slide rows: cut from the slide in place
+    settings = SlideSettings.from_params(patch_params or {})
     for n, record in enumerate(manifest.itertuples(index=False), start=1):
+        if record.image in slide_files:
+            _add_slide_patches(record, slide_files[record.image], preprocessor, settings,
+                               split_of[record.patient], patch_images, patch_masks, rows)
+            continue
         image = _rgb(images, record.image)
         mask = (np.asarray(masks[record.image]()) if record.has_mask
                 else np.zeros(image.shape[:2], np.uint8))
@@ -74,7 +86,8 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
                          "has_mask": record.has_mask, "mask_source": record.mask_source})
         if n % max(1, len(manifest) // 5) == 0:
             logger.info("Patches: %d/%d images, %d patches so far", n, len(manifest), len(rows))
-    index = pd.DataFrame(rows, columns=PATCH_INDEX_COLUMNS)
+    index = pd.DataFrame(rows, columns=PATCH_INDEX_COLUMNS
+                         + (SLIDE_INDEX_COLUMNS if slide_files else []))
     logger.info("Patches: %d from %d images (%s); masks: %s", len(index), len(manifest),
                 ", ".join(f"{k}={v}" for k, v in index["split"].value_counts().items()),
                 ", ".join(f"{k}={v}" for k, v in index["mask_source"].value_counts().items()))
@@ -82,3 +95,37 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
     arrays = {"images": np.stack(patch_images) if patch_images else empty[..., None].repeat(3, -1),
               "masks": np.stack(patch_masks) if patch_masks else empty}
     return arrays, index
+
+
+def _add_slide_patches(record: Any, path: str, preprocessor: Preprocessor,
+                       settings: SlideSettings, split: str, patch_images: list[np.ndarray],
+                       patch_masks: list[np.ndarray], rows: list[dict[str, Any]]) -> None:
+    """A slide's share of `extract_patches`: `slide_preprocess.cut_slide` (every tile with
+    the fallback tissue share, normalised with the thumbnail's stain map), pseudo-masks per
+    raw patch. A slide that fails mid-read is dropped whole (logged by pseudonym)."""
+    config = preprocessor.config
+    images, masks, found_rows = [], [], []
+    try:
+        found = slide_tiles(path, config, settings, record.microns_per_pixel)
+        scale = 1.0 / found.tissue.plan.thumbnail_downsample
+        for normalised, raw, tiles in cut_slide(path, preprocessor, found, settings.batch_size):
+            images.extend(normalised)
+            for patch, tile in zip(raw, tiles.itertuples(index=False), strict=True):
+                masks.append(stain.pseudo_mask(patch) if record.mask_source == "pseudo"
+                             else np.zeros(patch.shape[:2], np.uint8))
+                found_rows.append({
+                    "image": record.image, "patient": record.patient, "label": record.label,
+                    "split": split, "x": round(tile.x * scale), "y": round(tile.y * scale),
+                    "tissue_fraction": tile.tissue_fraction,
+                    "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
+                    "has_mask": record.has_mask, "mask_source": record.mask_source,
+                    "x0": int(tile.x), "y0": int(tile.y), "size0": int(tile.size)})
+    except ImageProblem as problem:
+        logger.warning("Patches: slide %s dropped (%s: %s); its %d patch(es) so far discarded",
+                       record.image, problem.check, problem.reason, len(images))
+        return
+    for row in found_rows:
+        row["row"] = len(rows)
+        rows.append(row)
+    patch_images.extend(images)
+    patch_masks.extend(masks)

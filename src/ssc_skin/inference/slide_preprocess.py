@@ -1,0 +1,165 @@
+"""Whole-slide images through the one preprocessing step (`inference.preprocess`).
+
+A slide is never decoded whole, so `Preprocessor.__call__`/`cut` (which take an image) cannot
+run on it; this module feeds the same `Preprocessor` from the slide instead:
+
+- the stain map is `normalizer.pixel_transform(thumbnail)` (the slide's thumbnail stands in
+  for the whole image the map is estimated on);
+- tiles are the thumbnail mask's grid cells (`slides.iter_tiles`) with at least the fallback
+  share of tissue, as `Preprocessor.tiles` gives for an image;
+- training (`cut_slide`) streams ALL those tiles, stain-normalised, batch by batch, as
+  `Preprocessor.cut` does for an image; predict (`preprocess_slide`) reads only
+  `Preprocessor.candidates(tiles)` and hands them to `Preprocessor.from_candidates`.
+
+Tiles are `tiling.Tile(x, y, tissue_fraction)` in level-0 pixels; their level-0 side is kept
+beside them (`SlideTiles.table`, column `size`), since a slide's patch covers more level-0
+pixels than `patch_size`. No Kedro here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ssc_skin.cohort import slides
+from ssc_skin.imaging import stain, tiling
+from ssc_skin.inference.preprocess import ImagePatches, PreprocessConfig, Preprocessor
+
+
+@dataclass(frozen=True)
+class SlideSettings:
+    """How slides are cut: target resolution, thumbnail bound, read batch, fallback mpp."""
+
+    target_mpp: float = 2.0
+    fallback_mpp: float | None = None
+    max_thumbnail_pixels: int = slides.MAX_THUMBNAIL_PIXELS
+    cells_per_tile: int = slides.CELLS_PER_TILE
+    batch_size: int = 256
+
+    @classmethod
+    def from_params(cls, patches: Mapping[str, Any],
+                    fallback_mpp: float | None = None) -> SlideSettings:
+        """From the `patches` block (`target_microns_per_pixel`, `slide`) and
+        `cohort.source.microns_per_pixel` (the fallback for slides without metadata)."""
+        slide = patches.get("slide") or {}
+        return cls(target_mpp=float(patches.get("target_microns_per_pixel") or 2.0),
+                   fallback_mpp=float(fallback_mpp) if fallback_mpp else None,
+                   max_thumbnail_pixels=int(slide.get("max_thumbnail_pixels",
+                                                      slides.MAX_THUMBNAIL_PIXELS)),
+                   cells_per_tile=int(slide.get("cells_per_tile", slides.CELLS_PER_TILE)),
+                   batch_size=int(slide.get("batch_size", 256)))
+
+
+@dataclass
+class SlideTiles:
+    """A slide's tissue tiles (>= the fallback tissue share) and its thumbnail/mask/plan."""
+
+    tissue: slides.SlideTissue
+    table: pd.DataFrame  # slides.TILE_COLUMNS: x, y, size (level-0 px), tissue_fraction
+    size: tuple[int, int]  # level-0 width, height
+
+    @property
+    def tiles(self) -> list[tiling.Tile]:
+        return to_tiles(self.table)
+
+
+@dataclass
+class SlidePatches:
+    """What predict needs of one slide: the preprocessing result and where each patch lies."""
+
+    found: ImagePatches
+    sizes: np.ndarray  # level-0 side of each patch in `found`
+    tissue: slides.SlideTissue
+
+
+def to_tiles(table: pd.DataFrame) -> list[tiling.Tile]:
+    return [tiling.Tile(int(x), int(y), float(f)) for x, y, f in
+            zip(table["x"], table["y"], table["tissue_fraction"], strict=True)]
+
+
+def slide_tiles(path: str | os.PathLike[str], config: PreprocessConfig,
+                settings: SlideSettings, manifest_mpp: float | None = None) -> SlideTiles:
+    """Thumbnail, tissue and every tile with at least `config.lowest_tissue_fraction`.
+
+    The tile table is a few numbers per tile (not pixels), so it is built whole.
+    """
+    tissue = slides.read_tissue(path, config.patch_size, settings.target_mpp,
+                                stride=config.stride, min_saturation=config.min_saturation,
+                                manifest_mpp=manifest_mpp, fallback_mpp=settings.fallback_mpp,
+                                cells_per_tile=settings.cells_per_tile,
+                                max_thumbnail_pixels=settings.max_thumbnail_pixels)
+    with slides.open_slide(path) as slide:
+        width, height = (int(v) for v in slide.dimensions)
+    bands = list(slides.iter_tiles(tissue.mask, tissue.plan, config.lowest_tissue_fraction,
+                                   (width, height)))
+    table = (pd.concat(bands, ignore_index=True) if bands
+             else pd.DataFrame(columns=slides.TILE_COLUMNS))
+    return SlideTiles(tissue, table, (width, height))
+
+
+def stain_map(preprocessor: Preprocessor, tissue: slides.SlideTissue) -> stain.PixelTransform:
+    """The slide's stain map, estimated on its thumbnail (bounded size, all of its tissue)."""
+    return preprocessor.normalizer.pixel_transform(tissue.thumbnail)
+
+
+def cut_slide(path: str | os.PathLike[str], preprocessor: Preprocessor, found: SlideTiles,
+              batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+    """`Preprocessor.cut` for a slide, streamed: (normalised, raw, tiles) per read batch.
+
+    Every tile with at least the fallback tissue share (the UNet learns from border and fat
+    patches), stain-normalised with the thumbnail's map; memory is one batch.
+    """
+    if found.table.empty:
+        return
+    transform = stain_map(preprocessor, found.tissue)
+    with slides.open_slide(path) as slide:
+        for batch in slides.iter_patches(slide, found.tissue.plan, iter([found.table]),
+                                         batch_size):
+            yield transform(batch.images), batch.images, batch.tiles
+
+
+def preprocess_slide(path: str | os.PathLike[str], preprocessor: Preprocessor,
+                     settings: SlideSettings, manifest_mpp: float | None = None
+                     ) -> SlidePatches:
+    """`Preprocessor.__call__` for a slide: only candidate tiles are read, then
+    `from_candidates` (stain map, UNet gating, selection) exactly as for an image."""
+    found = slide_tiles(path, preprocessor.config, settings, manifest_mpp)
+    chosen = preprocessor.candidates(found.tiles)
+    keep = {(t.x, t.y) for t in chosen}
+    wanted = found.table[[(int(x), int(y)) in keep for x, y in
+                          zip(found.table["x"], found.table["y"], strict=True)]]
+    size = preprocessor.config.patch_size
+    raw, read = [], []
+    if len(wanted):
+        with slides.open_slide(path) as slide:
+            for batch in slides.iter_patches(slide, found.tissue.plan, iter([wanted]),
+                                             settings.batch_size):
+                raw.append(batch.images)
+                read.append(batch.tiles)
+    table = (pd.concat(read, ignore_index=True) if read
+             else pd.DataFrame(columns=slides.TILE_COLUMNS))
+    patches = np.concatenate(raw) if raw else np.zeros((0, size, size, 3), np.uint8)
+    result = preprocessor.from_candidates(patches, to_tiles(table),
+                                          stain_map(preprocessor, found.tissue),
+                                          len(found.table))
+    return SlidePatches(result, table["size"].to_numpy(np.int64), found.tissue)
+
+
+def tile_table(result: SlidePatches, probabilities: np.ndarray,
+               class_names: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """The classified tiles of a slide with x, y, size, tissue_fraction, probability_<class>:
+    what `slide_outputs.probability_heatmap` and `qupath_geojson` draw."""
+    used = result.found.used
+    tiles = result.found.used_tiles
+    table = pd.DataFrame({"x": [t.x for t in tiles], "y": [t.y for t in tiles],
+                          "size": result.sizes[used],
+                          "tissue_fraction": [t.tissue_fraction for t in tiles]})
+    for index, name in enumerate(class_names):
+        table[f"probability_{name}"] = (np.asarray(probabilities, np.float64)[:, index]
+                                        if len(tiles) else np.zeros(0))
+    return table
