@@ -58,6 +58,9 @@ class PreprocessConfig:
     use_segmentation: bool = True
     unet_input_size: int = 32  # patches are resized to this for the UNet (coarse = fast)
     min_dermis_fraction: float = 0.5
+    # Slides: the resolution patches are cut at and how slides are read (`patches` block's
+    # `target_microns_per_pixel` and `slide`), so predict cuts slides as training did.
+    slide: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("patch_size", "stride", "unet_input_size", "fallback_patches", "kernel"):
@@ -70,6 +73,7 @@ class PreprocessConfig:
                 raise ValueError(f"preprocessing: {name} must be within [0, 1], "
                                  f"got {getattr(self, name)!r}")
         object.__setattr__(self, "normalizer", dict(self.normalizer))
+        object.__setattr__(self, "slide", dict(self.slide))
 
     @property
     def lowest_tissue_fraction(self) -> float:
@@ -104,7 +108,10 @@ class PreprocessConfig:
             use_segmentation=bool(selection.get("use_segmentation", True)),
             unet_input_size=int(unet.get("input_size", cls.unet_input_size)),
             min_dermis_fraction=float(selection.get("min_dermis_fraction",
-                                                    cls.min_dermis_fraction)))
+                                                    cls.min_dermis_fraction)),
+            slide={**({"target_microns_per_pixel": patches["target_microns_per_pixel"]}
+                      if patches.get("target_microns_per_pixel") else {}),
+                   **(patches.get("slide") or {})})
 
 
 @dataclass

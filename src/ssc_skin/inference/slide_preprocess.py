@@ -42,6 +42,16 @@ class SlideSettings:
     batch_size: int = 256
 
     @classmethod
+    def from_config(cls, config: PreprocessConfig,
+                    fallback_mpp: float | None = None) -> SlideSettings:
+        """From the training run's saved preprocessing (`PreprocessConfig.slide`): predict
+        cuts slides exactly as training did."""
+        settings = dict(config.slide)
+        return cls.from_params({"target_microns_per_pixel":
+                                settings.pop("target_microns_per_pixel", None),
+                                "slide": settings}, fallback_mpp)
+
+    @classmethod
     def from_params(cls, patches: Mapping[str, Any],
                     fallback_mpp: float | None = None) -> SlideSettings:
         """From the `patches` block (`target_microns_per_pixel`, `slide`) and
