@@ -277,6 +277,71 @@ def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str,
     return result
 
 
+def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, Any]:
+    """`predict.predict_images` over 2 x `predict_images` PNG files (read from disk, as the
+    node does), sequential (TFLite on 2 threads) vs `engine.kind: dask` on a 2-worker
+    LocalCluster (1 thread each): with the cluster's start-up, as one `kedro run` pays it,
+    and warm (a second pass on the same cluster). Rows must agree to 1e-6."""
+    from PIL import Image  # noqa: PLC0415
+
+    from ssc_skin import distributed  # noqa: PLC0415 - the optional `dask` extra
+    from ssc_skin.inference import fanout, predict  # noqa: PLC0415
+
+    patch_params, segmentation = params["patches"], params["segmentation"]
+    unet_params = segmentation["unet"]
+    n_images, size = 2 * sizes.predict_images, sizes.predict_size
+    sections = [s.image for s in synthetic.generate_cohort(
+        {"normal": 1, "late": 1}, max(1, n_images // 2), size=(size, size), seed=7)][:n_images]
+    config = preprocess.PreprocessConfig.from_params(
+        patch_params, segmentation, stain.fit_normalizer("macenko", sections[:4]).to_dict())
+    classifier = export.to_tflite(model)
+    unet = export.to_tflite(builders.build_unet(unet_params["input_size"], 4,
+                                                unet_params["base_filters"],
+                                                unet_params["depth"]))
+    input_size = int(model.input_shape[1])
+    task = predict.TaskModel("binary", "bench", CLASSES, input_size, export.FLOAT32,
+                             export.TFLiteClassifier(classifier, 2).predict, lambda: None)
+    trained = {"binary.bench": predict.TrainedModel("binary.bench", None, lambda: classifier,
+                                                    None, None)}
+    preprocessor = preprocess.Preprocessor(config, export.tflite_segmenter(unet, 2))
+    engine = distributed.EngineConfig(kind="dask", n_workers=2, threads_per_worker=1)
+    work = fanout.predict_work([task], trained, config.to_dict(), unet, 0.6, 0, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for n, image in enumerate(sections):
+            paths.append(Path(folder) / f"image{n}.png")
+            Image.fromarray(image).save(paths[-1])
+        images = pd.DataFrame({"image": [p.stem for p in paths], "patient": None,
+                               "image_path": [str(p) for p in paths]})
+
+        def run(fan_out: distributed.EngineConfig) -> tuple[pd.DataFrame, float]:
+            start = time.perf_counter()
+            table = predict.predict_images(images, [task], preprocessor, 0.6, 0, fan_out, work)
+            return table, time.perf_counter() - start
+
+        predict.predict_images(images.head(1), [task], preprocessor, 0.6)  # warm-up
+        sequential, sequential_s = run(distributed.EngineConfig())
+        logger.info("fan-out: %d images on a fresh 2-worker LocalCluster", n_images)
+        fanned, cold_s = run(engine)
+        with distributed.dask_client(engine) as client:
+            address = distributed.EngineConfig(kind="dask", scheduler=client.scheduler.address)
+            run(address)  # workers import and build their interpreters
+            _, warm_s = run(address)
+    columns = [c for c in sequential.columns if c.startswith("probability_")]
+    difference = float(np.nanmax(np.abs(sequential[columns].to_numpy(float)
+                                        - fanned[columns].to_numpy(float))))
+    return {"images": n_images, "size": size, "workers": 2, "threads_per_worker": 1,
+            "sequential_images_per_second": n_images / sequential_s,
+            "dask_images_per_second": n_images / cold_s,
+            "dask_warm_images_per_second": n_images / warm_s,
+            "dask_startup_seconds": cold_s - warm_s,
+            "dask_speedup_vs_sequential": sequential_s / cold_s,
+            "dask_warm_speedup_vs_sequential": sequential_s / warm_s,
+            "same_rows": bool(sequential.drop(columns=columns).equals(
+                fanned.drop(columns=columns))),
+            "max_abs_probability_difference": difference}
+
+
 def bench_memory(sizes: Sizes) -> dict[str, Any]:
     """Peak RSS and wall time of `kedro run --pipelines cohort,patches` per cohort size, and
     of the project's imports alone (the floor every run starts from; not in --quick).
@@ -424,6 +489,16 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     keras_unet = pred["screening_path_keras_unet_images_per_second"]
     rows.append(("the same with the Keras UNet, images/s", f"TFLite UNet {full:.2f}",
                  f"Keras UNet {keras_unet:.2f}", f"{keras_unet / full:.2f}x"))
+    if "fanout" in results:
+        fan = results["fanout"]
+        rows.append((f"predict fan-out {fan['images']} images of {fan['size']} px, images/s",
+                     f"sequential {fan['sequential_images_per_second']:.2f}",
+                     f"Dask LocalCluster {fan['workers']}x{fan['threads_per_worker']} "
+                     f"{fan['dask_images_per_second']:.2f} incl. start-up "
+                     f"({fan['dask_startup_seconds']:.1f} s); warm "
+                     f"{fan['dask_warm_images_per_second']:.2f} "
+                     f"({fan['dask_warm_speedup_vs_sequential']:.2f}x)",
+                     f"{fan['dask_speedup_vs_sequential']:.2f}x"))
     memory = results["memory"]
     small, large = memory["runs"][0], memory["runs"][-1]
     rows.append(("cohort + patches peak RSS, MB",
@@ -497,6 +572,7 @@ def main() -> None:
     model = trained[sizes.inference_architecture]
     results["inference"] = bench_inference(sizes, params, model, x)
     results["predict"] = bench_predict(sizes, params, model)
+    results["fanout"] = bench_fanout(sizes, params, model)
     results["memory"] = bench_memory(sizes)
     results["meta"]["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
