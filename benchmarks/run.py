@@ -303,7 +303,7 @@ def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, 
                              export.TFLiteClassifier(classifier, 2).predict, lambda: None)
     trained = {"binary.bench": predict.TrainedModel("binary.bench", None, lambda: classifier,
                                                     None, None)}
-    preprocessor = preprocess.Preprocessor(config, export.tflite_segmenter(unet, 2))
+    preprocessor = preprocess.Preprocessor(config, export.tflite_segmenter(unet))
     engine = distributed.EngineConfig(kind="dask", n_workers=2, threads_per_worker=1)
     work = fanout.predict_work([task], trained, config.to_dict(), unet, 0.6, 0, 1)
     with tempfile.TemporaryDirectory() as folder:

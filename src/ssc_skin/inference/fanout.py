@@ -128,7 +128,7 @@ def predict_work(models: Sequence[Any], tflite: Mapping[str, Any],
 
 
 def _build_predict(work: PredictWork) -> tuple[list[_WorkerClassifier], Preprocessor]:
-    unet = export.tflite_segmenter(work.unet_tflite, work.num_threads)
+    unet = export.tflite_segmenter(work.unet_tflite)  # its own thread count, as the node
     preprocessor = Preprocessor(PreprocessConfig.from_dict(work.preprocess_config), unet)
     models = [_WorkerClassifier(c.task, c.architecture, c.runtime, c.class_names,
                                 c.input_size,
