@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ssc_skin.cohort import synthetic_slides
+from ssc_skin.inference.preprocess import PreprocessConfig
 from ssc_skin.pipelines.cohort import nodes as cohort_nodes
 from ssc_skin.pipelines.patches import nodes as patch_nodes
 
@@ -61,9 +62,9 @@ def test_slide_patches_are_cut_from_the_slide_at_the_target_resolution(slide_coh
     images, masks, manifest, linkage, _, _ = cohort_nodes.ingest_cohort(
         None, _cohort(slide_cohort), 64, 12, PATCHES)
     splits = pd.DataFrame({"patient": manifest["patient"].unique(), "split": "train"})
+    config = PreprocessConfig.from_params({**PATCHES, "patch_size": 64, "stride": 64}, None)
     arrays, index = patch_nodes.extract_patches(images, masks, manifest, splits,
-                                                {"patch_size": 64, "stride": 64}, linkage,
-                                                PATCHES)
+                                                config.to_dict(), linkage)
     assert arrays["images"].shape[1:] == (64, 64, 3) and len(arrays["images"]) == len(index)
     assert list(index["row"]) == list(range(len(index)))
     # every tile with the fallback share of tissue, as many as validation counted

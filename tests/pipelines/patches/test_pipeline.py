@@ -87,9 +87,22 @@ def test_the_patches_pipeline_runs_on_an_in_memory_catalog():
         "cohort_images": images, "cohort_masks": masks, "manifest": manifest,
         "patient_splits": splits, "params:patches.stain": PATCH_PARAMS["stain"],
         "params:patches": PATCH_PARAMS, "params:segmentation": SEGMENTATION,
-        "linkage": None})
+        "linkage": None, "params:engine": {"kind": "sequential"}})
     config = catalog.load("preprocess_config")
     assert config["normalizer"]["method"] == "macenko" and config["patch_size"] == 32
     index, arrays = catalog.load("patch_index"), catalog.load("patches")
     assert len(index) == len(arrays["images"]) == len(arrays["masks"]) > 0
     assert set(index["image"]) == {"im0", "im1", "im2"}
+
+
+def test_cutting_on_a_two_worker_dask_cluster_equals_cutting_here():
+    """The per-image fan-out of the patches stage (engine.kind: dask) changes nothing."""
+    images, masks, manifest, splits = tiny_cohort(masks=True)
+    here, index_here = extract_patches(images, masks, manifest, splits, _config(), None,
+                                       {"kind": "sequential"})
+    there, index_there = extract_patches(images, masks, manifest, splits, _config(), None,
+                                         {"kind": "dask", "n_workers": 2,
+                                          "threads_per_worker": 1})
+    pd.testing.assert_frame_equal(index_here, index_there)
+    np.testing.assert_array_equal(here["images"], there["images"])
+    np.testing.assert_array_equal(here["masks"], there["masks"])

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssc_skin import distributed
 from ssc_skin.cohort.ingest import ImageProblem
-from ssc_skin.imaging import stain, tiling
+from ssc_skin.imaging import stain
+from ssc_skin.inference import fanout
 from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.inference.slide_preprocess import SlideSettings, cut_slide, slide_tiles
 from ssc_skin.pipelines.cohort.slide_nodes import slide_paths
@@ -49,7 +51,7 @@ def preprocess_config(normalizer: dict[str, Any], patches: dict[str, Any],
 def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
                     manifest: pd.DataFrame, patient_splits: pd.DataFrame,
                     preprocess_config: dict[str, Any], linkage: pd.DataFrame | None = None,
-                    patch_params: dict[str, Any] | None = None
+                    engine: dict[str, Any] | None = None
                     ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
@@ -66,26 +68,29 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
     split_of = patient_splits.set_index("patient")["split"]
     patch_images, patch_masks, rows = [], [], []
     slide_files = slide_paths(manifest, linkage)  # slide rows: cut from the slide in place
-    settings = SlideSettings.from_params(patch_params or {})
-    for n, record in enumerate(manifest.itertuples(index=False), start=1):
+    settings = SlideSettings.from_config(config)
+    plain = [r for r in manifest.itertuples(index=False) if r.image not in slide_files]
+    # images are read here (the catalog's loaders stay in this process) and cut where the
+    # engine says: in this process, or on Dask workers (engine.kind: dask)
+    cuts = distributed.map_ordered(
+        fanout.cut_image_on_worker,
+        ((_rgb(images, r.image), np.asarray(masks[r.image]()) if r.has_mask else None)
+         for r in plain),
+        engine, shared=fanout.cut_work(preprocess_config), total=len(plain), label="images")
+    for record in manifest.itertuples(index=False):
         if record.image in slide_files:
             _add_slide_patches(record, slide_files[record.image], preprocessor, settings,
                                split_of[record.patient], patch_images, patch_masks, rows)
             continue
-        image = _rgb(images, record.image)
-        mask = (np.asarray(masks[record.image]()) if record.has_mask
-                else np.zeros(image.shape[:2], np.uint8))
-        cut, tiles = preprocessor.cut(image)
-        patch_images.extend(cut)
-        for tile in tiles:
-            patch_masks.append(tiling.crop(mask, tile, size))
+        cut = next(cuts)
+        patch_images.extend(cut.patches)
+        patch_masks.extend(cut.masks)
+        for tile in cut.tiles:
             rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
                          "label": record.label, "split": split_of[record.patient],
                          "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
                          "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
                          "has_mask": record.has_mask, "mask_source": record.mask_source})
-        if n % max(1, len(manifest) // 5) == 0:
-            logger.info("Patches: %d/%d images, %d patches so far", n, len(manifest), len(rows))
     index = pd.DataFrame(rows, columns=PATCH_INDEX_COLUMNS
                          + (SLIDE_INDEX_COLUMNS if slide_files else []))
     logger.info("Patches: %d from %d images (%s); masks: %s", len(index), len(manifest),

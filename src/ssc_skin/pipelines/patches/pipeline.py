@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "preprocess_config", name="preprocess_config"),
             node(extract_patches,
                  ["cohort_images", "cohort_masks", "manifest", "patient_splits",
-                  "preprocess_config", "linkage", "params:patches"],
+                  "preprocess_config", "linkage", "params:engine"],
                  ["patches", "patch_index"], name="extract_patches"),
         ]
     )
