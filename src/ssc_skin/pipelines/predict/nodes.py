@@ -7,29 +7,42 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image
 
 from ssc_skin import distributed
 from ssc_skin.cohort import ingest
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
 from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import figures
-from ssc_skin.inference import export, fanout, predict
+from ssc_skin.inference import export, fanout, predict, predict_slides
 from ssc_skin.inference.predict import TrainedModel
 from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor, selection_counts
+from ssc_skin.inference.slide_preprocess import SlideSettings
 
 logger = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ["image", "patient", "image_path"]
+IMAGE_COLUMNS = ["image", "patient", "image_path", "kind"]
+SLIDE, IMAGE = "slide", "image"
+
+
+def slide_settings(preprocess_config: dict[str, Any] | None,
+                   source: dict[str, Any]) -> SlideSettings:
+    """How slides are cut: the TRAINING run's settings (its saved `preprocess_config`), with
+    `cohort.source.microns_per_pixel` as the fallback for slides without metadata."""
+    config = PreprocessConfig.from_dict(preprocess_config or {})
+    return SlideSettings.from_config(config, fallback_mpp=source.get("microns_per_pixel"))
 
 
 def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict[str, Any],
-                    patch_params: dict[str, Any]
+                    patch_params: dict[str, Any],
+                    preprocess_config: dict[str, Any] | None = None
                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Valid images under `predict.input` (a folder or one file), with the cohort's checks.
+    """Valid images and slides under `predict.input` (a folder or one file), with the
+    cohort's checks (slides: the slide checks, cut as the training run cut them).
 
-    Returns the images to predict (pseudonyms and paths, kept in memory only), the quarantine
-    report (no raw id or path in it; without patient ids every file name is hidden) and the
-    local linkage table.
+    Returns the images to predict (pseudonyms, paths kept in memory only, `kind` image or
+    slide), the quarantine report of both (no raw id or path in it; without patient ids
+    every file name is hidden) and the local linkage table.
     """
     regex = None
     if params.get("patient_ids", True):
@@ -37,23 +50,48 @@ def find_new_images(params: dict[str, Any], source: dict[str, Any], checks: dict
     records = predict.discover_inputs(
         params["input"], regex, patient_from=source.get("patient_from") or "filename",
         allow_outside_root=bool(source.get("allow_outside_root", False)))
-    valid, quarantine = predict.validate_inputs(
-        records, min_side=patch_params["patch_size"],
+    is_slide = predict_slides.mark_slides(records)
+    valid_images, quarantine_images = predict.validate_inputs(
+        records[~is_slide], min_side=patch_params["patch_size"],
         min_tissue_fraction=checks["min_tissue_fraction"],
         min_saturation=patch_params.get("min_saturation", 12),
         tiff_page=source.get("tiff_page", 0))
+    frames = [valid_images.assign(kind=IMAGE)]
+    quarantines = [quarantine_images]
+    if is_slide.any():
+        valid_slides, quarantine_slides = _validate_slides(records[is_slide], patch_params,
+                                                           preprocess_config, source)
+        frames.append(valid_slides.assign(kind=SLIDE))
+        quarantines.append(quarantine_slides)
+    valid = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    quarantine = pd.concat([q for q in quarantines if len(q)] or quarantines[:1],
+                           ignore_index=True)
     if valid.empty:
-        logger.warning("Predict: no usable image under predict.input; see "
+        logger.warning("Predict: no usable image or slide under predict.input; see "
                        "data/08_reporting/predict_quarantine.csv")
     key = pseudonym_key()
     valid = pseudonymise_records(valid, key)
     report, _ = hide_quarantine(quarantine, records, key)
     linkage = valid[["image", "patient", "patient_id", "relative_path", "image_path"]].assign(
         image_path=lambda t: t["image_path"].map(ingest.display_text))
-    logger.info("Predict: %d valid image(s), %d file(s) quarantined%s", len(valid),
+    logger.info("Predict: %d valid image(s), %d valid slide(s), %d file(s) quarantined%s",
+                int((valid["kind"] == IMAGE).sum()), int((valid["kind"] == SLIDE).sum()),
                 len(quarantine),
                 " -> data/08_reporting/predict_quarantine.csv" if len(quarantine) else "")
     return valid[IMAGE_COLUMNS].reset_index(drop=True), report, linkage.reset_index(drop=True)
+
+
+def _validate_slides(records: pd.DataFrame, patch_params: dict[str, Any],
+                     preprocess_config: dict[str, Any] | None, source: dict[str, Any]
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cohort's slide checks with the training run's geometry; a slide qualifies with
+    one tile of the fallback tissue share, as in the cohort stage (`ingest_slides`)."""
+    del patch_params  # the training run's saved preprocessing decides, not today's params
+    config = PreprocessConfig.from_dict(preprocess_config or {})
+    return predict_slides.validate_slide_inputs(
+        records, patch_size=config.patch_size, stride=config.stride,
+        settings=slide_settings(preprocess_config, source),
+        min_tissue_fraction=config.lowest_tissue_fraction, min_saturation=config.min_saturation)
 
 
 def _preprocessor(preprocess_config: dict[str, Any], unet_tflite: bytes,
@@ -93,27 +131,63 @@ def predict_new_images(images: pd.DataFrame, preprocess_config: dict[str, Any],
                        unet_tflite: bytes, trained: dict[str, TrainedModel],
                        params: dict[str, Any], tasks: dict[str, Any],
                        architectures: dict[str, Any], tiff_page: int = 0,
-                       engine: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Per image and task: probabilities, label, patch counts, selection and confidence flags;
-    then per patient (mean of its images) where file names carry patient ids. `engine`
-    (`params:engine`) may fan the images out to Dask workers; MLflow stays here."""
+                       engine: dict[str, Any] | None = None,
+                       source: dict[str, Any] | None = None) -> pd.DataFrame:
+    """`predict_new_inputs`' table alone (slides' rows included, their pictures not)."""
+    return predict_new_inputs(images, preprocess_config, unet_tflite, trained, params, tasks,
+                              architectures, tiff_page, engine, source)[0]
+
+
+def predict_new_inputs(images: pd.DataFrame, preprocess_config: dict[str, Any],
+                       unet_tflite: bytes, trained: dict[str, TrainedModel],
+                       params: dict[str, Any], tasks: dict[str, Any],
+                       architectures: dict[str, Any], tiff_page: int = 0,
+                       engine: dict[str, Any] | None = None,
+                       source: dict[str, Any] | None = None
+                       ) -> tuple[pd.DataFrame, dict[str, Image.Image], dict[str, dict[str, Any]]]:
+    """The predict node. Per image or slide and task: probabilities, label, patch counts, selection and
+    confidence flags (`kind` image | slide); then per patient (mean of its images and slides)
+    where file names carry patient ids. Per slide also a heatmap (PNG) and a QuPath GeoJSON,
+    keyed by slide pseudonym ({} without slides). `engine` (`params:engine`) may fan the
+    images out to Dask workers (slides run here); MLflow stays here."""
     models = _task_models(trained, params, tasks, architectures)
     preprocessor = _preprocessor(preprocess_config, unet_tflite, params)
     threshold = params["low_confidence_threshold"]
+    kinds = images["kind"] if "kind" in images.columns else pd.Series(IMAGE, images.index)
+    plain, slide_table = images[kinds != SLIDE], images[kinds == SLIDE]
     fan_out = distributed.as_engine(engine)
     work = (fanout.predict_work(models, trained, preprocess_config, unet_tflite, threshold,
                                 tiff_page, fan_out.threads_per_worker)
-            if fan_out.kind == distributed.DASK else None)
-    by_image = predict.predict_images(images, models, preprocessor, threshold, tiff_page,
-                                      fan_out, work)
-    by_patient = predict.patient_means(by_image, models, threshold)
+            if fan_out.kind == distributed.DASK and len(plain) else None)
+    by_image = predict_slides.with_kind(predict.predict_images(
+        plain, models, preprocessor, threshold, tiff_page, fan_out, work))
+    outputs: dict[str, predict_slides.SlideOutputs] = {}
+    if len(slide_table):
+        by_slide, outputs = predict_slides.predict_slides(
+            slide_table, models, preprocessor, threshold,
+            slide_settings(preprocess_config, source or {}))
+        by_image = pd.concat([t for t in (by_image, by_slide) if len(t)] or [by_image],
+                             ignore_index=True)
+    by_patient = _with_patient_kinds(predict.patient_means(by_image, models, threshold),
+                                     by_image)
     per_image = by_image.drop_duplicates("image") if len(by_image) else by_image
     counts = selection_counts(per_image["selection"]) if len(per_image) else {}
-    logger.info("Predict: %d image(s) x %d task(s); %d row(s) low-confidence; images by patch "
-                "selection: %s", len(images), len(models),
+    logger.info("Predict: %d image(s) and %d slide(s) x %d task(s); %d row(s) low-confidence; "
+                "by patch selection: %s", len(plain), len(slide_table), len(models),
                 int(by_image["low_confidence"].sum()) if len(by_image) else 0,
                 ", ".join(f"{k}={v}" for k, v in counts.items()) or "none")
-    return pd.concat([by_image, by_patient], ignore_index=True)
+    heatmaps = {name: Image.fromarray(out.heatmap) for name, out in outputs.items()}
+    geojson = {name: out.geojson for name, out in outputs.items()}
+    return pd.concat([by_image, by_patient], ignore_index=True), heatmaps, geojson
+
+
+def _with_patient_kinds(by_patient: pd.DataFrame, by_image: pd.DataFrame) -> pd.DataFrame:
+    """Patient rows' `kind`: what they average (image, slide, or image+slide)."""
+    kinds = (by_image.dropna(subset=["patient"]).groupby("patient")["kind"]
+             .agg(lambda k: "+".join(sorted(set(k)))) if len(by_image) else pd.Series())
+    table = predict_slides.with_kind(by_patient)
+    table["kind"] = table["patient"].map(kinds).astype(object)
+    return table
 
 
 def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame,
@@ -124,6 +198,8 @@ def gradcam_new_images(images: pd.DataFrame, predictions: pd.DataFrame,
     """Grad-CAM over the first `predict.gradcam_images` images, for the first task: where in
     each section the evidence for its predicted label lies."""
     by_image = predictions[predictions["level"] == "image"]
+    if "kind" in by_image.columns:  # a slide is never read whole: its heatmap is the PNG
+        by_image = by_image[by_image["kind"] != SLIDE]
     if by_image.empty or params.get("gradcam_images", 0) <= 0:
         return figures.gradcam_figure([])
     task = by_image["task"].iloc[0]

@@ -1,12 +1,13 @@
 """The `predict` pipeline (not in `__default__`): the trained study as a screening tool.
 
 `kedro run --pipeline predict --params predict.input=/path/to/images` classifies new images
-with the latest run's models; the folder is only read.
+and whole-slide images with the latest run's models; the folder is only read. Slides also
+get a heatmap PNG and a QuPath GeoJSON (data/07_model_output/slides/).
 """
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import find_new_images, gradcam_new_images, predict_new_images
+from .nodes import find_new_images, gradcam_new_images, predict_new_inputs
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -14,15 +15,16 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(find_new_images,
                  ["params:predict", "params:cohort.source", "params:cohort.checks",
-                  "params:patches"],
+                  "params:patches", "preprocess_config"],
                  ["new_images", "predict_quarantine", "predict_linkage"],
                  name="find_new_images"),
-            node(predict_new_images,
+            node(predict_new_inputs,
                  ["new_images", "preprocess_config", "unet_tflite", "trained_models",
                   "params:predict", "params:classification.tasks",
                   "params:classification.architectures", "params:cohort.source.tiff_page",
-                  "params:engine"],
-                 "new_image_predictions", name="predict_new_images"),
+                  "params:engine", "params:cohort.source"],
+                 ["new_image_predictions", "slide_heatmaps", "slide_geojson"],
+                 name="predict_new_images"),
             node(gradcam_new_images,
                  ["new_images", "new_image_predictions", "preprocess_config", "unet_tflite",
                   "trained_models", "params:predict", "params:classification.tasks",

@@ -1,0 +1,177 @@
+"""The `predict` pipeline on whole-slide images: slide rows, heatmaps and QuPath GeoJSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from kedro_datasets.partitions import PartitionedDataset
+from PIL import Image
+
+from ssc_skin.cohort import synthetic, synthetic_slides
+from ssc_skin.imaging import stain
+from ssc_skin.inference import export, slide_outputs
+from ssc_skin.inference.preprocess import PreprocessConfig
+from ssc_skin.models.builders import build_cnn, build_unet
+from ssc_skin.pipelines.predict.nodes import find_new_images
+from ssc_skin.pipelines.predict.pipeline import create_pipeline
+from tests.pipelines.runner import run_pipeline
+
+SIZE, PATCH = 32, 64
+BINARY = {"name": "binary", "classes": ["normal", "ssc"]}
+TASKS = {"binary": BINARY}
+CNN = {"name": "cnn", "input_size": SIZE}
+# Today's params differ from the training run's on purpose: slides must be cut as trained.
+PATCHES = {"patch_size": 96, "stride": 96, "min_tissue_fraction": 0.5, "min_saturation": 12,
+           "target_microns_per_pixel": 4.0}
+SOURCE = {"patient_id_regex": "^(?P<patient>[A-Za-z0-9]+)", "tiff_page": 0}
+CHECKS = {"min_tissue_fraction": 0.05}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Patient SMITH07 with a slide (Aperio, mpp 0.5) and a plain image; a slide without any
+    mpp; a truncated slide."""
+    root = tmp_path_factory.mktemp("new_slides")
+    synthetic_slides.write_synthetic_slide(root / "SMITH07_1.svs", 1600, 1200, 2, "late",
+                                           mpp=0.5, seed=1)
+    synthetic_slides.write_synthetic_slide(root / "JONES42_1.tif", 1600, 1200, 2, mpp=None,
+                                           style="generic", seed=2)
+    synthetic_slides.truncated_copy(root / "SMITH07_1.svs", root / "DOE99_1.svs")
+    patient = synthetic.make_patient("x", "normal", np.random.default_rng(4))
+    Image.fromarray(synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0)
+                    .image).save(root / "SMITH07_a.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def study():
+    keras.utils.set_random_seed(0)
+    classifier = build_cnn(input_size=SIZE, n_classes=2, filters=(8,), dense_units=8)
+    unet = export.to_tflite(build_unet(32, 4, base_filters=4, depth=2))
+    patient = synthetic.make_patient("x", "normal", np.random.default_rng(9))
+    section = synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0).image
+    config = PreprocessConfig(patch_size=64, stride=64, unet_input_size=32,
+                              normalizer=stain.fit_normalizer("macenko", [section]).to_dict(),
+                              min_dermis_fraction=0.0,
+                              slide={"target_microns_per_pixel": 2.0, "batch_size": 8})
+    trained = {"binary.cnn": _Trained(classifier)}
+    return config.to_dict(), unet, trained
+
+
+class _Trained:
+    """What `TrainedModelsDataset` gives for one model (Keras only, not exported)."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.name, self.tflite, self.export_summary, self.skipped = "binary.cnn", None, None, None
+        self.keras = lambda: model
+
+
+def _params(path: Path) -> dict:
+    return {"input": str(path), "architecture": "cnn", "runtime": "keras", "tasks": None,
+            "patient_ids": True, "patient_id_regex": None, "low_confidence_threshold": 0.6,
+            "gradcam_images": 2, "num_threads": 2}
+
+
+def _run(study, path: Path, source: dict) -> object:
+    config, unet, trained = study
+    return run_pipeline(create_pipeline(), {
+        "preprocess_config": config, "unet_tflite": unet, "trained_models": trained,
+        "params:predict": _params(path), "params:cohort.source": source,
+        "params:cohort.checks": CHECKS, "params:patches": PATCHES,
+        "params:classification.tasks": TASKS,
+        "params:classification.architectures": {"cnn": CNN},
+        "params:cohort.source.tiff_page": 0, "params:engine": {"kind": "sequential"}})
+
+
+@pytest.fixture(scope="module")
+def catalog(inputs, study):
+    return _run(study, inputs, SOURCE)
+
+
+def test_slides_get_rows_of_kind_slide_and_join_their_patient(catalog, inputs):
+    table = catalog.load("new_image_predictions")
+    images = catalog.load("new_images")
+    assert sorted(images["kind"]) == ["image", "slide"]
+    rows = table[table["level"] == "image"]
+    assert sorted(rows["kind"]) == ["image", "slide"]
+    slide = rows[rows["kind"] == "slide"].iloc[0]
+    assert slide["n_patches"] > 0 and slide["n_tissue_patches"] >= slide["n_patches"]
+    assert slide["probability_normal"] + slide["probability_ssc"] == pytest.approx(1, abs=1e-4)
+    patient = table[table["level"] == "patient"]
+    assert len(patient) == 1 and patient["kind"].iloc[0] == "image+slide"
+    assert patient["n_images"].iloc[0] == 2
+    assert patient["probability_ssc"].iloc[0] == pytest.approx(rows["probability_ssc"].mean())
+    quarantine = catalog.load("predict_quarantine").to_csv()  # names kept, ids hidden
+    for raw in ("SMITH07", "JONES42", "DOE99", str(inputs)):
+        assert raw not in table.to_csv() and raw not in quarantine
+    assert ".svs" not in table.to_csv()
+
+
+def test_slide_quarantine_says_no_mpp_and_truncated(catalog):
+    quarantine = catalog.load("predict_quarantine")
+    assert sorted(quarantine["check"]) == ["no_mpp", "truncated"]
+    assert "microns_per_pixel" in quarantine.loc[quarantine["check"] == "no_mpp",
+                                                 "reason"].iloc[0]
+
+
+def test_fallback_mpp_admits_the_slide_without_metadata(inputs, study):
+    config, _, _ = study
+    images, quarantine, _ = find_new_images(_params(inputs / "JONES42_1.tif"),
+                                            {**SOURCE, "microns_per_pixel": 0.5}, CHECKS,
+                                            PATCHES, config)
+    assert list(images["kind"]) == ["slide"] and quarantine.empty
+
+
+def test_heatmap_and_geojson_per_slide(catalog):
+    table = catalog.load("new_image_predictions")
+    slide = table[(table["level"] == "image") & (table["kind"] == "slide")].iloc[0]
+    heatmaps, geojson = catalog.load("slide_heatmaps"), catalog.load("slide_geojson")
+    assert set(heatmaps) == set(geojson) == {slide["image"]}
+    heatmap = np.asarray(heatmaps[slide["image"]])
+    assert heatmap.ndim == 3 and heatmap.shape[2] == 3 and heatmap.dtype == np.uint8
+    collection = geojson[slide["image"]]
+    jsonschema.validate(collection, slide_outputs.QUPATH_GEOJSON_SCHEMA)
+    kinds = [f["properties"]["objectType"] for f in collection["features"]]
+    assert kinds.count("annotation") == 1
+    assert kinds.count("detection") == slide["n_patches"]
+    detection = next(f for f in collection["features"]
+                     if f["properties"]["objectType"] == "detection")
+    assert set(detection["properties"]["measurements"]) >= {"probability_normal",
+                                                            "probability_ssc"}
+    ring = detection["geometry"]["coordinates"][0]
+    side = ring[1][0] - ring[0][0]
+    assert side == pytest.approx(64 * 2.0 / 0.5, abs=1)  # cut as trained: 2 um/px, not 4
+
+
+def test_gradcam_skips_slides(catalog):
+    figure = catalog.load("new_image_gradcam")
+    assert sum(ax.get_visible() for ax in figure.axes) == 1  # the plain image only
+
+
+def test_partitioned_outputs_save_files_and_an_empty_dict(catalog, tmp_path):
+    heatmaps = PartitionedDataset(path=str(tmp_path / "heatmaps"), dataset="pillow.ImageDataset",
+                                  filename_suffix=".png", overwrite=True)
+    geojson = PartitionedDataset(path=str(tmp_path / "geojson"), dataset="json.JSONDataset",
+                                 filename_suffix=".geojson", overwrite=True)
+    heatmaps.save(catalog.load("slide_heatmaps"))
+    geojson.save(catalog.load("slide_geojson"))
+    [written] = list((tmp_path / "geojson").glob("*.geojson"))
+    assert json.loads(written.read_text())["type"] == "FeatureCollection"
+    assert list((tmp_path / "heatmaps").glob("*.png"))
+    heatmaps.save({})  # no slide in predict.input: nothing written, no error
+    geojson.save({})
+    assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("*.geojson"))
+
+
+def test_images_only_input_gives_no_slide_outputs(inputs, study, tmp_path):
+    (tmp_path / "SMITH07_a.png").write_bytes((inputs / "SMITH07_a.png").read_bytes())
+    catalog = _run(study, tmp_path, SOURCE)
+    assert catalog.load("slide_heatmaps") == {} and catalog.load("slide_geojson") == {}
+    assert set(catalog.load("new_image_predictions")["kind"]) == {"image"}
+    assert isinstance(catalog.load("new_image_predictions"), pd.DataFrame)
