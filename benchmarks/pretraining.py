@@ -38,10 +38,10 @@ from ssc_skin.evaluation import comparison  # noqa: E402
 
 OUT = PROJECT / "data" / "08_reporting"
 BACKBONE = "data/06_models/pretrained_backbone.keras"
-VARIANTS = {  # name -> (pretraining targets or None for random init)
+VARIANTS = {  # name -> extra `--params` of the pretraining run (None: random init, no run)
     "random": None,
-    "pretrained": "[compartment,severity]",
-    "pretrained-compartment": "[compartment]",
+    "pretrained": "",  # pretrain.targets as configured: compartment shares and severity
+    "pretrained-compartment": ",pretrain.targets=[compartment]",  # no disease label at all
 }
 METRICS = ("test_patient_accuracy", "test_patient_accuracy_ci_low",
            "test_patient_accuracy_ci_high", "test_patient_auc", "test_patient_auc_ci_low",
@@ -84,15 +84,14 @@ def run(model: str, patients: int, variants: list[str]) -> dict[str, object]:
         for variant in variants:
             targets = VARIANTS[variant]
             pretrain_seconds = 0.0
-            if targets:
+            if targets is not None:
                 pretrain_seconds = _kedro(project, ["--pipeline", "pretrain", "--params",
-                                                    f"pretrain.architecture={arch},"
-                                                    f"pretrain.targets={targets}"])
+                                                    f"pretrain.architecture={arch}{targets}"])
                 summary = json.loads((project / "data/06_models/pretrained_backbone.json")
                                      .read_text())
                 logger.info("%s: pretrained in %.0f s (%s)", variant, pretrain_seconds,
                             {k: summary[k] for k in ("targets", "train_patches", "epochs_run")})
-            weights = BACKBONE if targets else "null"
+            weights = "null" if targets is None else BACKBONE
             seconds = _kedro(project, [
                 "--env", "cv", "--pipeline", "cv", "--to-outputs", f"cv.{model}.evaluation",
                 "--params", f"{cohort},classification.architectures.{arch}.options.weights="

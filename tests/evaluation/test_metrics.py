@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from ssc_skin.evaluation import metrics
 
@@ -152,3 +153,14 @@ def test_bootstrap_needs_a_few_units_of_every_class():
     assert metrics.enough_for_bootstrap(np.array([0, 0, 0, 1, 1, 1]), 2)
     assert not metrics.enough_for_bootstrap(np.array([0, 0, 0, 1, 1]), 2)
     assert not metrics.enough_for_bootstrap(np.array([0, 0, 0, 0]), 2)  # a class absent
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_fast_auc_equals_sklearn_with_ties(n_classes):
+    rng = np.random.default_rng(n_classes)
+    y = np.tile(np.arange(n_classes), 20)
+    p = np.round(rng.dirichlet(np.ones(n_classes), len(y)) + 0.3 * np.eye(n_classes)[y], 1)
+    p = p / p.sum(1, keepdims=True)
+    expected = (roc_auc_score(y, p[:, 1]) if n_classes == 2
+                else roc_auc_score(y, p, multi_class="ovr"))
+    assert metrics.METRICS["auc"](y, p) == pytest.approx(expected, abs=1e-12)

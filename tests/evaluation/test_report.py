@@ -102,3 +102,10 @@ def test_every_report_image_is_an_mlflow_artifact_at_the_same_relative_path():
     for link in report.image_links(text):
         pattern = link.replace("binary.cnn", "{task}.{arch}")
         assert link in artifacts or pattern in artifacts, link
+
+
+def test_cv_report_links_only_figures_the_cv_pipeline_makes():
+    text = report.build_cv_markdown([_evaluation()], {"binary.cnn": [_evaluation()]},
+                                    {"folds": 2})
+    assert set(report.image_links(text)) == {"confusion_matrices.png", "roc_curves.png",
+                                             "reliability_diagrams.png"}

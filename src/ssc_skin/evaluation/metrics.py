@@ -7,13 +7,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, rankdata
 from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
     confusion_matrix,
     f1_score,
-    roc_auc_score,
 )
 
 
@@ -26,14 +25,26 @@ def aggregate_probabilities(probabilities: np.ndarray, groups: pd.Series,
     return mean.to_numpy(), group_labels.to_numpy()
 
 
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (average ranks for ties): the same number as
+    sklearn's roc_auc_score, ~50x faster, which the bootstraps need."""
+    ranks = rankdata(score)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _auc(y_true: np.ndarray, probabilities: np.ndarray) -> float:
+    """Binary AUC of the second class, or the macro one-vs-rest AUC (sklearn's
+    multi_class="ovr"); NaN unless every class is present."""
+    y_true = np.asarray(y_true)
     n_classes = probabilities.shape[1]
     if len(np.unique(y_true)) < n_classes:
         return float("nan")  # AUC is undefined unless every class is present
     if n_classes == 2:
-        return float(roc_auc_score(y_true, probabilities[:, 1]))
-    return float(roc_auc_score(y_true, probabilities, multi_class="ovr",
-                               labels=list(range(n_classes))))
+        return _binary_auc(y_true == 1, probabilities[:, 1])
+    return float(np.mean([_binary_auc(y_true == k, probabilities[:, k])
+                          for k in range(n_classes)]))
 
 
 def _brier(y_true: np.ndarray, probabilities: np.ndarray) -> float:

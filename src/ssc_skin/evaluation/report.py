@@ -253,11 +253,11 @@ def calibration_section(evaluations: list[dict[str, Any]],
 def patient_metrics_section(evaluations: list[dict[str, Any]]) -> list[str]:
     evaluations, _ = _split(evaluations)
     lines = ["## Patient-level test metrics (assessed patients)", "",
-             "| task | model | patients | balanced acc [95% CI] | macro F1 | AUC | Brier | "
-             "quadratic kappa |", "|---|---|---|---|---|---|---|---|"]
+             "| task | model | patients assessed / total | balanced acc [95% CI] | macro F1 | "
+             "AUC | Brier | quadratic kappa |", "|---|---|---|---|---|---|---|---|"]
     for ev in evaluations:
         lines.append(
-            f"| {ev['task']} | {_model(ev)} | {ev.get('test_patient_n', 'n/a')} "
+            f"| {ev['task']} | {_model(ev)} | {_of(ev, 'test_patient_n', 'test_patients_total')} "
             f"| {_ci(ev, 'test_patient_balanced_accuracy')} "
             f"| {_pct(ev.get('test_patient_macro_f1'))} "
             f"| {_num(ev.get('test_patient_auc'))} | {_num(ev.get('test_patient_brier'))} "
@@ -293,9 +293,11 @@ def gradcam_section(evaluations: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def training_section(evaluations: list[dict[str, Any]]) -> list[str]:
+def training_section(evaluations: list[dict[str, Any]], curves: bool = True) -> list[str]:
     evaluations, _ = _split(evaluations)
-    lines = ["## Training", "", "![Training curves](training_curves.png)", "",
+    lines = ["## Training", "", *(["![Training curves](training_curves.png)", ""] if curves
+                                  else ["Per model, the mean over the folds (training time: "
+                                        "their sum).", ""]),
              "| task | model | weights | train patches | epochs | "
              "patches/s (steady state) | parameters |", "|---|---|---|---|---|---|---|"]
     for ev in evaluations:
@@ -363,7 +365,9 @@ def fold_spread_section(folds: dict[str, list[dict[str, Any]]]) -> list[str]:
     numbers, then one row per fold."""
     lines = ["## Per-fold spread", "",
              "Each fold's model on its own test patients; the pooled table above is the one to "
-             "quote, this shows how much a single split would have varied.", "",
+             "quote, this shows how much a single split would have varied. A pooled AUC ranks "
+             "patients scored by different fold models, so it sits below the per-fold AUCs when "
+             "the folds' probability scales differ (accuracy does not depend on that).", "",
              "| task | model | folds | test patient accuracy: mean ± sd (min–max) | AUC: mean "
              "± sd (min–max) | per fold: accuracy (patients) |", "|---|---|---|---|---|---|"]
     for name, evaluations in folds.items():
@@ -405,7 +409,7 @@ def build_cv_markdown(pooled: list[dict[str, Any]], folds: dict[str, list[dict[s
              *comparison_section(run_facts.get("comparison") or {}, confidence),
              *accounting_section(pooled), *threshold_section(pooled),
              *calibration_section(pooled), *patient_metrics_section(pooled),
-             *figures_section(), *training_section(pooled)]
+             *figures_section(), *training_section(pooled, curves=False)]
     return "\n".join(lines)
 
 
