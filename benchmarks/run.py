@@ -486,9 +486,11 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                  f"{pred['unet_quantize']} UNet gating at {pred['unet_input_size']} px "
                  f"({pred['unet_gating_ms_per_image']:.1f} ms) {full:.2f}",
                  f"{full / plain:.2f}x"))
-    keras_unet = pred["screening_path_keras_unet_images_per_second"]
-    rows.append(("the same with the Keras UNet, images/s", f"TFLite UNet {full:.2f}",
-                 f"Keras UNet {keras_unet:.2f}", f"{keras_unet / full:.2f}x"))
+    for other, label in (("keras", "Keras UNet"), ("float32", "TFLite float32 UNet")):
+        speed = pred[f"screening_path_{other}_unet_images_per_second"]
+        rows.append(("the same with another UNet runtime, images/s",
+                     f"TFLite {pred['unet_quantize']} UNet {full:.2f}", f"{label} {speed:.2f}",
+                     f"{speed / full:.2f}x"))
     if "fanout" in results:
         fan = results["fanout"]
         rows.append((f"predict fan-out {fan['images']} images of {fan['size']} px, images/s",
