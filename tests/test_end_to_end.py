@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 from ssc_skin.cohort import synthetic
+from ssc_skin.evaluation.comparison import display_name
 from tests.helpers import copy_project, kedro
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_report_and_models_are_written(finished_project: Path):
     assert report.startswith("# ssc-skin study report")
     for model in MODELS:
         task, arch = model.split(".")
-        assert f"| {task} | {arch} |" in report
+        assert f"| {task} | {display_name(arch)} |" in report
         assert (finished_project / f"data/06_models/{model}.keras").stat().st_size > 10_000
     assert (finished_project / "data/06_models/unet.keras").exists()
     assert "Colour-only baseline" in report
@@ -59,7 +60,8 @@ def test_evaluation_pictures_and_html_report_are_written(finished_project: Path)
     for name in pictures:
         assert (reporting / name).read_bytes()[:4] == b"\x89PNG", name
     html = (reporting / "report.html").read_text()
-    assert html.count("<table>") >= 4 and 'src="confusion_matrices.png"' in html
+    assert html.count("<table>") >= 4 and 'alt="Confusion matrices' in html
+    assert 'src="data:image/png;base64,' in html and 'src="confusion_matrices.png"' not in html
     evaluation = json.loads((reporting / "three_class.cnn/evaluation.json").read_text())
     assert len(evaluation["test_patient_confusion"]) == 3
     assert {"test_patient_sensitivity_late", "test_patient_specificity_normal"} <= set(evaluation)
@@ -215,7 +217,7 @@ def test_own_binary_folder_cohort_runs_by_configuration_alone(own_cohort_project
     index = pd.read_parquet(project / "data/05_model_input/patch_index.parquet")
     assert set(index["mask_source"]) == {"pseudo"}  # no masks: the UNet learns pseudo-masks
     report = (project / "data/08_reporting/report.md").read_text()
-    assert "three_class / cnn skipped" in report and "| binary | cnn |" in report
+    assert "three_class / CNN skipped" in report and "| binary | CNN |" in report
     assert (project / "data/06_models/binary.cnn.keras").exists()
     assert not (project / "data/06_models/three_class.cnn.keras").exists()
     logs = result.stdout + result.stderr
