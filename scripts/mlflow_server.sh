@@ -52,7 +52,13 @@ mkdir -p "$ARTIFACTS"
 if [[ "$(id -u)" == 0 ]]; then
   PG_USER="${PG_USER:-postgres}"
   id "$PG_USER" >/dev/null 2>&1 || die "running as root, but there is no '$PG_USER' user to run PostgreSQL as (set PG_USER)"
-  as_pg() { runuser -u "$PG_USER" -- "$@"; }
+  # runuser lives in /usr/sbin, which a minimal PATH (CI, cron) may not hold; su as a fallback
+  RUNUSER="$(command -v runuser || ls /usr/sbin/runuser /sbin/runuser 2>/dev/null | head -n 1 || true)"
+  if [[ -n "$RUNUSER" ]]; then
+    as_pg() { "$RUNUSER" -u "$PG_USER" -- "$@"; }
+  else
+    as_pg() { su -s /bin/sh "$PG_USER" -c "$(printf '%q ' "$@")"; }
+  fi
   mkdir -p "$PGDATA"
   chown "$PG_USER" "$PGDATA"
   chmod 700 "$PGDATA"

@@ -6,7 +6,8 @@ from ssc_skin.pipeline_registry import register_pipelines
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-NAMESPACES = {"binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn"}
+NAMESPACES = {f"{t}.{a}" for t in ("binary", "three_class")
+              for a in ("mobilenetv2", "cnn", "densenet")}  # densenet: disabled by default
 
 
 def test_the_five_stages_and_default_are_registered():

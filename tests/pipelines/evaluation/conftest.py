@@ -9,6 +9,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from PIL import Image
 
+from ssc_skin.constants import Skipped
 from ssc_skin.models import builders
 from ssc_skin.pipelines.evaluation.pipeline import evaluated_namespaces
 
@@ -107,6 +108,14 @@ def evaluation_catalog() -> DataCatalog:
                 "train_seconds": 1.0, "weights_source": "random", "train_patches": 10,
                 "epochs_run": 1, "patches_per_second": 10.0, "parameters": 100,
                 "history": {"loss": [1.0], "val_loss": [1.1]}}
+        # the architecture declared but not enabled in this run (densenet by default)
+        data["params:classification.architectures.densenet"] = {"name": "densenet",
+                                                                "enabled": False}
+        reason = "densenet is not enabled in this run"
+        data[f"{name}.densenet.classifier"] = Skipped(reason)
+        data[f"{name}.densenet.training_summary"] = {
+            "task": name, "architecture": "densenet", "classes": task["classes"],
+            "skipped": reason}
     outputs = [f"{ns}.{what}" for ns in evaluated_namespaces()
                for what in ("evaluation", "metrics", "predictions")]
     return DataCatalog({**{k: MemoryDataset(v, copy_mode="assign") for k, v in data.items()},

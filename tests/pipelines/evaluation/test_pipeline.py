@@ -22,6 +22,9 @@ def finished(evaluation_catalog):
 def test_every_model_and_the_texture_peer_are_scored_by_the_same_code(finished):
     for namespace in evaluated_namespaces():
         evaluation = finished.load(f"{namespace}.evaluation")
+        if namespace.endswith(".densenet"):  # declared, not enabled: passed through as skipped
+            assert "not enabled" in evaluation["skipped"]
+            continue
         assert evaluation["test_images_total"] == 12
         assert evaluation["test_images_assessed"] == 11
         assert evaluation["test_patients_total"] == evaluation["test_patients_assessed"] == 6

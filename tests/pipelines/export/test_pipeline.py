@@ -129,8 +129,8 @@ def test_the_export_pipeline_runs_for_every_model_on_an_in_memory_catalog(patch_
     skipped task that passes through as markers."""
     pipeline = create_pipeline()
     namespaces = {n.namespace for n in pipeline.nodes}
-    assert namespaces == {"binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2",
-                          "three_class.cnn"}
+    assert namespaces == {f"{t}.{a}" for t in ("binary", "three_class")
+                          for a in ("mobilenetv2", "cnn", "densenet")}
     pipeline = pipeline.only_nodes_with_namespaces(["binary.cnn", "three_class.cnn"])
     patches, index = patch_data
     catalog = run_pipeline(pipeline, {

@@ -73,8 +73,13 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     size = architecture["input_size"]
     name = f"{task['name']}.{architecture['name']}"
     reason = unsupported_reason(patch_index["label"], task)
-    if reason:
+    if not architecture.get("enabled", True):
+        reason = (f"{architecture['name']} is not enabled in this run (classification."
+                  f"architectures.{architecture['name']}.enabled: false)")
+        logger.info("%s skipped: %s", name, reason)
+    elif reason:
         logger.warning("%s skipped: %s", name, reason)
+    if reason:
         return Skipped(reason), {"task": task["name"], "architecture": architecture["name"],
                                  "classes": list(task["classes"]), "skipped": reason}
     train = split_arrays(patches, patch_index, task, "train", size,
