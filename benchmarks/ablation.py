@@ -14,12 +14,13 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from project_copy import copy_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 OUT = PROJECT / "data" / "08_reporting"
@@ -36,20 +37,10 @@ METRICS = ("test_patient_accuracy", "test_patient_balanced_accuracy", "test_pati
 logger = logging.getLogger("ablation")
 
 
-def _copy_project(destination: Path) -> Path:
-    shutil.copytree(PROJECT / "src", destination / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
-    (destination / "conf" / "local").mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT / name, destination / name)
-    return destination
-
-
 def run_variant(params: dict[str, str], env: str | None) -> dict[str, dict[str, float]]:
     """One `kedro run` up to the CNN evaluations; their headline metrics."""
     with tempfile.TemporaryDirectory() as tmp:
-        project = _copy_project(Path(tmp))
+        project = copy_project(Path(tmp))
         command = [sys.executable, "-m", "kedro", "run",
                    "--to-outputs", ",".join(f"{m}.evaluation" for m in MODELS)]
         if params:

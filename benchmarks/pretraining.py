@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from project_copy import copy_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "src"))
@@ -51,17 +51,6 @@ METRICS = ("test_patient_accuracy", "test_patient_accuracy_ci_low",
 logger = logging.getLogger("pretraining")
 
 
-def _copy_project(destination: Path) -> Path:
-    shutil.copytree(PROJECT / "src", destination / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
-    (destination / "conf" / "local").mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        if (PROJECT / name).exists():
-            shutil.copy(PROJECT / name, destination / name)
-    return destination
-
-
 def _kedro(project: Path, args: list[str]) -> float:
     command = [sys.executable, "-m", "kedro", "run", *args]
     environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1",
@@ -80,7 +69,7 @@ def run(model: str, patients: int, variants: list[str]) -> dict[str, object]:
                       for label in ("normal", "early", "late"))
     results, predictions = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        project = _copy_project(Path(tmp))
+        project = copy_project(Path(tmp))
         for variant in variants:
             targets = VARIANTS[variant]
             pretrain_seconds = 0.0

@@ -19,12 +19,13 @@ import json
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from project_copy import copy_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 OUT = PROJECT / "data" / "08_reporting"
@@ -32,17 +33,6 @@ METRICS = ("test_patch_accuracy", "test_patient_accuracy", "test_patient_balance
            "test_patient_auc", "test_patient_accuracy_all")
 
 logger = logging.getLogger("seeds")
-
-
-def _copy_project(destination: Path) -> Path:
-    shutil.copytree(PROJECT / "src", destination / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
-    (destination / "conf" / "local").mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        if (PROJECT / name).exists():
-            shutil.copy(PROJECT / name, destination / name)
-    return destination
 
 
 def _kedro(project: Path, args: list[str], env: str | None) -> None:
@@ -59,7 +49,7 @@ def run(model: str, seeds: list[int], env: str | None) -> dict[str, object]:
     """Patches and UNet once, then `model` trained and evaluated once per seed."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        project = _copy_project(Path(tmp))
+        project = copy_project(Path(tmp))
         start = time.perf_counter()
         _kedro(project, ["--to-outputs", "classifier_patch_index,image_selection"], env)
         logger.info("cohort, patches and UNet: %.0f s", time.perf_counter() - start)
