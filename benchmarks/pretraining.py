@@ -43,21 +43,30 @@ VARIANTS = {  # name -> extra `--params` of the pretraining run (None: random in
     "pretrained": "",  # pretrain.targets as configured: compartment shares and severity
     "pretrained-compartment": ",pretrain.targets=[compartment]",  # no disease label at all
 }
-METRICS = ("test_patient_accuracy", "test_patient_accuracy_ci_low",
-           "test_patient_accuracy_ci_high", "test_patient_auc", "test_patient_auc_ci_low",
-           "test_patient_auc_ci_high", "test_patient_balanced_accuracy", "test_patch_accuracy",
-           "test_patient_n", "test_patients_total", "weights_source")
+METRICS = (
+    "test_patient_accuracy",
+    "test_patient_accuracy_ci_low",
+    "test_patient_accuracy_ci_high",
+    "test_patient_auc",
+    "test_patient_auc_ci_low",
+    "test_patient_auc_ci_high",
+    "test_patient_balanced_accuracy",
+    "test_patch_accuracy",
+    "test_patient_n",
+    "test_patients_total",
+    "weights_source",
+)
 
 logger = logging.getLogger("pretraining")
 
 
 def _kedro(project: Path, args: list[str]) -> float:
     command = [sys.executable, "-m", "kedro", "run", *args]
-    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1",
-                   "PYTHONPATH": str(project / "src")}
+    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(project / "src")}
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=project, env=environment, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        command, cwd=project, env=environment, capture_output=True, text=True, check=False
+    )
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
     return time.perf_counter() - start
@@ -65,8 +74,10 @@ def _kedro(project: Path, args: list[str]) -> float:
 
 def run(model: str, patients: int, variants: list[str]) -> dict[str, object]:
     arch = model.split(".")[1]
-    cohort = ",".join(f"cohort.synthetic.patients_per_class.{label}={patients}"
-                      for label in ("normal", "early", "late"))
+    cohort = ",".join(
+        f"cohort.synthetic.patients_per_class.{label}={patients}"
+        for label in ("normal", "early", "late")
+    )
     results, predictions = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         project = copy_project(Path(tmp))
@@ -74,33 +85,67 @@ def run(model: str, patients: int, variants: list[str]) -> dict[str, object]:
             targets = VARIANTS[variant]
             pretrain_seconds = 0.0
             if targets is not None:
-                pretrain_seconds = _kedro(project, ["--pipeline", "pretrain", "--params",
-                                                    f"pretrain.architecture={arch}{targets}"])
-                summary = json.loads((project / "data/06_models/pretrained_backbone.json")
-                                     .read_text())
-                logger.info("%s: pretrained in %.0f s (%s)", variant, pretrain_seconds,
-                            {k: summary[k] for k in ("targets", "train_patches", "epochs_run")})
+                pretrain_seconds = _kedro(
+                    project,
+                    [
+                        "--pipeline",
+                        "pretrain",
+                        "--params",
+                        f"pretrain.architecture={arch}{targets}",
+                    ],
+                )
+                summary = json.loads(
+                    (project / "data/06_models/pretrained_backbone.json").read_text()
+                )
+                logger.info(
+                    "%s: pretrained in %.0f s (%s)",
+                    variant,
+                    pretrain_seconds,
+                    {k: summary[k] for k in ("targets", "train_patches", "epochs_run")},
+                )
             weights = "null" if targets is None else BACKBONE
-            seconds = _kedro(project, [
-                "--env", "cv", "--pipeline", "cv", "--to-outputs", f"cv.{model}.evaluation",
-                "--params", f"{cohort},classification.architectures.{arch}.options.weights="
-                            f"{weights}"])
+            seconds = _kedro(
+                project,
+                [
+                    "--env",
+                    "cv",
+                    "--pipeline",
+                    "cv",
+                    "--to-outputs",
+                    f"cv.{model}.evaluation",
+                    "--params",
+                    f"{cohort},classification.architectures.{arch}.options.weights={weights}",
+                ],
+            )
             evaluation = json.loads(
-                (project / f"data/08_reporting/cv/{model}/evaluation.json").read_text())
-            results[variant] = {**{k: evaluation.get(k) for k in METRICS},
-                                "cv_seconds": seconds, "pretrain_seconds": pretrain_seconds}
+                (project / f"data/08_reporting/cv/{model}/evaluation.json").read_text()
+            )
+            results[variant] = {
+                **{k: evaluation.get(k) for k in METRICS},
+                "cv_seconds": seconds,
+                "pretrain_seconds": pretrain_seconds,
+            }
             predictions[variant] = pd.read_parquet(
-                project / f"data/07_model_output/cv/{model}/oof_predictions.parquet")
+                project / f"data/07_model_output/cv/{model}/oof_predictions.parquet"
+            )
             logger.info("%s: %s", variant, results[variant])
-    classes = [c.removeprefix("p_") for c in predictions[variants[0]].columns
-               if c.startswith("p_")]
+    classes = [c.removeprefix("p_") for c in predictions[variants[0]].columns if c.startswith("p_")]
     pairs = {}
     for other in variants[1:]:
         pairs[f"{other}_vs_{variants[0]}"] = comparison.compare(
-            other, predictions[other], variants[0], predictions[variants[0]], classes,
-            {"bootstrap_resamples": 2000, "confidence": 0.95, "seed": 0})
-    return {"model": model, "patients_per_class": patients, "variants": results,
-            "comparison": pairs}
+            other,
+            predictions[other],
+            variants[0],
+            predictions[variants[0]],
+            classes,
+            {"bootstrap_resamples": 2000, "confidence": 0.95, "seed": 0},
+        )
+    return {
+        "model": model,
+        "patients_per_class": patients,
+        "variants": results,
+        "comparison": pairs,
+    }
 
 
 def _pct(value: object) -> str:
@@ -112,12 +157,15 @@ def _num(value: object) -> str:
 
 
 def markdown(result: dict[str, object]) -> str:
-    lines = [f"Pretraining on a small cohort: `{result['model']}`, "
-             f"{result['patients_per_class']} synthetic patients per class, 5-fold pooled "
-             "cross-validation (`kedro run --env cv --pipeline cv`), every patient tested once.",
-             "", "| variant | weights | test patient acc (%) [95% CI] | AUC [95% CI] | balanced "
-             "acc (%) | test patch acc (%) | patients | CV run (s) | pretraining (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Pretraining on a small cohort: `{result['model']}`, "
+        f"{result['patients_per_class']} synthetic patients per class, 5-fold pooled "
+        "cross-validation (`kedro run --env cv --pipeline cv`), every patient tested once.",
+        "",
+        "| variant | weights | test patient acc (%) [95% CI] | AUC [95% CI] | balanced "
+        "acc (%) | test patch acc (%) | patients | CV run (s) | pretraining (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["variants"].items():
         lines.append(
             f"| {name} | {r['weights_source']} | {_pct(r['test_patient_accuracy'])} "
@@ -126,7 +174,8 @@ def markdown(result: dict[str, object]) -> str:
             f"[{_num(r['test_patient_auc_ci_low'])}, {_num(r['test_patient_auc_ci_high'])}] "
             f"| {_pct(r['test_patient_balanced_accuracy'])} | {_pct(r['test_patch_accuracy'])} "
             f"| {r['test_patient_n']}/{r['test_patients_total']} | {r['cv_seconds']:.0f} "
-            f"| {r['pretrain_seconds']:.0f} |")
+            f"| {r['pretrain_seconds']:.0f} |"
+        )
     lines.append("")
     lines += [f"- {c['sentence']}" for c in result["comparison"].values()]
     return "\n".join(lines) + "\n"

@@ -10,8 +10,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def copy_project(destination: Path) -> Path:
-    shutil.copytree(PROJECT / "src", destination / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        PROJECT / "src",
+        destination / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
     shutil.copytree(PROJECT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local"))
     (destination / "conf" / "local").mkdir()
     for name in ("pyproject.toml", ".telemetry"):

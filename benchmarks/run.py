@@ -77,11 +77,24 @@ class Sizes:
     memory_concurrent: bool = False
 
 
-QUICK = Sizes(tiling_images=2, tiling_size=512, tiling_repeats=1, train_patches=64, epochs=2,
-              architectures=("cnn",), inference_architecture="cnn",
-              inference_patches=((64, 16),), inference_rounds=2, predict_images=2,
-              predict_rounds=1, memory_patients=(3, 4), memory_images_per_patient=2,
-              memory_image_size=192, memory_floor=False, memory_concurrent=True)
+QUICK = Sizes(
+    tiling_images=2,
+    tiling_size=512,
+    tiling_repeats=1,
+    train_patches=64,
+    epochs=2,
+    architectures=("cnn",),
+    inference_architecture="cnn",
+    inference_patches=((64, 16),),
+    inference_rounds=2,
+    predict_images=2,
+    predict_rounds=1,
+    memory_patients=(3, 4),
+    memory_images_per_patient=2,
+    memory_image_size=192,
+    memory_floor=False,
+    memory_concurrent=True,
+)
 
 
 def config() -> dict[str, Any]:
@@ -95,11 +108,18 @@ def config() -> dict[str, Any]:
 
 # --- stages ------------------------------------------------------------------------------------
 
+
 def bench_tiling(sizes: Sizes, patches: dict[str, Any]) -> dict[str, Any]:
     """Tissue detection + `grid_tiles` vs the naive loop of `benchmarks/tiling.py`."""
-    images = [s.image for s in synthetic.generate_cohort(
-        {"normal": 1, "late": 1}, max(1, sizes.tiling_images // 2),
-        size=(sizes.tiling_size, sizes.tiling_size), seed=1)]
+    images = [
+        s.image
+        for s in synthetic.generate_cohort(
+            {"normal": 1, "late": 1},
+            max(1, sizes.tiling_images // 2),
+            size=(sizes.tiling_size, sizes.tiling_size),
+            seed=1,
+        )
+    ]
     megapixels = sum(i.shape[0] * i.shape[1] for i in images) / 1e6
     size, stride = patches["patch_size"], patches["stride"]
     fraction, saturation = patches["min_tissue_fraction"], patches["min_saturation"]
@@ -107,30 +127,40 @@ def bench_tiling(sizes: Sizes, patches: dict[str, Any]) -> dict[str, Any]:
     for image in images:
         seconds, mask = best_of(sizes.tiling_repeats, tissue_mask, image, saturation)
         detect += seconds
-        seconds, tiles = best_of(sizes.tiling_repeats, tiling.grid_tiles, mask, size, stride,
-                                 fraction)
+        seconds, tiles = best_of(
+            sizes.tiling_repeats, tiling.grid_tiles, mask, size, stride, fraction
+        )
         ours += seconds
-        seconds, reference = best_of(sizes.tiling_repeats, naive_tiles, mask, size, stride,
-                                     fraction)
+        seconds, reference = best_of(
+            sizes.tiling_repeats, naive_tiles, mask, size, stride, fraction
+        )
         naive += seconds
         if [(t.x, t.y) for t in tiles] != [(x, y) for x, y, _ in reference]:
             raise AssertionError("grid_tiles and the naive loop disagree")
-    return {"images": len(images), "size": sizes.tiling_size, "patch": size, "stride": stride,
-            "megapixels": megapixels, "tiling_mp_per_s": megapixels / ours,
-            "naive_tiling_mp_per_s": megapixels / naive,
-            "tiling_speedup_vs_naive": naive / ours,
-            "tissue_detection_mp_per_s": megapixels / detect,
-            "detection_plus_tiling_mp_per_s": megapixels / (detect + ours),
-            "naive_detection_plus_tiling_mp_per_s": megapixels / (detect + naive)}
+    return {
+        "images": len(images),
+        "size": sizes.tiling_size,
+        "patch": size,
+        "stride": stride,
+        "megapixels": megapixels,
+        "tiling_mp_per_s": megapixels / ours,
+        "naive_tiling_mp_per_s": megapixels / naive,
+        "tiling_speedup_vs_naive": naive / ours,
+        "tissue_detection_mp_per_s": megapixels / detect,
+        "detection_plus_tiling_mp_per_s": megapixels / (detect + ours),
+        "naive_detection_plus_tiling_mp_per_s": megapixels / (detect + naive),
+    }
 
 
-def synthetic_patches(n: int, size: int, patch: int, seed: int = 3
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_patches(
+    n: int, size: int, patch: int, seed: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Tissue patches of normal and late-SSc synthetic sections, labels 0/1, `n` of them."""
     images, labels = [], []
     per_class = max(1, n // 40)
-    for section in synthetic.generate_cohort({"normal": per_class, "late": per_class}, 1,
-                                             size=(size, size), seed=seed):
+    for section in synthetic.generate_cohort(
+        {"normal": per_class, "late": per_class}, 1, size=(size, size), seed=seed
+    ):
         tiles = tiling.grid_tiles(tissue_mask(section.image), patch, patch, 0.5)
         images += [tiling.crop(section.image, t, patch) for t in tiles]
         labels += [int(section.label != "normal")] * len(tiles)
@@ -147,8 +177,9 @@ def build(architecture: str, input_size: int, params: dict[str, Any]) -> Any:
     return builders.build_classifier(architecture, input_size, len(CLASSES), options)
 
 
-def bench_training(sizes: Sizes, params: dict[str, Any], x: np.ndarray, y: np.ndarray
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+def bench_training(
+    sizes: Sizes, params: dict[str, Any], x: np.ndarray, y: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Steady-state patches/s (median epoch after the first) of each architecture."""
     settings = params["classification"]["training"]
     results, trained = {}, {}
@@ -156,33 +187,50 @@ def bench_training(sizes: Sizes, params: dict[str, Any], x: np.ndarray, y: np.nd
     for architecture in sizes.architectures:
         logger.info("training: %s, %d epochs on %d patches", architecture, sizes.epochs, len(x))
         model = build(architecture, x.shape[1], params)
-        result = training.fit(model, (x[split:], y[split:]), (x[:split], y[:split]),
-                              name=f"bench.{architecture}", epochs=sizes.epochs,
-                              batch_size=settings["batch_size"],
-                              learning_rate=settings["learning_rate"], seed=0,
-                              loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                              augment="classifier", patience=sizes.epochs)
-        results[architecture] = {"patches_per_second": result.patches_per_second,
-                                 "seconds": result.seconds, "epochs": result.epochs_run,
-                                 "train_patches": len(x) - split,
-                                 "parameters": int(model.count_params())}
+        result = training.fit(
+            model,
+            (x[split:], y[split:]),
+            (x[:split], y[:split]),
+            name=f"bench.{architecture}",
+            epochs=sizes.epochs,
+            batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"],
+            seed=0,
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            augment="classifier",
+            patience=sizes.epochs,
+        )
+        results[architecture] = {
+            "patches_per_second": result.patches_per_second,
+            "seconds": result.seconds,
+            "epochs": result.epochs_run,
+            "train_patches": len(x) - split,
+            "parameters": int(model.count_params()),
+        }
         trained[architecture] = model
     return results, trained
 
 
-def bench_inference(sizes: Sizes, params: dict[str, Any], model: Any, x: np.ndarray
-                    ) -> dict[str, list[dict[str, Any]]]:
+def bench_inference(
+    sizes: Sizes, params: dict[str, Any], model: Any, x: np.ndarray
+) -> dict[str, list[dict[str, Any]]]:
     """`export.compare_runtimes` at the trained model's input size and at 224 px (a fresh
     model of the same architecture there: speed does not depend on the weights)."""
     results = {}
     for px, n in sizes.inference_patches:
-        logger.info("inference: %s at %d px, %d patches, Keras vs TFLite float32 vs int8",
-                    sizes.inference_architecture, px, n)
+        logger.info(
+            "inference: %s at %d px, %d patches, Keras vs TFLite float32 vs int8",
+            sizes.inference_architecture,
+            px,
+            n,
+        )
         at_size = model if px == x.shape[1] else build(sizes.inference_architecture, px, params)
         patches = tiling.resize_batch(x[:n], px).astype(np.float32)
         representative = export.representative_sample(tiling.resize_batch(x, px), 32)
-        rows = export.compare_runtimes(at_size, patches, representative,
-                                       rounds=sizes.inference_rounds)
+        rows = export.compare_runtimes(
+            at_size, patches, representative, rounds=sizes.inference_rounds
+        )
         results[str(px)] = rows
     return results
 
@@ -199,8 +247,9 @@ def _time_images(fn: Callable[[np.ndarray], Any], images: list[np.ndarray], roun
     return len(images) / float(np.median(seconds))
 
 
-def _interleaved_images(calls: dict[str, Callable[[np.ndarray], Any]], images: list[np.ndarray],
-                        rounds: int) -> dict[str, float]:
+def _interleaved_images(
+    calls: dict[str, Callable[[np.ndarray], Any]], images: list[np.ndarray], rounds: int
+) -> dict[str, float]:
     """Images per second of each call, the calls taking turns within every round (one pass
     over the images each): load from other processes on a shared machine hits them alike,
     so their ratios hold even when the absolute numbers do not."""
@@ -223,57 +272,92 @@ def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str,
     exported UNet), on the same images. All paths are `inference.preprocess.Preprocessor`."""
     patch_params, segmentation = params["patches"], params["segmentation"]
     unet_params = segmentation["unet"]
-    images = [s.image for s in synthetic.generate_cohort(
-        {"normal": 1, "late": 1}, max(1, sizes.predict_images // 2),
-        size=(sizes.predict_size, sizes.predict_size), seed=5)]
+    images = [
+        s.image
+        for s in synthetic.generate_cohort(
+            {"normal": 1, "late": 1},
+            max(1, sizes.predict_images // 2),
+            size=(sizes.predict_size, sizes.predict_size),
+            seed=5,
+        )
+    ]
     normalizer = stain.fit_normalizer("macenko", images).to_dict()
     plain = preprocess.PreprocessConfig.from_params(
-        patch_params, {**segmentation, "selection": {"use_segmentation": False}})
+        patch_params, {**segmentation, "selection": {"use_segmentation": False}}
+    )
     full = preprocess.PreprocessConfig.from_params(patch_params, segmentation, normalizer)
-    predictor = serving.PredictorConfig(class_names=CLASSES, input_size=model.input_shape[1],
-                                        preprocess=full.to_dict())
-    logger.info("predict: converting the classifier and a UNet (%d px) to TFLite float32",
-                unet_params["input_size"])
+    predictor = serving.PredictorConfig(
+        class_names=CLASSES, input_size=model.input_shape[1], preprocess=full.to_dict()
+    )
+    logger.info(
+        "predict: converting the classifier and a UNet (%d px) to TFLite float32",
+        unet_params["input_size"],
+    )
     tflite = export.TFLiteClassifier(export.to_tflite(model)).predict
-    unet = builders.build_unet(unet_params["input_size"], 4, unet_params["base_filters"],
-                               unet_params["depth"])
-    gating_sample = tiling.resize_batch(synthetic_patches(64, 512, full.patch_size)[0],
-                                        unet_params["input_size"])
+    unet = builders.build_unet(
+        unet_params["input_size"], 4, unet_params["base_filters"], unet_params["depth"]
+    )
+    gating_sample = tiling.resize_batch(
+        synthetic_patches(64, 512, full.patch_size)[0], unet_params["input_size"]
+    )
     unet_tflite = export.tflite_segmenter(
         export.to_tflite(unet, gating_sample, unet_params.get("quantize", "int8"))
-        if unet_params.get("quantize", "int8") == "int8" else export.to_tflite(unet))
+        if unet_params.get("quantize", "int8") == "int8"
+        else export.to_tflite(unet)
+    )
     paths = {
         "keras": (export.keras_predictor(model), preprocess.Preprocessor(plain)),
         "tflite_float32": (tflite, preprocess.Preprocessor(plain)),
         "screening_path_tflite": (tflite, preprocess.Preprocessor(full, unet_tflite)),
         "screening_path_keras_unet": (
-            tflite, preprocess.Preprocessor(full, export.keras_predictor(unet, 64))),
+            tflite,
+            preprocess.Preprocessor(full, export.keras_predictor(unet, 64)),
+        ),
         "screening_path_float32_unet": (
-            tflite, preprocess.Preprocessor(full, export.tflite_segmenter(
-                export.to_tflite(unet), 2))),
+            tflite,
+            preprocess.Preprocessor(full, export.tflite_segmenter(export.to_tflite(unet), 2)),
+        ),
     }
     result: dict[str, Any] = {
-        "images": len(images), "size": sizes.predict_size,
+        "images": len(images),
+        "size": sizes.predict_size,
         "unet_input_size": unet_params["input_size"],
         "unet_quantize": unet_params.get("quantize", "int8"),
-        "patches_per_image": float(np.mean([len(paths["tflite_float32"][1](i).used_patches)
-                                            for i in images]))}
-    calls = {name: (lambda image, c=classifier, p=preprocessor: serving.predict_image(
-        image, c, p, predictor)) for name, (classifier, preprocessor) in paths.items()}
-    logger.info("predict: %s on %d images of %d px, interleaved", ", ".join(calls),
-                len(images), sizes.predict_size)
+        "patches_per_image": float(
+            np.mean([len(paths["tflite_float32"][1](i).used_patches) for i in images])
+        ),
+    }
+    calls = {
+        name: (
+            lambda image, c=classifier, p=preprocessor: serving.predict_image(
+                image, c, p, predictor
+            )
+        )
+        for name, (classifier, preprocessor) in paths.items()
+    }
+    logger.info(
+        "predict: %s on %d images of %d px, interleaved",
+        ", ".join(calls),
+        len(images),
+        sizes.predict_size,
+    )
     for name, speed in _interleaved_images(calls, images, sizes.predict_rounds).items():
         result[f"{name}_images_per_second"] = speed
     gated = paths["screening_path_tflite"][1]
     result["stain_normalisation_ms_per_image"] = 1000 / _time_images(
         lambda image: gated.normalizer.pixel_transform(image)(
-            np.stack([tiling.crop(image, t, full.patch_size) for t in gated.tiles(image)])),
-        images, sizes.predict_rounds)
+            np.stack([tiling.crop(image, t, full.patch_size) for t in gated.tiles(image)])
+        ),
+        images,
+        sizes.predict_rounds,
+    )
     candidates = [gated.cut(image)[0] for image in images]
     result["unet_gating_ms_per_image"] = 1000 / _time_images(
-        gated.dermis_fraction, candidates, sizes.predict_rounds)
-    result["tflite_speedup_vs_keras"] = (result["tflite_float32_images_per_second"]
-                                         / result["keras_images_per_second"])
+        gated.dermis_fraction, candidates, sizes.predict_rounds
+    )
+    result["tflite_speedup_vs_keras"] = (
+        result["tflite_float32_images_per_second"] / result["keras_images_per_second"]
+    )
     return result
 
 
@@ -290,19 +374,34 @@ def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, 
     patch_params, segmentation = params["patches"], params["segmentation"]
     unet_params = segmentation["unet"]
     n_images, size = 2 * sizes.predict_images, sizes.predict_size
-    sections = [s.image for s in synthetic.generate_cohort(
-        {"normal": 1, "late": 1}, max(1, n_images // 2), size=(size, size), seed=7)][:n_images]
+    sections = [
+        s.image
+        for s in synthetic.generate_cohort(
+            {"normal": 1, "late": 1}, max(1, n_images // 2), size=(size, size), seed=7
+        )
+    ][:n_images]
     config = preprocess.PreprocessConfig.from_params(
-        patch_params, segmentation, stain.fit_normalizer("macenko", sections[:4]).to_dict())
+        patch_params, segmentation, stain.fit_normalizer("macenko", sections[:4]).to_dict()
+    )
     classifier = export.to_tflite(model)
-    unet = export.to_tflite(builders.build_unet(unet_params["input_size"], 4,
-                                                unet_params["base_filters"],
-                                                unet_params["depth"]))
+    unet = export.to_tflite(
+        builders.build_unet(
+            unet_params["input_size"], 4, unet_params["base_filters"], unet_params["depth"]
+        )
+    )
     input_size = int(model.input_shape[1])
-    task = predict.TaskModel("binary", "bench", CLASSES, input_size, export.FLOAT32,
-                             export.TFLiteClassifier(classifier, 2).predict, lambda: None)
-    trained = {"binary.bench": predict.TrainedModel("binary.bench", None, lambda: classifier,
-                                                    None, None)}
+    task = predict.TaskModel(
+        "binary",
+        "bench",
+        CLASSES,
+        input_size,
+        export.FLOAT32,
+        export.TFLiteClassifier(classifier, 2).predict,
+        lambda: None,
+    )
+    trained = {
+        "binary.bench": predict.TrainedModel("binary.bench", None, lambda: classifier, None, None)
+    }
     preprocessor = preprocess.Preprocessor(config, export.tflite_segmenter(unet))
     engine = distributed.EngineConfig(kind="dask", n_workers=2, threads_per_worker=1)
     work = fanout.predict_work([task], trained, config.to_dict(), unet, 0.6, 0, 1)
@@ -311,8 +410,13 @@ def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, 
         for n, image in enumerate(sections):
             paths.append(Path(folder) / f"image{n}.png")
             Image.fromarray(image).save(paths[-1])
-        images = pd.DataFrame({"image": [p.stem for p in paths], "patient": None,
-                               "image_path": [str(p) for p in paths]})
+        images = pd.DataFrame(
+            {
+                "image": [p.stem for p in paths],
+                "patient": None,
+                "image_path": [str(p) for p in paths],
+            }
+        )
 
         def run(fan_out: distributed.EngineConfig) -> tuple[pd.DataFrame, float]:
             start = time.perf_counter()
@@ -328,18 +432,23 @@ def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, 
             run(address)  # workers import and build their interpreters
             _, warm_s = run(address)
     columns = [c for c in sequential.columns if c.startswith("probability_")]
-    difference = float(np.nanmax(np.abs(sequential[columns].to_numpy(float)
-                                        - fanned[columns].to_numpy(float))))
-    return {"images": n_images, "size": size, "workers": 2, "threads_per_worker": 1,
-            "sequential_images_per_second": n_images / sequential_s,
-            "dask_images_per_second": n_images / cold_s,
-            "dask_warm_images_per_second": n_images / warm_s,
-            "dask_startup_seconds": cold_s - warm_s,
-            "dask_speedup_vs_sequential": sequential_s / cold_s,
-            "dask_warm_speedup_vs_sequential": sequential_s / warm_s,
-            "same_rows": bool(sequential.drop(columns=columns).equals(
-                fanned.drop(columns=columns))),
-            "max_abs_probability_difference": difference}
+    difference = float(
+        np.nanmax(np.abs(sequential[columns].to_numpy(float) - fanned[columns].to_numpy(float)))
+    )
+    return {
+        "images": n_images,
+        "size": size,
+        "workers": 2,
+        "threads_per_worker": 1,
+        "sequential_images_per_second": n_images / sequential_s,
+        "dask_images_per_second": n_images / cold_s,
+        "dask_warm_images_per_second": n_images / warm_s,
+        "dask_startup_seconds": cold_s - warm_s,
+        "dask_speedup_vs_sequential": sequential_s / cold_s,
+        "dask_warm_speedup_vs_sequential": sequential_s / warm_s,
+        "same_rows": bool(sequential.drop(columns=columns).equals(fanned.drop(columns=columns))),
+        "max_abs_probability_difference": difference,
+    }
 
 
 def bench_memory(sizes: Sizes) -> dict[str, Any]:
@@ -359,14 +468,20 @@ def bench_memory(sizes: Sizes) -> dict[str, Any]:
         rows = [_peak_rss(*job, sizes) for job in jobs]
     floor = rows.pop(0) if sizes.memory_floor else None
     small, large = rows[0], rows[-1]
-    result = {"runs": rows, "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
-              "images_ratio": large["images"] / small["images"],
-              "concurrent": sizes.memory_concurrent, "imports_only_peak_rss_mb": None}
+    result = {
+        "runs": rows,
+        "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+        "images_ratio": large["images"] / small["images"],
+        "concurrent": sizes.memory_concurrent,
+        "imports_only_peak_rss_mb": None,
+    }
     if floor is not None:
         base = floor["peak_rss_mb"]
-        result.update(imports_only_peak_rss_mb=base,
-                      above_imports_ratio=(large["peak_rss_mb"] - base)
-                      / max(small["peak_rss_mb"] - base, 1.0))
+        result.update(
+            imports_only_peak_rss_mb=base,
+            above_imports_ratio=(large["peak_rss_mb"] - base)
+            / max(small["peak_rss_mb"] - base, 1.0),
+        )
     return result
 
 
@@ -383,61 +498,100 @@ sys.exit(code)
 def _peak_rss(name: str, patients: int | None, sizes: Sizes) -> dict[str, Any]:
     """One command in a temporary copy of the project, started from a small wrapper process
     whose `getrusage(RUSAGE_CHILDREN)` is the command's own peak RSS."""
-    logger.info("memory: %s", name if patients is None else
-                f"kedro run --pipelines cohort,patches, {name}")
+    logger.info(
+        "memory: %s", name if patients is None else f"kedro run --pipelines cohort,patches, {name}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        shutil.copytree(PROJECT / "src", project / "src",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            PROJECT / "src",
+            project / "src",
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+        )
         shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
         (project / "conf" / "local").mkdir()
         shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
         if patients is None:
-            command = [sys.executable, "-c", "from ssc_skin.pipeline_registry import "
-                       "register_pipelines; register_pipelines()"]
+            command = [
+                sys.executable,
+                "-c",
+                "from ssc_skin.pipeline_registry import register_pipelines; register_pipelines()",
+            ]
         else:
             synthetic_params = {f"patients_per_class.{c}": patients for c in LABELS}
-            synthetic_params.update(images_per_patient=sizes.memory_images_per_patient,
-                                    image_size=sizes.memory_image_size)
-            command = [sys.executable, "-m", "kedro", "run", "--pipelines", "cohort,patches",
-                       "--params", ",".join(f"cohort.synthetic.{k}={v}"
-                                            for k, v in synthetic_params.items())]
+            synthetic_params.update(
+                images_per_patient=sizes.memory_images_per_patient,
+                image_size=sizes.memory_image_size,
+            )
+            command = [
+                sys.executable,
+                "-m",
+                "kedro",
+                "run",
+                "--pipelines",
+                "cohort,patches",
+                "--params",
+                ",".join(f"cohort.synthetic.{k}={v}" for k, v in synthetic_params.items()),
+            ]
         env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(project / "src")}
         log, peak = project / "run.log", project / "peak_rss"
         start = time.perf_counter()
         with log.open("w") as handle:
-            code = subprocess.call([sys.executable, "-c", _PEAK_RSS, str(peak), *command],
-                                   cwd=project, env=env, stdout=handle, stderr=subprocess.STDOUT)
+            code = subprocess.call(
+                [sys.executable, "-c", _PEAK_RSS, str(peak), *command],
+                cwd=project,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
         seconds = time.perf_counter() - start
         if code:
             raise RuntimeError(f"{name} failed ({code}):\n" + log.read_text()[-3000:])
         # Linux reports ru_maxrss in KiB, macOS in bytes
-        row = {"run": name, "seconds": seconds,
-               "peak_rss_mb": int(peak.read_text()) / (2**20 if sys.platform == "darwin"
-                                                       else 2**10)}
+        row = {
+            "run": name,
+            "seconds": seconds,
+            "peak_rss_mb": int(peak.read_text()) / (2**20 if sys.platform == "darwin" else 2**10),
+        }
         if patients is not None:
             manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
             index = pd.read_parquet(project / "data/05_model_input/patch_index.parquet")
-            row.update(patients_per_class=patients, images=len(manifest), patches=len(index),
-                       image_size=sizes.memory_image_size)
+            row.update(
+                patients_per_class=patients,
+                images=len(manifest),
+                patches=len(index),
+                image_size=sizes.memory_image_size,
+            )
         logger.info("memory: %s: peak RSS %.0f MB, %.1f s", name, row["peak_rss_mb"], seconds)
         return row
 
 
 # --- report ------------------------------------------------------------------------------------
 
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
     import tensorflow as tf  # noqa: PLC0415 - already imported by the project's modules
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "platform": platform.platform(),
-            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "platform": platform.platform(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _runtime(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -448,109 +602,191 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(benchmark, baseline, project, ratio) rows: the project against its baseline."""
     rows = []
     tiling = results["tiling"]
-    rows.append(("tiling, MP/s", f"naive loop {tiling['naive_tiling_mp_per_s']:.0f}",
-                 f"grid_tiles {tiling['tiling_mp_per_s']:.0f}",
-                 f"{tiling['tiling_speedup_vs_naive']:.1f}x"))
-    both, naive_both = (tiling["detection_plus_tiling_mp_per_s"],
-                        tiling["naive_detection_plus_tiling_mp_per_s"])
-    rows.append(("tissue detection + tiling, MP/s", f"+ naive loop {naive_both:.0f}",
-                 f"+ grid_tiles {both:.0f}", f"{both / naive_both:.1f}x"))
+    rows.append(
+        (
+            "tiling, MP/s",
+            f"naive loop {tiling['naive_tiling_mp_per_s']:.0f}",
+            f"grid_tiles {tiling['tiling_mp_per_s']:.0f}",
+            f"{tiling['tiling_speedup_vs_naive']:.1f}x",
+        )
+    )
+    both, naive_both = (
+        tiling["detection_plus_tiling_mp_per_s"],
+        tiling["naive_detection_plus_tiling_mp_per_s"],
+    )
+    rows.append(
+        (
+            "tissue detection + tiling, MP/s",
+            f"+ naive loop {naive_both:.0f}",
+            f"+ grid_tiles {both:.0f}",
+            f"{both / naive_both:.1f}x",
+        )
+    )
     train = results["training"]
     if {"cnn", "mobilenetv2"} <= set(train):
         cnn, mnv2 = train["cnn"]["patches_per_second"], train["mobilenetv2"]["patches_per_second"]
-        rows.append(("training, patches/s", f"CNN {cnn:.0f}", f"MobileNetV2 {mnv2:.0f}",
-                     f"{mnv2 / cnn:.2f}x"))
+        rows.append(
+            (
+                "training, patches/s",
+                f"CNN {cnn:.0f}",
+                f"MobileNetV2 {mnv2:.0f}",
+                f"{mnv2 / cnn:.2f}x",
+            )
+        )
     else:
         for name, row in train.items():
-            rows.append((f"training, patches/s ({name} only, --quick)", "n/a",
-                         f"{name} {row['patches_per_second']:.0f}", "n/a"))
+            rows.append(
+                (
+                    f"training, patches/s ({name} only, --quick)",
+                    "n/a",
+                    f"{name} {row['patches_per_second']:.0f}",
+                    "n/a",
+                )
+            )
     for px, runtimes in results["inference"].items():
         keras_row = _runtime(runtimes, "keras")
         for name in ("tflite_float32", "tflite_int8"):
             row = _runtime(runtimes, name)
-            rows.append((f"inference {px} px, patches/s ({results['meta']['inference_model']})",
-                         f"Keras {keras_row['patches_per_second']:.0f}",
-                         f"{name} {row['patches_per_second']:.0f} (agreement "
-                         f"{row['label_agreement']:.3f}, {row['model_bytes'] / 1e6:.2f} MB)",
-                         f"{row['speedup_vs_keras']:.2f}x"))
+            rows.append(
+                (
+                    f"inference {px} px, patches/s ({results['meta']['inference_model']})",
+                    f"Keras {keras_row['patches_per_second']:.0f}",
+                    f"{name} {row['patches_per_second']:.0f} (agreement "
+                    f"{row['label_agreement']:.3f}, {row['model_bytes'] / 1e6:.2f} MB)",
+                    f"{row['speedup_vs_keras']:.2f}x",
+                )
+            )
     pred = results["predict"]
-    rows.append((f"predict_image {pred['size']} px, images/s",
-                 f"Keras {pred['keras_images_per_second']:.2f}",
-                 f"TFLite float32 {pred['tflite_float32_images_per_second']:.2f}",
-                 f"{pred['tflite_speedup_vs_keras']:.2f}x"))
-    plain, full = (pred["tflite_float32_images_per_second"],
-                   pred["screening_path_tflite_images_per_second"])
-    rows.append((f"predict pipeline path {pred['size']} px, images/s",
-                 f"classifier-only path (TFLite) {plain:.2f}",
-                 f"+ stain ({pred['stain_normalisation_ms_per_image']:.1f} ms) + TFLite "
-                 f"{pred['unet_quantize']} UNet gating at {pred['unet_input_size']} px "
-                 f"({pred['unet_gating_ms_per_image']:.1f} ms) {full:.2f}",
-                 f"{full / plain:.2f}x"))
+    rows.append(
+        (
+            f"predict_image {pred['size']} px, images/s",
+            f"Keras {pred['keras_images_per_second']:.2f}",
+            f"TFLite float32 {pred['tflite_float32_images_per_second']:.2f}",
+            f"{pred['tflite_speedup_vs_keras']:.2f}x",
+        )
+    )
+    plain, full = (
+        pred["tflite_float32_images_per_second"],
+        pred["screening_path_tflite_images_per_second"],
+    )
+    rows.append(
+        (
+            f"predict pipeline path {pred['size']} px, images/s",
+            f"classifier-only path (TFLite) {plain:.2f}",
+            f"+ stain ({pred['stain_normalisation_ms_per_image']:.1f} ms) + TFLite "
+            f"{pred['unet_quantize']} UNet gating at {pred['unet_input_size']} px "
+            f"({pred['unet_gating_ms_per_image']:.1f} ms) {full:.2f}",
+            f"{full / plain:.2f}x",
+        )
+    )
     for other, label in (("keras", "Keras UNet"), ("float32", "TFLite float32 UNet")):
         speed = pred[f"screening_path_{other}_unet_images_per_second"]
-        rows.append(("the same with another UNet runtime, images/s",
-                     f"TFLite {pred['unet_quantize']} UNet {full:.2f}", f"{label} {speed:.2f}",
-                     f"{speed / full:.2f}x"))
+        rows.append(
+            (
+                "the same with another UNet runtime, images/s",
+                f"TFLite {pred['unet_quantize']} UNet {full:.2f}",
+                f"{label} {speed:.2f}",
+                f"{speed / full:.2f}x",
+            )
+        )
     if "fanout" in results:
         fan = results["fanout"]
-        rows.append((f"predict fan-out {fan['images']} images of {fan['size']} px, images/s",
-                     f"sequential {fan['sequential_images_per_second']:.2f}",
-                     f"Dask LocalCluster {fan['workers']}x{fan['threads_per_worker']} "
-                     f"{fan['dask_images_per_second']:.2f} incl. start-up "
-                     f"({fan['dask_startup_seconds']:.1f} s); warm "
-                     f"{fan['dask_warm_images_per_second']:.2f} "
-                     f"({fan['dask_warm_speedup_vs_sequential']:.2f}x)",
-                     f"{fan['dask_speedup_vs_sequential']:.2f}x"))
+        rows.append(
+            (
+                f"predict fan-out {fan['images']} images of {fan['size']} px, images/s",
+                f"sequential {fan['sequential_images_per_second']:.2f}",
+                f"Dask LocalCluster {fan['workers']}x{fan['threads_per_worker']} "
+                f"{fan['dask_images_per_second']:.2f} incl. start-up "
+                f"({fan['dask_startup_seconds']:.1f} s); warm "
+                f"{fan['dask_warm_images_per_second']:.2f} "
+                f"({fan['dask_warm_speedup_vs_sequential']:.2f}x)",
+                f"{fan['dask_speedup_vs_sequential']:.2f}x",
+            )
+        )
     memory = results["memory"]
     small, large = memory["runs"][0], memory["runs"][-1]
-    rows.append(("cohort + patches peak RSS, MB",
-                 f"{small['images']} images {small['peak_rss_mb']:.0f}",
-                 f"{large['images']} images {large['peak_rss_mb']:.0f}",
-                 f"{memory['peak_rss_ratio']:.2f}x for {memory['images_ratio']:.1f}x images"))
+    rows.append(
+        (
+            "cohort + patches peak RSS, MB",
+            f"{small['images']} images {small['peak_rss_mb']:.0f}",
+            f"{large['images']} images {large['peak_rss_mb']:.0f}",
+            f"{memory['peak_rss_ratio']:.2f}x for {memory['images_ratio']:.1f}x images",
+        )
+    )
     base = memory["imports_only_peak_rss_mb"]
     if base is not None:
-        rows.append((f"the same, above the imports' {base:.0f} MB",
-                     f"{small['peak_rss_mb'] - base:.0f}", f"{large['peak_rss_mb'] - base:.0f}",
-                     f"{memory['above_imports_ratio']:.2f}x"))
+        rows.append(
+            (
+                f"the same, above the imports' {base:.0f} MB",
+                f"{small['peak_rss_mb'] - base:.0f}",
+                f"{large['peak_rss_mb'] - base:.0f}",
+                f"{memory['above_imports_ratio']:.2f}x",
+            )
+        )
     return rows
 
 
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
-    title = "# Benchmarks" + (" (--quick: smoke-test sizes, not for comparison)"
-                              if meta["quick"] else "")
-    lines = [title, "", f"{meta['date']} on {meta['cpu']} ({meta['cores']} cores), Python "
-             f"{meta['python']}, TensorFlow {meta['tensorflow']}; load average at start "
-             f"{', '.join(f'{v:.1f}' for v in meta['load_average_at_start'] or [])}. "
-             f"Each ratio compares two measurements of this run. Total {meta['seconds']:.0f} s.",
-             "", "| benchmark | baseline | project | ratio |", "|---|---|---|---|"]
+    title = "# Benchmarks" + (
+        " (--quick: smoke-test sizes, not for comparison)" if meta["quick"] else ""
+    )
+    lines = [
+        title,
+        "",
+        f"{meta['date']} on {meta['cpu']} ({meta['cores']} cores), Python "
+        f"{meta['python']}, TensorFlow {meta['tensorflow']}; load average at start "
+        f"{', '.join(f'{v:.1f}' for v in meta['load_average_at_start'] or [])}. "
+        f"Each ratio compares two measurements of this run. Total {meta['seconds']:.0f} s.",
+        "",
+        "| benchmark | baseline | project | ratio |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {' | '.join(row)} |" for row in headline(results)]
-    lines += ["", "## Inference detail", "",
-              "| size | runtime | patches/s | ms/patch | label agreement | max prob diff | "
-              "model MB |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Inference detail",
+        "",
+        "| size | runtime | patches/s | ms/patch | label agreement | max prob diff | model MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for px, runtimes in results["inference"].items():
         for row in runtimes:
             size = f"{row['model_bytes'] / 1e6:.2f}" if row["model_bytes"] else "-"
-            lines.append(f"| {px} | {row['runtime']} | {row['patches_per_second']:.0f} | "
-                         f"{row['ms_per_patch']:.2f} | {row['label_agreement']:.3f} | "
-                         f"{row['max_abs_probability_difference']:.2g} | {size} |")
-    lines += ["", "## Memory detail", "",
-              "| patients/class | images | patches | peak RSS MB | seconds |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {r['patients_per_class']} | {r['images']} | {r['patches']} | "
-              f"{r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |" for r in results["memory"]["runs"]]
+            lines.append(
+                f"| {px} | {row['runtime']} | {row['patches_per_second']:.0f} | "
+                f"{row['ms_per_patch']:.2f} | {row['label_agreement']:.3f} | "
+                f"{row['max_abs_probability_difference']:.2g} | {size} |"
+            )
+    lines += [
+        "",
+        "## Memory detail",
+        "",
+        "| patients/class | images | patches | peak RSS MB | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['patients_per_class']} | {r['images']} | {r['patches']} | "
+        f"{r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |"
+        for r in results["memory"]["runs"]
+    ]
     if results["memory"]["imports_only_peak_rss_mb"] is not None:
-        lines.append(f"| imports only | - | - | "
-                     f"{results['memory']['imports_only_peak_rss_mb']:.0f} | - |")
+        lines.append(
+            f"| imports only | - | - | {results['memory']['imports_only_peak_rss_mb']:.0f} | - |"
+        )
     if results["memory"]["concurrent"]:
         lines += ["", "(--quick runs both sizes side by side: their times are not comparable.)"]
-    lines += ["", "Training: steady-state throughput (median epoch after the first, which also "
-              "traces the graph) of `training.fit` with augmentation, random initialisation. "
-              "Inference at 224 px uses a fresh model of the same architecture. The predict "
-              "pipeline path is `serving.predict_image` with the training run's preprocessing: "
-              "Macenko stain normalisation of the candidate patches and an (untrained) UNet's "
-              "dermis gating, exported to TFLite like the trained one; the classifier-only "
-              "path is the same call without them.", ""]
+    lines += [
+        "",
+        "Training: steady-state throughput (median epoch after the first, which also "
+        "traces the graph) of `training.fit` with augmentation, random initialisation. "
+        "Inference at 224 px uses a fresh model of the same architecture. The predict "
+        "pipeline path is `serving.predict_image` with the training run's preprocessing: "
+        "Macenko stain normalisation of the candidate patches and an (untrained) UNet's "
+        "dermis gating, exported to TFLite like the trained one; the classifier-only "
+        "path is the same call without them.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -559,14 +795,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, CNN only (< 60 s)")
     parser.add_argument("--out", type=Path, default=PROJECT / "data" / "08_reporting")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S"
+    )
     sizes = QUICK if args.quick else Sizes()
     params = config()
     start = time.perf_counter()
-    results: dict[str, Any] = {"meta": {**machine(), "quick": args.quick,
-                                        "inference_model": sizes.inference_architecture,
-                                        "sizes": asdict(sizes)}}
+    results: dict[str, Any] = {
+        "meta": {
+            **machine(),
+            "quick": args.quick,
+            "inference_model": sizes.inference_architecture,
+            "sizes": asdict(sizes),
+        }
+    }
     logger.info("tiling: %d images of %d px", sizes.tiling_images, sizes.tiling_size)
     results["tiling"] = bench_tiling(sizes, params["patches"])
     x, y = synthetic_patches(sizes.train_patches, 512, params["patches"]["patch_size"])
@@ -580,8 +822,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=float))
     (args.out / "benchmarks.md").write_text(markdown(results))
-    logger.info("wrote %s and %s in %.0f s", args.out / "benchmarks.json",
-                args.out / "benchmarks.md", results["meta"]["seconds"])
+    logger.info(
+        "wrote %s and %s in %.0f s",
+        args.out / "benchmarks.json",
+        args.out / "benchmarks.md",
+        results["meta"]["seconds"],
+    )
 
 
 if __name__ == "__main__":

@@ -29,18 +29,23 @@ from project_copy import copy_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 OUT = PROJECT / "data" / "08_reporting"
-METRICS = ("test_patch_accuracy", "test_patient_accuracy", "test_patient_balanced_accuracy",
-           "test_patient_auc", "test_patient_accuracy_all")
+METRICS = (
+    "test_patch_accuracy",
+    "test_patient_accuracy",
+    "test_patient_balanced_accuracy",
+    "test_patient_auc",
+    "test_patient_accuracy_all",
+)
 
 logger = logging.getLogger("seeds")
 
 
 def _kedro(project: Path, args: list[str], env: str | None) -> None:
     command = [sys.executable, "-m", "kedro", "run", *args, *(["--env", env] if env else [])]
-    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1",
-                   "PYTHONPATH": str(project / "src")}
-    result = subprocess.run(command, cwd=project, env=environment, capture_output=True,
-                            text=True, check=False)
+    environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(project / "src")}
+    result = subprocess.run(
+        command, cwd=project, env=environment, capture_output=True, text=True, check=False
+    )
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
 
@@ -55,11 +60,21 @@ def run(model: str, seeds: list[int], env: str | None) -> dict[str, object]:
         logger.info("cohort, patches and UNet: %.0f s", time.perf_counter() - start)
         for seed in seeds:
             start = time.perf_counter()
-            _kedro(project, ["--from-nodes", f"{model}.train_classifier", "--to-outputs",
-                             f"{model}.evaluation", "--params",
-                             f"classification.training.seed={seed}"], env)
+            _kedro(
+                project,
+                [
+                    "--from-nodes",
+                    f"{model}.train_classifier",
+                    "--to-outputs",
+                    f"{model}.evaluation",
+                    "--params",
+                    f"classification.training.seed={seed}",
+                ],
+                env,
+            )
             evaluation = json.loads(
-                (project / f"data/08_reporting/{model}/evaluation.json").read_text())
+                (project / f"data/08_reporting/{model}/evaluation.json").read_text()
+            )
             results[seed] = {k: evaluation.get(k) for k in METRICS}
             results[seed]["test_patients"] = evaluation.get("test_patient_n")
             results[seed]["seconds"] = time.perf_counter() - start
@@ -71,34 +86,49 @@ def spread(results: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean, standard deviation, min and max of each metric over the seeds."""
     out = {}
     for metric in METRICS:
-        values = [r[metric] for r in results.values()
-                  if isinstance(r.get(metric), int | float) and not math.isnan(r[metric])]
+        values = [
+            r[metric]
+            for r in results.values()
+            if isinstance(r.get(metric), int | float) and not math.isnan(r[metric])
+        ]
         if not values:
             continue
         mean = sum(values) / len(values)
         sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
-        out[metric] = {"mean": mean, "sd": sd, "min": min(values), "max": max(values),
-                       "range": max(values) - min(values)}
+        out[metric] = {
+            "mean": mean,
+            "sd": sd,
+            "min": min(values),
+            "max": max(values),
+            "range": max(values) - min(values),
+        }
     return out
 
 
 def markdown(result: dict[str, object]) -> str:
     seeds = result["seeds"]
-    lines = [f"Seed variation of `{result['model']}` (config env `{result['env']}`; cohort, "
-             "split, stain normaliser and UNet fixed; only classification.training.seed "
-             "changes):", "",
-             "| seed | test patch acc (%) | test patient acc (%) | balanced acc (%) | AUC | "
-             "test patients |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Seed variation of `{result['model']}` (config env `{result['env']}`; cohort, "
+        "split, stain normaliser and UNet fixed; only classification.training.seed "
+        "changes):",
+        "",
+        "| seed | test patch acc (%) | test patient acc (%) | balanced acc (%) | AUC | "
+        "test patients |",
+        "|---|---|---|---|---|---|",
+    ]
     for seed, r in seeds.items():
-        lines.append(f"| {seed} | {_pct(r['test_patch_accuracy'])} "
-                     f"| {_pct(r['test_patient_accuracy'])} "
-                     f"| {_pct(r['test_patient_balanced_accuracy'])} "
-                     f"| {_num(r['test_patient_auc'])} | {r['test_patients']} |")
+        lines.append(
+            f"| {seed} | {_pct(r['test_patch_accuracy'])} "
+            f"| {_pct(r['test_patient_accuracy'])} "
+            f"| {_pct(r['test_patient_balanced_accuracy'])} "
+            f"| {_num(r['test_patient_auc'])} | {r['test_patients']} |"
+        )
     lines += ["", "| metric | mean | sd | min | max |", "|---|---|---|---|---|"]
     for metric, s in result["spread"].items():
         fmt = _num if metric.endswith("auc") else _pct
-        lines.append(f"| {metric} | {fmt(s['mean'])} | {fmt(s['sd'])} | {fmt(s['min'])} "
-                     f"| {fmt(s['max'])} |")
+        lines.append(
+            f"| {metric} | {fmt(s['mean'])} | {fmt(s['sd'])} | {fmt(s['min'])} | {fmt(s['max'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -107,8 +137,11 @@ def _pct(value: float | None) -> str:
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
         else f"{value:.3f}"
+    )
 
 
 def main() -> None:

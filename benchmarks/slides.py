@@ -67,14 +67,16 @@ def ensure_slide(side: int) -> tuple[Path, float]:
     count = max(1, round(side / CELL)) ** 2
     logger.info("writing %s (%d sections) ...", path.name, count)
     start = time.perf_counter()
-    write_synthetic_slide(path, side, side, sections=count, label="late", mpp=SLIDE_MPP,
-                          seed=side, maxworkers=2)
+    write_synthetic_slide(
+        path, side, side, sections=count, label="late", mpp=SLIDE_MPP, seed=side, maxworkers=2
+    )
     seconds = time.perf_counter() - start
     logger.info("wrote %s in %.0f s (%.0f MB)", path.name, seconds, path.stat().st_size / 1e6)
     return path, seconds
 
 
 # --- the measured process ----------------------------------------------------------------------
+
 
 def worker(path: str, patch_size: int, target_mpp: float, result: str, floor: bool) -> None:
     """One slide through the whole path, timed by phase; writes a JSON result."""
@@ -84,12 +86,16 @@ def worker(path: str, patch_size: int, target_mpp: float, result: str, floor: bo
         info = slides.slide_info(slide)
         plan = slides.plan_tiles(info, patch_size, target_mpp)
         timings["open_s"] = time.perf_counter() - start
-        row: dict[str, Any] = {"width": info.width, "height": info.height,
-                               "level_count": len(info.level_downsamples)}
+        row: dict[str, Any] = {
+            "width": info.width,
+            "height": info.height,
+            "level_count": len(info.level_downsamples),
+        }
         if not floor:
             t = time.perf_counter()
-            thumbnail = slides.read_thumbnail(slide, info, plan.thumbnail_downsample,
-                                              plan.thumbnail_shape)
+            thumbnail = slides.read_thumbnail(
+                slide, info, plan.thumbnail_downsample, plan.thumbnail_shape
+            )
             timings["thumbnail_s"] = time.perf_counter() - t
             t = time.perf_counter()
             mask = slides.thumbnail_tissue(thumbnail)
@@ -101,27 +107,41 @@ def worker(path: str, patch_size: int, target_mpp: float, result: str, floor: bo
             t = time.perf_counter()
             patches, checksum = 0, 0
             for batch in slides.iter_patches(
-                    slide, plan, slides.iter_tiles(mask, plan, 0.5,
-                                                   (info.width, info.height))):
+                slide, plan, slides.iter_tiles(mask, plan, 0.5, (info.width, info.height))
+            ):
                 patches += len(batch.images)
                 checksum += int(batch.images[:, 0, 0, 0].astype(np.int64).sum())
             timings["patches_s"] = time.perf_counter() - t
-            row.update(tiles=tiles, patches=patches, checksum=checksum,
-                       thumbnail_shape=list(plan.thumbnail_shape),
-                       cells_per_tile=plan.cells, read_level=plan.level,
-                       tile_size_level0=plan.tile_size0,
-                       tissue_fraction=float(mask.mean()))
+            row.update(
+                tiles=tiles,
+                patches=patches,
+                checksum=checksum,
+                thumbnail_shape=list(plan.thumbnail_shape),
+                cells_per_tile=plan.cells,
+                read_level=plan.level,
+                tile_size_level0=plan.tile_size0,
+                tissue_fraction=float(mask.mean()),
+            )
     timings["total_s"] = time.perf_counter() - start
     row.update(timings)
     Path(result).write_text(json.dumps(row))
 
 
-def measure(path: Path, patch_size: int, target_mpp: float, floor: bool = False
-            ) -> dict[str, Any]:
+def measure(path: Path, patch_size: int, target_mpp: float, floor: bool = False) -> dict[str, Any]:
     """Run `worker` in a fresh process under the peak-RSS wrapper."""
     result, peak = CACHE / "worker.json", CACHE / "worker.peak"
-    command = [sys.executable, __file__, "--worker", str(path), "--patch", str(patch_size),
-               "--target", str(target_mpp), "--result", str(result)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(path),
+        "--patch",
+        str(patch_size),
+        "--target",
+        str(target_mpp),
+        "--result",
+        str(result),
+    ]
     if floor:
         command.append("--floor")
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
@@ -135,74 +155,111 @@ def measure(path: Path, patch_size: int, target_mpp: float, floor: bool = False
     if not floor:
         row["mp_per_s"] = row["megapixels"] / row["total_s"]
         row["detection_tiling_mp_per_s"] = row["megapixels"] / (
-            row["thumbnail_s"] + row["tissue_mask_s"] + row["tiling_s"])
+            row["thumbnail_s"] + row["tissue_mask_s"] + row["tiling_s"]
+        )
         row["patches_per_s"] = row["patches"] / row["patches_s"]
     return row
 
 
 # --- report ------------------------------------------------------------------------------------
 
-def summary(runs: list[dict[str, Any]], floor: dict[str, Any], target: float
-            ) -> dict[str, Any]:
+
+def summary(runs: list[dict[str, Any]], floor: dict[str, Any], target: float) -> dict[str, Any]:
     """Ratios of one target mpp: the larger slide against the smaller."""
     small, large = runs[0], runs[-1]
     base = floor["peak_rss_mb"]
-    return {"target_microns_per_pixel": target, "floor": floor, "runs": runs,
-            "area_ratio": large["megapixels"] / small["megapixels"],
-            "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
-            "above_floor_ratio": (large["peak_rss_mb"] - base)
-            / max(small["peak_rss_mb"] - base, 1),
-            "largest_mp_per_s": large["mp_per_s"],
-            "largest_detection_tiling_mp_per_s": large["detection_tiling_mp_per_s"]}
+    return {
+        "target_microns_per_pixel": target,
+        "floor": floor,
+        "runs": runs,
+        "area_ratio": large["megapixels"] / small["megapixels"],
+        "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+        "above_floor_ratio": (large["peak_rss_mb"] - base) / max(small["peak_rss_mb"] - base, 1),
+        "largest_mp_per_s": large["mp_per_s"],
+        "largest_detection_tiling_mp_per_s": large["detection_tiling_mp_per_s"],
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "# Whole-slide tiling benchmark", "",
+        "# Whole-slide tiling benchmark",
+        "",
         f"{result['date']}, {result['machine']['cpus']} CPUs, Python "
         f"{result['machine']['python']}. Patch {result['patch_size']} px from synthetic Aperio "
         f"slides at {result['slide_microns_per_pixel']:g} um/px (zlib tiles, ~17% tissue); "
         "each run in a fresh process; every tissue patch is read. Memory target: <= 1.2x "
-        "peak RSS for 4x the slide area.", ""]
+        "peak RSS for 4x the slide area.",
+        "",
+    ]
     for part in result["targets"]:
         lines += [
-            f"## Target {part['target_microns_per_pixel']:g} um/px", "",
+            f"## Target {part['target_microns_per_pixel']:g} um/px",
+            "",
             "| slide | MP | tissue patches | read level | thumbnail | peak RSS MB | total s | "
             "MP/s (whole path) | MP/s (thumbnail + tissue + tiling) | patches/s |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for run in part["runs"]:
             lines.append(
                 f"| {run['width']}x{run['height']} | {run['megapixels']:.0f} | "
                 f"{run['patches']} | {run['read_level']} | {run['thumbnail_shape'][1]}x"
                 f"{run['thumbnail_shape'][0]} | {run['peak_rss_mb']:.0f} | {run['total_s']:.1f}"
                 f" | {run['mp_per_s']:.0f} | {run['detection_tiling_mp_per_s']:.0f} | "
-                f"{run['patches_per_s']:.0f} |")
+                f"{run['patches_per_s']:.0f} |"
+            )
         ok = part["peak_rss_ratio"] <= 1.2 and part["above_floor_ratio"] <= 1.2
         large = part["runs"][-1]
         lines += [
-            "", f"Memory for {part['area_ratio']:.0f}x the area: peak RSS "
+            "",
+            f"Memory for {part['area_ratio']:.0f}x the area: peak RSS "
             f"{part['peak_rss_ratio']:.2f}x in total, {part['above_floor_ratio']:.2f}x above "
             f"the floor of {part['floor']['peak_rss_mb']:.0f} MB (imports + open a slide): "
-            f"{'met' if ok else 'NOT met'}.", "",
-            "Phases of the largest slide (s): " + ", ".join(
-                f"{key[:-2]} {large[key]:.2f}" for key in
-                ("open_s", "thumbnail_s", "tissue_mask_s", "tiling_s", "patches_s", "total_s")),
-            ""]
+            f"{'met' if ok else 'NOT met'}.",
+            "",
+            "Phases of the largest slide (s): "
+            + ", ".join(
+                f"{key[:-2]} {large[key]:.2f}"
+                for key in (
+                    "open_s",
+                    "thumbnail_s",
+                    "tissue_mask_s",
+                    "tiling_s",
+                    "patches_s",
+                    "total_s",
+                )
+            ),
+            "",
+        ]
     if result["slides_written_s"]:
-        lines += ["Slides written this run (s): " + ", ".join(
-            f"{name} {seconds:.0f}" for name, seconds in result["slides_written_s"].items()), ""]
+        lines += [
+            "Slides written this run (s): "
+            + ", ".join(
+                f"{name} {seconds:.0f}" for name, seconds in result["slides_written_s"].items()
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 40_000],
-                        help="slide sides in level-0 pixels (square slides)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[20_000, 40_000],
+        help="slide sides in level-0 pixels (square slides)",
+    )
     parser.add_argument("--quick", action="store_true", help="4000^2 and 8000^2 slides")
     parser.add_argument("--patch", type=int, default=None, help="default: patches.patch_size")
-    parser.add_argument("--targets", type=float, nargs="+", default=[2.0, 0.5],
-                        help="target microns per pixel; the first is the default (2.0, the "
-                             "synthetic sections'), 0.5 reads the slides at full resolution")
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=[2.0, 0.5],
+        help="target microns per pixel; the first is the default (2.0, the "
+        "synthetic sections'), 0.5 reads the slides at full resolution",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
@@ -229,14 +286,27 @@ def main() -> None:
         runs = []
         for path in paths:
             runs.append(measure(path, args.patch, target))
-            logger.info("%s at %g um/px: %.0f MB peak, %.1f s, %.0f MP/s", path.name, target,
-                        runs[-1]["peak_rss_mb"], runs[-1]["total_s"], runs[-1]["mp_per_s"])
+            logger.info(
+                "%s at %g um/px: %.0f MB peak, %.1f s, %.0f MP/s",
+                path.name,
+                target,
+                runs[-1]["peak_rss_mb"],
+                runs[-1]["total_s"],
+                runs[-1]["mp_per_s"],
+            )
         parts.append(summary(runs, floor, target))
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()},
-              "patch_size": args.patch, "slide_microns_per_pixel": SLIDE_MPP,
-              "slides_written_s": written, "targets": parts}
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "patch_size": args.patch,
+        "slide_microns_per_pixel": SLIDE_MPP,
+        "slides_written_s": written,
+        "targets": parts,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "slide_benchmark.json").write_text(json.dumps(result, indent=2))
     (args.out / "slide_benchmark.md").write_text(markdown(result))

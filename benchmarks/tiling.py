@@ -27,7 +27,7 @@ def naive_tiles(mask: np.ndarray, patch: int, stride: int, min_fraction: float) 
     kept = []
     for y in range(0, h - patch + 1, stride):
         for x in range(0, w - patch + 1, stride):
-            fraction = mask[y:y + patch, x:x + patch].mean()
+            fraction = mask[y : y + patch, x : x + patch].mean()
             if fraction >= min_fraction:
                 kept.append((x, y, float(fraction)))
     return kept
@@ -51,8 +51,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("data/08_reporting"))
     args = parser.parse_args()
-    images = [s.image for s in synthetic.generate_cohort(
-        {"normal": 1, "late": 1}, args.images // 2, size=(args.size, args.size), seed=1)]
+    images = [
+        s.image
+        for s in synthetic.generate_cohort(
+            {"normal": 1, "late": 1}, args.images // 2, size=(args.size, args.size), seed=1
+        )
+    ]
     megapixels = sum(i.shape[0] * i.shape[1] for i in images) / 1e6
     detect = sum(best_of(args.repeats, tissue_mask, i)[0] for i in images)
     masks = [tissue_mask(i) for i in images]
@@ -63,7 +67,10 @@ def main() -> None:
         assert [(t.x, t.y) for t in tiles] == [(x, y) for x, y, _ in reference]
         ours, naive = ours + t_ours, naive + t_naive
     result = {
-        "images": len(images), "size": args.size, "patch": args.patch, "stride": args.stride,
+        "images": len(images),
+        "size": args.size,
+        "patch": args.patch,
+        "stride": args.stride,
         "megapixels": megapixels,
         "tissue_detection_mp_per_s": megapixels / detect,
         "tiling_mp_per_s": megapixels / ours,

@@ -62,8 +62,12 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("data/08_reporting/model_comparison.png"))
     args = parser.parse_args()
     children = latest_model_runs(args.tracking_uri)
-    columns = ["tags.mlflow.runName", "metrics.test_patient_accuracy",
-               "metrics.test_patient_auc", "metrics.train_seconds"]
+    columns = [
+        "tags.mlflow.runName",
+        "metrics.test_patient_accuracy",
+        "metrics.test_patient_auc",
+        "metrics.train_seconds",
+    ]
     print(children[[c for c in columns if c in children]].to_string(index=False))  # noqa: T201
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_comparison(children).savefig(args.out, dpi=120)

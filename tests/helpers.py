@@ -24,8 +24,9 @@ def copy_project(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", ".telemetry", "README.md"):
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, project / name)
-    shutil.copytree(PROJECT / "src", project / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        PROJECT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     for layer in (PROJECT / "data").iterdir():
@@ -34,12 +35,20 @@ def copy_project(tmp_path: Path) -> Path:
     return project
 
 
-def kedro(project: Path, *args: str, timeout: int = 1200, **env: str
-          ) -> subprocess.CompletedProcess:
+def kedro(
+    project: Path, *args: str, timeout: int = 1200, **env: str
+) -> subprocess.CompletedProcess:
     """`kedro <args>` in `project` (telemetry off); the caller checks the return code."""
     environment = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", **env}
-    return subprocess.run([sys.executable, "-m", "kedro", *args], check=False, cwd=project,
-                          env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        check=False,
+        cwd=project,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @contextmanager

@@ -59,9 +59,15 @@ def pipeline_groups(project) -> dict:
                        for g in groups},
             "namespaces": namespaces, "crossing": crossing}))
     """)
-    completed = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True,
-                               text=True, timeout=600, check=False,
-                               env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"})
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
+    )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-4000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
@@ -70,8 +76,16 @@ def pipeline_groups(project) -> dict:
 @pytest.fixture(scope="module")
 def dag_file(project, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("dags")
-    result = kedro(project, "airflow", "create", "--group-by", "namespace",
-                   "--target-dir", str(target), timeout=600)
+    result = kedro(
+        project,
+        "airflow",
+        "create",
+        "--group-by",
+        "namespace",
+        "--target-dir",
+        str(target),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return target / "ssc_skin_dag.py"
 
@@ -99,6 +113,7 @@ class _Recorder:
             def wrap(fn):
                 recorder.tasks[task_id] = fn
                 return lambda: Ref(task_id)
+
             return wrap
 
         def dag(**kwargs):
@@ -106,7 +121,9 @@ class _Recorder:
                 def build():
                     recorder.dags.append(kwargs)
                     fn()
+
                 return build
+
             return wrap
 
         sdk.dag, sdk.task = dag, task
@@ -149,8 +166,11 @@ def test_the_dag_has_one_task_per_namespace_and_per_node_outside_them(rendered, 
 
 def test_the_dag_orders_tasks_as_the_pipeline_does(rendered, pipeline_groups):
     recorder, _ = rendered
-    expected = {(slugify(dep), slugify(name)) for name, group in pipeline_groups["groups"].items()
-                for dep in group["dependencies"]}
+    expected = {
+        (slugify(dep), slugify(name))
+        for name, group in pipeline_groups["groups"].items()
+        for dep in group["dependencies"]
+    }
     assert recorder.edges == expected
     for task in ("binary", "three-class"):  # models are registered after they are evaluated
         assert (task, "register-champions") in recorder.edges
@@ -159,6 +179,9 @@ def test_the_dag_orders_tasks_as_the_pipeline_does(rendered, pipeline_groups):
 def test_tasks_pass_data_only_through_catalog_datasets(pipeline_groups):
     """Each Airflow task is a separate `kedro run`: what one hands to the next must be
     persisted by the catalog, never an in-memory dataset."""
-    in_memory = {name: kind for name, kind in pipeline_groups["crossing"].items()
-                 if kind is None or "Memory" in kind}
+    in_memory = {
+        name: kind
+        for name, kind in pipeline_groups["crossing"].items()
+        if kind is None or "Memory" in kind
+    }
     assert not in_memory, f"passed between Airflow tasks in memory: {sorted(in_memory)}"

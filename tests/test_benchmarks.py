@@ -16,9 +16,15 @@ PROJECT = Path(__file__).resolve().parents[1]
 @pytest.mark.e2e  # two `kedro run` subprocesses: about a minute on 2 idle cores
 def test_benchmark_quick_writes_json_and_markdown(tmp_path):
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    result = subprocess.run([sys.executable, str(PROJECT / "benchmarks/run.py"), "--quick",
-                             "--out", str(tmp_path)], check=False, capture_output=True,
-                            text=True, timeout=300, env=env, cwd=PROJECT)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "benchmarks/run.py"), "--quick", "--out", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=PROJECT,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads((tmp_path / "benchmarks.json").read_text())
     assert {"tiling", "training", "inference", "predict", "memory"} <= set(data)

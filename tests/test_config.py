@@ -19,8 +19,7 @@ def _params(env: str) -> dict:
 def test_environment_overrides_single_keys_and_keeps_the_rest(env):
     base, params = _params("base"), _params(env)
     # overridden
-    assert (params["cohort"]["synthetic"]["image_size"]
-            != base["cohort"]["synthetic"]["image_size"])
+    assert params["cohort"]["synthetic"]["image_size"] != base["cohort"]["synthetic"]["image_size"]
     # untouched siblings survive the override (soft merge)
     assert params["cohort"]["synthetic"]["stain"] == base["cohort"]["synthetic"]["stain"]
     assert params["classification"]["tasks"] == base["classification"]["tasks"]

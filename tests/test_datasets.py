@@ -42,8 +42,7 @@ def test_model_files_are_logged_to_the_active_mlflow_run(model, tmp_path):
             TFLiteModelDataset(str(tmp_path / "m.float32.tflite"), "models").save(b"TFL3-bytes")
             KerasModelDataset(str(tmp_path / "m.keras"), "models").save(model)
             KerasModelDataset(str(tmp_path / "s.keras"), "models").save(Skipped("x"))
-        names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id,
-                                                                       "models")}
+        names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "models")}
     finally:
         mlflow.set_tracking_uri(None)
     assert names == {"models/m.float32.tflite", "models/m.keras"}

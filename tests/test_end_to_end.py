@@ -55,8 +55,13 @@ def test_report_and_models_are_written(finished_project: Path):
 @pytest.mark.e2e
 def test_evaluation_pictures_and_html_report_are_written(finished_project: Path):
     reporting = finished_project / "data/08_reporting"
-    pictures = ["confusion_matrices.png", "roc_curves.png", "training_curves.png",
-                "segmentation_overlays.png", *(f"{m}/gradcam.png" for m in MODELS)]
+    pictures = [
+        "confusion_matrices.png",
+        "roc_curves.png",
+        "training_curves.png",
+        "segmentation_overlays.png",
+        *(f"{m}/gradcam.png" for m in MODELS),
+    ]
     for name in pictures:
         assert (reporting / name).read_bytes()[:4] == b"\x89PNG", name
     html = (reporting / "report.html").read_text()
@@ -65,7 +70,9 @@ def test_evaluation_pictures_and_html_report_are_written(finished_project: Path)
     evaluation = json.loads((reporting / "three_class.cnn/evaluation.json").read_text())
     assert len(evaluation["test_patient_confusion"]) == 3
     assert {"test_patient_sensitivity_late", "test_patient_specificity_normal"} <= set(evaluation)
-    normalizer = json.loads((finished_project / "data/04_feature/stain_normalizer.json").read_text())
+    normalizer = json.loads(
+        (finished_project / "data/04_feature/stain_normalizer.json").read_text()
+    )
     assert normalizer["method"] == "macenko"
     assert pd.read_csv(reporting / "quarantine.csv").empty  # the synthetic cohort is clean
 
@@ -121,9 +128,15 @@ def test_patient_ids_do_not_reach_outputs(finished_project: Path):
 @pytest.mark.e2e
 def test_viz_build_shows_the_four_classification_namespaces(finished_project: Path):
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    result = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], check=False,
-                            cwd=finished_project, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build"],
+        check=False,
+        cwd=finished_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     graph = json.loads((finished_project / "build/api/main").read_text())
     assert {f"{m}" for m in MODELS} <= set(graph["modular_pipelines"])
@@ -155,9 +168,19 @@ def test_each_nested_run_logs_its_model_with_the_keras_flavour(mlflow_runs, fini
 def test_comparison_notebook_plots_the_latest_runs_models(finished_project: Path):
     out = finished_project / "data/08_reporting/model_comparison.png"
     result = subprocess.run(
-        [sys.executable, str(PROJECT / "notebooks/compare_models.py"), "--tracking-uri",
-         f"sqlite:///{finished_project / 'mlflow.db'}", "--out", str(out)],
-        check=False, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(PROJECT / "notebooks/compare_models.py"),
+            "--tracking-uri",
+            f"sqlite:///{finished_project / 'mlflow.db'}",
+            "--out",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for model in MODELS:
         assert model in result.stdout
@@ -174,7 +197,9 @@ def _binary_folder_cohort(root: Path) -> None:
                 path = root / folder / f"{folder.upper()}00{p}_{i}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(section.image).save(path)
-    (root / "SSc" / "SSC009_cut.png").write_bytes((root / "SSc" / "SSC000_0.png").read_bytes()[:900])
+    (root / "SSc" / "SSC009_cut.png").write_bytes(
+        (root / "SSc" / "SSC000_0.png").read_bytes()[:900]
+    )
     (root / "Normal" / "NORMAL009_x.jpg").write_bytes(b"")
     (root / "Normal" / "notes.txt").write_text("stained 2019")
     for path in root.rglob("*"):
@@ -182,8 +207,11 @@ def _binary_folder_cohort(root: Path) -> None:
 
 
 def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +223,11 @@ def own_cohort_project(tmp_path_factory: pytest.TempPathFactory):
     # `--env test` replaces conf/local, so the user's cohort goes into the test environment
     params_file = project / "conf/test/parameters.yml"
     params = yaml.safe_load(params_file.read_text())
-    params["cohort"]["source"] = {"layout": "folder", "root": str(cohort),
-                                  "label_map": {"Normal": "normal", "SSc": "ssc"}}
+    params["cohort"]["source"] = {
+        "layout": "folder",
+        "root": str(cohort),
+        "label_map": {"Normal": "normal", "SSc": "ssc"},
+    }
     params_file.write_text(yaml.safe_dump(params))
     result = _kedro_run(project)
     yield project, cohort, before, result
@@ -211,7 +242,10 @@ def test_own_binary_folder_cohort_runs_by_configuration_alone(own_cohort_project
     assert not list((project / "data/01_raw/synthetic").rglob("*.png"))
     quarantine = pd.read_csv(project / "data/08_reporting/quarantine.csv")
     assert dict(zip(quarantine["check"], quarantine["file"], strict=True)).keys() == {
-        "truncated", "empty_file", "not_image_extension"}
+        "truncated",
+        "empty_file",
+        "not_image_extension",
+    }
     manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
     assert len(manifest) == 12 and set(manifest["label"]) == {"normal", "ssc"}
     index = pd.read_parquet(project / "data/05_model_input/patch_index.parquet")

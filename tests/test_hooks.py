@@ -8,8 +8,11 @@ from mlflow import MlflowClient
 from ssc_skin.hooks import NodeTimingHook
 from tests.helpers import sqlite_tracking
 
-RUN_PARAMS = {"runner": "<kedro.runner.sequential_runner.SequentialRunner object at 0x7f0>",
-              "env": "test", "project_path": "/nonexistent/ssc-skin"}
+RUN_PARAMS = {
+    "runner": "<kedro.runner.sequential_runner.SequentialRunner object at 0x7f0>",
+    "env": "test",
+    "project_path": "/nonexistent/ssc-skin",
+}
 
 
 def _identity(x):

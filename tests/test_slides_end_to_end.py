@@ -29,13 +29,30 @@ def _kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
 def _slide_cohort(root: Path) -> Path:
     """Three patients per class, one slide each at 0.5 um/px (Aperio); S0001 has a second
     slide; a slide without any mpp (S0100) and a truncated copy (S0101)."""
-    synthetic_slides.write_slide_cohort(root, {"normal": 3, "early": 3, "late": 3}, width=1600,
-                                        height=1200, sections=2, mpp=0.5, seed=7)
+    synthetic_slides.write_slide_cohort(
+        root,
+        {"normal": 3, "early": 3, "late": 3},
+        width=1600,
+        height=1200,
+        sections=2,
+        mpp=0.5,
+        seed=7,
+    )
     (root / "manifest.csv").unlink()  # a folder layout: <root>/<label>/<slide>
-    synthetic_slides.write_synthetic_slide(root / "normal" / "S0001_2.svs", 1600, 1200, 2,
-                                           "normal", "S0001", mpp=0.5, seed=11)
-    synthetic_slides.write_synthetic_slide(root / "late" / "S0100_1.tif", 1600, 1200, 2,
-                                           "late", "S0100", mpp=None, style="generic", seed=12)
+    synthetic_slides.write_synthetic_slide(
+        root / "normal" / "S0001_2.svs", 1600, 1200, 2, "normal", "S0001", mpp=0.5, seed=11
+    )
+    synthetic_slides.write_synthetic_slide(
+        root / "late" / "S0100_1.tif",
+        1600,
+        1200,
+        2,
+        "late",
+        "S0100",
+        mpp=None,
+        style="generic",
+        seed=12,
+    )
     synthetic_slides.truncated_copy(root / "early" / "S0004_1.svs", root / "early" / "S0101_1.svs")
     return root
 
@@ -106,7 +123,10 @@ def test_no_patient_id_or_user_path_outside_the_linkage(slide_project):
     for path in (project / "data").rglob("*"):
         if path.suffix in TEXT_SUFFIXES and path.name not in linkage and path.is_file():
             text = path.read_text(errors="replace")
-            leaks += [f"{path.relative_to(project)}: {raw}" for raw in [*PATIENT_IDS, str(root)]
-                      if raw in text]
+            leaks += [
+                f"{path.relative_to(project)}: {raw}"
+                for raw in [*PATIENT_IDS, str(root)]
+                if raw in text
+            ]
     leaks += [f"logs: {raw}" for raw in [*PATIENT_IDS, str(root)] if raw in logs]
     assert not leaks

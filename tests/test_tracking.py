@@ -14,12 +14,25 @@ from ssc_skin.pipelines.classification.nodes import train_classifier
 from ssc_skin.pipelines.evaluation.nodes import log_model_run
 from tests.helpers import sqlite_tracking
 
-TASK = {"name": "binary", "classes": ["normal", "ssc"],
-        "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"}}
-CNN = {"name": "cnn", "input_size": 16,
-       "options": {"filters": [4], "dense_units": 4, "dropout": 0.0}}
-TRAINING = {"epochs": 3, "batch_size": 8, "learning_rate": 0.01, "patience": 5, "seed": 0,
-            "frozen_epochs": 0, "max_train_patches": None}
+TASK = {
+    "name": "binary",
+    "classes": ["normal", "ssc"],
+    "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"},
+}
+CNN = {
+    "name": "cnn",
+    "input_size": 16,
+    "options": {"filters": [4], "dense_units": 4, "dropout": 0.0},
+}
+TRAINING = {
+    "epochs": 3,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "patience": 5,
+    "seed": 0,
+    "frozen_epochs": 0,
+    "max_train_patches": None,
+}
 
 
 def _patches(n_per_split: int = 8):
@@ -27,8 +40,14 @@ def _patches(n_per_split: int = 8):
     rows = []
     for split in ("train", "val", "test"):
         for i in range(n_per_split):
-            rows.append({"split": split, "label": ["normal", "late"][i % 2],
-                         "image": f"{split}{i}", "patient": f"{split}{i % 4}"})
+            rows.append(
+                {
+                    "split": split,
+                    "label": ["normal", "late"][i % 2],
+                    "image": f"{split}{i}",
+                    "patient": f"{split}{i % 4}",
+                }
+            )
     index = pd.DataFrame(rows)
     index["row"] = np.arange(len(index))
     images = rng.integers(0, 255, (len(index), 16, 16, 3)).astype(np.uint8)
@@ -49,10 +68,14 @@ def trained(store):
         model, summary = train_classifier(patches, index, TASK, CNN, TRAINING)
         client = MlflowClient()
         after_training = client.get_run(summary["mlflow_run_id"])
-        evaluation = {**{k: v for k, v in summary.items() if k != "history"},
-                      "test_patient_accuracy": 0.75, "test_patient_accuracy_ci_low": 0.3,
-                      "test_patient_accuracy_ci_high": 0.95, "test_patients": 4,
-                      "val_patient_balanced_accuracy": 0.5}
+        evaluation = {
+            **{k: v for k, v in summary.items() if k != "history"},
+            "test_patient_accuracy": 0.75,
+            "test_patient_accuracy_ci_low": 0.3,
+            "test_patient_accuracy_ci_high": 0.95,
+            "test_patients": 4,
+            "val_patient_balanced_accuracy": 0.5,
+        }
         log_model_run(evaluation, CNN, model)
         after_evaluation = client.get_run(summary["mlflow_run_id"])
     return parent.info.run_id, summary, after_training, after_evaluation
@@ -61,8 +84,9 @@ def trained(store):
 def test_without_an_active_run_nothing_is_tracked(store):
     patches, index = _patches()
     before = len(mlflow.search_runs(search_all_experiments=True))
-    _, summary = train_classifier(patches, index, TASK, {**CNN, "input_size": 16},
-                                  {**TRAINING, "epochs": 1})
+    _, summary = train_classifier(
+        patches, index, TASK, {**CNN, "input_size": 16}, {**TRAINING, "epochs": 1}
+    )
     assert summary["mlflow_run_id"] is None and summary["model_uri"] is None
     assert len(mlflow.search_runs(search_all_experiments=True)) == before
 
@@ -105,7 +129,8 @@ def test_the_evaluation_reopens_the_run_and_keeps_its_training_duration(trained)
     note = evaluated.data.tags[tracking.NOTE_TAG]
     assert "binary.cnn" in note and "0.750 [0.300, 0.950]" in note and "4 test patients" in note
     children = MlflowClient().search_runs(
-        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
     assert [c.info.run_id for c in children] == [run.info.run_id]  # no second run per model
 
 
@@ -120,33 +145,46 @@ def test_an_unknown_run_id_gets_a_new_nested_run_with_the_model(trained):
     patches, index = _patches()
     model, _ = train_classifier(patches, index, TASK, CNN, {**TRAINING, "epochs": 1})
     with mlflow.start_run(run_id=parent_id):
-        log_model_run({**summary, "mlflow_run_id": "0" * 32, "model_uri": None,
-                       "test_patient_accuracy": 0.5}, CNN, model)
+        log_model_run(
+            {**summary, "mlflow_run_id": "0" * 32, "model_uri": None, "test_patient_accuracy": 0.5},
+            CNN,
+            model,
+        )
     children = MlflowClient().search_runs(
-        ["0"], f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time DESC"])
+        ["0"], f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time DESC"]
+    )
     assert len(children) == 2
     newest = children[0]
-    assert newest.info.run_name == "binary.cnn" and newest.data.metrics["test_patient_accuracy"] == 0.5
+    assert (
+        newest.info.run_name == "binary.cnn" and newest.data.metrics["test_patient_accuracy"] == 0.5
+    )
     assert newest.data.tags["model_uri"].startswith("models:/m-")
 
 
 def test_a_skipped_model_logs_nothing(store):
     with mlflow.start_run() as parent:
-        log_model_run({"task": "three_class", "architecture": "cnn", "skipped": "binary cohort"},
-                      CNN, None)
+        log_model_run(
+            {"task": "three_class", "architecture": "cnn", "skipped": "binary cohort"}, CNN, None
+        )
     children = MlflowClient().search_runs(
-        ["0"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        ["0"], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert children == []
 
 
-@pytest.mark.parametrize("runner, name", [
-    ("<kedro.runner.sequential_runner.SequentialRunner object at 0x7f3a2c1d0e50>",
-     "SequentialRunner"),
-    ("<kedro.runner.parallel_runner.ParallelRunner object at 0xABC>", "ParallelRunner"),
-    ("ThreadRunner", "ThreadRunner"),
-    ("kedro.runner.ThreadRunner", "ThreadRunner"),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    "runner, name",
+    [
+        (
+            "<kedro.runner.sequential_runner.SequentialRunner object at 0x7f3a2c1d0e50>",
+            "SequentialRunner",
+        ),
+        ("<kedro.runner.parallel_runner.ParallelRunner object at 0xABC>", "ParallelRunner"),
+        ("ThreadRunner", "ThreadRunner"),
+        ("kedro.runner.ThreadRunner", "ThreadRunner"),
+        (None, ""),
+    ],
+)
 def test_runner_name_is_the_class_name_not_a_repr(runner, name):
     assert tracking.runner_name(runner) == name
 
@@ -154,13 +192,18 @@ def test_runner_name_is_the_class_name_not_a_repr(runner, name):
 def test_runner_name_of_an_object_or_a_class():
     class MyRunner:
         pass
+
     assert tracking.runner_name(MyRunner()) == "MyRunner"
     assert tracking.runner_name(MyRunner) == "MyRunner"
 
 
 def _git(repo, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_run_tags_name_the_commit_the_env_and_whether_files_changed(tmp_path):
@@ -168,13 +211,23 @@ def test_run_tags_name_the_commit_the_env_and_whether_files_changed(tmp_path):
     (tmp_path / "a.txt").write_text("1")
     _git(tmp_path, "add", "a.txt")
     _git(tmp_path, "commit", "-q", "-m", "one")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
-                            text=True, check=True).stdout.strip()
-    tags = tracking.run_tags({"runner": "<kedro.runner.sequential_runner.SequentialRunner "
-                                        "object at 0x1>", "env": "test",
-                              "project_path": str(tmp_path)})
-    assert tags == {"runner": "SequentialRunner", "config_env": "test", "git_commit": commit,
-                    "git_dirty": "false", "mlflow.source.git.commit": commit}
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tags = tracking.run_tags(
+        {
+            "runner": "<kedro.runner.sequential_runner.SequentialRunner object at 0x1>",
+            "env": "test",
+            "project_path": str(tmp_path),
+        }
+    )
+    assert tags == {
+        "runner": "SequentialRunner",
+        "config_env": "test",
+        "git_commit": commit,
+        "git_dirty": "false",
+        "mlflow.source.git.commit": commit,
+    }
     (tmp_path / "a.txt").write_text("2")
     assert tracking.run_tags({"project_path": str(tmp_path)})["git_dirty"] == "true"
 

@@ -44,8 +44,9 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 1
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the tracking server exited ({process.returncode}):\n"
-                        + log.read_text()[-4000:])
+            pytest.fail(
+                f"the tracking server exited ({process.returncode}):\n" + log.read_text()[-4000:]
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -84,12 +85,22 @@ def server():
     state.chmod(0o755)
     port, pg_port = _free_port(), _free_port()
     log = state / "server.log"
-    env = {**os.environ, "SERVER_DIR": str(state), "MLFLOW_PORT": str(port),
-           "PG_PORT": str(pg_port), "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
-           "PG_BIN": PG_BINS[-1]}
+    env = {
+        **os.environ,
+        "SERVER_DIR": str(state),
+        "MLFLOW_PORT": str(port),
+        "PG_PORT": str(pg_port),
+        "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
+        "PG_BIN": PG_BINS[-1],
+    }
     with log.open("w") as out:
-        process = subprocess.Popen(["bash", str(PROJECT / "scripts/mlflow_server.sh")], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", str(PROJECT / "scripts/mlflow_server.sh")],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_for(f"{url}/health", process, log)
@@ -125,8 +136,9 @@ def test_the_run_lands_in_the_server_not_in_a_local_store(tracked_run):
     assert run.data.tags["runner"] == "SequentialRunner" and run.data.tags["config_env"] == "test"
     # artifacts go through the server (proxied) into its own store
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-    report = Path(client.download_artifacts(run.info.run_id, "report.md",
-                                            str(project / "downloaded")))
+    report = Path(
+        client.download_artifacts(run.info.run_id, "report.md", str(project / "downloaded"))
+    )
     assert report.read_text().startswith("# ssc-skin study report")
     assert list((state / "artifacts").rglob("report.md"))
 
@@ -155,8 +167,13 @@ def test_both_tasks_champions_are_registered_with_their_alias(tracked_run):
     for name in ("ssc-skin-binary", "ssc-skin-three-class"):
         version = client.get_model_version_by_alias(name, "champion")
         assert version.tags["champion"] in MODELS and version.tags["reason"]
-        logger.info("%s v%s: %s (%s)", name, version.version, version.tags["registered"],
-                    version.tags["reason"])
+        logger.info(
+            "%s v%s: %s (%s)",
+            name,
+            version.version,
+            version.tags["registered"],
+            version.tags["reason"],
+        )
     assert "(champion)" in parent.data.tags["mlflow.note.content"]
     with tracking_uri(url):  # what `mlflow models serve -m models:/...@champion` loads
         model = mlflow.pyfunc.load_model("models:/ssc-skin-binary@champion")

@@ -96,8 +96,9 @@ class TrainedModelsDataset(AbstractDataset[None, dict[str, TrainedModel]]):
     def _load(self) -> dict[str, TrainedModel]:
         found: dict[str, TrainedModel] = {}
         names = {p.name.removesuffix(".keras") for p in self._models.glob("*.*.keras")}
-        names |= {p.name.removesuffix(".skipped.json")
-                  for p in self._models.glob("*.*.skipped.json")}
+        names |= {
+            p.name.removesuffix(".skipped.json") for p in self._models.glob("*.*.skipped.json")
+        }
         for name in sorted(names):
             keras_file = self._models / f"{name}.keras"
             tflite_file = self._models / f"{name}.float32.tflite"
@@ -106,10 +107,12 @@ class TrainedModelsDataset(AbstractDataset[None, dict[str, TrainedModel]]):
             found[name] = TrainedModel(
                 name=name,
                 keras=(lambda f=keras_file: keras.models.load_model(f, compile=False))
-                if keras_file.is_file() else None,
+                if keras_file.is_file()
+                else None,
                 tflite=(tflite_file.read_bytes if tflite_file.is_file() else None),
                 export_summary=json.loads(summary.read_text()) if summary.is_file() else None,
-                skipped=json.loads(marker.read_text())["reason"] if marker.is_file() else None)
+                skipped=json.loads(marker.read_text())["reason"] if marker.is_file() else None,
+            )
         return found
 
     def _save(self, data: None) -> None:

@@ -54,23 +54,30 @@ class EngineConfig:
         """Every bad key named in one message (`engine.<key>`), before any work starts."""
         params = dict(params or {})
         known = {f.name for f in fields(cls)}
-        problems = [f"engine.{key} is not a setting (known: {', '.join(sorted(known))})"
-                    for key in params if key not in known]
+        problems = [
+            f"engine.{key} is not a setting (known: {', '.join(sorted(known))})"
+            for key in params
+            if key not in known
+        ]
         config = cls(**{k: v for k, v in params.items() if k in known})
         if config.kind not in KINDS:
             problems.append(f"engine.kind must be one of {', '.join(KINDS)}; got {config.kind!r}")
         if config.scheduler is not None and (
-                not isinstance(config.scheduler, str)
-                or not config.scheduler.startswith(SCHEDULER_SCHEMES)):
-            problems.append("engine.scheduler must be null (a LocalCluster) or an address "
-                            f"such as tcp://host:8786; got {config.scheduler!r}")
+            not isinstance(config.scheduler, str)
+            or not config.scheduler.startswith(SCHEDULER_SCHEMES)
+        ):
+            problems.append(
+                "engine.scheduler must be null (a LocalCluster) or an address "
+                f"such as tcp://host:8786; got {config.scheduler!r}"
+            )
         for name in ("n_workers", "threads_per_worker"):
             value = getattr(config, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"engine.{name} must be a whole number >= 1; got {value!r}")
         window = config.max_in_flight
-        if window is not None and (isinstance(window, bool) or not isinstance(window, int)
-                                   or window < 1):
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
             problems.append(f"engine.max_in_flight must be null or >= 1; got {window!r}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -98,10 +105,15 @@ def as_engine(engine: EngineConfig | Mapping[str, Any] | None) -> EngineConfig:
     return engine if isinstance(engine, EngineConfig) else EngineConfig.from_dict(engine)
 
 
-def map_ordered(fn: Callable[..., R], items: Iterable[T],
-                engine: EngineConfig | Mapping[str, Any] | None = None, *,
-                shared: Any = None, total: int | None = None, label: str = "items"
-                ) -> Iterator[R]:
+def map_ordered(
+    fn: Callable[..., R],
+    items: Iterable[T],
+    engine: EngineConfig | Mapping[str, Any] | None = None,
+    *,
+    shared: Any = None,
+    total: int | None = None,
+    label: str = "items",
+) -> Iterator[R]:
     """`fn(item)` (or `fn(item, shared)`) for every item, yielded in input order.
 
     `shared` is sent to each worker once (scattered), not once per item: use it for model
@@ -118,8 +130,9 @@ def map_ordered(fn: Callable[..., R], items: Iterable[T],
     return _on_dask(fn, items, shared, config, progress)
 
 
-def _sequential(fn: Callable[..., R], items: Iterable[T], shared: Any,
-                progress: _Progress) -> Iterator[R]:
+def _sequential(
+    fn: Callable[..., R], items: Iterable[T], shared: Any, progress: _Progress
+) -> Iterator[R]:
     for item in items:
         result = fn(item) if shared is None else fn(item, shared)
         progress.step()
@@ -127,15 +140,21 @@ def _sequential(fn: Callable[..., R], items: Iterable[T], shared: Any,
     progress.finish()
 
 
-def _on_dask(fn: Callable[..., R], items: Iterable[T], shared: Any, config: EngineConfig,
-             progress: _Progress) -> Iterator[R]:
+def _on_dask(
+    fn: Callable[..., R], items: Iterable[T], shared: Any, config: EngineConfig, progress: _Progress
+) -> Iterator[R]:
     from distributed import as_completed  # noqa: PLC0415 - optional extra `dask`
 
     with dask_client(config) as client:
         threads = sum(client.nthreads().values())
         window = config.window(threads)
-        logger.info("Fan-out of %s on %s: %d worker thread(s), at most %d in flight",
-                    progress.label, config.describe(), threads, window)
+        logger.info(
+            "Fan-out of %s on %s: %d worker thread(s), at most %d in flight",
+            progress.label,
+            config.describe(),
+            threads,
+            window,
+        )
         extra = ()
         if shared is not None:  # a list of one: a dict would be scattered key by key
             extra = tuple(client.scatter([shared], broadcast=True, hash=False))
@@ -179,8 +198,10 @@ def dask_client(config: EngineConfig) -> Iterator[Any]:
     try:
         from distributed import Client, LocalCluster  # noqa: PLC0415
     except ImportError as error:
-        raise ImportError("engine.kind: dask needs Dask's `distributed`: pip install "
-                          "'ssc_skin[dask]' (or set engine.kind: sequential)") from error
+        raise ImportError(
+            "engine.kind: dask needs Dask's `distributed`: pip install "
+            "'ssc_skin[dask]' (or set engine.kind: sequential)"
+        ) from error
     if config.scheduler:
         client = Client(config.scheduler, timeout="30s")
         try:
@@ -188,13 +209,16 @@ def dask_client(config: EngineConfig) -> Iterator[Any]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=config.n_workers,
-                           threads_per_worker=config.threads_per_worker, processes=True,
-                           host="127.0.0.1", dashboard_address=None,
-                           # its health/metrics HTTP server: this machine only, any free port
-                           scheduler_kwargs={"dashboard": False,
-                                             "dashboard_address": "127.0.0.1:0"},
-                           silence_logs=logging.WARNING)
+    cluster = LocalCluster(
+        n_workers=config.n_workers,
+        threads_per_worker=config.threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        # its health/metrics HTTP server: this machine only, any free port
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.WARNING,
+    )
     client = Client(cluster)
     try:
         yield client
@@ -207,14 +231,18 @@ def _check_picklable(fn: Callable[..., Any], shared: Any) -> None:
     """Fail before a cluster starts, with the reason, rather than deep inside Dask."""
     name = getattr(fn, "__qualname__", repr(fn))
     if "<lambda>" in name or "<locals>" in name or not getattr(fn, "__module__", None):
-        raise TypeError(f"engine.kind: dask needs a top-level function, got {name}: workers "
-                        "import it by name (a closure could carry datasets along)")
+        raise TypeError(
+            f"engine.kind: dask needs a top-level function, got {name}: workers "
+            "import it by name (a closure could carry datasets along)"
+        )
     try:
         pickle.dumps(shared)
     except Exception as error:  # pickling errors have no common base class
-        raise TypeError("engine.kind: dask: the arguments sent to workers cannot be pickled "
-                        f"({type(error).__name__}: {error}); send bytes and plain values, "
-                        "keep Kedro/MLflow datasets and live models in the driver") from error
+        raise TypeError(
+            "engine.kind: dask: the arguments sent to workers cannot be pickled "
+            f"({type(error).__name__}: {error}); send bytes and plain values, "
+            "keep Kedro/MLflow datasets and live models in the driver"
+        ) from error
 
 
 class _Progress:
@@ -240,8 +268,15 @@ class _Progress:
     def _log(self, now: float) -> None:
         self.last, self.logged = now, self.done
         of = f"/{self.total}" if self.total is not None else ""
-        logger.info("%s: %d%s (%.2f %s/s, %s)", self.label.capitalize(), self.done, of,
-                    self.done / max(now - self.start, 1e-9), self.label, self.engine)
+        logger.info(
+            "%s: %d%s (%.2f %s/s, %s)",
+            self.label.capitalize(),
+            self.done,
+            of,
+            self.done / max(now - self.start, 1e-9),
+            self.label,
+            self.engine,
+        )
 
 
 # --- per-worker cache: a model built once per worker process, not once per item -------------

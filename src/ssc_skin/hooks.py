@@ -79,8 +79,9 @@ class InputSafetyHook:
     """Validate the configuration up front; keep user paths out of MLflow parameters."""
 
     @hook_impl(tryfirst=True)
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline,
-                            catalog: Any) -> None:
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
         params = catalog.load("parameters") if "parameters" in catalog else {}
         reads_cohort = any(node.name == READS_COHORT for node in pipeline.nodes)
         validate_parameters(params, check_paths=reads_cohort)

@@ -27,8 +27,9 @@ NOTE_TAG = "mlflow.note.content"  # MLflow shows this tag as the run's (or model
 
 
 @contextmanager
-def model_run(name: str, tags: Mapping[str, Any], params: Mapping[str, Any]
-              ) -> Iterator[str | None]:
+def model_run(
+    name: str, tags: Mapping[str, Any], params: Mapping[str, Any]
+) -> Iterator[str | None]:
     """A nested run of the active run, open for the duration of the block; yields its id.
 
     Yields None (and logs nothing) without an active run: unit tests, untracked pipelines.
@@ -66,8 +67,11 @@ def existing_run(run_id: str | None) -> str | None:
     try:
         MlflowClient().get_run(run_id)
     except MlflowException:
-        logger.warning("MLflow run %s (from the training summary) is not in this tracking store; "
-                       "the evaluation gets a new nested run", run_id)
+        logger.warning(
+            "MLflow run %s (from the training summary) is not in this tracking store; "
+            "the evaluation gets a new nested run",
+            run_id,
+        )
         return None
     return run_id
 
@@ -95,22 +99,30 @@ def runner_name(runner: Any) -> str:
 
 def git_state(project_path: str | Path | None) -> dict[str, str]:
     """The commit checked out in `project_path` and whether files differ from it ({} outside git)."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=project_path, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=project_path, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
     try:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"git_commit": commit, "git_dirty": str(dirty).lower(),
-            "mlflow.source.git.commit": commit}  # MLflow's own column in the runs table
+    return {
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": commit,
+    }  # MLflow's own column in the runs table
 
 
 def run_tags(run_params: Mapping[str, Any], default_env: str = "local") -> dict[str, str]:
     """Tags a person can read in the runs table: runner class, configuration env, git commit."""
-    tags = {"runner": runner_name(run_params.get("runner")) or "SequentialRunner",
-            "config_env": str(run_params.get("env") or default_env)}
+    tags = {
+        "runner": runner_name(run_params.get("runner")) or "SequentialRunner",
+        "config_env": str(run_params.get("env") or default_env),
+    }
     tags.update(git_state(run_params.get("project_path")))
     return tags
 
@@ -125,16 +137,18 @@ def fmt(value: Any, digits: int = 3) -> str:
 def model_note(evaluation: Mapping[str, Any]) -> str:
     """A nested run's description (Markdown): its headline numbers."""
     e = evaluation
-    return (f"**{e['task']}.{e['architecture']}**: test patient accuracy "
-            f"{fmt(e.get('test_patient_accuracy'))} "
-            f"[{fmt(e.get('test_patient_accuracy_ci_low'))}, "
-            f"{fmt(e.get('test_patient_accuracy_ci_high'))}] over "
-            f"{e.get('test_patients', 'n/a')} test patients, balanced accuracy "
-            f"{fmt(e.get('test_patient_balanced_accuracy'))}, AUC "
-            f"{fmt(e.get('test_patient_auc'))}; validation patient balanced accuracy "
-            f"{fmt(e.get('val_patient_balanced_accuracy'))}. Trained "
-            f"{fmt(e.get('train_seconds'), 1)} s, {e.get('epochs_run', 'n/a')} epochs, "
-            f"weights: {e.get('weights_source', 'random')}.")
+    return (
+        f"**{e['task']}.{e['architecture']}**: test patient accuracy "
+        f"{fmt(e.get('test_patient_accuracy'))} "
+        f"[{fmt(e.get('test_patient_accuracy_ci_low'))}, "
+        f"{fmt(e.get('test_patient_accuracy_ci_high'))}] over "
+        f"{e.get('test_patients', 'n/a')} test patients, balanced accuracy "
+        f"{fmt(e.get('test_patient_balanced_accuracy'))}, AUC "
+        f"{fmt(e.get('test_patient_auc'))}; validation patient balanced accuracy "
+        f"{fmt(e.get('val_patient_balanced_accuracy'))}. Trained "
+        f"{fmt(e.get('train_seconds'), 1)} s, {e.get('epochs_run', 'n/a')} epochs, "
+        f"weights: {e.get('weights_source', 'random')}."
+    )
 
 
 def parent_run_tags(run_id: str | None) -> dict[str, str]:
@@ -150,9 +164,16 @@ def parent_run_tags(run_id: str | None) -> dict[str, str]:
         return {}
 
 
-def register_model(uri: str, name: str, alias: str, score: float, metric: str,
-                   tags: Mapping[str, str], description: str, promote: str = "if_better"
-                   ) -> tuple[str, str]:
+def register_model(
+    uri: str,
+    name: str,
+    alias: str,
+    score: float,
+    metric: str,
+    tags: Mapping[str, str],
+    description: str,
+    promote: str = "if_better",
+) -> tuple[str, str]:
     """Register `uri` as a new version of `name`; returns (its version, the alias's version).
 
     `promote`: `always` moves `alias` to the new version; `if_better` only when `score` (the
@@ -168,8 +189,16 @@ def register_model(uri: str, name: str, alias: str, score: float, metric: str,
     if promote == "if_better" and current is not None:
         held = _float(current.tags.get(metric))
         if held is not None and score < held:
-            logger.info("%s: alias %s stays on v%s (%s %.3f > %.3f of v%s)", name, alias,
-                        current.version, metric, held, score, version)
+            logger.info(
+                "%s: alias %s stays on v%s (%s %.3f > %.3f of v%s)",
+                name,
+                alias,
+                current.version,
+                metric,
+                held,
+                score,
+                version,
+            )
             return str(version), str(current.version)
     client.set_registered_model_alias(name, alias, version)
     return str(version), str(version)

@@ -19,8 +19,13 @@ from ssc_skin.cohort import ingest
 from ssc_skin.cohort.ingest import CohortConfigError, ImageProblem
 
 ALLOWED = ("normal", "early", "late", "ssc")
-SETTINGS = {"label_map": {}, "allowed_labels": ALLOWED, "min_side": 64,
-            "min_tissue_fraction": 0.05, "min_saturation": 12}
+SETTINGS = {
+    "label_map": {},
+    "allowed_labels": ALLOWED,
+    "min_side": 64,
+    "min_tissue_fraction": 0.05,
+    "min_saturation": 12,
+}
 
 
 def _tissue(seed, h=160, w=160):
@@ -44,6 +49,7 @@ def _by_file(quarantine):
 
 # --- 1: file names that are not UTF-8 -------------------------------------------------------
 
+
 def test_a_file_name_that_is_not_utf8_is_read_and_shown_escaped(tmp_path):
     name = os.fsdecode(b"P1_caf\xe9.png")  # latin-1 e-acute: not valid UTF-8
     _save(tmp_path / "normal" / name, _tissue(1))
@@ -56,14 +62,25 @@ def test_a_file_name_that_is_not_utf8_is_read_and_shown_escaped(tmp_path):
 
 # --- 3: decompression limits, from the header, for every decoder ----------------------------
 
+
 def _png_header_only(path, width, height, depth=8, colour=2):
     """A tiny PNG that declares a huge image (its pixel data is a few zero bytes)."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -72,8 +89,9 @@ def test_a_huge_float_tiff_is_refused_before_decoding(tmp_path, monkeypatch):
     tifffile.imwrite(path, np.zeros((64, 64), np.float16), compression="zlib")
     monkeypatch.setattr(ingest, "MAX_IMAGE_PIXELS", 1000)  # a 64x64 stand-in for 15000x15000
     decoded = []
-    monkeypatch.setattr(tifffile.TiffPage, "asarray",
-                        lambda self, *a, **k: decoded.append(1) or np.zeros((64, 64)))
+    monkeypatch.setattr(
+        tifffile.TiffPage, "asarray", lambda self, *a, **k: decoded.append(1) or np.zeros((64, 64))
+    )
     with pytest.raises(ImageProblem) as caught:
         ingest.read_rgb(path)
     assert caught.value.check == "too_large" and "4096 pixels" in caught.value.reason
@@ -108,18 +126,26 @@ def test_check_encoded_image_reads_only_the_header(monkeypatch):
 
 # --- 4: bit depth -----------------------------------------------------------------------------
 
+
 def _png16_rgb(path, array16, sbit=None):
     """A 16-bit RGB PNG (Pillow cannot write one), optionally with an sBIT chunk."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     h, w, _ = array16.shape
     raw = b"".join(b"\0" + array16[y].astype(">u2").tobytes() for y in range(h))
     chunks = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
     if sbit:
         chunks += chunk(b"sBIT", bytes([sbit] * 3))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunks + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -146,13 +172,19 @@ def test_12_bit_grayscale_png_and_tiff_keep_their_brightness(tmp_path):
 
 # --- 5: manifest masks must be class indices 0-3 ---------------------------------------------
 
+
 def test_a_mask_of_0_and_255_is_refused_and_the_image_kept(tmp_path):
     _save(tmp_path / "images/A.png", _tissue(5))
     _save(tmp_path / "masks/A.png", np.where(_tissue(5)[..., 0] > 200, 255, 0).astype(np.uint8))
-    pd.DataFrame({"image_path": ["images/A.png"], "patient_id": ["A1"], "label": ["normal"],
-                  "mask_path": ["masks/A.png"]}).to_csv(tmp_path / "m.csv", index=False)
-    valid, quarantine = ingest.validate_cohort(ingest.read_manifest(tmp_path / "m.csv"),
-                                               **SETTINGS)
+    pd.DataFrame(
+        {
+            "image_path": ["images/A.png"],
+            "patient_id": ["A1"],
+            "label": ["normal"],
+            "mask_path": ["masks/A.png"],
+        }
+    ).to_csv(tmp_path / "m.csv", index=False)
+    valid, quarantine = ingest.validate_cohort(ingest.read_manifest(tmp_path / "m.csv"), **SETTINGS)
     assert len(valid) == 1 and valid.loc[0, "mask_path"] is None
     assert list(quarantine["check"]) == ["mask"]
     assert "class indices 0-3" in quarantine.loc[0, "reason"]
@@ -161,24 +193,31 @@ def test_a_mask_of_0_and_255_is_refused_and_the_image_kept(tmp_path):
 
 # --- 6: <label>/<patient>/<file> layouts ------------------------------------------------------
 
+
 def _patient_folders(root):
     for label, patients in (("normal", ("N01", "N02")), ("ssc", ("S01", "S02"))):
         for patient in patients:
             for slide in ("slideA", "slideB"):
-                _save(root / label / patient / f"{slide}.png",
-                      _tissue(hash((patient, slide)) % 1000))
+                _save(
+                    root / label / patient / f"{slide}.png", _tissue(hash((patient, slide)) % 1000)
+                )
     _save(root / "normal" / "loose.png", _tissue(999))  # not inside a patient folder
 
 
 def test_patient_from_folder_reads_the_patient_folder(tmp_path):
     _patient_folders(tmp_path)
-    records = ingest.discover_cohort({"layout": "folder", "root": str(tmp_path),
-                                      "patient_from": "folder"})
+    records = ingest.discover_cohort(
+        {"layout": "folder", "root": str(tmp_path), "patient_from": "folder"}
+    )
     valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
     assert sorted(valid["patient_id"].unique()) == ["N01", "N02", "S01", "S02"]
     assert len(valid) == 8
-    assert _by_file(quarantine) == {"normal/loose.png": (
-        "no_patient_id", "not inside a patient folder (<root>/<label>/<patient>/...)")}
+    assert _by_file(quarantine) == {
+        "normal/loose.png": (
+            "no_patient_id",
+            "not inside a patient folder (<root>/<label>/<patient>/...)",
+        )
+    }
 
 
 def test_patient_folders_read_by_file_name_give_a_hint(tmp_path, caplog):
@@ -192,26 +231,36 @@ def test_patient_folders_read_by_file_name_give_a_hint(tmp_path, caplog):
 
 
 def test_patient_from_must_be_filename_or_folder():
-    with pytest.raises(CohortConfigError, match="cohort.source.patient_from must be one of "
-                                                "filename, folder; got 'dir'"):
+    with pytest.raises(
+        CohortConfigError,
+        match="cohort.source.patient_from must be one of filename, folder; got 'dir'",
+    ):
         ingest.check_source_config({"layout": "folder", "root": "x", "patient_from": "dir"})
 
 
 # --- 7: duplicate reasons are never empty ----------------------------------------------------
 
+
 def test_same_path_under_two_patients_says_why(tmp_path):
     _save(tmp_path / "a.png", _tissue(6))
-    pd.DataFrame({"image_path": ["a.png", "a.png"], "patient_id": ["X1", "X2"],
-                  "label": ["normal", "normal"]}).to_csv(tmp_path / "m.csv", index=False)
-    valid, quarantine = ingest.validate_cohort(ingest.read_manifest(tmp_path / "m.csv"),
-                                               **SETTINGS)
+    pd.DataFrame(
+        {
+            "image_path": ["a.png", "a.png"],
+            "patient_id": ["X1", "X2"],
+            "label": ["normal", "normal"],
+        }
+    ).to_csv(tmp_path / "m.csv", index=False)
+    valid, quarantine = ingest.validate_cohort(ingest.read_manifest(tmp_path / "m.csv"), **SETTINGS)
     assert valid.empty and list(quarantine["check"]) == ["same_image_two_owners"] * 2
     for reason in quarantine["reason"]:
-        assert reason == ("same image under two patients/labels: this path is listed more "
-                          "than once with different patients or labels")
+        assert reason == (
+            "same image under two patients/labels: this path is listed more "
+            "than once with different patients or labels"
+        )
 
 
 # --- 8: links and paths that leave the cohort folder ------------------------------------------
+
 
 def test_a_folder_link_out_of_the_root_is_quarantined_not_walked(tmp_path):
     outside = tmp_path / "elsewhere"
@@ -247,25 +296,36 @@ def test_manifest_paths_outside_the_root_are_not_read(tmp_path):
     study = tmp_path / "study"
     _save(study / "in.png", _tissue(1))
     _save(tmp_path / "secret" / "S9.png", _tissue(2))
-    pd.DataFrame({"image_path": ["in.png", "../secret/S9.png", str(tmp_path / "secret/S9.png"),
-                                 "../../../../../etc/passwd"],
-                  "patient_id": ["A1", "B2", "C3", "D4"], "label": ["normal"] * 4},
-                 ).to_csv(study / "m.csv", index=False)
+    pd.DataFrame(
+        {
+            "image_path": [
+                "in.png",
+                "../secret/S9.png",
+                str(tmp_path / "secret/S9.png"),
+                "../../../../../etc/passwd",
+            ],
+            "patient_id": ["A1", "B2", "C3", "D4"],
+            "label": ["normal"] * 4,
+        },
+    ).to_csv(study / "m.csv", index=False)
     records = ingest.discover_cohort({"layout": "manifest", "manifest": str(study / "m.csv")})
     valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
     assert list(valid["patient_id"]) == ["A1"]
     assert list(quarantine["check"]) == ["outside_root"] * 3
-    allowed = ingest.discover_cohort({"layout": "manifest", "manifest": str(study / "m.csv"),
-                                      "root": str(tmp_path)})
+    allowed = ingest.discover_cohort(
+        {"layout": "manifest", "manifest": str(study / "m.csv"), "root": str(tmp_path)}
+    )
     assert allowed["problem_check"].isna().sum() == 3  # root widened: only /etc/passwd left
 
 
 # --- 9: manifests in other encodings or with unquoted commas ----------------------------------
 
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_a_manifest_not_in_utf8_gives_one_message_naming_the_file(tmp_path, encoding):
     (tmp_path / "cohort.csv").write_bytes(
-        "image_path,patient_id,label\ncafé.png,P1,normal\n".encode(encoding))
+        "image_path,patient_id,label\ncafé.png,P1,normal\n".encode(encoding)
+    )
     with pytest.raises(CohortConfigError) as caught:
         ingest.read_manifest(tmp_path / "cohort.csv")
     message = str(caught.value)
@@ -274,8 +334,9 @@ def test_a_manifest_not_in_utf8_gives_one_message_naming_the_file(tmp_path, enco
 
 
 def test_an_unquoted_comma_gives_one_message_naming_the_file_and_line(tmp_path):
-    (tmp_path / "cohort.csv").write_text("image_path,patient_id,label\na.png,P1,normal\n"
-                                         "b.png,P2,SSc, late\n")
+    (tmp_path / "cohort.csv").write_text(
+        "image_path,patient_id,label\na.png,P1,normal\nb.png,P2,SSc, late\n"
+    )
     with pytest.raises(CohortConfigError) as caught:
         ingest.read_manifest(tmp_path / "cohort.csv")
     message = str(caught.value)
@@ -284,6 +345,7 @@ def test_an_unquoted_comma_gives_one_message_naming_the_file_and_line(tmp_path):
 
 
 # --- 13: the summary counts patients ----------------------------------------------------------
+
 
 def test_the_summary_line_counts_patients_per_label(tmp_path, caplog):
     for patient in ("N1", "N2"):

@@ -16,8 +16,13 @@ from ssc_skin.cohort.ingest import CohortConfigError, ImageProblem
 
 LABEL_MAP = {"SSc-mild": "early", "Normal": "normal"}
 ALLOWED = ("normal", "early", "late")
-SETTINGS = {"label_map": LABEL_MAP, "allowed_labels": ALLOWED, "min_side": 64,
-            "min_tissue_fraction": 0.05, "min_saturation": 12}
+SETTINGS = {
+    "label_map": LABEL_MAP,
+    "allowed_labels": ALLOWED,
+    "min_side": 64,
+    "min_tissue_fraction": 0.05,
+    "min_saturation": 12,
+}
 
 
 def _tissue(seed, h=160, w=160):
@@ -47,9 +52,9 @@ def _corrupt_png(path, array):
     """A PNG whose pixel data (IDAT) has garbage in the middle."""
     data = bytearray(_png_bytes(array))
     start = data.index(b"IDAT") + 4
-    length = struct.unpack(">I", data[start - 8:start - 4])[0]
+    length = struct.unpack(">I", data[start - 8 : start - 4])[0]
     middle = start + length // 2
-    data[middle:middle + 16] = b"\x00garbage-bytes!!"
+    data[middle : middle + 16] = b"\x00garbage-bytes!!"
     path.write_bytes(bytes(data))
 
 
@@ -60,8 +65,11 @@ def _truncated(path, array, fmt):
 
 
 def _checksums(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _build_folder_corpus(root):
@@ -96,15 +104,17 @@ def _build_folder_corpus(root):
     Image.fromarray(_tissue(next(n))).quantize(8).save(early / "P03_pal.png")
     gray16 = _tissue(next(n)).mean(axis=2).astype(np.uint16) * 257
     _save(early / "P04_g16.png", gray16)
-    tifffile.imwrite(early / "P04_rgb16.tif", _tissue(next(n)).astype(np.uint16) * 257,
-                     photometric="rgb")
+    tifffile.imwrite(
+        early / "P04_rgb16.tif", _tissue(next(n)).astype(np.uint16) * 257, photometric="rgb"
+    )
     pages = [Image.fromarray(_tissue(next(n)))] + [Image.fromarray(_tissue(next(n))[:80])] * 2
     pages[0].save(early / "P04_multi.tif", save_all=True, append_images=pages[1:])
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     _save(early / "P05_exif.jpg", _tissue(next(n), h=100, w=160), exif=exif, quality=95)
-    tifffile.imwrite(early / "P05_float.tif", _tissue(next(n)).astype(np.float32) / 255,
-                     photometric="rgb")
+    tifffile.imwrite(
+        early / "P05_float.tif", _tissue(next(n)).astype(np.float32) / 255, photometric="rgb"
+    )
 
     bad = root / "late"
     _save(bad / "P06_ok.png", _tissue(next(n)))
@@ -123,10 +133,14 @@ FOLDER_QUARANTINE = {
     "Normal/P01_copy.tif": ("duplicate", "duplicate of Normal/P01_c.png"),
     "Normal/P08_s.png": ("same_image_two_owners", "same image under two patients/labels"),
     "late/P09_s.png": ("same_image_two_owners", "same image under two patients/labels"),
-    "Normal/P10_a.png": ("patient_label_conflict",
-                         "patient in this file appears under more than one label (late, normal)"),
-    "late/P10_b.png": ("patient_label_conflict",
-                       "patient in this file appears under more than one label (late, normal)"),
+    "Normal/P10_a.png": (
+        "patient_label_conflict",
+        "patient in this file appears under more than one label (late, normal)",
+    ),
+    "late/P10_b.png": (
+        "patient_label_conflict",
+        "patient in this file appears under more than one label (late, normal)",
+    ),
     "Normal/_scan.png": ("no_patient_id", "no patient id in file name"),
     "Normal/notes.txt": ("not_image_extension", "not an image extension (.txt)"),
     "README.txt": ("not_image_extension", "not an image extension (.txt)"),
@@ -165,8 +179,9 @@ def folder_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     _build_folder_corpus(root)
     before = _checksums(root)
-    records = ingest.discover_cohort({"layout": "folder", "root": str(root),
-                                         "label_map": LABEL_MAP})
+    records = ingest.discover_cohort(
+        {"layout": "folder", "root": str(root), "label_map": LABEL_MAP}
+    )
     valid, quarantine = ingest.validate_cohort(records, **SETTINGS)
     return root, before, records, valid, quarantine
 
@@ -216,8 +231,10 @@ def test_log_lines_hold_counts_and_no_patient_ids(tmp_path, caplog):
     calls = []
     with caplog.at_level(logging.INFO, logger="ssc_skin.cohort.ingest"):
         valid, quarantine = ingest.validate_cohort(
-            ingest.discover_folder(tmp_path), **SETTINGS,
-            progress=lambda done, total: calls.append((done, total)))
+            ingest.discover_folder(tmp_path),
+            **SETTINGS,
+            progress=lambda done, total: calls.append((done, total)),
+        )
     assert len(valid) == 0 and len(quarantine) == 3
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert "images/s" in caplog.text
@@ -228,8 +245,9 @@ def test_log_lines_hold_counts_and_no_patient_ids(tmp_path, caplog):
 
 def _build_manifest_corpus(base):
     images, masks = base / "images", base / "masks"
-    for i, name in enumerate(["A1", "A2", "B1", "C1", "D1", "E1", "F1", "G1", "G2", "I1", "J1",
-                              "K1"], start=100):
+    for i, name in enumerate(
+        ["A1", "A2", "B1", "C1", "D1", "E1", "F1", "G1", "G2", "I1", "J1", "K1"], start=100
+    ):
         _save(images / f"{name}.png", _tissue(i))
     _save(masks / "A1.png", (np.arange(160 * 160).reshape(160, 160) % 3).astype(np.uint8))
     _save(masks / "J1_small.png", np.zeros((40, 40), np.uint8))
@@ -250,8 +268,7 @@ def _build_manifest_corpus(base):
         ("images/J1.png", "J-010", "normal", "masks/J1_small.png", ""),
         ("images\\K1.png", "K-011", "Normal", "", "val"),
     ]
-    table = pd.DataFrame(rows, columns=["image_path", "patient_id", "label", "mask_path",
-                                        "split"])
+    table = pd.DataFrame(rows, columns=["image_path", "patient_id", "label", "mask_path", "split"])
     table.to_csv(base / "manifest.csv", index=False)
     return base / "manifest.csv"
 
@@ -262,10 +279,16 @@ MANIFEST_QUARANTINE = [
     ("images/D1.png", "unknown_label", "unknown label 'fibrosis'"),
     ("images/E1.png", "missing_patient_id", "missing patient id"),
     ("images/F1.png", "invalid_split", "invalid split 'holdout'"),
-    ("images/G1.png", "patient_split_conflict",
-     "patient in this file appears in more than one split (test, train)"),
-    ("images/G2.png", "patient_split_conflict",
-     "patient in this file appears in more than one split (test, train)"),
+    (
+        "images/G1.png",
+        "patient_split_conflict",
+        "patient in this file appears in more than one split (test, train)",
+    ),
+    (
+        "images/G2.png",
+        "patient_split_conflict",
+        "patient in this file appears in more than one split (test, train)",
+    ),
     ("images/nothere.png", "file_missing", "file missing"),
     ("manifest.csv line 14", "missing_image_path", "missing image path"),
     ("masks/J1_small.png", "mask", "mask size 40x40 px differs from the image's 160x160 px"),
@@ -285,8 +308,14 @@ def test_manifest_layout(tmp_path):
         assert (file, check) == expected[:2]
         assert reason.startswith(expected[2]), reason
     by_path = valid.set_index("relative_path")
-    assert sorted(by_path.index) == ["images/A1.png", "images/A2.png", "images/B1.png",
-                                     "images/I1.png", "images/J1.png", "images/K1.png"]
+    assert sorted(by_path.index) == [
+        "images/A1.png",
+        "images/A2.png",
+        "images/B1.png",
+        "images/I1.png",
+        "images/J1.png",
+        "images/K1.png",
+    ]
     assert by_path.loc["images/A1.png", "mask_path"] == str(tmp_path / "study/masks/A1.png")
     assert by_path.loc["images/A1.png", "label"] == "early"
     assert by_path.loc["images/A2.png", "mask_path"] is None
@@ -320,13 +349,19 @@ def test_read_rgb_conversion_notes(tmp_path):
     assert notes == ["grayscale -> RGB"]
     _save(tmp_path / "g16.png", gray.astype(np.uint16) * 257)
     image, notes = ingest.read_rgb(tmp_path / "g16.png")
-    assert notes == ["16-bit -> 8-bit (16 significant bits, from its maximum value)", "grayscale -> RGB"]
+    assert notes == [
+        "16-bit -> 8-bit (16 significant bits, from its maximum value)",
+        "grayscale -> RGB",
+    ]
     np.testing.assert_array_equal(image[..., 0], gray)
     rgb16 = _tissue(4).astype(np.uint16) * 257
     tifffile.imwrite(tmp_path / "c16.tif", rgb16, photometric="rgb")
     image, notes = ingest.read_rgb(tmp_path / "c16.tif")
     np.testing.assert_array_equal(image, _tissue(4))
-    assert notes == ["decoded with tifffile", "16-bit -> 8-bit (16 significant bits, from its maximum value)"]
+    assert notes == [
+        "decoded with tifffile",
+        "16-bit -> 8-bit (16 significant bits, from its maximum value)",
+    ]
 
 
 def test_read_rgb_other_modes(tmp_path):
@@ -335,13 +370,19 @@ def test_read_rgb_other_modes(tmp_path):
     Image.fromarray(rgb).convert("LA").save(tmp_path / "la.png")
     Image.fromarray(rgb).quantize(4).save(tmp_path / "pt.png", transparency=0)
     rgba16 = np.dstack([rgb, np.full((70, 70), 255, np.uint8)]).astype(np.uint16) * 257
-    tifffile.imwrite(tmp_path / "rgba16.tif", rgba16, photometric="rgb",
-                     extrasamples=["unassalpha"])
-    expected = {"cmyk.jpg": ["CMYK -> RGB"],
-                "la.png": ["LA -> RGB (transparency composited on white)"],
-                "pt.png": ["palette -> RGB (transparency composited on white)"],
-                "rgba16.tif": ["decoded with tifffile", "16-bit -> 8-bit (16 significant bits, from its maximum value)",
-                               "RGBA -> RGB (transparency composited on white)"]}
+    tifffile.imwrite(
+        tmp_path / "rgba16.tif", rgba16, photometric="rgb", extrasamples=["unassalpha"]
+    )
+    expected = {
+        "cmyk.jpg": ["CMYK -> RGB"],
+        "la.png": ["LA -> RGB (transparency composited on white)"],
+        "pt.png": ["palette -> RGB (transparency composited on white)"],
+        "rgba16.tif": [
+            "decoded with tifffile",
+            "16-bit -> 8-bit (16 significant bits, from its maximum value)",
+            "RGBA -> RGB (transparency composited on white)",
+        ],
+    }
     for name, notes in expected.items():
         image, found = ingest.read_rgb(tmp_path / name)
         assert image.shape == (70, 70, 3) and image.dtype == np.uint8, name
@@ -354,8 +395,9 @@ def test_tiff_page_is_configurable(tmp_path):
     pages = [Image.fromarray(np.full((70, 70, 3), v, np.uint8)) for v in (10, 20, 30)]
     pages[0].save(tmp_path / "m.tif", save_all=True, append_images=pages[1:])
     image, notes = ingest.read_rgb(tmp_path / "m.tif", tiff_page=2)
-    assert image[0, 0, 0] == 30 and notes == ["multi-page TIFF: page 2 of 3 used (pages count "
-                                              "from 0)"]
+    assert image[0, 0, 0] == 30 and notes == [
+        "multi-page TIFF: page 2 of 3 used (pages count from 0)"
+    ]
     with pytest.raises(ImageProblem, match="page 3 requested but the file has 3 page"):
         ingest.read_rgb(tmp_path / "m.tif", tiff_page=3)
 
@@ -385,17 +427,23 @@ def test_custom_patient_regex(tmp_path):
     assert records.loc[0, "patient_id"] == "P123" and records.loc[0, "raw_label"] == "normal"
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ({"layout": "foo"}, "cohort.source.layout must be one of folder, manifest, synthetic, "
-                        "slide_folder, slide_manifest; got 'foo'"),
-    ({"layout": "folder"}, "cohort.source.root must be a path"),
-    ({"layout": "manifest", "root": "x"}, "cohort.source.manifest must be a path"),
-    ({"layout": "folder", "root": "x", "patient_id_regex": "^(P"}, "does not compile"),
-    ({"layout": "folder", "root": "x", "patient_id_regex": r"^(\w+)"}, "named group 'patient'"),
-    ({"layout": "folder", "root": "x", "tiff_page": -1}, "tiff_page must be an integer >= 0"),
-    ({"layout": "folder", "root": "x", "label_map": ["a"]}, "label_map must map"),
-    ({"layout": "folder", "rot": "x"}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            {"layout": "foo"},
+            "cohort.source.layout must be one of folder, manifest, synthetic, "
+            "slide_folder, slide_manifest; got 'foo'",
+        ),
+        ({"layout": "folder"}, "cohort.source.root must be a path"),
+        ({"layout": "manifest", "root": "x"}, "cohort.source.manifest must be a path"),
+        ({"layout": "folder", "root": "x", "patient_id_regex": "^(P"}, "does not compile"),
+        ({"layout": "folder", "root": "x", "patient_id_regex": r"^(\w+)"}, "named group 'patient'"),
+        ({"layout": "folder", "root": "x", "tiff_page": -1}, "tiff_page must be an integer >= 0"),
+        ({"layout": "folder", "root": "x", "label_map": ["a"]}, "label_map must map"),
+        ({"layout": "folder", "rot": "x"}, "unknown key"),
+    ],
+)
 def test_config_errors_name_the_key(source, message):
     with pytest.raises(CohortConfigError, match=message.replace("(", r"\(")):
         ingest.check_source_config(source)

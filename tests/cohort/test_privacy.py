@@ -32,24 +32,35 @@ def _hide(quarantine_rows, record_rows, **options):
 
 def test_common_words_in_reasons_are_never_rewritten():
     """`image_01.png` gives patient `image`: 'not an image' must stay as it is."""
-    report, _ = _hide([("normal/image_01.png", "not_an_image", "not an image (format not "
-                                                               "recognised)")],
-                      [("normal/image_01.png", "image", None)], label_folders=True,
-                      labels=("normal",))
+    report, _ = _hide(
+        [("normal/image_01.png", "not_an_image", "not an image (format not recognised)")],
+        [("normal/image_01.png", "image", None)],
+        label_folders=True,
+        labels=("normal",),
+    )
     assert report.loc[0, "reason"] == "not an image (format not recognised)"
     assert report.loc[0, "file"] == f"normal/{pseudonym('image', KEY)}_01.png"
 
 
 def test_paths_inside_reasons_are_pseudonymised_like_the_file_column():
-    report, _ = _hide([("normal/P1_b.png", "duplicate", "duplicate of normal/P1_a.png"),
-                       ("masks/M1.png", "mask", "mask file missing; image normal/P1_a.png "
-                                               "kept without a mask")],
-                      [("normal/P1_a.png", "P1", "masks/M1.png"), ("normal/P1_b.png", "P1", None)],
-                      label_folders=True, labels=("normal",))
+    report, _ = _hide(
+        [
+            ("normal/P1_b.png", "duplicate", "duplicate of normal/P1_a.png"),
+            (
+                "masks/M1.png",
+                "mask",
+                "mask file missing; image normal/P1_a.png kept without a mask",
+            ),
+        ],
+        [("normal/P1_a.png", "P1", "masks/M1.png"), ("normal/P1_b.png", "P1", None)],
+        label_folders=True,
+        labels=("normal",),
+    )
     p1 = pseudonym("P1", KEY)
     assert list(report["reason"]) == [
         f"duplicate of normal/{p1}_a.png",
-        f"mask file missing; image normal/{p1}_a.png kept without a mask"]
+        f"mask file missing; image normal/{p1}_a.png kept without a mask",
+    ]
     assert "P1" not in report.to_csv()
 
 
@@ -71,37 +82,50 @@ def test_no_raw_id_from_any_layout_reaches_the_report():
     for raw in ("SMITH07", "PATIENTX", "jones42", "JONES42", "DOE99"):
         assert raw.lower() not in text.lower(), raw
     assert report["file"].str.startswith(("normal/", "ssc/", "pt-")).all()  # labels stay
-    assert report.loc[1, "file"].startswith("normal/im-") and report.loc[1, "file"].endswith(
-        ".png")
+    assert report.loc[1, "file"].startswith("normal/im-") and report.loc[1, "file"].endswith(".png")
     # the local linkage maps every shown name back to the file
     assert dict(zip(linkage["file"], linkage["relative_path"], strict=True)) == dict(
-        zip(report["file"], [r[0] for r in rows], strict=True))
+        zip(report["file"], [r[0] for r in rows], strict=True)
+    )
 
 
 def test_without_patient_ids_every_name_is_hidden():
     """predict.patient_ids=false: no id is known, so no file name can be shown."""
-    report, _ = _hide([("SMITH07_a.png", "truncated", "truncated image data"),
-                       ("batch2/JONES42.tif", "corrupt", "corrupt image data")],
-                      [("SMITH07_a.png", None, None), ("batch2/JONES42.tif", None, None)],
-                      label_folders=False)
+    report, _ = _hide(
+        [
+            ("SMITH07_a.png", "truncated", "truncated image data"),
+            ("batch2/JONES42.tif", "corrupt", "corrupt image data"),
+        ],
+        [("SMITH07_a.png", None, None), ("batch2/JONES42.tif", None, None)],
+        label_folders=False,
+    )
     assert "SMITH07" not in report.to_csv() and "JONES42" not in report.to_csv()
     assert "batch2" not in report.to_csv()
     assert report.loc[0, "file"].startswith("im-") and report.loc[1, "file"].endswith(".tif")
 
 
 def test_redact_params_replaces_user_paths_by_a_keyed_hash():
-    params = {"cohort": {"source": {"layout": "folder", "root": "/home/ann/SMITH07_biopsies",
-                                    "manifest": "study/manifest.csv", "label_map": {}},
-                         "checks": {"min_tissue_fraction": 0.05},
-                         "split": {"saved_table": "data/03_primary/patient_splits.csv"}},
-              "predict": {"input": "new/SMITH07_a.png", "tasks": None}}
+    params = {
+        "cohort": {
+            "source": {
+                "layout": "folder",
+                "root": "/home/ann/SMITH07_biopsies",
+                "manifest": "study/manifest.csv",
+                "label_map": {},
+            },
+            "checks": {"min_tissue_fraction": 0.05},
+            "split": {"saved_table": "data/03_primary/patient_splits.csv"},
+        },
+        "predict": {"input": "new/SMITH07_a.png", "tasks": None},
+    }
     redacted = redact_params(params, KEY)
     source = redacted["cohort"]["source"]
     assert source["root"].startswith("path-") and "SMITH07" not in str(redacted)
     assert source["manifest"].startswith("path-")
     assert redacted["predict"]["input"].startswith("path-")
-    assert source["layout"] == "folder" and redacted["cohort"]["checks"] == params["cohort"][
-        "checks"]
+    assert (
+        source["layout"] == "folder" and redacted["cohort"]["checks"] == params["cohort"]["checks"]
+    )
     assert redacted["cohort"]["split"]["saved_table"] == "data/03_primary/patient_splits.csv"
     assert params["cohort"]["source"]["root"] == "/home/ann/SMITH07_biopsies"  # not mutated
     # flattened keys (as kedro-mlflow logs them) and any absolute path are redacted too

@@ -28,14 +28,16 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def aperio(root) -> ss.SlideRecord:
-    return ss.write_synthetic_slide(root / "aperio.svs", 4000, 3000, sections=3, label="late",
-                                    mpp=0.5, seed=1)
+    return ss.write_synthetic_slide(
+        root / "aperio.svs", 4000, 3000, sections=3, label="late", mpp=0.5, seed=1
+    )
 
 
 @pytest.fixture(scope="module")
 def no_mpp(root) -> ss.SlideRecord:
-    return ss.write_synthetic_slide(root / "plain.tif", 4000, 3000, sections=2, mpp=None,
-                                    style="generic", seed=2)
+    return ss.write_synthetic_slide(
+        root / "plain.tif", 4000, 3000, sections=2, mpp=None, style="generic", seed=2
+    )
 
 
 def problem(path, **options) -> ImageProblem:
@@ -46,9 +48,13 @@ def problem(path, **options) -> ImageProblem:
 
 # --- resolution --------------------------------------------------------------------------------
 
+
 def test_mpp_from_metadata_wins():
-    mpp, source, notes = slides.slide_mpp({"openslide.mpp-x": "0.2527", "openslide.mpp-y":
-                                           "0.2527"}, manifest_mpp=0.5, fallback_mpp=1.0)
+    mpp, source, notes = slides.slide_mpp(
+        {"openslide.mpp-x": "0.2527", "openslide.mpp-y": "0.2527"},
+        manifest_mpp=0.5,
+        fallback_mpp=1.0,
+    )
     assert (mpp, source) == (pytest.approx(0.2527), "metadata")
     assert any("manifest says 0.5" in note for note in notes)
 
@@ -74,9 +80,16 @@ def test_screen_resolution_is_not_a_microscope():
 def test_resolution_tags_give_mpp(tmp_path):
     image = np.full((1024, 1024, 3), 200, np.uint8)
     path = tmp_path / "tags.tif"
-    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", compression="zlib",
-                     resolution=(25400 / 0.25, 25400 / 0.25), resolutionunit="INCH",
-                     metadata=None)
+    tifffile.imwrite(
+        path,
+        image,
+        tile=(256, 256),
+        photometric="rgb",
+        compression="zlib",
+        resolution=(25400 / 0.25, 25400 / 0.25),
+        resolutionunit="INCH",
+        metadata=None,
+    )
     with slides.open_slide(path) as slide:
         info = slides.slide_info(slide)
     assert info.mpp == pytest.approx(0.25) and info.mpp_source == "metadata"
@@ -88,20 +101,29 @@ def test_ome_tiff_pixel_size(tmp_path):
     image[200:800, 200:800] = (180, 90, 150)
     path = tmp_path / "x.ome.tif"
     with tifffile.TiffWriter(path, ome=True) as tif:
-        tif.write(image, tile=(256, 256), photometric="rgb", compression="zlib",
-                  metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tif.write(
+            image,
+            tile=(256, 256),
+            photometric="rgb",
+            compression="zlib",
+            metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+        )
     facts, _ = slides.validate_slide(path, 64, 2.0)
     assert facts["microns_per_pixel"] == pytest.approx(0.5)
     assert facts["mpp_source"] == "metadata" and facts["tiles"] > 0
-    assert slides.ome_mpp('<OME><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
-                          'PhysicalSizeY="250" PhysicalSizeYUnit="nm"/></OME>') == [0.25, 0.25]
+    assert slides.ome_mpp(
+        '<OME><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
+        'PhysicalSizeY="250" PhysicalSizeYUnit="nm"/></OME>'
+    ) == [0.25, 0.25]
     assert slides.ome_mpp("Aperio Image Library") == []
 
 
 # --- level choice and plan ---------------------------------------------------------------------
 
-@pytest.mark.parametrize(("target", "level"), [(0.25, 0), (0.5, 0), (1.0, 1), (2.0, 1),
-                                               (4.0, 2), (10.0, 2), (0.97, 0)])
+
+@pytest.mark.parametrize(
+    ("target", "level"), [(0.25, 0), (0.5, 0), (1.0, 1), (2.0, 1), (4.0, 2), (10.0, 2), (0.97, 0)]
+)
 def test_best_level_is_coarsest_at_least_as_fine(target, level):
     assert slides.best_level((1.0, 4.0, 16.0), 0.25, target) == level
 
@@ -125,8 +147,10 @@ def test_plan_geometry():
 
 def test_plan_thumbnail_is_bounded_whatever_the_slide_size():
     """The tissue thumbnail (the only per-slide image in memory) must not grow with area."""
-    shapes = [slides.plan_tiles(info(side, side), 64, 2.0).thumbnail_shape
-              for side in (40_000, 80_000, 160_000)]
+    shapes = [
+        slides.plan_tiles(info(side, side), 64, 2.0).thumbnail_shape
+        for side in (40_000, 80_000, 160_000)
+    ]
     assert all(h * w <= slides.MAX_THUMBNAIL_PIXELS for h, w in shapes)
     assert shapes[2][0] * shapes[2][1] > 0.3 * slides.MAX_THUMBNAIL_PIXELS
 
@@ -148,6 +172,7 @@ def test_plan_refuses_coarse_and_tiny_slides():
 
 # --- patches -----------------------------------------------------------------------------------
 
+
 def all_batches(path, target=2.0, **options):
     return list(slides.iter_slide_batches(path, 64, target, **options))
 
@@ -162,10 +187,11 @@ def test_patches_are_the_pixels_at_the_target_resolution(aperio, target, page, f
     region = round(64 * target / 0.5 / factor)
     checked = 0
     for batch in batches:
-        for image, (x, y, size) in zip(batch.images, batch.tiles[["x", "y", "size"]].to_numpy(),
-                                       strict=True):
+        for image, (x, y, size) in zip(
+            batch.images, batch.tiles[["x", "y", "size"]].to_numpy(), strict=True
+        ):
             assert size == round(64 * target / 0.5)
-            expected = level[y // factor:y // factor + region, x // factor:x // factor + region]
+            expected = level[y // factor : y // factor + region, x // factor : x // factor + region]
             if region != 64:
                 expected = cv2.resize(expected, (64, 64), interpolation=cv2.INTER_AREA)
             assert np.array_equal(image, expected)
@@ -177,8 +203,7 @@ def test_batches_are_lazy_sized_and_cover_each_section(aperio):
     iterator = slides.iter_slide_batches(aperio.path, 64, 2.0, batch_size=16)
     first = next(iterator)  # a generator: the first batch comes before the rest is read
     batches = [first, *iterator]
-    assert all(b.images.shape[1:] == (64, 64, 3) and b.images.dtype == np.uint8
-               for b in batches)
+    assert all(b.images.shape[1:] == (64, 64, 3) and b.images.dtype == np.uint8 for b in batches)
     assert all(len(b.images) == 16 for b in batches[:-1]) and 0 < len(batches[-1].images) <= 16
     tiles = pd.concat([b.tiles for b in batches], ignore_index=True)
     assert list(tiles.columns) == slides.TILE_COLUMNS
@@ -190,8 +215,12 @@ def test_batches_are_lazy_sized_and_cover_each_section(aperio):
         assert on.sum() >= 5  # every section is tiled
     outside = np.ones(len(tiles), bool)
     for x, y, w, h in aperio.sections:
-        outside &= ~((centres_x > x - 256) & (centres_x < x + w + 256)
-                     & (centres_y > y - 256) & (centres_y < y + h + 256))
+        outside &= ~(
+            (centres_x > x - 256)
+            & (centres_x < x + w + 256)
+            & (centres_y > y - 256)
+            & (centres_y < y + h + 256)
+        )
     assert not outside.any()  # and nothing is cut from the glass between them
 
 
@@ -226,20 +255,28 @@ def test_jpeg_immunohistochemistry_slide(tmp_path):
     pytest.importorskip("imagecodecs")  # tifffile writes JPEG tiles only with it
     skimage_data = pytest.importorskip("skimage.data")
     ihc = skimage_data.immunohistochemistry()  # 512 x 512 RGB
-    path = ss.write_slide(tmp_path / "ihc.svs", [ss.Placement(ihc, 0, 0, 4.0)], 2048, 2048,
-                          mpp=0.5, compression="jpeg")
+    path = ss.write_slide(
+        tmp_path / "ihc.svs",
+        [ss.Placement(ihc, 0, 0, 4.0)],
+        2048,
+        2048,
+        mpp=0.5,
+        compression="jpeg",
+    )
     with tifffile.TiffFile(path) as tiff:
         assert tiff.pages[0].compression == tifffile.COMPRESSION.JPEG
     facts, tissue = slides.validate_slide(path, 64, 0.5)
     assert facts["tiles"] > 0.9 * (2048 // 64) ** 2
     batch = next(slides.iter_slide_batches(path, 64, 0.5, batch_size=8))
     x, y = batch.tiles.loc[0, ["x", "y"]]
-    expected = cv2.resize(ihc, (2048, 2048), interpolation=cv2.INTER_NEAREST)[y:y + 64,
-                                                                               x:x + 64]
+    expected = cv2.resize(ihc, (2048, 2048), interpolation=cv2.INTER_NEAREST)[
+        y : y + 64, x : x + 64
+    ]
     assert np.abs(batch.images[0].astype(int) - expected).mean() < 8  # JPEG loss only
 
 
 # --- checks ------------------------------------------------------------------------------------
+
 
 def test_valid_slide_facts(aperio):
     facts, tissue = slides.validate_slide(aperio.path, 64, 2.0)
@@ -284,7 +321,7 @@ def test_corrupt_tile_is_caught_by_sample_reads(tmp_path):
         offsets, counts = tiff.pages[0].dataoffsets, tiff.pages[0].databytecounts
     data = bytearray(path.read_bytes())
     for offset, count in zip(offsets, counts, strict=True):
-        data[offset:offset + count] = b"\x00" * count
+        data[offset : offset + count] = b"\x00" * count
     path.write_bytes(bytes(data))
     found = problem(path, target=0.5)
     assert found.check in ("unreadable", "truncated")
@@ -297,8 +334,10 @@ def test_no_tissue(tmp_path):
     assert found.check == "no_tissue" and "no tissue" in found.reason
 
 
-@pytest.mark.parametrize(("content", "check"), [(None, "file_missing"), (b"", "empty_file"),
-                                                (b"hello, not a slide", "unsupported_format")])
+@pytest.mark.parametrize(
+    ("content", "check"),
+    [(None, "file_missing"), (b"", "empty_file"), (b"hello, not a slide", "unsupported_format")],
+)
 def test_file_problems(tmp_path, content, check):
     path = tmp_path / "x.svs"
     if content is not None:
@@ -317,24 +356,34 @@ def test_openslide_decoders_of_vendor_formats():
     """OpenSlide's built-in synthetic slide decodes one sample of every codec its vendor
     formats use (JPEG, JPEG 2000, DICOM JPEG, LZW and JPEG TIFF, BigTIFF, PNG, BMP, zstd);
     it opens only when OPENSLIDE_DEBUG=synthetic is set before the library loads."""
-    code = ("import openslide, numpy; s = openslide.OpenSlide(''); "
-            "print(s.properties['openslide.vendor'], sorted(k for k in s.properties "
-            "if k.startswith('synthetic.item.')).__len__(), "
-            "sum(k.startswith('synthetic.image[') for k in s.properties), "
-            "numpy.asarray(s.read_region((0, 0), 0, s.dimensions))[..., 3].max())")
+    code = (
+        "import openslide, numpy; s = openslide.OpenSlide(''); "
+        "print(s.properties['openslide.vendor'], sorted(k for k in s.properties "
+        "if k.startswith('synthetic.item.')).__len__(), "
+        "sum(k.startswith('synthetic.image[') for k in s.properties), "
+        "numpy.asarray(s.read_region((0, 0), 0, s.dimensions))[..., 3].max())"
+    )
     env = {**os.environ, "OPENSLIDE_DEBUG": "synthetic"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     vendor, items, rendered, alpha = out
     assert vendor == "synthetic" and int(items) >= 10 and int(rendered) >= 8 and alpha == "255"
 
 
-@pytest.mark.parametrize(("style", "vendor"), [("generic", "generic-tiff"),
-                                               ("philips", "philips")])
+@pytest.mark.parametrize(("style", "vendor"), [("generic", "generic-tiff"), ("philips", "philips")])
 def test_other_vendor_formats_tile_alike(aperio, tmp_path, style, vendor):
     """The same slide as Aperio, generic TIFF or Philips TIFF gives the same tiles."""
-    other = ss.write_synthetic_slide(tmp_path / f"s{ss.SUFFIX[style]}", 4000, 3000, sections=3,
-                                     label="late", mpp=0.5, style=style, seed=1)
+    other = ss.write_synthetic_slide(
+        tmp_path / f"s{ss.SUFFIX[style]}",
+        4000,
+        3000,
+        sections=3,
+        label="late",
+        mpp=0.5,
+        style=style,
+        seed=1,
+    )
     facts, _ = slides.validate_slide(other.path, 64, 2.0)
     assert facts["vendor"] == vendor
     reference = pd.concat([b.tiles for b in all_batches(aperio.path)], ignore_index=True)
@@ -344,21 +393,40 @@ def test_other_vendor_formats_tile_alike(aperio, tmp_path, style, vendor):
 
 # --- discovery and cohort validation -----------------------------------------------------------
 
+
 def test_folder_discovery_counts_multi_file_slides_once(tmp_path):
-    for relative in ["normal/P01_a.svs", "normal/P01_b.ndpi", "late/P02.mrxs",
-                     "late/P02/Slidedat.ini", "late/P02/Data0000.dat", "late/P03.vms",
-                     "late/P03_x.jpg", "late/P03.opt", "early/P04_scan/1.dcm",
-                     "early/P04_scan/2.dcm", "early/notes.txt", "P05.svs", "late/.DS_Store"]:
+    for relative in [
+        "normal/P01_a.svs",
+        "normal/P01_b.ndpi",
+        "late/P02.mrxs",
+        "late/P02/Slidedat.ini",
+        "late/P02/Data0000.dat",
+        "late/P03.vms",
+        "late/P03_x.jpg",
+        "late/P03.opt",
+        "early/P04_scan/1.dcm",
+        "early/P04_scan/2.dcm",
+        "early/notes.txt",
+        "P05.svs",
+        "late/.DS_Store",
+    ]:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"x")
-    (tmp_path / "late/P03.vms").write_text("[Virtual Microscope Specimen]\nImageFile=P03_x.jpg"
-                                           "\nOptimisationFile=P03.opt\n")
+    (tmp_path / "late/P03.vms").write_text(
+        "[Virtual Microscope Specimen]\nImageFile=P03_x.jpg\nOptimisationFile=P03.opt\n"
+    )
     records = slides.discover_slide_folder(tmp_path)
     assert list(records.columns) == slides.SLIDE_RECORD_COLUMNS
     by_path = records.set_index("relative_path")
-    assert sorted(by_path.index) == ["P05.svs", "early/P04_scan", "early/notes.txt",
-                                     "late/P02.mrxs", "late/P03.vms", "normal/P01_a.svs",
-                                     "normal/P01_b.ndpi"]
+    assert sorted(by_path.index) == [
+        "P05.svs",
+        "early/P04_scan",
+        "early/notes.txt",
+        "late/P02.mrxs",
+        "late/P03.vms",
+        "normal/P01_a.svs",
+        "normal/P01_b.ndpi",
+    ]
     assert by_path.loc["early/P04_scan", "patient_id"] == "P04"
     assert by_path.loc["early/P04_scan", "image_path"].endswith("1.dcm")
     assert by_path.loc["early/notes.txt", "problem_check"] == "not_image_extension"
@@ -371,7 +439,8 @@ def test_manifest_rows_are_slides(tmp_path):
     (tmp_path / "manifest.csv").write_text(
         "slide_path;patient_id;label;microns_per_pixel\n"
         "a/one.svs;P1;normal;\nb/two.svs;P1;normal;0.25\nthree.png;P2;late;\n"
-        "four.tif;P2;late;fast\n;P3;late;\n")
+        "four.tif;P2;late;fast\n;P3;late;\n"
+    )
     records = slides.read_slide_manifest(tmp_path / "manifest.csv").set_index("relative_path")
     assert records.loc["b/two.svs", "microns_per_pixel"] == 0.25
     assert np.isnan(records.loc["a/one.svs", "microns_per_pixel"])
@@ -396,24 +465,33 @@ def test_slide_cohort_validation(tmp_path, aperio, no_mpp):
     """A cohort written like a user's: good slides, one without mpp, one truncated, one copy
     of another under a new name, a patient with two slides and a stray text file."""
     cohort = tmp_path / "cohort"
-    ss.write_slide_cohort(cohort, {"normal": 1, "late": 1}, slides_per_patient=2, width=2048,
-                          height=1536, sections=2)
+    ss.write_slide_cohort(
+        cohort, {"normal": 1, "late": 1}, slides_per_patient=2, width=2048, height=1536, sections=2
+    )
     shutil.copy(no_mpp.path, cohort / "late" / "S0003_1.tif")
     shutil.copy(cohort / "normal" / "S0001_1.svs", cohort / "late" / "S0004_1.svs")
     ss.truncated_copy(aperio.path, cohort / "late" / "S0005_1.svs", 0.7)
     (cohort / "late" / "readme.txt").write_text("scanner notes")
     records = slides.discover_slide_folder(cohort, r"^(?P<patient>S\d+)")
-    valid, quarantine = slides.validate_slides(records, label_map={}, allowed_labels=ALLOWED,
-                                               patch_size=64, target_mpp=2.0)
+    valid, quarantine = slides.validate_slides(
+        records, label_map={}, allowed_labels=ALLOWED, patch_size=64, target_mpp=2.0
+    )
     assert list(valid.columns) == slides.SLIDE_VALID_COLUMNS
     assert list(quarantine.columns) == QUARANTINE_COLUMNS
     checks = dict(zip(quarantine["file"], quarantine["check"], strict=True))
-    assert checks == {"late/S0003_1.tif": "no_mpp", "late/S0004_1.svs": "same_image_two_owners",
-                      "normal/S0001_1.svs": "same_image_two_owners",
-                      "late/S0005_1.svs": "truncated", "late/readme.txt": "not_image_extension",
-                      "manifest.csv": "not_image_extension"}
-    assert sorted(valid["relative_path"]) == ["late/S0002_1.svs", "late/S0002_2.svs",
-                                              "normal/S0001_2.svs"]
+    assert checks == {
+        "late/S0003_1.tif": "no_mpp",
+        "late/S0004_1.svs": "same_image_two_owners",
+        "normal/S0001_1.svs": "same_image_two_owners",
+        "late/S0005_1.svs": "truncated",
+        "late/readme.txt": "not_image_extension",
+        "manifest.csv": "not_image_extension",
+    }
+    assert sorted(valid["relative_path"]) == [
+        "late/S0002_1.svs",
+        "late/S0002_2.svs",
+        "normal/S0001_2.svs",
+    ]
     assert (valid["tiles"] > 0).all() and (valid["microns_per_pixel"] == 0.5).all()
     assert valid.groupby("patient_id").size().to_dict() == {"S0001": 1, "S0002": 2}
     assert not quarantine["file"].str.startswith("/").any()  # paths relative to the root
@@ -424,6 +502,12 @@ def test_fallback_mpp_admits_a_slide_without_one(no_mpp, tmp_path):
     folder.mkdir()
     shutil.copy(no_mpp.path, folder / "S9_1.tif")
     records = slides.discover_slide_folder(tmp_path)
-    valid, quarantine = slides.validate_slides(records, label_map={}, allowed_labels=ALLOWED,
-                                               patch_size=64, target_mpp=2.0, fallback_mpp=0.5)
+    valid, quarantine = slides.validate_slides(
+        records,
+        label_map={},
+        allowed_labels=ALLOWED,
+        patch_size=64,
+        target_mpp=2.0,
+        fallback_mpp=0.5,
+    )
     assert quarantine.empty and valid.loc[0, "mpp_source"] == "fallback"

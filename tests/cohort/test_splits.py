@@ -9,8 +9,9 @@ def _manifest(per_class=4, images=3):
     for label in ("normal", "early", "late"):
         for p in range(per_class):
             for i in range(images):
-                rows.append({"image_id": f"{label}{p}_{i}", "patient_id": f"{label}{p}",
-                             "label": label})
+                rows.append(
+                    {"image_id": f"{label}{p}_{i}", "patient_id": f"{label}{p}", "label": label}
+                )
     return pd.DataFrame(rows)
 
 

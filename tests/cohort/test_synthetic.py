@@ -6,8 +6,9 @@ from ssc_skin.constants import MASK_CLASSES
 
 
 def _cohort(seed=3, **kwargs):
-    return list(synthetic.generate_cohort({"normal": 1, "late": 1}, 2, size=(128, 128),
-                                          seed=seed, **kwargs))
+    return list(
+        synthetic.generate_cohort({"normal": 1, "late": 1}, 2, size=(128, 128), seed=seed, **kwargs)
+    )
 
 
 def test_same_seed_gives_same_bytes():
@@ -37,11 +38,16 @@ def test_severity_thickens_the_dermis_and_removes_fat():
     rng = np.random.default_rng(0)
     normal = synthetic.make_patient("a", "normal", rng)
     late = synthetic.make_patient("b", "late", rng)
+
     def shares(patient):
-        masks = [synthetic.render_section(patient, i, (256, 256), artefact_rate=0).mask
-                 for i in range(3)]
-        return (np.mean([(m == MASK_CLASSES["dermis"]).mean() for m in masks]),
-                np.mean([(m == MASK_CLASSES["fat"]).mean() for m in masks]))
+        masks = [
+            synthetic.render_section(patient, i, (256, 256), artefact_rate=0).mask for i in range(3)
+        ]
+        return (
+            np.mean([(m == MASK_CLASSES["dermis"]).mean() for m in masks]),
+            np.mean([(m == MASK_CLASSES["fat"]).mean() for m in masks]),
+        )
+
     normal_dermis, normal_fat = shares(normal)
     late_dermis, late_fat = shares(late)
     assert late_dermis > normal_dermis
@@ -79,5 +85,7 @@ def test_blur_artefact_softens_the_image():
     patient = synthetic.make_patient("a", "normal", np.random.default_rng(0))
     sharp = synthetic.render_section(patient, 0, (128, 128), artefact_rate=0.0).image
     blurred = synthetic.render_section(patient, 0, (128, 128), artefact_rate={"blur": 1.0}).image
-    assert np.abs(np.diff(blurred.astype(float), axis=1)).mean() < \
-        np.abs(np.diff(sharp.astype(float), axis=1)).mean()
+    assert (
+        np.abs(np.diff(blurred.astype(float), axis=1)).mean()
+        < np.abs(np.diff(sharp.astype(float), axis=1)).mean()
+    )

@@ -17,8 +17,9 @@ from ssc_skin.cohort import synthetic_slides as ss
 @pytest.fixture(scope="module")
 def aperio(tmp_path_factory):
     root = tmp_path_factory.mktemp("slides")
-    return ss.write_synthetic_slide(root / "a.svs", 4000, 3000, sections=3, label="late",
-                                    mpp=0.5, style="aperio", seed=3)
+    return ss.write_synthetic_slide(
+        root / "a.svs", 4000, 3000, sections=3, label="late", mpp=0.5, style="aperio", seed=3
+    )
 
 
 def test_openslide_reads_the_aperio_slide(aperio):
@@ -48,8 +49,8 @@ def test_levels_agree_with_each_other(aperio):
     """Level 1 is level 0 halved: a reader may pick either and see the same tissue."""
     x, y, w, h = aperio.sections[0]
     with tifffile.TiffFile(aperio.path) as tiff:
-        level0 = tiff.pages[0].asarray()[y:y + h, x:x + w]
-        level1 = tiff.pages[1].asarray()[y // 2:(y + h) // 2, x // 2:(x + w) // 2]
+        level0 = tiff.pages[0].asarray()[y : y + h, x : x + w]
+        level1 = tiff.pages[1].asarray()[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2]
     halved = cv2.resize(level0, (level1.shape[1], level1.shape[0]), interpolation=cv2.INTER_AREA)
     assert np.abs(halved.astype(int) - level1).mean() < 2
 
@@ -60,20 +61,22 @@ def test_sections_sit_on_glass(aperio):
     saturation = cv2.cvtColor(whole, cv2.COLOR_RGB2HSV)[..., 1]
     inside = np.zeros(saturation.shape, bool)
     for x, y, w, h in aperio.sections:
-        inside[y // 4:(y + h) // 4 + 1, x // 4:(x + w) // 4 + 1] = True  # edge pixels mix
-        centre = saturation[(y + h // 2) // 4 - 20:(y + h // 2) // 4 + 20,
-                            (x + w // 2) // 4 - 20:(x + w // 2) // 4 + 20]
+        inside[y // 4 : (y + h) // 4 + 1, x // 4 : (x + w) // 4 + 1] = True  # edge pixels mix
+        centre = saturation[
+            (y + h // 2) // 4 - 20 : (y + h // 2) // 4 + 20,
+            (x + w // 2) // 4 - 20 : (x + w // 2) // 4 + 20,
+        ]
         assert centre.mean() > 30  # stained tissue in the middle of each section
     assert len(aperio.sections) == 3
     assert np.all(whole[~inside] == ss.GLASS_RGB)  # glass between and around sections
     assert (saturation[inside] > 20).mean() > 0.4
 
 
-@pytest.mark.parametrize(("style", "vendor"), [("generic", "generic-tiff"),
-                                               ("philips", "philips")])
+@pytest.mark.parametrize(("style", "vendor"), [("generic", "generic-tiff"), ("philips", "philips")])
 def test_other_styles_carry_their_mpp(tmp_path, style, vendor):
-    record = ss.write_synthetic_slide(tmp_path / f"s{ss.SUFFIX[style]}", 2048, 1536, sections=2,
-                                      mpp=0.25, style=style)
+    record = ss.write_synthetic_slide(
+        tmp_path / f"s{ss.SUFFIX[style]}", 2048, 1536, sections=2, mpp=0.25, style=style
+    )
     with openslide.OpenSlide(record.path) as slide:
         assert slide.properties["openslide.vendor"] == vendor
         assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.25)
@@ -82,8 +85,9 @@ def test_other_styles_carry_their_mpp(tmp_path, style, vendor):
 
 @pytest.mark.parametrize("style", ss.STYLES)
 def test_slides_without_mpp_have_none(tmp_path, style):
-    record = ss.write_synthetic_slide(tmp_path / f"s{ss.SUFFIX[style]}", 2048, 1536, sections=1,
-                                      mpp=None, style=style)
+    record = ss.write_synthetic_slide(
+        tmp_path / f"s{ss.SUFFIX[style]}", 2048, 1536, sections=1, mpp=None, style=style
+    )
     with openslide.OpenSlide(record.path) as slide:
         assert "openslide.mpp-x" not in slide.properties
         assert slide.dimensions == (2048, 1536)
@@ -104,8 +108,14 @@ def test_tiles_stream_one_strip_at_a_time():
 
 
 def test_cohort_writes_slides_and_a_manifest(tmp_path):
-    manifest = ss.write_slide_cohort(tmp_path, {"normal": 1, "late": 1}, slides_per_patient=2,
-                                     width=1024, height=1024, sections=1)
+    manifest = ss.write_slide_cohort(
+        tmp_path,
+        {"normal": 1, "late": 1},
+        slides_per_patient=2,
+        width=1024,
+        height=1024,
+        sections=1,
+    )
     assert list(manifest.columns) == ["image_path", "patient_id", "label"]
     assert len(manifest) == 4 and manifest["patient_id"].nunique() == 2
     assert (tmp_path / "manifest.csv").exists()
@@ -131,5 +141,5 @@ def test_layout_separates_sections():
     boxes = [(x, y, x + w * 4, y + h * 4) for x, y, w, h in cells]
     for i, a in enumerate(boxes):
         assert a[2] <= 40_000 and a[3] <= 40_000
-        for b in boxes[i + 1:]:
+        for b in boxes[i + 1 :]:
             assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]  # glass between

@@ -18,23 +18,31 @@ def _drop_image(predictions, selection, image, selection_value, reason):
 
 def test_an_image_without_predictions_is_listed_with_its_reason():
     predictions, selection = make_cohort()
-    predictions, selection = _drop_image(predictions, selection, "im-test1-0", "not_assessable",
-                                         "no tissue tile in the image")
+    predictions, selection = _drop_image(
+        predictions, selection, "im-test1-0", "not_assessable", "no tissue tile in the image"
+    )
     images = accounting.assessment(selection, predictions, "test")
     counts = accounting.counts(images, "test")
     assert counts["test_images_total"] == 8 and counts["test_images_assessed"] == 7
     assert counts["test_patients_total"] == 4 and counts["test_patients_assessed"] == 4
     missing = accounting.not_assessed(images)
-    assert missing["images"] == [{"image": "im-test1-0", "patient": "pt-test1",
-                                  "label": "early", "reason": "no tissue tile in the image"}]
+    assert missing["images"] == [
+        {
+            "image": "im-test1-0",
+            "patient": "pt-test1",
+            "label": "early",
+            "reason": "no tissue tile in the image",
+        }
+    ]
     assert missing["patients"] == []
 
 
 def test_a_patient_none_of_whose_images_was_assessed_is_named():
     predictions, selection = make_cohort()
     for image in ("im-test2-0", "im-test2-1"):
-        predictions, selection = _drop_image(predictions, selection, image, "not_assessable",
-                                             "glass only")
+        predictions, selection = _drop_image(
+            predictions, selection, image, "not_assessable", "glass only"
+        )
     images = accounting.assessment(selection, predictions, "test")
     assert accounting.counts(images, "test")["test_patients_assessed"] == 3
     (patient,) = accounting.not_assessed(images)["patients"]

@@ -4,8 +4,7 @@ from ssc_skin.evaluation import baseline
 
 
 def _images(rng, n, colour):
-    return [np.clip(rng.normal(colour, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
-            for _ in range(n)]
+    return [np.clip(rng.normal(colour, 20, (16, 16, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
 
 
 def test_histogram_is_normalised_per_channel():

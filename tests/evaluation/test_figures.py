@@ -40,20 +40,33 @@ def _samples() -> list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]]:
 
 def _gradcam_samples(n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     heat = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
-    return [(f"late → predicted early (wrong) {i}", np.zeros((16, 16, 3), np.uint8), heat)
-            for i in range(n)]
+    return [
+        (f"late → predicted early (wrong) {i}", np.zeros((16, 16, 3), np.uint8), heat)
+        for i in range(n)
+    ]
 
 
 BUILDERS = {
     "confusion": lambda: figures.confusion_matrices_figure(
-        {"binary.cnn": BINARY, "three_class.cnn": THREE}),
+        {"binary.cnn": BINARY, "three_class.cnn": THREE}
+    ),
     "roc": lambda: figures.roc_curves_figure(
-        {"binary.cnn": (BINARY[0], _probabilities(BINARY[0], 2), BINARY[2]),
-         "three_class.cnn": (THREE[0], _probabilities(THREE[0], 3), THREE[2])}),
+        {
+            "binary.cnn": (BINARY[0], _probabilities(BINARY[0], 2), BINARY[2]),
+            "three_class.cnn": (THREE[0], _probabilities(THREE[0], 3), THREE[2]),
+        }
+    ),
     "training": lambda: figures.training_curves_figure(
-        {"binary.cnn": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8],
-                        "val_accuracy": [0.4, 0.7]},
-         "binary.mobilenetv2": {"loss": [0.9, 0.4, 0.3]}}),
+        {
+            "binary.cnn": {
+                "loss": [1.0, 0.5],
+                "val_loss": [1.1, 0.7],
+                "accuracy": [0.5, 0.8],
+                "val_accuracy": [0.4, 0.7],
+            },
+            "binary.mobilenetv2": {"loss": [0.9, 0.4, 0.3]},
+        }
+    ),
     "masks": lambda: figures.mask_overlay_figure(_samples()),
     "gradcam": lambda: figures.gradcam_figure(_gradcam_samples(5)),
 }
@@ -71,9 +84,11 @@ def test_figures_are_deterministic_and_leave_pyplot_alone(name):
 
 @pytest.mark.parametrize("name", ["confusion", "roc", "training"])
 def test_empty_inputs_give_a_blank_figure(name):
-    builder = {"confusion": figures.confusion_matrices_figure,
-               "roc": figures.roc_curves_figure,
-               "training": figures.training_curves_figure}[name]
+    builder = {
+        "confusion": figures.confusion_matrices_figure,
+        "roc": figures.roc_curves_figure,
+        "training": figures.training_curves_figure,
+    }[name]
     fig = builder({})
     assert _visible(fig) == []
     _png(fig)
@@ -91,9 +106,12 @@ def test_confusion_panels_show_counts_and_row_rates():
 
 def test_roc_has_one_curve_for_binary_and_one_per_class_otherwise():
     y3 = np.array([0, 1, 2, 0, 1, 2])
-    fig = figures.roc_curves_figure({
-        "binary.cnn": (BINARY[0], _probabilities(BINARY[0], 2), BINARY[2]),
-        "three_class.cnn": (y3, _probabilities(y3, 3), THREE[2])})
+    fig = figures.roc_curves_figure(
+        {
+            "binary.cnn": (BINARY[0], _probabilities(BINARY[0], 2), BINARY[2]),
+            "three_class.cnn": (y3, _probabilities(y3, 3), THREE[2]),
+        }
+    )
     binary, three = (ax.get_legend().get_texts() for ax in fig.axes)
     assert [t.get_text() for t in binary] == ["ssc (AUC = 1.00)"]
     assert [t.get_text().split(" (")[0] for t in three] == ["normal", "early", "late"]

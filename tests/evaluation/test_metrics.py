@@ -46,7 +46,8 @@ def test_bootstrap_interval_brackets_the_estimate():
     p = np.stack([1 - p1, p1], 1)
     acc = metrics.classification_metrics(y, p)["accuracy"]
     low, high = metrics.bootstrap_interval(
-        y, p, lambda t, q: metrics.classification_metrics(t, q)["accuracy"], 300, seed=1)
+        y, p, lambda t, q: metrics.classification_metrics(t, q)["accuracy"], 300, seed=1
+    )
     assert 0 <= low <= acc <= high <= 1
     assert high - low > 0.01
 
@@ -78,13 +79,20 @@ def test_sensitivity_and_specificity_one_vs_rest():
     assert result["sensitivity_normal"] == 2 / 3 and result["specificity_normal"] == 1.0
     assert result["sensitivity_early"] == 0.5 and result["specificity_early"] == 3 / 4
     assert result["sensitivity_late"] == 1.0 and result["specificity_late"] == 4 / 5
-    assert list(result) == ["sensitivity_normal", "specificity_normal", "sensitivity_early",
-                            "specificity_early", "sensitivity_late", "specificity_late"]
+    assert list(result) == [
+        "sensitivity_normal",
+        "specificity_normal",
+        "sensitivity_early",
+        "specificity_early",
+        "sensitivity_late",
+        "specificity_late",
+    ]
 
 
 def test_undefined_rates_are_nan():
-    result = metrics.per_class_sensitivity_specificity(np.array([0, 0]), np.array([0, 1]),
-                                                       ["normal", "ssc"])
+    result = metrics.per_class_sensitivity_specificity(
+        np.array([0, 0]), np.array([0, 1]), ["normal", "ssc"]
+    )
     assert result["sensitivity_normal"] == 0.5
     assert math.isnan(result["sensitivity_ssc"])  # no ssc example
     assert math.isnan(result["specificity_normal"])  # no non-normal example
@@ -111,8 +119,9 @@ def test_paired_bootstrap_difference_brackets_a_real_gap_and_zero_for_equal_mode
     good = np.clip(0.2 + 0.6 * y + rng.normal(0, 0.15, 80), 0, 1)
     poor = np.clip(0.45 + 0.1 * y + rng.normal(0, 0.25, 80), 0, 1)
     pa, pb = np.stack([1 - good, good], 1), np.stack([1 - poor, poor], 1)
-    diff, low, high = metrics.paired_bootstrap_difference(y, pa, pb, metrics.METRICS["auc"],
-                                                          300, seed=1)
+    diff, low, high = metrics.paired_bootstrap_difference(
+        y, pa, pb, metrics.METRICS["auc"], 300, seed=1
+    )
     assert 0 < low <= diff <= high
     diff, low, high = metrics.paired_bootstrap_difference(y, pa, pa, metrics.METRICS["auc"], 50)
     assert diff == low == high == 0
@@ -161,6 +170,7 @@ def test_fast_auc_equals_sklearn_with_ties(n_classes):
     y = np.tile(np.arange(n_classes), 20)
     p = np.round(rng.dirichlet(np.ones(n_classes), len(y)) + 0.3 * np.eye(n_classes)[y], 1)
     p = p / p.sum(1, keepdims=True)
-    expected = (roc_auc_score(y, p[:, 1]) if n_classes == 2
-                else roc_auc_score(y, p, multi_class="ovr"))
+    expected = (
+        roc_auc_score(y, p[:, 1]) if n_classes == 2 else roc_auc_score(y, p, multi_class="ovr")
+    )
     assert metrics.METRICS["auc"](y, p) == pytest.approx(expected, abs=1e-12)

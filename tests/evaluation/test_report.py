@@ -18,9 +18,16 @@ def test_markdown_to_html_is_a_standalone_page_with_tables_and_relative_images()
 
 
 def test_the_study_report_renders_to_html():
-    evaluation = {"task": "binary", "architecture": "cnn", "train_seconds": 60.0,
-                  "weights_source": "random", "train_patches": 10, "epochs_run": 1,
-                  "patches_per_second": 5.0, "parameters": 1000}
+    evaluation = {
+        "task": "binary",
+        "architecture": "cnn",
+        "train_seconds": 60.0,
+        "weights_source": "random",
+        "train_patches": 10,
+        "epochs_run": 1,
+        "patches_per_second": 5.0,
+        "parameters": 1000,
+    }
     markdown_text = report.build_markdown({"test_dermis_dice": 0.5}, [evaluation], {})
     page = report.markdown_to_html(markdown_text, "ssc-skin study report")
     separators = [line for line in markdown_text.splitlines() if line.startswith("|---")]
@@ -34,10 +41,19 @@ def _evaluation(arch="cnn", **extra):
     selection.loc[lost, ["selection", "reason"]] = ["not_assessable", "no tissue tile"]
     selection.loc[selection["image"] == "im-test2-0", "selection"] = "gating_fallback"
     predictions = predictions[predictions["image"] != "im-test1-0"]
-    return {"task": "binary", "architecture": arch, "classes": ["normal", "ssc"],
-            "train_seconds": 60.0, "weights_source": "random", "train_patches": 10,
-            "epochs_run": 1, "patches_per_second": 5.0, "parameters": 1000,
-            **scoring.score_model(predictions, selection, BINARY, PARAMS), **extra}
+    return {
+        "task": "binary",
+        "architecture": arch,
+        "classes": ["normal", "ssc"],
+        "train_seconds": 60.0,
+        "weights_source": "random",
+        "train_patches": 10,
+        "epochs_run": 1,
+        "patches_per_second": 5.0,
+        "parameters": 1000,
+        **scoring.score_model(predictions, selection, BINARY, PARAMS),
+        **extra,
+    }
 
 
 def test_headline_says_how_many_of_how_many_each_number_covers():
@@ -67,8 +83,12 @@ def test_comparison_threshold_and_calibration_sections_are_written():
 
 
 def test_cv_report_has_the_pooled_headline_and_the_fold_spread():
-    folds = {"binary.cnn": [_evaluation(test_patient_accuracy=0.5, test_patient_n=2),
-                            _evaluation(test_patient_accuracy=1.0, test_patient_n=2)]}
+    folds = {
+        "binary.cnn": [
+            _evaluation(test_patient_accuracy=0.5, test_patient_n=2),
+            _evaluation(test_patient_accuracy=1.0, test_patient_n=2),
+        ]
+    }
     text = report.build_cv_markdown([_evaluation()], folds, {"folds": 2, "comparison": {}})
     assert "## Headline: every patient, pooled out-of-fold" in text
     assert "2-fold patient-grouped" in text
@@ -105,7 +125,9 @@ def test_every_report_image_is_an_mlflow_artifact_at_the_same_relative_path():
 
 
 def test_cv_report_links_only_figures_the_cv_pipeline_makes():
-    text = report.build_cv_markdown([_evaluation()], {"binary.cnn": [_evaluation()]},
-                                    {"folds": 2})
-    assert set(report.image_links(text)) == {"confusion_matrices.png", "roc_curves.png",
-                                             "reliability_diagrams.png"}
+    text = report.build_cv_markdown([_evaluation()], {"binary.cnn": [_evaluation()]}, {"folds": 2})
+    assert set(report.image_links(text)) == {
+        "confusion_matrices.png",
+        "roc_curves.png",
+        "reliability_diagrams.png",
+    }

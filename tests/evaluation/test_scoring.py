@@ -17,15 +17,22 @@ def test_every_level_and_split_is_scored_with_counts():
     assert summary["test_patient_n"] == summary["test_patients_total"] == 4
     assert summary["test_patient_accuracy"] == summary["test_patient_accuracy_all"] == 1.0
     assert summary["test_not_assessed"] == {"images": [], "patients": []}
-    assert {"test_patient_accuracy_ci_low", "test_patient_auc_ci_high", "test_patch_ece",
-            "test_patient_ece", "val_patient_youden_threshold"} <= set(summary)
+    assert {
+        "test_patient_accuracy_ci_low",
+        "test_patient_auc_ci_high",
+        "test_patch_ece",
+        "test_patient_ece",
+        "val_patient_youden_threshold",
+    } <= set(summary)
 
 
 def test_not_assessable_images_lower_the_all_images_accuracy_only():
     predictions, selection = make_cohort()
     lost = ["im-test1-0", "im-test1-1"]  # every image of one test patient
     selection.loc[selection["image"].isin(lost), ["selection", "reason"]] = [
-        "not_assessable", "no tissue tile"]
+        "not_assessable",
+        "no tissue tile",
+    ]
     predictions = predictions[~predictions["image"].isin(lost)]
     summary = scoring.score_model(predictions, selection, BINARY, PARAMS)
     assert summary["test_patient_accuracy"] == 1.0  # over the 3 assessed patients
@@ -64,8 +71,9 @@ def test_pooled_folds_keep_recurring_validation_patients_apart():
         frames.append(predictions.assign(fold=f"fold_{fold}"))
         selections.append(selection.assign(fold=f"fold_{fold}"))
     pooled = pd.concat(frames, ignore_index=True)
-    summary = scoring.score_model(pooled, pd.concat(selections, ignore_index=True), BINARY,
-                                  PARAMS, splits=("test",))
+    summary = scoring.score_model(
+        pooled, pd.concat(selections, ignore_index=True), BINARY, PARAMS, splits=("test",)
+    )
     assert summary["test_patients_total"] == summary["test_patient_n"] == 8
     assert len(summary["youden_thresholds"]) == 2  # one per fold, each from its own val
     assert "val_patient_accuracy" not in summary
@@ -84,6 +92,7 @@ def test_without_a_selection_table_every_predicted_image_counts():
 
 
 def test_finite_numbers_drop_nan_bools_and_lists():
-    numbers = scoring.finite_numbers({"a": 1, "b": float("nan"), "c": True, "d": [1],
-                                      "e": np.float64(0.5)})
+    numbers = scoring.finite_numbers(
+        {"a": 1, "b": float("nan"), "c": True, "d": [1], "e": np.float64(0.5)}
+    )
     assert numbers == {"a": 1.0, "e": 0.5}

@@ -38,14 +38,19 @@ def test_features_are_finite_and_unchanged_by_90_degree_rotations_and_flips():
     base = texture.patch_features(patch)
     assert np.isfinite(base).all()
     for turned in (np.rot90(patch), np.fliplr(patch), np.rot90(patch, 2)):
-        np.testing.assert_allclose(texture.patch_features(np.ascontiguousarray(turned)), base,
-                                   rtol=0.05, atol=5e-3)
+        np.testing.assert_allclose(
+            texture.patch_features(np.ascontiguousarray(turned)), base, rtol=0.05, atol=5e-3
+        )
 
 
-@pytest.mark.parametrize("patch", [np.full((32, 32, 3), 255, np.uint8),  # glass
-                                   np.zeros((32, 32, 3), np.uint8),
-                                   np.repeat(np.arange(32, dtype=np.uint8)[None, :, None] * 8,
-                                             32, 0).repeat(3, 2)])  # grayscale ramp
+@pytest.mark.parametrize(
+    "patch",
+    [
+        np.full((32, 32, 3), 255, np.uint8),  # glass
+        np.zeros((32, 32, 3), np.uint8),
+        np.repeat(np.arange(32, dtype=np.uint8)[None, :, None] * 8, 32, 0).repeat(3, 2),
+    ],
+)  # grayscale ramp
 def test_flat_glass_black_and_grayscale_patches_give_finite_features(patch):
     assert np.isfinite(texture.patch_features(patch)).all()
 
@@ -61,8 +66,9 @@ def test_texture_separates_what_colour_alone_cannot():
     accuracy = np.mean(texture.predict_proba(model, features[100:], 2).argmax(1) == y[100:])
     assert accuracy >= 0.9
     assert chosen["C"] in texture.DEFAULTS["C"]
-    colour_only = texture.fit((features[:80, :96], y[:80]), (features[80:100, :96], y[80:100]),
-                              2)[0]
+    colour_only = texture.fit((features[:80, :96], y[:80]), (features[80:100, :96], y[80:100]), 2)[
+        0
+    ]
     colour_accuracy = np.mean(colour_only.predict(features[100:, :96]) == y[100:])
     assert colour_accuracy < accuracy
 

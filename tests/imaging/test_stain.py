@@ -22,8 +22,9 @@ def patient():
 
 def _render(patient, size=(256, 256), **changes):
     """The same section (same structure and noise), optionally with other stain effects."""
-    return synthetic.render_section(dataclasses.replace(patient, **changes), 0, size=size,
-                                    artefact_rate=0.0).image
+    return synthetic.render_section(
+        dataclasses.replace(patient, **changes), 0, size=size, artefact_rate=0.0
+    ).image
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,11 @@ def original(patient):
 @pytest.fixture(scope="module")
 def shifted(patient):
     """Another lab's stain batch: more haematoxylin, much less eosin, a thicker section."""
-    return _render(patient, stain_scale=patient.stain_scale * np.array([1.6, 0.6, 0.7]),
-                   thickness=patient.thickness * 1.15)
+    return _render(
+        patient,
+        stain_scale=patient.stain_scale * np.array([1.6, 0.6, 0.7]),
+        thickness=patient.thickness * 1.15,
+    )
 
 
 def _tissue_mae(image, reference):
@@ -68,8 +72,9 @@ def test_reinhard_maps_a_recoloured_copy_to_the_target_lab_statistics(original, 
 
 
 @pytest.mark.parametrize("method", ["reinhard", "macenko"])
-def test_normalisers_bring_a_stain_shifted_copy_back_towards_the_original(method, original,
-                                                                          shifted):
+def test_normalisers_bring_a_stain_shifted_copy_back_towards_the_original(
+    method, original, shifted
+):
     normalizer = stain.fit_normalizer(method, [original])
     before = _tissue_mae(shifted, original)
     after = _tissue_mae(normalizer.transform(shifted), original)
@@ -86,8 +91,9 @@ def test_macenko_target_is_haematoxylin_then_eosin(original):
 
 
 @pytest.mark.parametrize("method", stain.METHODS)
-def test_to_dict_from_dict_round_trip_through_json_gives_identical_output(method, original,
-                                                                          shifted):
+def test_to_dict_from_dict_round_trip_through_json_gives_identical_output(
+    method, original, shifted
+):
     normalizer = stain.fit_normalizer(method, [original, shifted])
     restored = stain.StainNormalizer.from_dict(json.loads(json.dumps(normalizer.to_dict())))
     assert restored == normalizer
@@ -106,8 +112,9 @@ def test_fitting_ignores_white_glass(method, original):
     with_glass = stain.fit_normalizer(method, [padded]).to_dict()
     for key in ("mean", "std", "stains", "max_concentrations"):
         if key in plain:
-            np.testing.assert_allclose(with_glass[key], plain[key], rtol=0.03, atol=0.02,
-                                       err_msg=key)
+            np.testing.assert_allclose(
+                with_glass[key], plain[key], rtol=0.03, atol=0.02, err_msg=key
+            )
 
 
 @pytest.mark.parametrize("method", ["reinhard", "macenko"])
@@ -164,8 +171,10 @@ def test_augment_hed_jitters_stain_only(original):
 def sections():
     """A fat-rich normal section and a late-SSc one, at the cohort's scale and artefact rate."""
     rng = np.random.default_rng(7)
-    return [synthetic.render_section(synthetic.make_patient(f"P{i}", label, rng), 0)
-            for i, label in enumerate(["normal", "late"])]
+    return [
+        synthetic.render_section(synthetic.make_patient(f"P{i}", label, rng), 0)
+        for i, label in enumerate(["normal", "late"])
+    ]
 
 
 def test_pseudo_mask_recovers_the_layers_of_synthetic_sections(sections):
@@ -177,8 +186,9 @@ def test_pseudo_mask_recovers_the_layers_of_synthetic_sections(sections):
         mask = stain.pseudo_mask(section.image)
         assert mask.dtype == np.uint8 and mask.shape == section.mask.shape
         assert set(np.unique(mask)) <= set(MASK_CLASSES.values())
-        dice = {name: dice_iou(section.mask, mask, value)[0]
-                for name, value in MASK_CLASSES.items()}
+        dice = {
+            name: dice_iou(section.mask, mask, value)[0] for name, value in MASK_CLASSES.items()
+        }
         assert dice["dermis"] > 0.88, dice
         assert dice["epidermis"] > 0.7, dice
         assert dice["background"] > 0.9, dice
@@ -196,14 +206,17 @@ def test_pseudo_mask_of_glass_is_all_background():
 def test_a_stain_map_estimated_on_an_image_gives_its_patches_the_same_pixels(method):
     """Estimated once, applied to crops only: what `predict` and slides rely on."""
     rng = np.random.default_rng(7)
-    images = [synthetic.render_section(synthetic.make_patient(f"P{i}", label, rng), 0,
-                                       (160, 160), artefact_rate=0.0).image
-              for i, label in enumerate(("normal", "late"))]
+    images = [
+        synthetic.render_section(
+            synthetic.make_patient(f"P{i}", label, rng), 0, (160, 160), artefact_rate=0.0
+        ).image
+        for i, label in enumerate(("normal", "late"))
+    ]
     normalizer = stain.fit_normalizer(method, images)
     image = images[1]
-    patches = np.stack([image[y:y + 32, x:x + 32] for y in (0, 64) for x in (32, 96)])
+    patches = np.stack([image[y : y + 32, x : x + 32] for y in (0, 64) for x in (32, 96)])
     mapped = normalizer.pixel_transform(image)(patches)
     whole = normalizer.transform(image)
-    expected = np.stack([whole[y:y + 32, x:x + 32] for y in (0, 64) for x in (32, 96)])
+    expected = np.stack([whole[y : y + 32, x : x + 32] for y in (0, 64) for x in (32, 96)])
     np.testing.assert_array_equal(mapped, expected)
     assert normalizer.pixel_transform(image)(patches[:0]).shape == (0, 32, 32, 3)

@@ -13,7 +13,7 @@ def test_grid_tiles_match_a_direct_count():
     expected = [(x, y) for y in range(0, 100 - 32 + 1, 16) for x in range(0, 90 - 32 + 1, 16)]
     assert sorted((t.x, t.y) for t in tiles) == sorted(expected)
     for tile in tiles:
-        direct = mask[tile.y:tile.y + 32, tile.x:tile.x + 32].mean()
+        direct = mask[tile.y : tile.y + 32, tile.x : tile.x + 32].mean()
         assert tile.tissue_fraction == pytest.approx(direct)
 
 

@@ -42,8 +42,16 @@ def _glass(level, size=256, seed=0):
 @pytest.fixture(scope="module", params=["he", "masson"])
 def sections(request):
     """Sections with glass above the epidermis, some with artefacts (dim light, noise, JPEG)."""
-    return list(generate_cohort({"normal": 2, "early": 1, "late": 2}, 2, size=(768, 768),
-                                stain=request.param, artefact_rate=0.3, seed=7))
+    return list(
+        generate_cohort(
+            {"normal": 2, "early": 1, "late": 2},
+            2,
+            size=(768, 768),
+            stain=request.param,
+            artefact_rate=0.3,
+            seed=7,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +69,7 @@ def _dermis_tiles(sections, size):
         ys, xs = np.nonzero(inside[: dermis.shape[0] - size + 1, : dermis.shape[1] - size + 1])
         if len(ys):
             y, x = ys[len(ys) // 2], xs[len(xs) // 2]
-            tiles.append(np.ascontiguousarray(section.image[y:y + size, x:x + size]))
+            tiles.append(np.ascontiguousarray(section.image[y : y + size, x : x + size]))
     return tiles
 
 
@@ -101,8 +109,9 @@ def test_grayscale_sections_separate_glass_and_tissue(sections):
     found = [m[np.isin(s.mask, EPIDERMIS_OR_DERMIS)] for m, s in zip(masks, sections, strict=True)]
     assert min(f.mean() for f in found) > 0.85
     assert np.concatenate(found).mean() > 0.95
-    assert np.concatenate([m[s.mask == 0] for m, s in zip(masks, sections, strict=True)]
-                          ).mean() < 0.05
+    assert (
+        np.concatenate([m[s.mask == 0] for m, s in zip(masks, sections, strict=True)]).mean() < 0.05
+    )
 
 
 @pytest.mark.parametrize("size", [128, 224, 512])
@@ -128,8 +137,13 @@ def test_a_fully_stained_tile_is_all_tissue():
     """The issue's tile: saturation 64-112 on every pixel (Otsu kept 0.8% of it)."""
     rng = np.random.default_rng(1)
     saturation = rng.integers(64, 113, (224, 224)).astype(np.uint8)
-    hsv = np.dstack([np.full((224, 224), 160, np.uint8), saturation,
-                     rng.integers(170, 230, (224, 224)).astype(np.uint8)])
+    hsv = np.dstack(
+        [
+            np.full((224, 224), 160, np.uint8),
+            saturation,
+            rng.integers(170, 230, (224, 224)).astype(np.uint8),
+        ]
+    )
     tile = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     assert tissue_mask(tile).mean() > 0.99
     assert tissue_mask(_jpeg(tile)).mean() > 0.99

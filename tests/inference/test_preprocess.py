@@ -19,8 +19,9 @@ from ssc_skin.inference.preprocess import (
     segment_image,
 )
 
-CONFIG = PreprocessConfig(patch_size=32, stride=32, min_tissue_fraction=0.5,
-                          fallback_patches=2, min_dermis_fraction=0.5)
+CONFIG = PreprocessConfig(
+    patch_size=32, stride=32, min_tissue_fraction=0.5, fallback_patches=2, min_dermis_fraction=0.5
+)
 
 
 def _section(label: str = "early", size: int = 192) -> np.ndarray:
@@ -46,15 +47,17 @@ def test_config_round_trips_through_json_and_names_unknown_or_bad_keys():
         PreprocessConfig(patch_size=0)
 
 
-@pytest.mark.parametrize("tissue, dermis, used, selection", [
-    ([0.9, 0.6, 0.2], [0.9, 0.1, 0.9], [True, False, False], OK),
-    ([0.9, 0.6, 0.2], [0.1, 0.1, 0.9], [True, True, False], GATING_FALLBACK),
-    ([0.3, 0.1, 0.2], [0.0, 0.0, 0.0], [True, False, True], TISSUE_FALLBACK),
-    ([0.3, 0.1, 0.2], [0.9, 0.0, 0.0], [True, False, False], TISSUE_FALLBACK),
-    ([], [], [], NOT_ASSESSABLE),
-])
-def test_each_image_is_classified_from_the_best_patches_it_has(tissue, dermis, used,
-                                                                selection):
+@pytest.mark.parametrize(
+    "tissue, dermis, used, selection",
+    [
+        ([0.9, 0.6, 0.2], [0.9, 0.1, 0.9], [True, False, False], OK),
+        ([0.9, 0.6, 0.2], [0.1, 0.1, 0.9], [True, True, False], GATING_FALLBACK),
+        ([0.3, 0.1, 0.2], [0.0, 0.0, 0.0], [True, False, True], TISSUE_FALLBACK),
+        ([0.3, 0.1, 0.2], [0.9, 0.0, 0.0], [True, False, False], TISSUE_FALLBACK),
+        ([], [], [], NOT_ASSESSABLE),
+    ],
+)
+def test_each_image_is_classified_from_the_best_patches_it_has(tissue, dermis, used, selection):
     chosen, how = choose_patches(np.array(tissue), np.array(dermis), CONFIG)
     assert chosen.tolist() == used and how == selection
 
@@ -71,7 +74,7 @@ def test_a_tissue_covered_tile_is_classified_from_every_patch():
     section = synthetic.render_section(patient, 0, (512, 512), artefact_rate=0.0)
     ys, xs = np.nonzero(section.mask == DERMIS)
     y, x = int(np.median(ys)) - 64, int(np.median(xs)) - 64
-    tile = np.ascontiguousarray(section.image[y:y + 128, x:x + 128])
+    tile = np.ascontiguousarray(section.image[y : y + 128, x : x + 128])
     found = Preprocessor(CONFIG, _all_dermis)(tile)
     assert found.selection == OK and found.used.all() and len(found.used_patches) == 16
 

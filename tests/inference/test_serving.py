@@ -29,10 +29,12 @@ from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.models.builders import build_cnn
 
 CLASSES = ("normal", "ssc")
-PREPROCESS = PreprocessConfig(patch_size=64, stride=64, min_tissue_fraction=0.5,
-                              use_segmentation=False)
-CONFIG = serving.PredictorConfig(class_names=CLASSES, input_size=32,
-                                 preprocess=PREPROCESS.to_dict())
+PREPROCESS = PreprocessConfig(
+    patch_size=64, stride=64, min_tissue_fraction=0.5, use_segmentation=False
+)
+CONFIG = serving.PredictorConfig(
+    class_names=CLASSES, input_size=32, preprocess=PREPROCESS.to_dict()
+)
 SERVER_START_TIMEOUT_S = 120
 
 
@@ -54,8 +56,9 @@ def tracking_uri(tmp_path_factory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setattr(tracking_utils, "_tracking_uri", None)  # env var wins, restored after
-        experiment = mlflow.create_experiment("serving-test",
-                                              artifact_location=(folder / "artifacts").as_uri())
+        experiment = mlflow.create_experiment(
+            "serving-test", artifact_location=(folder / "artifacts").as_uri()
+        )
         patch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
         yield uri
 
@@ -63,8 +66,10 @@ def tracking_uri(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def model_uris(classifier_files, tracking_uri) -> dict[str, str]:
     with mlflow.start_run(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"]):
-        return {kind: serving.log_predictor(path, CONFIG, name=f"predictor_{kind}").model_uri
-                for kind, path in classifier_files.items()}
+        return {
+            kind: serving.log_predictor(path, CONFIG, name=f"predictor_{kind}").model_uri
+            for kind, path in classifier_files.items()
+        }
 
 
 def tissue_image(size: int = 256) -> np.ndarray:
@@ -89,8 +94,9 @@ def assert_valid_prediction(row: dict, expect_patches: bool = True) -> None:
 def test_logged_predictor_loads_back_and_predicts(model_uris, kind):
     model = mlflow.pyfunc.load_model(model_uris[kind])
     blank = np.full((200, 300, 3), 250, np.uint8)
-    frame = pd.DataFrame({"image": [serving.encode_image(tissue_image()),
-                                    serving.encode_image(blank, ".jpg")]})
+    frame = pd.DataFrame(
+        {"image": [serving.encode_image(tissue_image()), serving.encode_image(blank, ".jpg")]}
+    )
     result = model.predict(frame)
     assert list(result.columns) == serving.output_columns(CLASSES)
     assert_valid_prediction(result.iloc[0].to_dict())
@@ -104,8 +110,11 @@ def test_logged_predictor_matches_the_classifier_patch_by_patch(model_uris, clas
     """Image probability = mean over the tissue patches of the classifier's own output."""
     image = tissue_image()
     patches, _ = Preprocessor(PREPROCESS).patches_for_classifier(image, CONFIG.input_size)
-    expected = keras.models.load_model(classifier_files["keras"]).predict_on_batch(
-        patches.astype(np.float32)).mean(axis=0)
+    expected = (
+        keras.models.load_model(classifier_files["keras"])
+        .predict_on_batch(patches.astype(np.float32))
+        .mean(axis=0)
+    )
     frame = pd.DataFrame({"image": [serving.encode_image(image)]})
     result = mlflow.pyfunc.load_model(model_uris["keras"]).predict(frame).iloc[0]
     assert result["n_patches"] == len(patches) > 0
@@ -133,9 +142,17 @@ def test_summarise_flags_low_confidence_and_no_tissue():
     assert fallback["label"] == "normal" and fallback["low_confidence"]
 
 
-@pytest.mark.parametrize("value, message", [
-    ("", "empty image"), ("   ", "empty image"), (None, "empty image"), (3.5, "base64 text"),
-    ("bm90IGFuIGltYWdl", "decodable"), (b"\xff\xfe\x00", "base64")])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("", "empty image"),
+        ("   ", "empty image"),
+        (None, "empty image"),
+        (3.5, "base64 text"),
+        ("bm90IGFuIGltYWdl", "decodable"),
+        (b"\xff\xfe\x00", "base64"),
+    ],
+)
 def test_decode_image_refuses_bad_values_with_one_clear_message(value, message):
     with pytest.raises(ValueError, match=message):
         serving.decode_image(value)
@@ -162,8 +179,7 @@ def free_port() -> int:
 
 def http(url: str, payload: dict | None = None, timeout: float = 30) -> tuple[int, str]:
     data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read().decode()
@@ -181,12 +197,35 @@ def server(model_uris, tracking_uri, tmp_path) -> Iterator[str]:
     log = (tmp_path / "server.log").open("w")
     # The CLI execs `uvicorn` by name: the venv's bin must be on PATH even when not activated.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri,
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "PATH": path,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uris["tflite"],
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uris["tflite"],
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_ping(url, process, tmp_path / "server.log")
@@ -207,8 +246,9 @@ def _wait_for_ping(url: str, process: subprocess.Popen, log: Path) -> None:
         except OSError:
             pass
         time.sleep(0.5)
-    pytest.fail(f"server did not answer /ping in {SERVER_START_TIMEOUT_S} s:\n"
-                f"{log.read_text()[-3000:]}")
+    pytest.fail(
+        f"server did not answer /ping in {SERVER_START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -223,10 +263,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_scoring_server_answers_a_rest_client(server):
-    images = [serving.encode_image(tissue_image()),
-              serving.encode_image(np.full((128, 128, 3), 250, np.uint8))]
-    status, body = http(f"{server}/invocations",
-                        {"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}})
+    images = [
+        serving.encode_image(tissue_image()),
+        serving.encode_image(np.full((128, 128, 3), 250, np.uint8)),
+    ]
+    status, body = http(
+        f"{server}/invocations",
+        {"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}},
+    )
     assert status == 200, body
     predictions = json.loads(body)["predictions"]
     assert len(predictions) == 2
@@ -235,12 +279,14 @@ def test_scoring_server_answers_a_rest_client(server):
     assert predictions[1]["n_patches"] == 0
     assert predictions[1]["probability_ssc"] is None  # JSON null, not a bare NaN
 
-    status, body = http(f"{server}/invocations",
-                        {"dataframe_split": {"columns": ["image"], "data": [["bm90"]]}})
+    status, body = http(
+        f"{server}/invocations", {"dataframe_split": {"columns": ["image"], "data": [["bm90"]]}}
+    )
     assert status == 400, body
     assert "decodable" in body
 
-    status, body = http(f"{server}/invocations",
-                        {"dataframe_split": {"columns": ["image"], "data": [[""]]}})
+    status, body = http(
+        f"{server}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[""]]}}
+    )
     assert status == 400, body
     assert "empty image" in body and "Traceback" not in body

@@ -26,6 +26,7 @@ def tile_table(rows, classes=CLASSES):
 
 # --- heatmap -----------------------------------------------------------------------------------
 
+
 def test_colour_map_is_diverging():
     low, middle, high = so.colour_map(np.array([0.0, 0.5, 1.0]))
     assert low[2] > low[0] and high[0] > high[2]  # blue for 0, red for 1
@@ -52,13 +53,18 @@ def test_heatmap_averages_overlapping_tiles():
 
 def test_heatmap_rejects_bad_input():
     with pytest.raises(ValueError, match="probability_ssc"):
-        so.probability_heatmap(np.zeros((4, 4, 3), np.uint8), 1.0,
-                               pd.DataFrame({"x": [0], "y": [0], "size": [2]}), "ssc")
+        so.probability_heatmap(
+            np.zeros((4, 4, 3), np.uint8),
+            1.0,
+            pd.DataFrame({"x": [0], "y": [0], "size": [2]}),
+            "ssc",
+        )
     with pytest.raises(ValueError, match="HxWx3"):
         so.probability_heatmap(np.zeros((4, 4), np.uint8), 1.0, tile_table([]), "ssc")
 
 
 # --- GeoJSON -----------------------------------------------------------------------------------
+
 
 def check_qupath(collection: dict, tiles: int, outline: bool = True) -> None:
     """The shape QuPath's import reads, asserted explicitly (no schema library needed)."""
@@ -70,13 +76,15 @@ def check_qupath(collection: dict, tiles: int, outline: bool = True) -> None:
     for feature in features:
         assert feature["type"] == "Feature"
         assert feature["geometry"]["type"] in ("Polygon", "MultiPolygon")
-        polygons = (feature["geometry"]["coordinates"] if feature["geometry"]["type"] ==
-                    "MultiPolygon" else [feature["geometry"]["coordinates"]])
+        polygons = (
+            feature["geometry"]["coordinates"]
+            if feature["geometry"]["type"] == "MultiPolygon"
+            else [feature["geometry"]["coordinates"]]
+        )
         for polygon in polygons:
             for ring in polygon:
                 assert len(ring) >= 4 and ring[0] == ring[-1]
-                assert all(len(p) == 2 and all(isinstance(v, int | float) for v in p)
-                           for p in ring)
+                assert all(len(p) == 2 and all(isinstance(v, int | float) for v in p) for p in ring)
         classification = feature["properties"]["classification"]
         assert isinstance(classification["name"], str) and len(classification["color"]) == 3
         assert isinstance(feature["properties"]["measurements"], dict)
@@ -88,13 +96,14 @@ def test_geojson_tiles_are_detections_with_probabilities():
     collection = so.qupath_geojson(tiles, CLASSES)
     check_qupath(collection, tiles=2, outline=False)
     first, second = collection["features"]
-    assert first["geometry"]["coordinates"] == [[[0, 0], [256, 0], [256, 256], [0, 256],
-                                                 [0, 0]]]
+    assert first["geometry"]["coordinates"] == [[[0, 0], [256, 0], [256, 256], [0, 256], [0, 0]]]
     assert first["properties"]["classification"]["name"] == "ssc"
     assert second["properties"]["classification"]["name"] == "normal"
-    assert first["properties"]["measurements"] == {"probability_normal": pytest.approx(0.1),
-                                                   "probability_ssc": 0.9,
-                                                   "tissue_fraction": 0.75}
+    assert first["properties"]["measurements"] == {
+        "probability_normal": pytest.approx(0.1),
+        "probability_ssc": 0.9,
+        "tissue_fraction": 0.75,
+    }
     assert first["id"] != second["id"]
     assert so.qupath_geojson(tiles, CLASSES)["features"][0]["id"] == first["id"]  # stable
 
@@ -136,13 +145,15 @@ def test_schema_accepts_ours_and_rejects_broken_features():
     mask[5:15, 5:15] = True
     collection = so.qupath_geojson(tile_table([(40, 40, 32, 0.7)]), CLASSES, mask, 4.0)
     jsonschema.validate(collection, so.QUPATH_GEOJSON_SCHEMA)
-    for breaking in (lambda f: f["properties"].pop("objectType"),
-                     lambda f: f["properties"].pop("classification"),
-                     lambda f: f["properties"].update(objectType="roi"),
-                     lambda f: f["properties"]["measurements"].update(p="high"),
-                     lambda f: f.pop("geometry"),
-                     lambda f: f["geometry"]["coordinates"][0].__delitem__(slice(2, None)),
-                     lambda f: f["geometry"]["coordinates"][0][0].append(1.0)):
+    for breaking in (
+        lambda f: f["properties"].pop("objectType"),
+        lambda f: f["properties"].pop("classification"),
+        lambda f: f["properties"].update(objectType="roi"),
+        lambda f: f["properties"]["measurements"].update(p="high"),
+        lambda f: f.pop("geometry"),
+        lambda f: f["geometry"]["coordinates"][0].__delitem__(slice(2, None)),
+        lambda f: f["geometry"]["coordinates"][0][0].append(1.0),
+    ):
         broken = json.loads(json.dumps(collection))
         breaking(broken["features"][-1])
         with pytest.raises(jsonschema.ValidationError):
@@ -153,23 +164,25 @@ def test_whole_slide_to_geojson_and_heatmap(tmp_path):
     """From a synthetic slide: one detection per tile, outline over the sections."""
     record = ss.write_synthetic_slide(tmp_path / "s.svs", 4000, 3000, sections=2, seed=5)
     facts, tissue = slides.validate_slide(record.path, 64, 2.0)
-    tiles = pd.concat([b.tiles for b in slides.iter_slide_batches(record.path, 64, 2.0)],
-                      ignore_index=True)
+    tiles = pd.concat(
+        [b.tiles for b in slides.iter_slide_batches(record.path, 64, 2.0)], ignore_index=True
+    )
     rng = np.random.default_rng(0)
     tiles["probability_ssc"] = rng.uniform(size=len(tiles))
     tiles["probability_normal"] = 1 - tiles["probability_ssc"]
-    collection = so.qupath_geojson(tiles, CLASSES, tissue.mask,
-                                   tissue.plan.thumbnail_downsample)
+    collection = so.qupath_geojson(tiles, CLASSES, tissue.mask, tissue.plan.thumbnail_downsample)
     check_qupath(collection, tiles=facts["tiles"])
     outline = collection["features"][0]["geometry"]
-    rings = ([outline["coordinates"][0]] if outline["type"] == "Polygon"
-             else [p[0] for p in outline["coordinates"]])
+    rings = (
+        [outline["coordinates"][0]]
+        if outline["type"] == "Polygon"
+        else [p[0] for p in outline["coordinates"]]
+    )
     points = np.concatenate([np.array(r) for r in rings])
     for x, y, w, h in record.sections:  # every section lies within the outline's extent
         assert points[:, 0].min() <= x + w / 2 <= points[:, 0].max()
         assert points[:, 1].min() <= y + h / 2 <= points[:, 1].max()
     assert points.max() <= 4000 + 64
-    heat = so.probability_heatmap(tissue.thumbnail, tissue.plan.thumbnail_downsample, tiles,
-                                  "ssc")
+    heat = so.probability_heatmap(tissue.thumbnail, tissue.plan.thumbnail_downsample, tiles, "ssc")
     assert heat.shape == tissue.thumbnail.shape
     assert (heat != tissue.thumbnail).any(axis=2).mean() > 0.1

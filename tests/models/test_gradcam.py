@@ -15,8 +15,11 @@ def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = rng.integers(0, 2, n)
     quadrant = rng.integers(0, 4, n)
     for i in np.flatnonzero(y):
-        row, col = (quadrant[i] // 2) * 16 + rng.integers(2, 8), (quadrant[i] % 2) * 16 + rng.integers(2, 8)
-        x[i, row:row + 6, col:col + 6] = 230
+        row, col = (
+            (quadrant[i] // 2) * 16 + rng.integers(2, 8),
+            (quadrant[i] % 2) * 16 + rng.integers(2, 8),
+        )
+        x[i, row : row + 6, col : col + 6] = 230
     return x, y, quadrant
 
 
@@ -51,7 +54,7 @@ def _quadrant_mass(heatmaps: np.ndarray, quadrants: np.ndarray) -> np.ndarray:
     masses = []
     for heatmap, q in zip(heatmaps, quadrants, strict=True):
         row, col = (q // 2) * 16, (q % 2) * 16
-        masses.append(heatmap[row:row + 16, col:col + 16].sum() / max(heatmap.sum(), 1e-9))
+        masses.append(heatmap[row : row + 16, col : col + 16].sum() / max(heatmap.sum(), 1e-9))
     return np.array(masses)
 
 
@@ -67,16 +70,21 @@ def test_heatmap_mass_follows_the_square(trained):
 def test_class_index_defaults_to_the_prediction_and_broadcasts(trained):
     x, _, _ = _toy(6, seed=3)
     predicted = trained.predict(x, verbose=0).argmax(1)
-    np.testing.assert_allclose(gradcam.grad_cam(trained, x),
-                               gradcam.grad_cam(trained, x, class_index=predicted), atol=1e-6)
-    np.testing.assert_allclose(gradcam.grad_cam(trained, x, class_index=1),
-                               gradcam.grad_cam(trained, x, np.ones(6, int)), atol=1e-6)
+    np.testing.assert_allclose(
+        gradcam.grad_cam(trained, x), gradcam.grad_cam(trained, x, class_index=predicted), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        gradcam.grad_cam(trained, x, class_index=1),
+        gradcam.grad_cam(trained, x, np.ones(6, int)),
+        atol=1e-6,
+    )
 
 
 def test_batches_give_the_same_maps_as_one_pass(trained):
     x, _, _ = _toy(5, seed=4)
-    np.testing.assert_allclose(gradcam.grad_cam(trained, x, 1, batch_size=2),
-                               gradcam.grad_cam(trained, x, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        gradcam.grad_cam(trained, x, 1, batch_size=2), gradcam.grad_cam(trained, x, 1), atol=1e-6
+    )
 
 
 def test_default_layers_are_the_last_rectified_feature_maps(mobilenet):
@@ -90,8 +98,9 @@ def test_mobilenetv2_heatmaps_reach_into_the_nested_backbone(mobilenet):
     default = gradcam.grad_cam(mobilenet, x)
     assert default.shape == (3, SIZE, SIZE) and default.dtype == np.float32
     assert default.min() >= 0 and default.max() <= 1
-    inner = gradcam.grad_cam(mobilenet, x, class_index=[0, 1, 2],
-                             layer_name="block_6_expand_relu")  # 4 x 4 at input 32
+    inner = gradcam.grad_cam(
+        mobilenet, x, class_index=[0, 1, 2], layer_name="block_6_expand_relu"
+    )  # 4 x 4 at input 32
     assert inner.shape == (3, SIZE, SIZE)
     assert inner.max() == pytest.approx(1.0)
     assert np.ptp(inner, axis=(1, 2)).max() > 0.1  # a map, not a constant
@@ -102,8 +111,7 @@ def _backbone_nested() -> keras.Model:
     h = layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inner_in)
     h = layers.MaxPooling2D(name="pool")(h)
     h = layers.Conv2D(6, 3, padding="same", activation="relu", name="c2")(h)
-    backbone = keras.Model(inner_in, layers.GlobalAveragePooling2D(name="gap")(h),
-                           name="backbone")
+    backbone = keras.Model(inner_in, layers.GlobalAveragePooling2D(name="gap")(h), name="backbone")
     inputs = keras.Input((SIZE, SIZE, 3))
     x = backbone(layers.Rescaling(1 / 255.0, name="scale")(inputs))
     return keras.Model(inputs, layers.Dense(3, activation="softmax", name="head")(x))

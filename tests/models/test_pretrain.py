@@ -6,23 +6,42 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.models import builders, pretrain
 from ssc_skin.pipelines.pretrain.nodes import pretrain_backbone, pretraining_patches
 
-TINY = {"architecture": "mobilenetv2", "targets": ["compartment", "severity"],
-        "cohort": {"patients_per_class": {"normal": 1, "late": 1}, "images_per_patient": 1,
-                   "image_size": 128, "artefact_rate": 0.0, "seed": 3},
-        "patch_size": 32, "max_patches": 40, "epochs": 1, "batch_size": 16, "seed": 0}
-ARCHITECTURES = {"mobilenetv2": {"name": "mobilenetv2", "input_size": 32,
-                                 "options": {"alpha": 0.35, "weights": "imagenet"}}}
+TINY = {
+    "architecture": "mobilenetv2",
+    "targets": ["compartment", "severity"],
+    "cohort": {
+        "patients_per_class": {"normal": 1, "late": 1},
+        "images_per_patient": 1,
+        "image_size": 128,
+        "artefact_rate": 0.0,
+        "seed": 3,
+    },
+    "patch_size": 32,
+    "max_patches": 40,
+    "epochs": 1,
+    "batch_size": 16,
+    "seed": 0,
+}
+ARCHITECTURES = {
+    "mobilenetv2": {
+        "name": "mobilenetv2",
+        "input_size": 32,
+        "options": {"alpha": 0.35, "weights": "imagenet"},
+    }
+}
 
 
 def test_compartment_fractions_are_shares_of_each_mask_class():
     masks = np.array([[[0, 1], [2, 2]], [[3, 3], [3, 3]]])
-    np.testing.assert_allclose(pretrain.compartment_fractions(masks),
-                               [[0.25, 0.25, 0.5, 0.0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(
+        pretrain.compartment_fractions(masks), [[0.25, 0.25, 0.5, 0.0], [0, 0, 0, 1]]
+    )
 
 
 def test_synthetic_sections_become_tissue_patches_with_targets():
-    sections = synthetic.generate_cohort({"normal": 1, "late": 1}, 1, (128, 128),
-                                         artefact_rate=0.0, seed=1)
+    sections = synthetic.generate_cohort(
+        {"normal": 1, "late": 1}, 1, (128, 128), artefact_rate=0.0, seed=1
+    )
     arrays = pretrain.tile_sections(sections, 32, max_patches=10)
     n = len(arrays["images"])
     assert 0 < n <= 10 and arrays["images"].shape[1:] == (32, 32, 3)
@@ -49,11 +68,11 @@ def test_the_pretrain_stage_makes_a_file_that_weights_path_takes(tmp_path):
     assert {"loss", "val_loss"} <= set(metrics)
     path = tmp_path / "pretrained_backbone.keras"
     base.save(path)  # what the catalog's KerasModelDataset does
-    model = builders.build_classifier("mobilenetv2", 32, 2,
-                                      {"alpha": 0.35, "weights": str(path)})
+    model = builders.build_classifier("mobilenetv2", 32, 2, {"alpha": 0.35, "weights": str(path)})
     inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    assert all(np.allclose(a, b) for a, b in zip(inner.get_weights(), base.get_weights(),
-                                                 strict=True))
+    assert all(
+        np.allclose(a, b) for a, b in zip(inner.get_weights(), base.get_weights(), strict=True)
+    )
     assert model.pretrained  # so training goes frozen first, then fine-tunes
 
 

@@ -24,13 +24,24 @@ def _tiny_data(n: int = 32, size: int = 8, seed: int = 0):
 
 
 def _tiny_model(size: int = 8) -> keras.Model:
-    return keras.Sequential([keras.Input((size, size, 3)), keras.layers.Rescaling(1 / 255),
-                             keras.layers.GlobalAveragePooling2D(),
-                             keras.layers.Dense(2, activation="softmax")])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
 
 
-FIT = {"batch_size": 8, "learning_rate": 0.05, "seed": 0,
-       "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"], "augment": None}
+FIT = {
+    "batch_size": 8,
+    "learning_rate": 0.05,
+    "seed": 0,
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "augment": None,
+}
 
 
 def test_epoch_metrics_continue_their_steps_across_two_fits():
@@ -40,10 +51,25 @@ def test_epoch_metrics_continue_their_steps_across_two_fits():
     def log(metrics, step):
         logged.append((step, metrics))
 
-    first = training.fit(model, _tiny_data(), _tiny_data(seed=1), name="t", epochs=2,
-                         callbacks=[training.EpochMetrics(log)], **FIT)
-    training.fit(model, _tiny_data(), _tiny_data(seed=1), name="t", epochs=3, patience=10,
-                 callbacks=[training.EpochMetrics(log, first_step=first.epochs_run)], **FIT)
+    first = training.fit(
+        model,
+        _tiny_data(),
+        _tiny_data(seed=1),
+        name="t",
+        epochs=2,
+        callbacks=[training.EpochMetrics(log)],
+        **FIT,
+    )
+    training.fit(
+        model,
+        _tiny_data(),
+        _tiny_data(seed=1),
+        name="t",
+        epochs=3,
+        patience=10,
+        callbacks=[training.EpochMetrics(log, first_step=first.epochs_run)],
+        **FIT,
+    )
     assert [step for step, _ in logged] == [0, 1, 2, 3, 4]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(logged[0][1])
     assert logged[0][1]["loss"] == pytest.approx(first.history["loss"][0])
@@ -58,16 +84,20 @@ def test_epoch_metrics_drop_values_a_tracker_cannot_take():
 
 
 def test_fit_reports_history_epochs_and_throughput():
-    result = training.fit(_tiny_model(), _tiny_data(), _tiny_data(seed=1), name="t", epochs=2,
-                          **FIT)
+    result = training.fit(
+        _tiny_model(), _tiny_data(), _tiny_data(seed=1), name="t", epochs=2, **FIT
+    )
     assert result.epochs_run == 2 and len(result.history["val_loss"]) == 2
     assert result.patches_per_second > 0 and result.seconds > 0
 
 
 @pytest.mark.parametrize("bad", ["mirror", "multi_worker", "gpu"])
 def test_unknown_distribution_names_the_key_and_the_choices(bad):
-    with pytest.raises(ValueError, match=r"classification\.training\.distribution must be one of "
-                                         r"none, mirrored; got '" + bad):
+    with pytest.raises(
+        ValueError,
+        match=r"classification\.training\.distribution must be one of "
+        r"none, mirrored; got '" + bad,
+    ):
         training.distribution_strategy(bad, "classification.training.distribution")
 
 
@@ -125,8 +155,13 @@ def test_mirrored_training_on_two_logical_cpus_matches_single_device_training(tm
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED)
     here = str(Path(__file__).parent)
-    result = subprocess.run([sys.executable, str(script), here], capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, str(script), here],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and lines, result.stderr[-3000:]
     runs = json.loads(lines[-1].removeprefix("RESULT "))

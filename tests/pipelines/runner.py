@@ -22,8 +22,9 @@ def run_pipeline(pipeline: Pipeline, inputs: dict[str, Any]) -> DataCatalog:
     the pipeline makes is kept for the test to read from the returned catalog."""
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()}
     made = (pipeline.all_outputs() | pipeline.datasets()) - set(inputs)
-    datasets.update({name: KeptDataset(copy_mode="assign") for name in made
-                     if not name.startswith("params:")})
+    datasets.update(
+        {name: KeptDataset(copy_mode="assign") for name in made if not name.startswith("params:")}
+    )
     catalog = DataCatalog(datasets)
     SequentialRunner().run(pipeline, catalog)
     return catalog

@@ -13,8 +13,14 @@ from ssc_skin.datasets import OptionalCSVDataset
 from ssc_skin.pipelines.cohort.nodes import generate_synthetic_cohort, ingest_cohort, split_cohort
 
 CHECKS = {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "early", "late", "ssc"]}
-SPLIT = {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0, "folds": 0, "fold": 0,
-         "reuse_saved": True}
+SPLIT = {
+    "val_fraction": 0.25,
+    "test_fraction": 0.25,
+    "seed": 0,
+    "folds": 0,
+    "fold": 0,
+    "reuse_saved": True,
+}
 
 
 def _section(label: str, seed: int) -> np.ndarray:
@@ -38,14 +44,22 @@ def _folder_cohort(root: Path) -> Path:
 
 
 def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _cohort_params(root: Path) -> dict:
-    return {"source": {"layout": "folder", "root": str(root),
-                       "label_map": {"Normal": "normal", "SSc-late": "late"}},
-            "checks": CHECKS}
+    return {
+        "source": {
+            "layout": "folder",
+            "root": str(root),
+            "label_map": {"Normal": "normal", "SSc-late": "late"},
+        },
+        "checks": CHECKS,
+    }
 
 
 @pytest.fixture
@@ -61,7 +75,8 @@ def folder_cohort(tmp_path: Path) -> Path:
 def test_folder_cohort_quarantines_bad_files_and_never_touches_the_folder(folder_cohort):
     before = _checksums(folder_cohort)
     images, masks, manifest, linkage, report, metrics = ingest_cohort(
-        pd.DataFrame(), _cohort_params(folder_cohort), patch_size=32, min_saturation=12)
+        pd.DataFrame(), _cohort_params(folder_cohort), patch_size=32, min_saturation=12
+    )
     assert _checksums(folder_cohort) == before
     reasons = dict(zip(report["check"], report["file"], strict=True))
     assert set(reasons) == {"not_an_image", "empty_file", "no_tissue"}
@@ -95,16 +110,26 @@ def test_mask_choice_is_checked(folder_cohort):
 
 def test_a_folder_cohort_skips_synthetic_generation(tmp_path):
     images, masks, manifest = generate_synthetic_cohort(
-        {"source": {"layout": "folder", "root": str(tmp_path)}})
+        {"source": {"layout": "folder", "root": str(tmp_path)}}
+    )
     assert images == {} and masks == {} and manifest.empty
 
 
 def _manifest(n_per_class: int = 4) -> pd.DataFrame:
-    return pd.DataFrame([{"image": f"im-{label}{p}{i}", "patient": f"pt-{label}{p}",
-                          "label": label, "fixed_split": None,
-                          "content_hash": f"{label}{p}{i}"}
-                         for label in ("normal", "early", "late") for p in range(n_per_class)
-                         for i in range(2)])
+    return pd.DataFrame(
+        [
+            {
+                "image": f"im-{label}{p}{i}",
+                "patient": f"pt-{label}{p}",
+                "label": label,
+                "fixed_split": None,
+                "content_hash": f"{label}{p}{i}",
+            }
+            for label in ("normal", "early", "late")
+            for p in range(n_per_class)
+            for i in range(2)
+        ]
+    )
 
 
 def test_split_table_is_reused_when_settings_match(tmp_path):
@@ -133,8 +158,11 @@ def test_duplicate_image_across_splits_fails_the_run(tmp_path):
     manifest.loc[manifest["patient"] == "pt-late0", "content_hash"] = "same"
     manifest.loc[manifest["patient"] == "pt-normal0", "content_hash"] = "same"
     params = {**SPLIT, "reuse_saved": False}
-    tables = [split_cohort(manifest, {**params, "seed": s}) for s in range(20)
-              if _same_split(manifest, s, params)]
+    tables = [
+        split_cohort(manifest, {**params, "seed": s})
+        for s in range(20)
+        if _same_split(manifest, s, params)
+    ]
     assert tables  # some seeds put both patients in one split: no leak
     with pytest.raises(ValueError, match="identical image"):
         for seed in range(20):
@@ -149,9 +177,13 @@ def _same_split(manifest, seed, params) -> bool:
 
 def test_kfold_tests_every_patient_once(tmp_path):
     params = {**SPLIT, "reuse_saved": False, "folds": 4}
-    tested = [p for fold in range(4)
-              for p in split_cohort(_manifest(), {**params, "fold": fold}).query(
-                  "split == 'test'")["patient"]]
+    tested = [
+        p
+        for fold in range(4)
+        for p in split_cohort(_manifest(), {**params, "fold": fold}).query("split == 'test'")[
+            "patient"
+        ]
+    ]
     assert sorted(tested) == sorted(_manifest()["patient"].unique())
 
 
@@ -159,7 +191,8 @@ def test_resolution_is_harmonised_to_the_target_microns_per_pixel(folder_cohort)
     params = _cohort_params(folder_cohort)
     params["source"]["microns_per_pixel"] = 0.5
     images, masks, manifest, *_ = ingest_cohort(
-        pd.DataFrame(), {**params, "target_microns_per_pixel": 1.0}, 32, 12)
+        pd.DataFrame(), {**params, "target_microns_per_pixel": 1.0}, 32, 12
+    )
     first = manifest["image"].iloc[0]
     assert images[first]().size == (80, 80)  # 160 px at 0.5 um/px -> 80 px at 1.0 um/px
     assert masks[first]().size == (80, 80)

@@ -17,20 +17,35 @@ from ssc_skin.pipelines.registry.nodes import (
 from tests.helpers import sqlite_tracking
 
 RANK = ["val_patient_balanced_accuracy", "val_patient_auc"]
-PARAMS = {"model_names": {"binary": "ssc-skin-binary", "three_class": "ssc-skin-three-class"},
-          "alias": "champion", "rank_by": RANK, "promote": "if_better"}
+PARAMS = {
+    "model_names": {"binary": "ssc-skin-binary", "three_class": "ssc-skin-three-class"},
+    "alias": "champion",
+    "rank_by": RANK,
+    "promote": "if_better",
+}
 
 
 def _evaluation(task, arch, bal, auc=0.5, **extra):
-    return {"task": task, "architecture": arch, "val_patient_balanced_accuracy": bal,
-            "val_patient_auc": auc, "input_size": 64, **extra}
+    return {
+        "task": task,
+        "architecture": arch,
+        "val_patient_balanced_accuracy": bal,
+        "val_patient_auc": auc,
+        "input_size": 64,
+        **extra,
+    }
 
 
 def test_the_champion_ranks_highest_on_the_first_metric_then_the_next():
-    champions = pick_champions([_evaluation("binary", "mobilenetv2", 0.8, 0.7),
-                                _evaluation("binary", "cnn", 0.8, 0.9),
-                                _evaluation("three_class", "mobilenetv2", 0.6),
-                                _evaluation("three_class", "cnn", 0.4)], RANK)
+    champions = pick_champions(
+        [
+            _evaluation("binary", "mobilenetv2", 0.8, 0.7),
+            _evaluation("binary", "cnn", 0.8, 0.9),
+            _evaluation("three_class", "mobilenetv2", 0.6),
+            _evaluation("three_class", "cnn", 0.4),
+        ],
+        RANK,
+    )
     assert champions["binary"]["architecture"] == "cnn"  # tie on balanced accuracy, AUC decides
     assert champions["three_class"]["architecture"] == "mobilenetv2"
 
@@ -38,15 +53,22 @@ def test_the_champion_ranks_highest_on_the_first_metric_then_the_next():
 def test_missing_or_nan_metrics_rank_lowest_and_skipped_models_are_no_candidates():
     nan = _evaluation("binary", "mobilenetv2", math.nan)
     assert rank_key(nan, RANK)[0] == -math.inf
-    champions = pick_champions([nan, _evaluation("binary", "cnn", 0.1),
-                                {"task": "three_class", "architecture": "cnn",
-                                 "skipped": "binary-only cohort"}], RANK)
+    champions = pick_champions(
+        [
+            nan,
+            _evaluation("binary", "cnn", 0.1),
+            {"task": "three_class", "architecture": "cnn", "skipped": "binary-only cohort"},
+        ],
+        RANK,
+    )
     assert set(champions) == {"binary"} and champions["binary"]["architecture"] == "cnn"
 
 
 def test_the_champions_own_whole_image_predictor_comes_first():
-    tags = {"binary.cnn.whole_image_predictor_uri": "models:/m-cnn",
-            "binary.mobilenetv2.whole_image_predictor_uri": "models:/m-mnv2"}
+    tags = {
+        "binary.cnn.whole_image_predictor_uri": "models:/m-cnn",
+        "binary.mobilenetv2.whole_image_predictor_uri": "models:/m-mnv2",
+    }
     uri, what, _ = choose_model(_evaluation("binary", "cnn", 1.0, model_uri="models:/m-k"), tags)
     assert (uri, what) == ("models:/m-cnn", "binary.cnn whole-image predictor")
 
@@ -91,18 +113,33 @@ def _a_training_run(scores):
         for (task, arch), score in scores.items():
             with mlflow.start_run(run_name=f"{task}.{arch}", nested=True) as child:
                 keras_uri = _logged_model(f"{task}_{arch}")
-            evaluations.append(_evaluation(task, arch, score, mlflow_run_id=child.info.run_id,
-                                           model_uri=keras_uri, test_patient_accuracy=score))
+            evaluations.append(
+                _evaluation(
+                    task,
+                    arch,
+                    score,
+                    mlflow_run_id=child.info.run_id,
+                    model_uri=keras_uri,
+                    test_patient_accuracy=score,
+                )
+            )
         for task in ("binary", "three_class"):
-            mlflow.set_tag(f"{task}.mobilenetv2.whole_image_predictor_uri",
-                           _logged_model(f"{task}_mobilenetv2_whole_image_predictor"))
+            mlflow.set_tag(
+                f"{task}.mobilenetv2.whole_image_predictor_uri",
+                _logged_model(f"{task}_mobilenetv2_whole_image_predictor"),
+            )
     return evaluations
 
 
 def test_both_tasks_are_registered_with_the_champion_alias_and_the_run_says_so(store):
-    evaluations = _a_training_run({("binary", "mobilenetv2"): 0.9, ("binary", "cnn"): 0.7,
-                                   ("three_class", "mobilenetv2"): 0.5,
-                                   ("three_class", "cnn"): 0.6})
+    evaluations = _a_training_run(
+        {
+            ("binary", "mobilenetv2"): 0.9,
+            ("binary", "cnn"): 0.7,
+            ("three_class", "mobilenetv2"): 0.5,
+            ("three_class", "cnn"): 0.6,
+        }
+    )
     with mlflow.start_run(run_name="registry") as run:
         registered = register_champions(PARAMS, *evaluations, *_none(evaluations))
     client = MlflowClient()
@@ -152,8 +189,9 @@ def test_without_an_active_run_nothing_is_registered(store):
 
 def test_the_predictor_the_export_stage_reports_is_registered_for_its_champion(store):
     """Export logs a whole-image predictor for every model: a CNN champion gets its own."""
-    evaluations = _a_training_run({("three_class", "mobilenetv2"): 0.5,
-                                   ("three_class", "cnn"): 0.6})
+    evaluations = _a_training_run(
+        {("three_class", "mobilenetv2"): 0.5, ("three_class", "cnn"): 0.6}
+    )
     with mlflow.start_run():
         own = _logged_model("three_class_cnn_whole_image_predictor")
         predictors = [{"uri": None, "reason": "x"}, {"uri": own}]

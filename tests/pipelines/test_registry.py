@@ -6,14 +6,21 @@ from ssc_skin.pipeline_registry import register_pipelines
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-NAMESPACES = {f"{t}.{a}" for t in ("binary", "three_class")
-              for a in ("mobilenetv2", "cnn", "densenet")}  # densenet: disabled by default
+NAMESPACES = {
+    f"{t}.{a}" for t in ("binary", "three_class") for a in ("mobilenetv2", "cnn", "densenet")
+}  # densenet: disabled by default
 
 
 def test_the_five_stages_and_default_are_registered():
     pipelines = register_pipelines()
-    assert {"cohort", "patches", "segmentation", "classification", "evaluation",
-            "__default__"} <= set(pipelines)
+    assert {
+        "cohort",
+        "patches",
+        "segmentation",
+        "classification",
+        "evaluation",
+        "__default__",
+    } <= set(pipelines)
     default_nodes = {n.name for n in pipelines["__default__"].nodes}
     for name in ("cohort", "patches", "segmentation", "classification", "evaluation"):
         assert {n.name for n in pipelines[name].nodes} <= default_nodes
@@ -34,8 +41,9 @@ def test_default_pipeline_ends_in_the_report_and_reads_only_parameters_and_catal
     declared = set()
     for path in sorted((PROJECT / "conf" / "base").glob("catalog*.yml")):
         declared |= set(yaml.safe_load(path.read_text()) or {})
-    undeclared = {name for name in default.inputs()
-                  if not name.startswith("params:") and name not in declared}
+    undeclared = {
+        name for name in default.inputs() if not name.startswith("params:") and name not in declared
+    }
     assert not undeclared
 
 

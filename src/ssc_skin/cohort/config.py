@@ -33,8 +33,10 @@ def validate_parameters(params: Mapping[str, Any], *, check_paths: bool = False)
     """Raise one CohortConfigError that lists every bad key (see `parameter_problems`)."""
     problems = parameter_problems(params, check_paths=check_paths)
     if problems:
-        raise CohortConfigError(f"{len(problems)} configuration problem(s), nothing was run:"
-                                + "".join(f"\n  - {p}" for p in problems))
+        raise CohortConfigError(
+            f"{len(problems)} configuration problem(s), nothing was run:"
+            + "".join(f"\n  - {p}" for p in problems)
+        )
 
 
 def parameter_problems(params: Mapping[str, Any], *, check_paths: bool = False) -> list[str]:
@@ -49,17 +51,25 @@ def parameter_problems(params: Mapping[str, Any], *, check_paths: bool = False) 
         if not isinstance(cohort, Mapping):
             return [f"cohort must be a mapping; got {type(cohort).__name__}"]
         problems += _cohort_problems(cohort, check_paths)
-    problems += _checked(params.get("patches"), "patches", {
-        "patch_size": _integer(8),
-        "stride": _integer(1),
-        "min_saturation": _integer(0, 255),
-    })
+    problems += _checked(
+        params.get("patches"),
+        "patches",
+        {
+            "patch_size": _integer(8),
+            "stride": _integer(1),
+            "min_saturation": _integer(0, 255),
+        },
+    )
     predict = params.get("predict")
-    problems += _checked(predict, "predict", {
-        "input": _path,
-        "patient_ids": _boolean,
-        "patient_id_regex": _optional(_regex),
-    })
+    problems += _checked(
+        predict,
+        "predict",
+        {
+            "input": _path,
+            "patient_ids": _boolean,
+            "patient_id_regex": _optional(_regex),
+        },
+    )
     return problems
 
 
@@ -67,62 +77,89 @@ def _cohort_problems(cohort: Mapping[str, Any], check_paths: bool) -> list[str]:
     source = cohort.get("source")
     problems = ingest.source_config_problems(source)
     checks = cohort.get("checks") or {}
-    problems += _checked(checks, "cohort.checks", {
-        "min_tissue_fraction": _fraction,
-        "allowed_labels": _labels,
-    })
+    problems += _checked(
+        checks,
+        "cohort.checks",
+        {
+            "min_tissue_fraction": _fraction,
+            "allowed_labels": _labels,
+        },
+    )
     allowed = checks.get("allowed_labels") if isinstance(checks, Mapping) else None
     if not problems and isinstance(allowed, list | tuple) and allowed:
         try:
             ingest.check_labels((source or {}).get("label_map") or {}, allowed)
         except CohortConfigError as error:
             problems.append(str(error))
-    problems += _checked(cohort, "cohort", {
-        "masks": _choice(MASK_CHOICES),
-        "target_microns_per_pixel": _optional(_positive),
-    })
+    problems += _checked(
+        cohort,
+        "cohort",
+        {
+            "masks": _choice(MASK_CHOICES),
+            "target_microns_per_pixel": _optional(_positive),
+        },
+    )
     problems += _split_problems(cohort.get("split"))
-    problems += _checked(cohort.get("synthetic"), "cohort.synthetic", {
-        "patients_per_class": _patients_per_class,
-        "images_per_patient": _integer(1),
-        "image_size": _integer(32),
-        "stain": _choice(STAINS),
-        "difficulty": _fraction,
-        "artefact_rate": _artefact_rate,
-        "seed": _integer(),
-    })
-    problems += _checked(cohort.get("colour_baseline"), "cohort.colour_baseline", {
-        "bins": _integer(2, 256),
-        "folds": _integer(2),
-        "seed": _integer(),
-    })
+    problems += _checked(
+        cohort.get("synthetic"),
+        "cohort.synthetic",
+        {
+            "patients_per_class": _patients_per_class,
+            "images_per_patient": _integer(1),
+            "image_size": _integer(32),
+            "stain": _choice(STAINS),
+            "difficulty": _fraction,
+            "artefact_rate": _artefact_rate,
+            "seed": _integer(),
+        },
+    )
+    problems += _checked(
+        cohort.get("colour_baseline"),
+        "cohort.colour_baseline",
+        {
+            "bins": _integer(2, 256),
+            "folds": _integer(2),
+            "seed": _integer(),
+        },
+    )
     if check_paths and not problems:
         problems += _path_problems(ingest.check_source_config(source))
     return problems
 
 
 def _split_problems(split: Any) -> list[str]:
-    problems = _checked(split, "cohort.split", {
-        "val_fraction": _open_fraction,
-        "test_fraction": _open_fraction,
-        "seed": _integer(),
-        "folds": lambda v: None if _is_int(v) and (v == 0 or v >= 2) else
-        f"must be 0 (a single split) or an integer >= 2 (k-fold); got {v!r}",
-        "fold": _integer(0),
-        "reuse_saved": _boolean,
-    })
+    problems = _checked(
+        split,
+        "cohort.split",
+        {
+            "val_fraction": _open_fraction,
+            "test_fraction": _open_fraction,
+            "seed": _integer(),
+            "folds": lambda v: (
+                None
+                if _is_int(v) and (v == 0 or v >= 2)
+                else f"must be 0 (a single split) or an integer >= 2 (k-fold); got {v!r}"
+            ),
+            "fold": _integer(0),
+            "reuse_saved": _boolean,
+        },
+    )
     if problems or not isinstance(split, Mapping):
         return problems
     folds, fold = split.get("folds", 0), split.get("fold", 0)
     if folds and fold >= folds:
-        problems.append(f"cohort.split.fold must be from 0 to {folds - 1} (cohort.split.folds "
-                        f"is {folds}); got {fold}")
+        problems.append(
+            f"cohort.split.fold must be from 0 to {folds - 1} (cohort.split.folds "
+            f"is {folds}); got {fold}"
+        )
     val, test = split.get("val_fraction"), split.get("test_fraction")
     if folds:
         test = 1 / folds
     if val is not None and test is not None and val + test >= 1:
-        problems.append("cohort.split.val_fraction + cohort.split.test_fraction must be below 1"
-                        f" (some patients must train); got {val} + {test:g}")
+        problems.append(
+            "cohort.split.val_fraction + cohort.split.test_fraction must be below 1"
+            f" (some patients must train); got {val} + {test:g}"
+        )
     return problems
 
 
@@ -135,6 +172,7 @@ def _path_problems(source: Mapping[str, Any]) -> list[str]:
 
 
 # --- checks of one value -----------------------------------------------------------------------
+
 
 def _checked(block: Any, name: str, checks: Mapping[str, Check]) -> list[str]:
     if block is None:
@@ -165,22 +203,32 @@ def _integer(low: int | None = None, high: int | None = None) -> Check:
         if low is not None and high is not None:
             return f"must be an integer from {low} to {high}; got {value!r}"
         return f"must be an integer{f' >= {low}' if low is not None else ''}; got {value!r}"
+
     return check
 
 
 def _fraction(value: Any) -> str | None:
-    return None if _is_number(value) and 0 <= value <= 1 else \
-        f"must be a number from 0 to 1; got {value!r}"
+    return (
+        None
+        if _is_number(value) and 0 <= value <= 1
+        else f"must be a number from 0 to 1; got {value!r}"
+    )
 
 
 def _open_fraction(value: Any) -> str | None:
-    return None if _is_number(value) and 0 < value < 1 else \
-        f"must be a number between 0 and 1 (exclusive); got {value!r}"
+    return (
+        None
+        if _is_number(value) and 0 < value < 1
+        else f"must be a number between 0 and 1 (exclusive); got {value!r}"
+    )
 
 
 def _positive(value: Any) -> str | None:
-    return None if _is_number(value) and value > 0 else \
-        f"must be a positive number or null; got {value!r}"
+    return (
+        None
+        if _is_number(value) and value > 0
+        else f"must be a positive number or null; got {value!r}"
+    )
 
 
 def _boolean(value: Any) -> str | None:
@@ -188,8 +236,7 @@ def _boolean(value: Any) -> str | None:
 
 
 def _path(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else \
-        f"must be a path; got {value!r}"
+    return None if isinstance(value, str) and value.strip() else f"must be a path; got {value!r}"
 
 
 def _optional(check: Check) -> Check:
@@ -197,8 +244,9 @@ def _optional(check: Check) -> Check:
 
 
 def _choice(choices: tuple[str, ...]) -> Check:
-    return lambda value: None if value in choices else \
-        f"must be one of {', '.join(choices)}; got {value!r}"
+    return lambda value: (
+        None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+    )
 
 
 def _regex(value: Any) -> str | None:
@@ -213,11 +261,13 @@ def _regex(value: Any) -> str | None:
 
 def _labels(value: Any) -> str | None:
     if not isinstance(value, list | tuple) or not value:
-        return f"must be a non-empty list of labels from {', '.join(COHORT_LABELS)}; " \
-               f"got {value!r}"
+        return f"must be a non-empty list of labels from {', '.join(COHORT_LABELS)}; got {value!r}"
     unknown = [v for v in value if v not in COHORT_LABELS]
-    return f"has unknown label(s) {', '.join(map(str, unknown))}; allowed: " \
-           f"{', '.join(COHORT_LABELS)}" if unknown else None
+    return (
+        f"has unknown label(s) {', '.join(map(str, unknown))}; allowed: {', '.join(COHORT_LABELS)}"
+        if unknown
+        else None
+    )
 
 
 def _patients_per_class(value: Any) -> str | None:
@@ -225,20 +275,27 @@ def _patients_per_class(value: Any) -> str | None:
         return f"must map labels to patient counts, e.g. {{normal: 12}}; got {value!r}"
     unknown = sorted(set(value) - set(LABELS))
     if unknown:
-        return f"has unknown label(s) {', '.join(map(str, unknown))}; allowed: " \
-               f"{', '.join(LABELS)}"
+        return f"has unknown label(s) {', '.join(map(str, unknown))}; allowed: {', '.join(LABELS)}"
     bad = [k for k, v in value.items() if not _is_int(v) or v < 0]
-    return f"needs integer counts >= 0; got {', '.join(f'{k}={value[k]!r}' for k in bad)}" \
-        if bad else None
+    return (
+        f"needs integer counts >= 0; got {', '.join(f'{k}={value[k]!r}' for k in bad)}"
+        if bad
+        else None
+    )
 
 
 def _artefact_rate(value: Any) -> str | None:
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - set(ARTEFACTS))
         if unknown:
-            return f"has unknown artefact(s) {', '.join(map(str, unknown))}; allowed: " \
-                   f"{', '.join(ARTEFACTS)}"
+            return (
+                f"has unknown artefact(s) {', '.join(map(str, unknown))}; allowed: "
+                f"{', '.join(ARTEFACTS)}"
+            )
         bad = [k for k, v in value.items() if _fraction(v)]
-        return f"needs rates from 0 to 1; got {', '.join(f'{k}={value[k]!r}' for k in bad)}" \
-            if bad else None
+        return (
+            f"needs rates from 0 to 1; got {', '.join(f'{k}={value[k]!r}' for k in bad)}"
+            if bad
+            else None
+        )
     return _fraction(value)

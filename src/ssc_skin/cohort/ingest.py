@@ -68,11 +68,26 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 # Pillow's format names; MPO is what Pillow calls a camera JPEG that holds extra frames.
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "TIFF", "BMP"})
-LAYOUTS = ("folder", "manifest", "synthetic", "slide_folder", "slide_manifest")  # slide_*: cohort/slides.py
+LAYOUTS = (
+    "folder",
+    "manifest",
+    "synthetic",
+    "slide_folder",
+    "slide_manifest",
+)  # slide_*: cohort/slides.py
 DEFAULT_PATIENT_ID_REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
 PATIENT_FROM = ("filename", "folder")
-SOURCE_KEYS = ("layout", "root", "manifest", "patient_id_regex", "patient_from", "label_map",
-               "tiff_page", "microns_per_pixel", "allow_outside_root")
+SOURCE_KEYS = (
+    "layout",
+    "root",
+    "manifest",
+    "patient_id_regex",
+    "patient_from",
+    "label_map",
+    "tiff_page",
+    "microns_per_pixel",
+    "allow_outside_root",
+)
 # Decompression limits, checked from the header before any decoder runs: Pillow's own bomb
 # limit (~89.5 million pixels) and 1 GiB of decoded samples (a float TIFF is 4-8 bytes each).
 MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
@@ -82,10 +97,32 @@ MANIFEST_OPTIONAL = ("mask_path", "split")
 # Operating-system and tool litter, skipped silently (counted in a debug log line).
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 
-RECORD_COLUMNS = ["image_path", "relative_path", "patient_id", "raw_label", "mask_path",
-                  "mask_relative_path", "split", "problem_check", "problem", "mask_problem"]
-VALID_COLUMNS = ["image_path", "relative_path", "patient_id", "raw_label", "label", "mask_path",
-                 "split", "content_hash", "height", "width", "tissue_fraction", "notes"]
+RECORD_COLUMNS = [
+    "image_path",
+    "relative_path",
+    "patient_id",
+    "raw_label",
+    "mask_path",
+    "mask_relative_path",
+    "split",
+    "problem_check",
+    "problem",
+    "mask_problem",
+]
+VALID_COLUMNS = [
+    "image_path",
+    "relative_path",
+    "patient_id",
+    "raw_label",
+    "label",
+    "mask_path",
+    "split",
+    "content_hash",
+    "height",
+    "width",
+    "tissue_fraction",
+    "notes",
+]
 QUARANTINE_COLUMNS = ["file", "check", "reason"]
 _NUMERIC = {"height": "int64", "width": "int64", "tissue_fraction": "float64"}
 _EXIF_ORIENTATION = 0x0112
@@ -114,6 +151,7 @@ class ImageProblem(Exception):
 
 # --- configuration -----------------------------------------------------------------------------
 
+
 def check_source_config(source: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate `cohort.source` and fill defaults, so a typo fails before any file is read.
 
@@ -123,15 +161,19 @@ def check_source_config(source: Mapping[str, Any] | None) -> dict[str, Any]:
     if problems:
         raise CohortConfigError("; ".join(problems))
     source = source or {}
-    return {"layout": source.get("layout", "synthetic"), "root": source.get("root"),
-            "manifest": source.get("manifest"),
-            "patient_id_regex": source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX,
-            "patient_from": source.get("patient_from") or "filename",
-            "label_map": dict(source.get("label_map") or {}),
-            "tiff_page": source.get("tiff_page", 0),
-            "microns_per_pixel": _positive_or_none(source.get("microns_per_pixel"),
-                                                   "cohort.source.microns_per_pixel"),
-            "allow_outside_root": bool(source.get("allow_outside_root", False))}
+    return {
+        "layout": source.get("layout", "synthetic"),
+        "root": source.get("root"),
+        "manifest": source.get("manifest"),
+        "patient_id_regex": source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX,
+        "patient_from": source.get("patient_from") or "filename",
+        "label_map": dict(source.get("label_map") or {}),
+        "tiff_page": source.get("tiff_page", 0),
+        "microns_per_pixel": _positive_or_none(
+            source.get("microns_per_pixel"), "cohort.source.microns_per_pixel"
+        ),
+        "allow_outside_root": bool(source.get("allow_outside_root", False)),
+    }
 
 
 def source_config_problems(source: Mapping[str, Any] | None) -> list[str]:
@@ -142,44 +184,56 @@ def source_config_problems(source: Mapping[str, Any] | None) -> list[str]:
     problems = []
     unknown = sorted(set(source) - set(SOURCE_KEYS))
     if unknown:
-        problems.append(f"cohort.source has unknown key(s) {', '.join(unknown)}; "
-                        f"allowed: {', '.join(SOURCE_KEYS)}")
+        problems.append(
+            f"cohort.source has unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(SOURCE_KEYS)}"
+        )
     layout = source.get("layout", "synthetic")
     if layout not in LAYOUTS:
-        problems.append(f"cohort.source.layout must be one of {', '.join(LAYOUTS)}; "
-                        f"got {layout!r}")
+        problems.append(f"cohort.source.layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     required = {"folder": "root", "manifest": "manifest"}.get(layout)
     if required and not _is_path(source.get(required)):
-        problems.append(f"cohort.source.{required} must be a path when layout is {layout}; "
-                        f"got {source.get(required)!r}")
-    if layout == "manifest" and source.get("root") is not None \
-            and not _is_path(source.get("root")):
-        problems.append("cohort.source.root must be a path or null (for a manifest: the folder "
-                        f"its paths must stay inside); got {source.get('root')!r}")
+        problems.append(
+            f"cohort.source.{required} must be a path when layout is {layout}; "
+            f"got {source.get(required)!r}"
+        )
+    if layout == "manifest" and source.get("root") is not None and not _is_path(source.get("root")):
+        problems.append(
+            "cohort.source.root must be a path or null (for a manifest: the folder "
+            f"its paths must stay inside); got {source.get('root')!r}"
+        )
     try:
         compile_patient_regex(source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX)
     except CohortConfigError as error:
         problems.append(str(error))
     patient_from = source.get("patient_from") or "filename"
     if patient_from not in PATIENT_FROM:
-        problems.append(f"cohort.source.patient_from must be one of {', '.join(PATIENT_FROM)}; "
-                        f"got {patient_from!r}")
+        problems.append(
+            f"cohort.source.patient_from must be one of {', '.join(PATIENT_FROM)}; "
+            f"got {patient_from!r}"
+        )
     label_map = source.get("label_map") or {}
     if not isinstance(label_map, Mapping) or not all(
-            isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in label_map.items()):
-        problems.append("cohort.source.label_map must map raw label names to canonical "
-                        f"label names (text to text); got {label_map!r}")
+        isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in label_map.items()
+    ):
+        problems.append(
+            "cohort.source.label_map must map raw label names to canonical "
+            f"label names (text to text); got {label_map!r}"
+        )
     tiff_page = source.get("tiff_page", 0)
     if isinstance(tiff_page, bool) or not isinstance(tiff_page, int) or tiff_page < 0:
-        problems.append("cohort.source.tiff_page must be an integer >= 0 (0 = first "
-                        f"page); got {tiff_page!r}")
+        problems.append(
+            f"cohort.source.tiff_page must be an integer >= 0 (0 = first page); got {tiff_page!r}"
+        )
     try:
         _positive_or_none(source.get("microns_per_pixel"), "cohort.source.microns_per_pixel")
     except CohortConfigError as error:
         problems.append(str(error))
     if not isinstance(source.get("allow_outside_root", False), bool):
-        problems.append("cohort.source.allow_outside_root must be true or false; got "
-                        f"{source.get('allow_outside_root')!r}")
+        problems.append(
+            "cohort.source.allow_outside_root must be true or false; got "
+            f"{source.get('allow_outside_root')!r}"
+        )
     return problems
 
 
@@ -191,8 +245,9 @@ def _positive_or_none(value: Any, key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise CohortConfigError(f"{key} must be a positive number (microns per pixel) or null; "
-                                f"got {value!r}")
+        raise CohortConfigError(
+            f"{key} must be a positive number (microns per pixel) or null; got {value!r}"
+        )
     return float(value)
 
 
@@ -201,45 +256,58 @@ def compile_patient_regex(regex: str) -> re.Pattern[str]:
     try:
         pattern = re.compile(regex)
     except (re.error, TypeError) as error:
-        raise CohortConfigError(f"cohort.source.patient_id_regex does not compile ({error}); "
-                                f"got {regex!r}") from error
+        raise CohortConfigError(
+            f"cohort.source.patient_id_regex does not compile ({error}); got {regex!r}"
+        ) from error
     if "patient" not in pattern.groupindex:
-        raise CohortConfigError("cohort.source.patient_id_regex must have a named group "
-                                f"'patient', e.g. {DEFAULT_PATIENT_ID_REGEX}; got {regex!r}")
+        raise CohortConfigError(
+            "cohort.source.patient_id_regex must have a named group "
+            f"'patient', e.g. {DEFAULT_PATIENT_ID_REGEX}; got {regex!r}"
+        )
     return pattern
 
 
-def check_labels(label_map: Mapping[str, str], allowed_labels: list[str] | tuple[str, ...]
-                 ) -> None:
+def check_labels(label_map: Mapping[str, str], allowed_labels: list[str] | tuple[str, ...]) -> None:
     """Every label-map target must be a canonical label, else every image would be unknown."""
     if not allowed_labels:
         raise CohortConfigError("the allowed (canonical) labels must not be empty")
     allowed = ", ".join(sorted(allowed_labels))
     for raw, canonical in label_map.items():
         if canonical not in allowed_labels:
-            raise CohortConfigError(f"cohort.source.label_map maps {raw!r} to {canonical!r}, "
-                                    f"which is not one of the allowed labels: {allowed}")
+            raise CohortConfigError(
+                f"cohort.source.label_map maps {raw!r} to {canonical!r}, "
+                f"which is not one of the allowed labels: {allowed}"
+            )
 
 
 # --- discovery ---------------------------------------------------------------------------------
+
 
 def discover_cohort(source: Mapping[str, Any]) -> pd.DataFrame:
     """The records (one row per file) of the configured layout."""
     config = check_source_config(source)
     if config["layout"] == "folder":
-        return discover_folder(config["root"], config["patient_id_regex"],
-                               patient_from=config["patient_from"],
-                               allow_outside_root=config["allow_outside_root"])
+        return discover_folder(
+            config["root"],
+            config["patient_id_regex"],
+            patient_from=config["patient_from"],
+            allow_outside_root=config["allow_outside_root"],
+        )
     if config["layout"] == "manifest":
-        return read_manifest(config["manifest"], root=config["root"],
-                             allow_outside_root=config["allow_outside_root"])
+        return read_manifest(
+            config["manifest"], root=config["root"], allow_outside_root=config["allow_outside_root"]
+        )
     raise CohortConfigError("cohort.source.layout 'synthetic' has no files to discover")
 
 
-def discover_folder(root: str | os.PathLike[str],
-                    patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX, *,
-                    patient_from: str = "filename", allow_outside_root: bool = False,
-                    label_folders: bool = True) -> pd.DataFrame:
+def discover_folder(
+    root: str | os.PathLike[str],
+    patient_id_regex: str = DEFAULT_PATIENT_ID_REGEX,
+    *,
+    patient_from: str = "filename",
+    allow_outside_root: bool = False,
+    label_folders: bool = True,
+) -> pd.DataFrame:
     """Records of `<root>/<label>/**/<file>`, sorted by path.
 
     Files with no image extension, outside a label folder or without a patient id come back
@@ -258,22 +326,34 @@ def discover_folder(root: str | os.PathLike[str],
             ignored += 1
             continue
         folders = relative.split("/")[:-1]
-        row = _record(str(path), relative, raw_label=folders[0] if folders else None,
-                      patient_id=_patient_id(path.name, folders[1 if label_folders else 0:],
-                                             pattern, patient_from))
+        row = _record(
+            str(path),
+            relative,
+            raw_label=folders[0] if folders else None,
+            patient_id=_patient_id(
+                path.name, folders[1 if label_folders else 0 :], pattern, patient_from
+            ),
+        )
         if outside:
             row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
-            row.update(problem_check="not_image_extension",
-                       problem=f"not an image extension ({display_text(path.suffix) or 'none'}"
-                               "); allowed: " + ", ".join(sorted(IMAGE_EXTENSIONS)))
+            row.update(
+                problem_check="not_image_extension",
+                problem=f"not an image extension ({display_text(path.suffix) or 'none'}"
+                "); allowed: " + ", ".join(sorted(IMAGE_EXTENSIONS)),
+            )
         elif label_folders and not folders:
-            row.update(problem_check="no_label_folder",
-                       problem="not inside a label folder (<root>/<label>/...)")
+            row.update(
+                problem_check="no_label_folder",
+                problem="not inside a label folder (<root>/<label>/...)",
+            )
         elif not row["patient_id"]:
-            row.update(problem_check="no_patient_id",
-                       problem="not inside a patient folder (<root>/<label>/<patient>/...)"
-                       if patient_from == "folder" else "no patient id in file name")
+            row.update(
+                problem_check="no_patient_id",
+                problem="not inside a patient folder (<root>/<label>/<patient>/...)"
+                if patient_from == "folder"
+                else "no patient id in file name",
+            )
         rows.append(row)
     if ignored:
         logger.debug("Skipped %d hidden or system files", ignored)
@@ -289,21 +369,27 @@ def _hint_patient_folders(rows: list[dict[str, Any]], depth: int) -> None:
     for row in rows:
         parts = row["relative_path"].split("/")[:-1]
         if row["patient_id"] and len(parts) > depth:
-            folders[row["patient_id"]].add("/".join(parts[:depth + 1]))
+            folders[row["patient_id"]].add("/".join(parts[: depth + 1]))
     spread = sum(len(found) > 1 for found in folders.values())
     if spread:
-        logger.warning("%d patient id(s) read from file names occur in more than one subfolder;"
-                       " if each subfolder is a patient (<root>/<label>/<patient>/...), set "
-                       "cohort.source.patient_from: folder", spread)
+        logger.warning(
+            "%d patient id(s) read from file names occur in more than one subfolder;"
+            " if each subfolder is a patient (<root>/<label>/<patient>/...), set "
+            "cohort.source.patient_from: folder",
+            spread,
+        )
 
 
-_OUTSIDE_ROOT = ("leads outside the cohort folder (a symbolic link or a path with ../ or an "
-                 "absolute path): not read; copy the file into the folder, or set "
-                 "cohort.source.allow_outside_root: true to follow it")
+_OUTSIDE_ROOT = (
+    "leads outside the cohort folder (a symbolic link or a path with ../ or an "
+    "absolute path): not read; copy the file into the folder, or set "
+    "cohort.source.allow_outside_root: true to follow it"
+)
 
 
-def _patient_id(name: str, folders: list[str], pattern: re.Pattern[str],
-                patient_from: str) -> str | None:
+def _patient_id(
+    name: str, folders: list[str], pattern: re.Pattern[str], patient_from: str
+) -> str | None:
     """The patient of a file: from its name (regex) or from its first folder."""
     if patient_from == "folder":
         return folders[0] if folders else None
@@ -324,8 +410,12 @@ def display_text(text: str) -> str:
     return text
 
 
-def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
-                  allow_outside_root: bool = False) -> pd.DataFrame:
+def read_manifest(
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    allow_outside_root: bool = False,
+) -> pd.DataFrame:
     """Records of a manifest CSV (comma, semicolon or tab separated, UTF-8), in the same columns.
 
     Relative paths resolve against the manifest's folder; backslashes count as separators so
@@ -340,24 +430,34 @@ def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str] 
     table.columns = [str(column).strip().lower() for column in table.columns]
     missing = [column for column in MANIFEST_REQUIRED if column not in table.columns]
     if missing:
-        raise CohortConfigError(f"{key} lacks required column(s) {', '.join(missing)}; "
-                                f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
-                                f"{', '.join(MANIFEST_OPTIONAL)}; found: "
-                                f"{', '.join(table.columns)}")
+        raise CohortConfigError(
+            f"{key} lacks required column(s) {', '.join(missing)}; "
+            f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
+            f"{', '.join(MANIFEST_OPTIONAL)}; found: "
+            f"{', '.join(table.columns)}"
+        )
     base = manifest.parent
-    fence = None if allow_outside_root else os.path.realpath(Path(root).expanduser()
-                                                             if root else base)
+    fence = (
+        None if allow_outside_root else os.path.realpath(Path(root).expanduser() if root else base)
+    )
     rows = []
     for line, entry in enumerate(table.to_dict("records"), start=2):
         image = _text(entry["image_path"])
         mask = _text(entry.get("mask_path"))
         split = _text(entry.get("split"))
-        image_path, relative = (_resolve(image, base) if image
-                                else (None, f"{manifest.name} line {line}"))
+        image_path, relative = (
+            _resolve(image, base) if image else (None, f"{manifest.name} line {line}")
+        )
         mask_path, mask_relative = _resolve(mask, base) if mask else (None, None)
-        row = _record(image_path, relative, patient_id=_text(entry["patient_id"]),
-                      raw_label=_text(entry["label"]), mask_path=mask_path,
-                      mask_relative_path=mask_relative, split=split.lower() if split else None)
+        row = _record(
+            image_path,
+            relative,
+            patient_id=_text(entry["patient_id"]),
+            raw_label=_text(entry["label"]),
+            mask_path=mask_path,
+            mask_relative_path=mask_relative,
+            split=split.lower() if split else None,
+        )
         if not image:
             row.update(problem_check="missing_image_path", problem="missing image path")
         elif fence and not _inside(image_path, fence):
@@ -378,7 +478,8 @@ def _manifest_table(manifest: Path, key: str) -> pd.DataFrame:
         raise CohortConfigError(
             f"{key} is not UTF-8 text ({'UTF-16' if utf16 else 'another encoding'}: byte "
             f"0x{data[error.start]:02x} at position {error.start}); save it as CSV UTF-8 "
-            "(e.g. Excel: Save As > CSV UTF-8)") from error
+            "(e.g. Excel: Save As > CSV UTF-8)"
+        ) from error
     header = text.split("\n", 1)[0]
     separator = max(",;\t", key=header.count)
     try:
@@ -387,11 +488,16 @@ def _manifest_table(manifest: Path, key: str) -> pd.DataFrame:
         raise CohortConfigError(f"{key} is empty") from error
     except pd.errors.ParserError as error:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
-        where = (f"line {found.group(2)} has {found.group(3)} fields where the header has "
-                 f"{found.group(1)}" if found else f"cannot be parsed ({error})")
+        where = (
+            f"line {found.group(2)} has {found.group(3)} fields where the header has "
+            f"{found.group(1)}"
+            if found
+            else f"cannot be parsed ({error})"
+        )
         raise CohortConfigError(
             f"{key}: {where}; quote values that contain the separator {separator!r} "
-            '(e.g. "SSc, late")') from error
+            '(e.g. "SSc, late")'
+        ) from error
 
 
 def _walk(root: Path, allow_outside_root: bool) -> Iterator[tuple[Path, bool]]:
@@ -466,9 +572,13 @@ def _records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     """Text columns stay `object` so that a missing value is None, not NaN."""
-    return pd.DataFrame({column: pd.Series([row[column] for row in rows],
-                                           dtype=_NUMERIC.get(column, object))
-                         for column in columns}, columns=columns)
+    return pd.DataFrame(
+        {
+            column: pd.Series([row[column] for row in rows], dtype=_NUMERIC.get(column, object))
+            for column in columns
+        },
+        columns=columns,
+    )
 
 
 def _text(value: Any) -> str | None:
@@ -480,6 +590,7 @@ def _text(value: Any) -> str | None:
 
 
 # --- reading one file --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Depth:
@@ -538,12 +649,18 @@ def check_encoded_image(data: bytes) -> tuple[int, int]:
 def _check_size(width: int, height: int, nbytes: int | None = None) -> None:
     """Decompression limits, from the header: pixels, and decoded bytes where known."""
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageProblem("too_large", f"image too large to decode safely: {width}x{height} = "
-                                        f"{width * height} pixels, limit {MAX_IMAGE_PIXELS} "
-                                        "pixels (tile it, or use a slide cohort)")
+        raise ImageProblem(
+            "too_large",
+            f"image too large to decode safely: {width}x{height} = "
+            f"{width * height} pixels, limit {MAX_IMAGE_PIXELS} "
+            "pixels (tile it, or use a slide cohort)",
+        )
     if nbytes is not None and nbytes > MAX_DECODED_BYTES:
-        raise ImageProblem("too_large", f"image too large to decode safely: {nbytes} bytes of "
-                                        f"samples, limit {MAX_DECODED_BYTES} bytes")
+        raise ImageProblem(
+            "too_large",
+            f"image too large to decode safely: {nbytes} bytes of "
+            f"samples, limit {MAX_DECODED_BYTES} bytes",
+        )
 
 
 @contextlib.contextmanager
@@ -576,9 +693,9 @@ def _starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
     return head.startswith(magics)
 
 
-def _decode(path: Path, page: int,
-            convert: Callable[[Image.Image, _Depth], tuple[np.ndarray, list[str]]]
-            ) -> tuple[np.ndarray, list[str]]:
+def _decode(
+    path: Path, page: int, convert: Callable[[Image.Image, _Depth], tuple[np.ndarray, list[str]]]
+) -> tuple[np.ndarray, list[str]]:
     """Open, check the format and size, pick the TIFF page, decode in full, apply EXIF
     orientation.
 
@@ -596,17 +713,23 @@ def _decode(path: Path, page: int,
                     image.verify()  # chunk checksums, which decoding alone does not check
             with Image.open(path) as source:
                 if source.format not in IMAGE_FORMATS:
-                    raise ImageProblem("unsupported_format",
-                                       f"unsupported image format {source.format}; allowed: "
-                                       + ", ".join(sorted(IMAGE_FORMATS - {"MPO"})))
+                    raise ImageProblem(
+                        "unsupported_format",
+                        f"unsupported image format {source.format}; allowed: "
+                        + ", ".join(sorted(IMAGE_FORMATS - {"MPO"})),
+                    )
                 if source.format == "TIFF":
                     notes += _seek_tiff_page(source, page)
                 _check_size(*source.size)
                 depth = _pillow_depth(source, png)
                 if convert is _pil_to_rgb and source.format == "TIFF" and depth.stored > 8:
                     raise _NeedsTifffile
-                if convert is _pil_to_rgb and png is not None and png[2] == 16 \
-                        and png[3] in (2, 4, 6):
+                if (
+                    convert is _pil_to_rgb
+                    and png is not None
+                    and png[2] == 16
+                    and png[3] in (2, 4, 6)
+                ):
                     array, converted = _png16_with_opencv(path, depth)
                     return array, notes + converted
                 source.load()
@@ -634,8 +757,10 @@ def _decode(path: Path, page: int,
 def _seek_tiff_page(image: Image.Image, page: int) -> list[str]:
     pages = getattr(image, "n_frames", 1)
     if page >= pages:
-        raise ImageProblem("tiff_page", f"TIFF page {page} requested but the file has {pages} "
-                                        "page(s) (pages count from 0)")
+        raise ImageProblem(
+            "tiff_page",
+            f"TIFF page {page} requested but the file has {pages} page(s) (pages count from 0)",
+        )
     if pages == 1:
         return []
     image.seek(page)
@@ -671,8 +796,7 @@ def _png_header(path: Path) -> tuple[int, int, int, int, int | None]:
     return width, height, depth, colour, significant
 
 
-def _pillow_depth(image: Image.Image, png: tuple[int, int, int, int, int | None] | None
-                  ) -> _Depth:
+def _pillow_depth(image: Image.Image, png: tuple[int, int, int, int, int | None] | None) -> _Depth:
     """Stored and significant bits per sample: Pillow hides both, so read the header."""
     if image.format == "TIFF":
         bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 1)
@@ -695,8 +819,9 @@ def _png16_with_opencv(path: Path, depth: _Depth) -> tuple[np.ndarray, list[str]
     if channels in (2, 4):
         alpha = array[..., -1:].astype(np.float32) / 65535
         rgb = np.rint(rgb * alpha + 255 * (1 - alpha)).astype(np.uint8)
-        notes.append(f"{'RGBA' if channels == 4 else 'LA'} -> RGB (transparency composited on "
-                     "white)")
+        notes.append(
+            f"{'RGBA' if channels == 4 else 'LA'} -> RGB (transparency composited on white)"
+        )
     elif channels == 1:
         notes.append("grayscale -> RGB")
     return rgb, notes
@@ -718,8 +843,10 @@ def _pil_to_rgb(image: Image.Image, depth: _Depth) -> tuple[np.ndarray, list[str
     elif mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA"))
-        notes.append(f"{'palette' if mode in ('P', 'PA') else mode} -> RGB "
-                     "(transparency composited on white)")
+        notes.append(
+            f"{'palette' if mode in ('P', 'PA') else mode} -> RGB "
+            "(transparency composited on white)"
+        )
     else:
         notes.append(f"{mode} -> RGB")
     return np.asarray(image.convert("RGB")), notes
@@ -732,8 +859,9 @@ def _pil_to_indices(image: Image.Image, depth: _Depth) -> tuple[np.ndarray, list
     if image.mode == "RGB" and (array == array[..., :1]).all():
         array = array[..., 0]
     if array.ndim != 2:
-        raise ImageProblem("not_class_indices", "mask must be single-channel class indices; "
-                                                f"got mode {image.mode}")
+        raise ImageProblem(
+            "not_class_indices", f"mask must be single-channel class indices; got mode {image.mode}"
+        )
     if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
         raise ImageProblem("not_class_indices", "mask values must be class indices 0..255")
     return array.astype(np.uint8), []
@@ -766,12 +894,19 @@ def _to_uint8(array: np.ndarray, depth: _Depth | None = None) -> tuple[np.ndarra
             scaled = np.rint(array.astype(np.float32) * np.float32(255 / ((1 << bits) - 1)))
             stored = depth.stored if depth.stored > 8 else 16
             return np.clip(scaled, 0, 255).astype(np.uint8), [
-                f"{stored}-bit -> 8-bit ({bits} significant bits, from its {source})"]
-    if array.dtype.kind == "f" and np.isfinite(array).all() and array.min() >= 0 \
-            and array.max() <= 1:
+                f"{stored}-bit -> 8-bit ({bits} significant bits, from its {source})"
+            ]
+    if (
+        array.dtype.kind == "f"
+        and np.isfinite(array).all()
+        and array.min() >= 0
+        and array.max() <= 1
+    ):
         return np.rint(array * 255).astype(np.uint8), ["float -> 8-bit (x255)"]
-    raise ImageProblem("unsupported_pixels", f"unsupported sample values ({array.dtype}, "
-                                             "not 8/16-bit or float 0..1)")
+    raise ImageProblem(
+        "unsupported_pixels",
+        f"unsupported sample values ({array.dtype}, not 8/16-bit or float 0..1)",
+    )
 
 
 def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[str]]:
@@ -781,11 +916,15 @@ def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[st
     try:
         with tifffile.TiffFile(path) as tiff:
             if page >= len(tiff.pages):
-                raise ImageProblem("tiff_page", f"TIFF page {page} requested but the file has "
-                                                f"{len(tiff.pages)} page(s) (pages count from 0)")
+                raise ImageProblem(
+                    "tiff_page",
+                    f"TIFF page {page} requested but the file has "
+                    f"{len(tiff.pages)} page(s) (pages count from 0)",
+                )
             if len(tiff.pages) > 1:
-                notes.append(f"multi-page TIFF: page {page} of {len(tiff.pages)} used "
-                             "(pages count from 0)")
+                notes.append(
+                    f"multi-page TIFF: page {page} of {len(tiff.pages)} used (pages count from 0)"
+                )
             tiff_page = tiff.pages[page]
             _check_size(tiff_page.imagewidth, tiff_page.imagelength, tiff_page.nbytes)
             maximum = tiff_page.tags.get(_TIFF_MAX_SAMPLE_VALUE)
@@ -801,11 +940,15 @@ def _read_tiff_with_tifffile(path: Path, page: int) -> tuple[np.ndarray, list[st
         check = "truncated" if "failed to read" in message else "corrupt"
         raise ImageProblem(check, f"unreadable TIFF ({message})") from error
     rgb = photometric == tifffile.PHOTOMETRIC.RGB and array.ndim == 3 and array.shape[2] >= 3
-    gray = photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE) \
+    gray = (
+        photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE)
         and array.ndim == 2
+    )
     if not (rgb or gray):
-        raise ImageProblem("unsupported_pixels", f"unsupported TIFF layout ({photometric.name}, "
-                                                 f"shape {array.shape})")
+        raise ImageProblem(
+            "unsupported_pixels",
+            f"unsupported TIFF layout ({photometric.name}, shape {array.shape})",
+        )
     depth = _tiff_depth(array, maximum)
     alpha = None
     if rgb and array.shape[2] > 3 and extras and int(extras[0]) in (1, 2):  # (un)assoc. alpha
@@ -837,11 +980,18 @@ def _tiff_depth(array: np.ndarray, maximum: Any) -> _Depth:
 
 # --- validating the cohort ---------------------------------------------------------------------
 
-def validate_cohort(records: pd.DataFrame, *, label_map: Mapping[str, str],
-                    allowed_labels: list[str] | tuple[str, ...], min_side: int,
-                    min_tissue_fraction: float, min_saturation: int = 12, tiff_page: int = 0,
-                    progress: Callable[[int, int], None] | None = None
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def validate_cohort(
+    records: pd.DataFrame,
+    *,
+    label_map: Mapping[str, str],
+    allowed_labels: list[str] | tuple[str, ...],
+    min_side: int,
+    min_tissue_fraction: float,
+    min_saturation: int = 12,
+    tiff_page: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every file before training: (valid images, quarantined files with reasons).
 
     Files are decoded one at a time and only a hash is kept, so memory stays flat. Then the
@@ -852,7 +1002,8 @@ def validate_cohort(records: pd.DataFrame, *, label_map: Mapping[str, str],
     if min_side < 1 or not 0 <= min_tissue_fraction <= 1 or tiff_page < 0:
         raise CohortConfigError(
             "need patches.patch_size >= 1, 0 <= cohort.checks.min_tissue_fraction <= 1 and "
-            f"cohort.source.tiff_page >= 0; got {min_side}, {min_tissue_fraction}, {tiff_page}")
+            f"cohort.source.tiff_page >= 0; got {min_side}, {min_tissue_fraction}, {tiff_page}"
+        )
     missing = [column for column in RECORD_COLUMNS if column not in records.columns]
     if missing:
         raise ValueError(f"records lack column(s) {', '.join(missing)}")
@@ -860,8 +1011,9 @@ def validate_cohort(records: pd.DataFrame, *, label_map: Mapping[str, str],
     total, start = len(rows), time.perf_counter()
     checked, mask_rows = [], []
     for done, record in enumerate(rows, start=1):
-        entry = _check_metadata({key: _text(record[key]) for key in RECORD_COLUMNS},
-                                label_map, allowed_labels)
+        entry = _check_metadata(
+            {key: _text(record[key]) for key in RECORD_COLUMNS}, label_map, allowed_labels
+        )
         if entry["check"] is None:
             _check_image(entry, min_side, min_tissue_fraction, min_saturation, tiff_page)
         if entry["check"] is None and entry["mask_path"]:
@@ -871,22 +1023,41 @@ def validate_cohort(records: pd.DataFrame, *, label_map: Mapping[str, str],
     _flag_patient_conflicts(checked, "label", allowed_labels, "under more than one label")
     _flag_patient_conflicts(checked, "split", SPLITS, "in more than one split")
     _flag_duplicates(checked)
-    valid = _frame([{**e, "notes": "; ".join(e["notes"])} for e in checked if e["check"] is None],
-                   VALID_COLUMNS)
+    valid = _frame(
+        [{**e, "notes": "; ".join(e["notes"])} for e in checked if e["check"] is None],
+        VALID_COLUMNS,
+    )
     quarantine = pd.DataFrame(
-        [{"file": e["relative_path"], "check": e["check"], "reason": e["reason"]}
-         for e in checked if e["check"] is not None] + mask_rows, columns=QUARANTINE_COLUMNS)
+        [
+            {"file": e["relative_path"], "check": e["check"], "reason": e["reason"]}
+            for e in checked
+            if e["check"] is not None
+        ]
+        + mask_rows,
+        columns=QUARANTINE_COLUMNS,
+    )
     quarantine = quarantine.sort_values(["file", "check"], kind="stable").reset_index(drop=True)
     _log_summary(valid, quarantine, total)
     return valid, quarantine
 
 
-def _check_metadata(record: dict[str, Any], label_map: Mapping[str, str],
-                    allowed_labels: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def _check_metadata(
+    record: dict[str, Any],
+    label_map: Mapping[str, str],
+    allowed_labels: list[str] | tuple[str, ...],
+) -> dict[str, Any]:
     """Label, patient and split checks, which need no decoding."""
-    entry = {**record, "label": None, "content_hash": None, "height": None, "width": None,
-             "tissue_fraction": None, "notes": [], "check": record["problem_check"],
-             "reason": record["problem"]}
+    entry = {
+        **record,
+        "label": None,
+        "content_hash": None,
+        "height": None,
+        "width": None,
+        "tissue_fraction": None,
+        "notes": [],
+        "check": record["problem_check"],
+        "reason": record["problem"],
+    }
     if entry["check"] is not None:
         return entry
     raw = record["raw_label"]
@@ -894,20 +1065,29 @@ def _check_metadata(record: dict[str, Any], label_map: Mapping[str, str],
     if not raw:
         entry.update(check="missing_label", reason="missing label")
     elif label is None:
-        entry.update(check="unknown_label",
-                     reason=f"unknown label {raw!r}; allowed: {', '.join(sorted(allowed_labels))}"
-                            ", or add it to cohort.source.label_map")
+        entry.update(
+            check="unknown_label",
+            reason=f"unknown label {raw!r}; allowed: {', '.join(sorted(allowed_labels))}"
+            ", or add it to cohort.source.label_map",
+        )
     elif not record["patient_id"]:
         entry.update(check="missing_patient_id", reason="missing patient id")
     elif record["split"] is not None and record["split"] not in SPLITS:
-        entry.update(check="invalid_split",
-                     reason=f"invalid split {record['split']!r}; allowed: {', '.join(SPLITS)}")
+        entry.update(
+            check="invalid_split",
+            reason=f"invalid split {record['split']!r}; allowed: {', '.join(SPLITS)}",
+        )
     entry["label"] = label
     return entry
 
 
-def _check_image(entry: dict[str, Any], min_side: int, min_tissue_fraction: float,
-                 min_saturation: int, tiff_page: int) -> None:
+def _check_image(
+    entry: dict[str, Any],
+    min_side: int,
+    min_tissue_fraction: float,
+    min_saturation: int,
+    tiff_page: int,
+) -> None:
     """Decode, then size and tissue checks; keeps only a hash of the pixels."""
     try:
         image, notes = read_rgb(entry["image_path"], tiff_page)
@@ -919,14 +1099,19 @@ def _check_image(entry: dict[str, Any], min_side: int, min_tissue_fraction: floa
     digest.update(np.ascontiguousarray(image).data)
     entry.update(content_hash=digest.hexdigest(), height=height, width=width, notes=notes)
     if min(height, width) < min_side:
-        entry.update(check="too_small", reason=f"too small for one patch: {width}x{height} px, "
-                                               f"patch size {min_side}")
+        entry.update(
+            check="too_small",
+            reason=f"too small for one patch: {width}x{height} px, patch size {min_side}",
+        )
         return
     fraction = float(tissue_mask(image, min_saturation).mean())
     entry["tissue_fraction"] = fraction
     if fraction < min_tissue_fraction:
-        entry.update(check="no_tissue", reason=f"no tissue: {fraction:.1%} of the image is "
-                                               f"tissue, need {min_tissue_fraction:.1%}")
+        entry.update(
+            check="no_tissue",
+            reason=f"no tissue: {fraction:.1%} of the image is "
+            f"tissue, need {min_tissue_fraction:.1%}",
+        )
 
 
 def _check_mask(entry: dict[str, Any]) -> list[dict[str, str]]:
@@ -936,26 +1121,38 @@ def _check_mask(entry: dict[str, Any]) -> list[dict[str, str]]:
             raise ImageProblem("outside_root", entry["mask_problem"])
         mask = read_mask(entry["mask_path"])
         if mask.shape != (entry["height"], entry["width"]):
-            raise ImageProblem("mask_size", f"size {mask.shape[1]}x{mask.shape[0]} px differs "
-                                             f"from the image's {entry['width']}x"
-                                             f"{entry['height']} px")
+            raise ImageProblem(
+                "mask_size",
+                f"size {mask.shape[1]}x{mask.shape[0]} px differs "
+                f"from the image's {entry['width']}x"
+                f"{entry['height']} px",
+            )
         top = int(mask.max()) if mask.size else 0
         if top > max(MASK_CLASSES.values()):
             classes = ", ".join(f"{v} {k}" for k, v in MASK_CLASSES.items())
-            raise ImageProblem("mask_values", f"values must be class indices 0-"
-                                              f"{max(MASK_CLASSES.values())} ({classes}); "
-                                              f"found values up to {top}")
+            raise ImageProblem(
+                "mask_values",
+                f"values must be class indices 0-"
+                f"{max(MASK_CLASSES.values())} ({classes}); "
+                f"found values up to {top}",
+            )
     except ImageProblem as problem:
         entry["notes"].append(f"mask dropped: {problem.reason}")
         entry["mask_path"] = None
-        return [{"file": entry["mask_relative_path"], "check": "mask",
-                 "reason": f"mask {problem.reason}; image {entry['relative_path']} kept "
-                           "without a mask"}]
+        return [
+            {
+                "file": entry["mask_relative_path"],
+                "check": "mask",
+                "reason": f"mask {problem.reason}; image {entry['relative_path']} kept "
+                "without a mask",
+            }
+        ]
     return []
 
 
-def _flag_patient_conflicts(entries: list[dict[str, Any]], field: str,
-                            allowed: list[str] | tuple[str, ...], wording: str) -> None:
+def _flag_patient_conflicts(
+    entries: list[dict[str, Any]], field: str, allowed: list[str] | tuple[str, ...], wording: str
+) -> None:
     """A patient under two labels (or in two splits) is contradictory: quarantine all of it.
 
     The reason refers to 'the patient in this file', never to the id itself.
@@ -967,9 +1164,10 @@ def _flag_patient_conflicts(entries: list[dict[str, Any]], field: str,
     for entry in entries:
         seen = values.get(entry["patient_id"] or "", set())
         if entry["check"] is None and len(seen) > 1:
-            entry.update(check=f"patient_{field}_conflict",
-                         reason=f"patient in this file appears {wording} "
-                                f"({', '.join(sorted(seen))})")
+            entry.update(
+                check=f"patient_{field}_conflict",
+                reason=f"patient in this file appears {wording} ({', '.join(sorted(seen))})",
+            )
 
 
 def _flag_duplicates(entries: list[dict[str, Any]]) -> None:
@@ -989,22 +1187,30 @@ def _flag_duplicates(entries: list[dict[str, Any]]) -> None:
             for entry in copies:
                 others = sorted({c["relative_path"] for c in copies} - {entry["relative_path"]})
                 if entry["check"] is None:
-                    entry.update(check="same_image_two_owners",
-                                 reason="same image under two patients/labels; other copies: "
-                                        + ", ".join(others) if others else
-                                        "same image under two patients/labels: this path is "
-                                        "listed more than once with different patients or "
-                                        "labels")
+                    entry.update(
+                        check="same_image_two_owners",
+                        reason="same image under two patients/labels; other copies: "
+                        + ", ".join(others)
+                        if others
+                        else "same image under two patients/labels: this path is "
+                        "listed more than once with different patients or "
+                        "labels",
+                    )
             continue
         valid = [entry for entry in copies if entry["check"] is None]
         for entry in valid[1:]:
             kept = valid[0]["relative_path"]
-            entry.update(check="duplicate", reason="listed more than once"
-                         if entry["relative_path"] == kept else f"duplicate of {kept}")
+            entry.update(
+                check="duplicate",
+                reason="listed more than once"
+                if entry["relative_path"] == kept
+                else f"duplicate of {kept}",
+            )
 
 
-def _report_progress(done: int, total: int, start: float,
-                     progress: Callable[[int, int], None] | None) -> None:
+def _report_progress(
+    done: int, total: int, start: float, progress: Callable[[int, int], None] | None
+) -> None:
     if progress is not None:
         progress(done, total)
     if done % max(1, total // 10) == 0 or done == total:
@@ -1015,10 +1221,16 @@ def _report_progress(done: int, total: int, start: float,
 def _log_summary(valid: pd.DataFrame, quarantine: pd.DataFrame, total: int) -> None:
     """Counts only: paths and reasons can hold patient ids."""
     per_label = valid.groupby("label")["patient_id"].nunique() if len(valid) else {}
-    logger.info("Cohort validation: %d of %d files valid, %d patients (%s)", len(valid), total,
-                valid["patient_id"].nunique(),
-                ", ".join(f"{k}={v}" for k, v in sorted(dict(per_label).items())))
+    logger.info(
+        "Cohort validation: %d of %d files valid, %d patients (%s)",
+        len(valid),
+        total,
+        valid["patient_id"].nunique(),
+        ", ".join(f"{k}={v}" for k, v in sorted(dict(per_label).items())),
+    )
     if len(quarantine):
-        logger.warning("Quarantined %d file(s) by check: %s", len(quarantine),
-                       ", ".join(f"{k}={v}" for k, v in
-                                 sorted(Counter(quarantine["check"]).items())))
+        logger.warning(
+            "Quarantined %d file(s) by check: %s",
+            len(quarantine),
+            ", ".join(f"{k}={v}" for k, v in sorted(Counter(quarantine["check"]).items())),
+        )

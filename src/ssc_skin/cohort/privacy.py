@@ -55,8 +55,9 @@ def _id_pattern(ids: Iterable[str]) -> re.Pattern[str] | None:
     unique = sorted({i for i in ids if i.strip()}, key=len, reverse=True)
     if not unique:
         return None
-    return re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, unique))
-                      + r")(?![A-Za-z0-9])", re.IGNORECASE)
+    return re.compile(
+        r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, unique)) + r")(?![A-Za-z0-9])", re.IGNORECASE
+    )
 
 
 class _IdHider:
@@ -75,8 +76,11 @@ class _IdHider:
         if self.pattern is None:
             return text
         return self.pattern.sub(
-            lambda m: pseudonym(self.canonical.get(m.group(1), self.canonical[
-                m.group(1).lower()]), self.key), text)
+            lambda m: pseudonym(
+                self.canonical.get(m.group(1), self.canonical[m.group(1).lower()]), self.key
+            ),
+            text,
+        )
 
     def is_id(self, text: str) -> bool:
         return self.pattern is not None and self.pattern.fullmatch(text) is not None
@@ -91,8 +95,9 @@ def hide_patient_ids(texts: pd.Series, records: pd.DataFrame, key: str) -> pd.Se
     return texts.astype(str).map(hider)
 
 
-def hide_path(path: str, patient_id: str | None, hider: _IdHider, key: str, *,
-              labels: Iterable[str] = ()) -> str:
+def hide_path(
+    path: str, patient_id: str | None, hider: _IdHider, key: str, *, labels: Iterable[str] = ()
+) -> str:
     """A report path with no id left in it (see the module docstring).
 
     `labels`: folder names that may stay as they are in first position (label folders).
@@ -105,19 +110,26 @@ def hide_path(path: str, patient_id: str | None, hider: _IdHider, key: str, *,
         elif hider.is_id(folder):
             shown.append(hider(folder))
         else:
-            shown.append(_tagged("/".join(folders[:depth + 1]), key, "dir-"))
+            shown.append(_tagged("/".join(folders[: depth + 1]), key, "dir-"))
     if isinstance(patient_id, str) and patient_id.strip():
         shown.append(hider(name))
     else:
         stem, extension = os.path.splitext(name)
-        shown.append(_tagged(path, key, "im-") + (extension if re.fullmatch(
-            r"\.[A-Za-z0-9]{1,5}", extension) else ""))
+        shown.append(
+            _tagged(path, key, "im-")
+            + (extension if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", extension) else "")
+        )
     return "/".join(shown)
 
 
-def hide_quarantine(quarantine: pd.DataFrame, records: pd.DataFrame, key: str, *,
-                    label_folders: bool = False, labels: Iterable[str] = ()
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def hide_quarantine(
+    quarantine: pd.DataFrame,
+    records: pd.DataFrame,
+    key: str,
+    *,
+    label_folders: bool = False,
+    labels: Iterable[str] = (),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(report with no raw id, local linkage of shown file -> relative path).
 
     `records`: the discovery records (`relative_path`, `patient_id`, `mask_relative_path`);
@@ -131,13 +143,16 @@ def hide_quarantine(quarantine: pd.DataFrame, records: pd.DataFrame, key: str, *
         if isinstance(row.mask_relative_path, str):
             owner.setdefault(row.mask_relative_path, row.patient_id)
     keep = tuple(labels) if label_folders else ()
-    shown = {path: hide_path(path, owner.get(path), hider, key, labels=keep)
-             for path in set(owner) | set(quarantine["file"])}
+    shown = {
+        path: hide_path(path, owner.get(path), hider, key, labels=keep)
+        for path in set(owner) | set(quarantine["file"])
+    }
     files = quarantine["file"].map(shown)
     reasons = quarantine["reason"].astype(str).map(lambda r: _hide_reason(r, shown, hider))
     report = quarantine.assign(file=files, reason=reasons)
-    linkage = pd.DataFrame({"file": files, "relative_path": quarantine["file"],
-                            "check": quarantine["check"]})
+    linkage = pd.DataFrame(
+        {"file": files, "relative_path": quarantine["file"], "check": quarantine["check"]}
+    )
     return report, linkage
 
 
@@ -145,8 +160,9 @@ def _hide_reason(reason: str, shown: Mapping[str, str], hider: _IdHider) -> str:
     """Quoted paths and quoted values of a reason, hidden; its words left alone."""
     paths = sorted((p for p in shown if p and p in reason), key=len, reverse=True)
     if paths:
-        pattern = re.compile(r"(?<![^\s,;:(])(" + "|".join(map(re.escape, paths))
-                             + r")(?=$|[\s,;)])")
+        pattern = re.compile(
+            r"(?<![^\s,;:(])(" + "|".join(map(re.escape, paths)) + r")(?=$|[\s,;)])"
+        )
         reason = pattern.sub(lambda m: shown[m.group(1)], reason)
     return re.sub(r"'([^']*)'", lambda m: "'" + hider(m.group(1)) + "'", reason)
 
@@ -155,8 +171,7 @@ def pseudonymise_records(records: pd.DataFrame, key: str) -> pd.DataFrame:
     """`image` and `patient` pseudonyms for validated records, the same in training and
     prediction (same key: same patient pseudonym); no patient id gives no patient pseudonym."""
     image = records["relative_path"].map(lambda p: _tagged(p, key, "im-"))
-    patient = records["patient_id"].map(lambda p: pseudonym(p, key) if isinstance(p, str)
-                                        else None)
+    patient = records["patient_id"].map(lambda p: pseudonym(p, key) if isinstance(p, str) else None)
     return records.assign(image=image, patient=patient)
 
 
@@ -167,12 +182,18 @@ def redact_params(params: Any, key: str, prefix: str = "") -> Any:
     like an absolute or home path. Project-relative paths (data/...) are left alone.
     """
     if isinstance(params, Mapping):
-        return {name: redact_params(value, key, f"{prefix}{name}.") for name, value in
-                params.items()}
+        return {
+            name: redact_params(value, key, f"{prefix}{name}.") for name, value in params.items()
+        }
     name = prefix[:-1]
-    if isinstance(params, str | os.PathLike) and str(params) and (
+    if (
+        isinstance(params, str | os.PathLike)
+        and str(params)
+        and (
             any(name == p or name.endswith("." + p) for p in PATH_PARAMS)
-            or _ABSOLUTE.match(str(params))):
+            or _ABSOLUTE.match(str(params))
+        )
+    ):
         return _tagged(str(params), key, "path-")
     if isinstance(params, list | tuple):
         return type(params)(redact_params(v, key, prefix) for v in params)

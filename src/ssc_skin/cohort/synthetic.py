@@ -77,8 +77,13 @@ def _profile(rng: np.random.Generator, width: int, sigma: float) -> np.ndarray:
     return curve / (curve.std() + 1e-6)
 
 
-def _oriented_noise(rng: np.random.Generator, shape: tuple[int, int], angle: float,
-                    sigma_long: float, sigma_short: float) -> np.ndarray:
+def _oriented_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    angle: float,
+    sigma_long: float,
+    sigma_short: float,
+) -> np.ndarray:
     """Noise smeared along one direction: collagen bundles running at `angle` (radians)."""
     size = int(6 * sigma_long) | 1
     g_long = cv2.getGaussianKernel(size, sigma_long)
@@ -90,7 +95,9 @@ def _oriented_noise(rng: np.random.Generator, shape: tuple[int, int], angle: flo
     return (field - field.mean()) / (field.std() + 1e-6)
 
 
-def _warp(rng: np.random.Generator, field: np.ndarray, amplitude: float, sigma: float) -> np.ndarray:
+def _warp(
+    rng: np.random.Generator, field: np.ndarray, amplitude: float, sigma: float
+) -> np.ndarray:
     """Bend a texture with a smooth displacement: wavy bundles in normal dermis."""
     h, w = field.shape
     if amplitude <= 0:
@@ -101,8 +108,9 @@ def _warp(rng: np.random.Generator, field: np.ndarray, amplitude: float, sigma: 
     return cv2.remap(field, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def _collagen(rng: np.random.Generator, shape: tuple[int, int], severity: float,
-              difficulty: float) -> np.ndarray:
+def _collagen(
+    rng: np.random.Generator, shape: tuple[int, int], severity: float, difficulty: float
+) -> np.ndarray:
     """Collagen density in [0, 1]: interwoven wavy bundles with clefts -> parallel packed sheets."""
     effect = 1.0 - 0.5 * difficulty  # how strongly disease shows in structure
     s = severity * effect
@@ -119,8 +127,9 @@ def _collagen(rng: np.random.Generator, shape: tuple[int, int], severity: float,
     bundles = np.sum([f * w for f, w in zip(fields, weights, strict=True)], axis=0) / wsum
     bundles = _warp(rng, bundles / (bundles.std() + 1e-6), amplitude=6.0 * (1 - s), sigma=12)
     # Clefts thin out with disease, but vary by site and fixation too (more so when difficult).
-    cleft_fraction = float(np.clip(0.38 - 0.33 * s + rng.normal(0, 0.04 + 0.08 * difficulty),
-                                   0.02, 0.5))
+    cleft_fraction = float(
+        np.clip(0.38 - 0.33 * s + rng.normal(0, 0.04 + 0.08 * difficulty), 0.02, 0.5)
+    )
     threshold = np.quantile(bundles, cleft_fraction)
     density = 1.0 / (1.0 + np.exp(-(bundles - threshold) / 0.25))
     fibrils = 0.5 + 0.5 * np.clip(_smooth_noise(rng, shape, 1.0) * 0.3 + bundles * 0.3, -1, 1)
@@ -137,16 +146,23 @@ def _fat(rng: np.random.Generator, shape: tuple[int, int], cell_radius: float) -
     n = max(4, int(h * w / (math.pi * cell_radius**2)))
     seeds = np.full((h, w), 255, np.uint8)
     seeds[rng.integers(0, h, n), rng.integers(0, w, n)] = 0
-    _, labels = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 5,
-                                                labelType=cv2.DIST_LABEL_PIXEL)
+    _, labels = cv2.distanceTransformWithLabels(
+        seeds, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
     edges = np.zeros(shape, np.float32)
     edges[:-1] += labels[:-1] != labels[1:]
     edges[:, :-1] += labels[:, :-1] != labels[:, 1:]
     return cv2.GaussianBlur(np.clip(edges, 0, 1), (0, 0), 0.7) * 1.6
 
 
-def _stamp_nuclei(canvas: np.ndarray, rng: np.random.Generator, centers: np.ndarray,
-                  axes: tuple[float, float], angle_deg: float | np.ndarray, value: float) -> None:
+def _stamp_nuclei(
+    canvas: np.ndarray,
+    rng: np.random.Generator,
+    centers: np.ndarray,
+    axes: tuple[float, float],
+    angle_deg: float | np.ndarray,
+    value: float,
+) -> None:
     """Draw filled ellipses (nuclei) into a stain channel, in place."""
     angles = np.broadcast_to(np.asarray(angle_deg, dtype=float), (len(centers),))
     for (y, x), ang in zip(centers, angles, strict=True):
@@ -163,8 +179,9 @@ def _points_in(rng: np.random.Generator, region: np.ndarray, count: int) -> np.n
     return np.stack([ys[idx], xs[idx]], axis=1)
 
 
-def make_patient(patient_id: str, label: str, rng: np.random.Generator,
-                 difficulty: float = 0.5) -> Patient:
+def make_patient(
+    patient_id: str, label: str, rng: np.random.Generator, difficulty: float = 0.5
+) -> Patient:
     """Draw a patient's severity (overlapping by label) and their lab/anatomy effects."""
     low, high = SEVERITY_RANGES[label]
     severity = float(np.clip(rng.uniform(low, high), 0, 1))
@@ -181,8 +198,12 @@ def make_patient(patient_id: str, label: str, rng: np.random.Generator,
 
 
 def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
-    patient: Patient, index: int, size: tuple[int, int] = (512, 512), stain: str = "he",
-    difficulty: float = 0.5, artefact_rate: float | dict[str, float] = 0.2,
+    patient: Patient,
+    index: int,
+    size: tuple[int, int] = (512, 512),
+    stain: str = "he",
+    difficulty: float = 0.5,
+    artefact_rate: float | dict[str, float] = 0.2,
 ) -> Section:
     """Draw one section of `patient`: layers, collagen, cells, adnexa, vessels, fat, artefacts."""
     if stain not in STAIN_VECTORS:
@@ -209,8 +230,9 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     papillary_bottom = epi_bottom + h * 0.04
     dermis_depth = h * 0.34 * patient.dermis_scale * obliquity * (1 + 1.6 * s)
     # the dermis-fat border undulates on its own, it does not copy the rete ridges
-    dermis_bottom = (keratin_bottom + epi_thick + h * 0.04 + dermis_depth
-                     + h * 0.03 * _profile(rng, w, 60))
+    dermis_bottom = (
+        keratin_bottom + epi_thick + h * 0.04 + dermis_depth + h * 0.03 * _profile(rng, w, 60)
+    )
 
     in_tissue = rows >= surface
     keratin = in_tissue & (rows < keratin_bottom)
@@ -230,8 +252,9 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     # Epidermis: keratinocytes (pink cytoplasm) with nuclei, densest at the basal layer.
     cytoplasm += epidermis * (0.55 + 0.1 * _smooth_noise(rng, (h, w), 2))
     n_epi = int(epidermis.sum() / 55)
-    _stamp_nuclei(nuclei, rng, _points_in(rng, epidermis, n_epi), (2.6, 2.0),
-                  rng.uniform(0, 180, n_epi), 1.0)
+    _stamp_nuclei(
+        nuclei, rng, _points_in(rng, epidermis, n_epi), (2.6, 2.0), rng.uniform(0, 180, n_epi), 1.0
+    )
 
     # Dermis: fine loose papillary collagen, then bundles.
     papillary_collagen = np.clip(0.45 + 0.25 * _smooth_noise(rng, (h, w), 1.2), 0, 1)
@@ -253,8 +276,14 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     fib_density = (1 / 260) * (1.0 - 0.7 * s) + (1 / 900)
     n_fib = int(dermis.sum() * fib_density)
     spread = (1 - s) * 90
-    _stamp_nuclei(nuclei, rng, _points_in(rng, dermis, n_fib), (3.5, 1.2),
-                  rng.uniform(-spread, spread, n_fib), 0.9)
+    _stamp_nuclei(
+        nuclei,
+        rng,
+        _points_in(rng, dermis, n_fib),
+        (3.5, 1.2),
+        rng.uniform(-spread, spread, n_fib),
+        0.9,
+    )
 
     # Vessels: lumens with walls that thicken with disease; perivascular infiltrates early.
     inflammation = math.exp(-(((sev - 0.45) / 0.18) ** 2)) * effect
@@ -296,8 +325,9 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
         cv2.circle(collagen, (int(x1), int(y1)), thick + 2, 0.0, -1)
         bulb = np.zeros((h, w), np.uint8)
         cv2.circle(bulb, (int(x1), int(y1)), thick + 2, 1, -1)
-        _stamp_nuclei(nuclei, rng, _points_in(rng, bulb > 0, int(bulb.sum() / 18)),
-                      (2.0, 2.0), 0, 1.1)
+        _stamp_nuclei(
+            nuclei, rng, _points_in(rng, bulb > 0, int(bulb.sum() / 18)), (2.0, 2.0), 0, 1.1
+        )
         # sebaceous gland: pale foamy lobule with small central nuclei beside the upper third
         side = 1 if rng.random() < 0.5 else -1
         gx = int(x0 + (x1 - x0) * 0.3 + side * (thick + 12))
@@ -327,8 +357,14 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     dermis = dermis & ~adnexa_fat_mask
 
     # Scattered nuclei in fat septa.
-    _stamp_nuclei(nuclei, rng, _points_in(rng, fat_mask & (fat_membrane > 0.5),
-                                          int(fat_mask.sum() / 2500)), (2.5, 1.2), 0, 0.9)
+    _stamp_nuclei(
+        nuclei,
+        rng,
+        _points_in(rng, fat_mask & (fat_membrane > 0.5), int(fat_mask.sum() / 2500)),
+        (2.5, 1.2),
+        0,
+        0.9,
+    )
 
     nuclei = cv2.GaussianBlur(nuclei, (0, 0), 0.8) * in_tissue
     cytoplasm = cytoplasm * in_tissue
@@ -341,12 +377,19 @@ def render_section(  # noqa: PLR0915 - one drawing recipe, read top to bottom
     mask[np.broadcast_to(keratin | epidermis, (h, w))] = MASK_CLASSES["epidermis"]
     mask[dermis] = MASK_CLASSES["dermis"]
     mask[fat_mask] = MASK_CLASSES["fat"]
-    return Section(image_id=f"{patient.patient_id}_s{index:02d}", patient_id=patient.patient_id,
-                   label=patient.label, severity=sev, image=image, mask=mask)
+    return Section(
+        image_id=f"{patient.patient_id}_s{index:02d}",
+        patient_id=patient.patient_id,
+        label=patient.label,
+        severity=sev,
+        image=image,
+        mask=mask,
+    )
 
 
-def _stain(concentrations: np.ndarray, patient: Patient, stain: str,
-           rng: np.random.Generator) -> np.ndarray:
+def _stain(
+    concentrations: np.ndarray, patient: Patient, stain: str, rng: np.random.Generator
+) -> np.ndarray:
     """Beer-Lambert rendering: per-stain concentrations -> RGB, with the patient's stain batch."""
     vectors = STAIN_VECTORS[stain] * patient.stain_scale[:, None]
     vectors = vectors * np.exp(rng.normal(0, 0.03, vectors.shape))  # slide-to-slide jitter
@@ -363,14 +406,16 @@ def artefact_rates(rate: float | dict[str, float]) -> dict[str, float]:
     if isinstance(rate, dict):
         unknown = set(rate) - set(ARTEFACTS)
         if unknown:
-            raise ValueError(f"artefact_rate has unknown artefacts {sorted(unknown)}; "
-                             f"allowed: {list(ARTEFACTS)}")
+            raise ValueError(
+                f"artefact_rate has unknown artefacts {sorted(unknown)}; allowed: {list(ARTEFACTS)}"
+            )
         return {name: float(rate.get(name, 0.0)) for name in ARTEFACTS}
     return dict.fromkeys(ARTEFACTS, float(rate))
 
 
-def _artefacts(image: np.ndarray, rng: np.random.Generator,
-               rate: float | dict[str, float]) -> np.ndarray:
+def _artefacts(
+    image: np.ndarray, rng: np.random.Generator, rate: float | dict[str, float]
+) -> np.ndarray:
     """Folds, tears, bubbles, uneven illumination, blur, noise and JPEG, each at its rate."""
     rates = artefact_rates(rate)
     h, w = image.shape[:2]
@@ -378,8 +423,13 @@ def _artefacts(image: np.ndarray, rng: np.random.Generator,
     if rng.random() < rates["fold"]:  # fold: a band where tissue overlaps itself (doubled density)
         band = np.zeros((h, w), np.float32)
         y = rng.uniform(0.3, 0.9) * h
-        cv2.line(band, (0, int(y)), (w, int(y + rng.uniform(-0.2, 0.2) * h)), 1.0,
-                 int(rng.uniform(4, 12)))
+        cv2.line(
+            band,
+            (0, int(y)),
+            (w, int(y + rng.uniform(-0.2, 0.2) * h)),
+            1.0,
+            int(rng.uniform(4, 12)),
+        )
         img = img * (1 - 0.35 * cv2.GaussianBlur(band, (0, 0), 2)[..., None])
     if rng.random() < rates["tear"]:  # tear: a white crack
         tear = np.zeros((h, w), np.float32)
@@ -410,15 +460,21 @@ def _artefacts(image: np.ndarray, rng: np.random.Generator,
     return out
 
 
-def generate_cohort(patients_per_class: dict[str, int], images_per_patient: int,
-                    size: tuple[int, int] = (512, 512), stain: str = "he",
-                    difficulty: float = 0.5, artefact_rate: float | dict[str, float] = 0.2,
-                    seed: int = 0) -> Iterator[Section]:
+def generate_cohort(
+    patients_per_class: dict[str, int],
+    images_per_patient: int,
+    size: tuple[int, int] = (512, 512),
+    stain: str = "he",
+    difficulty: float = 0.5,
+    artefact_rate: float | dict[str, float] = 0.2,
+    seed: int = 0,
+) -> Iterator[Section]:
     """Yield sections for a whole cohort; deterministic for a seed, lazy to keep memory flat."""
     unknown = set(patients_per_class) - set(LABELS)
     if unknown:
-        raise ValueError(f"patients_per_class has unknown labels {sorted(unknown)}; "
-                         f"allowed: {list(LABELS)}")
+        raise ValueError(
+            f"patients_per_class has unknown labels {sorted(unknown)}; allowed: {list(LABELS)}"
+        )
     artefact_rates(artefact_rate)  # fail on a wrong name before drawing anything
     rng = np.random.default_rng(seed)
     number = 0

@@ -69,6 +69,7 @@ class SlideRecord:
 
 # --- layout ------------------------------------------------------------------------------------
 
+
 def grid_shape(count: int, width: int, height: int) -> tuple[int, int]:
     """Columns and rows for `count` sections on a width x height slide, cells near square."""
     if count < 1:
@@ -82,8 +83,15 @@ def grid_shape(count: int, width: int, height: int) -> tuple[int, int]:
     return best
 
 
-def layout(width: int, height: int, count: int, section_mpp: float, mpp: float,
-           max_section_side: int = 1024, fill: float = 0.8) -> list[tuple[int, int, int, int]]:
+def layout(
+    width: int,
+    height: int,
+    count: int,
+    section_mpp: float,
+    mpp: float,
+    max_section_side: int = 1024,
+    fill: float = 0.8,
+) -> list[tuple[int, int, int, int]]:
     """Cells of a grid: each section's level-0 (x, y) and its size in section pixels (w, h).
 
     A section fills `fill` of its cell, so glass separates neighbours; its side is capped at
@@ -109,8 +117,9 @@ def trim_outline(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = (xx + 0.5) / w * 2 - 1, (yy + 0.5) / h * 2 - 1
     angle = np.arctan2(v, u)
-    wobble = sum(rng.uniform(0.02, 0.06) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
-                 for k in (2, 3, 5))
+    wobble = sum(
+        rng.uniform(0.02, 0.06) * np.cos(k * angle + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5)
+    )
     inside = np.abs(u) ** 4 + np.abs(v) ** 4 < (0.97 + wobble) ** 4
     out = image.copy()
     out[~inside] = GLASS_RGB
@@ -118,6 +127,7 @@ def trim_outline(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # --- writing -----------------------------------------------------------------------------------
+
 
 def level_sizes(width: int, height: int, min_side: int = 512) -> list[tuple[int, int]]:
     """Level dimensions halving each time, until the long side is at most 2 * min_side."""
@@ -128,8 +138,9 @@ def level_sizes(width: int, height: int, min_side: int = 512) -> list[tuple[int,
     return sizes
 
 
-def _level_sections(placements: Sequence[Placement], downsample: int
-                    ) -> list[tuple[np.ndarray, float, float, float]]:
+def _level_sections(
+    placements: Sequence[Placement], downsample: int
+) -> list[tuple[np.ndarray, float, float, float]]:
     """Per section at one level: pixels, level x, level y, level pixels per source pixel.
 
     A level coarser than the section's own pixels gets a section shrunk by area averaging
@@ -148,8 +159,9 @@ def _level_sections(placements: Sequence[Placement], downsample: int
     return out
 
 
-def _strip(sections: list[tuple[np.ndarray, float, float, float]], top: int, height: int,
-           width: int) -> np.ndarray:
+def _strip(
+    sections: list[tuple[np.ndarray, float, float, float]], top: int, height: int, width: int
+) -> np.ndarray:
     """Rows [top, top + height) of one level, as glass plus every section overlapping them."""
     strip = np.empty((height, width, 3), np.uint8)
     strip[:] = GLASS_RGB
@@ -161,30 +173,35 @@ def _strip(sections: list[tuple[np.ndarray, float, float, float]], top: int, hei
             continue
         rows = np.minimum(((np.arange(y_lo, y_hi) - y0) / factor).astype(np.int64), h - 1)
         cols = np.minimum(((np.arange(x_lo, x_hi) - x0) / factor).astype(np.int64), w - 1)
-        strip[y_lo - top:y_hi - top, x_lo:x_hi] = image[np.ix_(rows, cols)]
+        strip[y_lo - top : y_hi - top, x_lo:x_hi] = image[np.ix_(rows, cols)]
     return strip
 
 
-def _tiles(sections: list[tuple[np.ndarray, float, float, float]], width: int, height: int,
-           tile: int) -> Iterator[np.ndarray]:
+def _tiles(
+    sections: list[tuple[np.ndarray, float, float, float]], width: int, height: int, tile: int
+) -> Iterator[np.ndarray]:
     """Tiles of one level in row-major order, built one strip of tiles at a time."""
     for top in range(0, height, tile):
         strip = _strip(sections, top, tile, math.ceil(width / tile) * tile)
         for left in range(0, width, tile):
-            yield strip[:, left:left + tile]
+            yield strip[:, left : left + tile]
 
 
-def aperio_description(width: int, height: int, mpp: float, tile: int = TILE,
-                       codec: str = "ZLIB") -> str:
+def aperio_description(
+    width: int, height: int, mpp: float, tile: int = TILE, codec: str = "ZLIB"
+) -> str:
     """An Aperio-style ImageDescription; OpenSlide keys on its first word and `|MPP =`."""
     magnification = round(10 / mpp)
-    return (f"Aperio Image Library v12.0.15 \n{width}x{height} [0,0 {width}x{height}] "
-            f"({tile}x{tile}) {codec} Q=100|AppMag = {magnification}|MPP = {mpp:g}"
-            "|ScanScope ID = SYNTHETIC|Filename = synthetic")
+    return (
+        f"Aperio Image Library v12.0.15 \n{width}x{height} [0,0 {width}x{height}] "
+        f"({tile}x{tile}) {codec} Q=100|AppMag = {magnification}|MPP = {mpp:g}"
+        "|ScanScope ID = SYNTHETIC|Filename = synthetic"
+    )
 
 
 def philips_description(sizes: Sequence[tuple[int, int]], mpp: float | None) -> str:
     """A Philips TIFF XML description: one WSI image, DICOM pixel spacing (mm) per level."""
+
     def spacing(downsample: float) -> str:
         millimetres = (mpp or 1.0) * downsample / 1000
         return f'"{millimetres:.9g}" "{millimetres:.9g}"'
@@ -192,26 +209,42 @@ def philips_description(sizes: Sequence[tuple[int, int]], mpp: float | None) -> 
     levels = "".join(
         '<DataObject ObjectType="PixelDataRepresentation">'
         f'<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" PMSVR="IDoubleArray">'
-        f"{spacing(sizes[0][0] / w)}</Attribute></DataObject>" for w, _ in sizes)
-    top = (f'<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" '
-           f'PMSVR="IDoubleArray">{spacing(1)}</Attribute>' if mpp else "")
-    return ('<?xml version="1.0" encoding="UTF-8" ?><DataObject ObjectType="DPUfsImport">'
-            '<Attribute Name="DICOM_MANUFACTURER" Group="0x0008" Element="0x0070" '
-            'PMSVR="IString">PHILIPS</Attribute>'
-            '<Attribute Name="PIM_DP_SCANNED_IMAGES" Group="0x301D" Element="0x1003" '
-            'PMSVR="IDataObjectArray"><Array><DataObject ObjectType="DPScannedImage">'
-            f"{top}"
-            '<Attribute Name="PIM_DP_IMAGE_TYPE" Group="0x301D" Element="0x1004" '
-            'PMSVR="IString">WSI</Attribute>'
-            '<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE" Group="0x1001" '
-            'Element="0x8B01" PMSVR="IDataObjectArray"><Array>'
-            f"{levels}</Array></Attribute></DataObject></Array></Attribute></DataObject>")
+        f"{spacing(sizes[0][0] / w)}</Attribute></DataObject>"
+        for w, _ in sizes
+    )
+    top = (
+        f'<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" '
+        f'PMSVR="IDoubleArray">{spacing(1)}</Attribute>'
+        if mpp
+        else ""
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" ?><DataObject ObjectType="DPUfsImport">'
+        '<Attribute Name="DICOM_MANUFACTURER" Group="0x0008" Element="0x0070" '
+        'PMSVR="IString">PHILIPS</Attribute>'
+        '<Attribute Name="PIM_DP_SCANNED_IMAGES" Group="0x301D" Element="0x1003" '
+        'PMSVR="IDataObjectArray"><Array><DataObject ObjectType="DPScannedImage">'
+        f"{top}"
+        '<Attribute Name="PIM_DP_IMAGE_TYPE" Group="0x301D" Element="0x1004" '
+        'PMSVR="IString">WSI</Attribute>'
+        '<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE" Group="0x1001" '
+        'Element="0x8B01" PMSVR="IDataObjectArray"><Array>'
+        f"{levels}</Array></Attribute></DataObject></Array></Attribute></DataObject>"
+    )
 
 
-def write_slide(path: str | os.PathLike[str], placements: Sequence[Placement], width: int,
-                height: int, mpp: float | None = 0.5, style: str = "aperio", tile: int = TILE,
-                compression_level: int = 1, maxworkers: int = 1, compression: str = "zlib"
-                ) -> Path:
+def write_slide(
+    path: str | os.PathLike[str],
+    placements: Sequence[Placement],
+    width: int,
+    height: int,
+    mpp: float | None = 0.5,
+    style: str = "aperio",
+    tile: int = TILE,
+    compression_level: int = 1,
+    maxworkers: int = 1,
+    compression: str = "zlib",
+) -> Path:
     """Write a pyramidal tiled TIFF of glass and `placements`, level by level.
 
     Each level streams from a tile generator, so the slide itself is never in memory.
@@ -229,42 +262,63 @@ def write_slide(path: str | os.PathLike[str], placements: Sequence[Placement], w
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sizes = level_sizes(width, height, tile)
-    common = {"tile": (tile, tile), "dtype": np.uint8, "photometric": "rgb",
-              "compression": compression,
-              "compressionargs": {"level": compression_level if compression == "zlib" else 80},
-              "metadata": None, "maxworkers": maxworkers,
-              "buffersize": 32 << 20}  # tifffile's default read-ahead is ~0.5 GB of tiles
+    common = {
+        "tile": (tile, tile),
+        "dtype": np.uint8,
+        "photometric": "rgb",
+        "compression": compression,
+        "compressionargs": {"level": compression_level if compression == "zlib" else 80},
+        "metadata": None,
+        "maxworkers": maxworkers,
+        "buffersize": 32 << 20,
+    }  # tifffile's default read-ahead is ~0.5 GB of tiles
     partial = path.with_name(path.name + ".partial")  # a crash never leaves a plausible slide
     with tifffile.TiffWriter(partial, bigtiff=True) as tif:
         for index, (w, h) in enumerate(sizes):
-            downsample = 2 ** index
+            downsample = 2**index
             extra: dict[str, object] = {"subfiletype": 1} if index else {}
             if style == "aperio" and mpp is not None:
-                extra["description"] = aperio_description(w, h, mpp * downsample, tile,
-                                                          compression.upper())
+                extra["description"] = aperio_description(
+                    w, h, mpp * downsample, tile, compression.upper()
+                )
             elif style == "aperio":
-                extra["description"] = (f"Aperio Image Library v12.0.15 \n{w}x{h} "
-                                         f"({tile}x{tile}) ZLIB|AppMag = 20")
+                extra["description"] = (
+                    f"Aperio Image Library v12.0.15 \n{w}x{h} ({tile}x{tile}) ZLIB|AppMag = 20"
+                )
             elif style == "philips" and index == 0:
-                extra.update(description=philips_description(sizes, mpp),
-                             software="Philips DP v1.0")
+                extra.update(
+                    description=philips_description(sizes, mpp), software="Philips DP v1.0"
+                )
             if style == "generic" and mpp is not None:
                 pixels_per_cm = 1e4 / (mpp * downsample)
-                extra.update(resolution=(pixels_per_cm, pixels_per_cm),
-                             resolutionunit="CENTIMETER")
-            tif.write(_tiles(_level_sections(placements, downsample), w, h, tile),
-                      shape=(h, w, 3), **common, **extra)
+                extra.update(resolution=(pixels_per_cm, pixels_per_cm), resolutionunit="CENTIMETER")
+            tif.write(
+                _tiles(_level_sections(placements, downsample), w, h, tile),
+                shape=(h, w, 3),
+                **common,
+                **extra,
+            )
     partial.replace(path)
     return path
 
 
-def write_synthetic_slide(path: str | os.PathLike[str], width: int = 4000, height: int = 3000,
-                          sections: int = 3, label: str = "normal", patient_id: str = "S0001",
-                          mpp: float | None = 0.5, style: str = "aperio", seed: int = 0,
-                          stain: str = "he", difficulty: float = 0.5,
-                          artefact_rate: float | dict[str, float] = 0.1,
-                          max_section_side: int = 1024, compression_level: int = 1,
-                          maxworkers: int = 1) -> SlideRecord:
+def write_synthetic_slide(
+    path: str | os.PathLike[str],
+    width: int = 4000,
+    height: int = 3000,
+    sections: int = 3,
+    label: str = "normal",
+    patient_id: str = "S0001",
+    mpp: float | None = 0.5,
+    style: str = "aperio",
+    seed: int = 0,
+    stain: str = "he",
+    difficulty: float = 0.5,
+    artefact_rate: float | dict[str, float] = 0.1,
+    max_section_side: int = 1024,
+    compression_level: int = 1,
+    maxworkers: int = 1,
+) -> SlideRecord:
     """One patient's slide: `sections` simulated sections on glass, written tile by tile."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {', '.join(LABELS)}; got {label!r}")
@@ -272,21 +326,37 @@ def write_synthetic_slide(path: str | os.PathLike[str], width: int = 4000, heigh
     patient = make_patient(patient_id, label, rng, difficulty)
     scale = SECTION_MICRONS_PER_PIXEL / (mpp or 0.5)
     placements, boxes = [], []
-    for index, (x, y, w, h) in enumerate(layout(width, height, sections,
-                                                SECTION_MICRONS_PER_PIXEL, mpp or 0.5,
-                                                max_section_side)):
+    for index, (x, y, w, h) in enumerate(
+        layout(width, height, sections, SECTION_MICRONS_PER_PIXEL, mpp or 0.5, max_section_side)
+    ):
         section = render_section(patient, index, (h, w), stain, difficulty, artefact_rate)
         placements.append(Placement(trim_outline(section.image, rng), x, y, scale))
         boxes.append((x, y, math.ceil(w * scale), math.ceil(h * scale)))
-    written = write_slide(path, placements, width, height, mpp, style,
-                          compression_level=compression_level, maxworkers=maxworkers)
+    written = write_slide(
+        path,
+        placements,
+        width,
+        height,
+        mpp,
+        style,
+        compression_level=compression_level,
+        maxworkers=maxworkers,
+    )
     return SlideRecord(str(written), patient_id, label, width, height, mpp, style, tuple(boxes))
 
 
-def write_slide_cohort(root: str | os.PathLike[str], patients_per_class: dict[str, int],
-                       slides_per_patient: int = 1, width: int = 4000, height: int = 3000,
-                       sections: int = 3, mpp: float | None = 0.5, style: str = "aperio",
-                       seed: int = 0, **options: object) -> pd.DataFrame:
+def write_slide_cohort(
+    root: str | os.PathLike[str],
+    patients_per_class: dict[str, int],
+    slides_per_patient: int = 1,
+    width: int = 4000,
+    height: int = 3000,
+    sections: int = 3,
+    mpp: float | None = 0.5,
+    style: str = "aperio",
+    seed: int = 0,
+    **options: object,
+) -> pd.DataFrame:
     """`<root>/<label>/<patient>_<k><suffix>` plus `<root>/manifest.csv` (rows are slides).
 
     The manifest has the columns slide ingestion reads: image_path (relative to root),
@@ -294,8 +364,9 @@ def write_slide_cohort(root: str | os.PathLike[str], patients_per_class: dict[st
     """
     unknown = set(patients_per_class) - set(LABELS)
     if unknown:
-        raise ValueError(f"patients_per_class has unknown labels {sorted(unknown)}; "
-                         f"allowed: {', '.join(LABELS)}")
+        raise ValueError(
+            f"patients_per_class has unknown labels {sorted(unknown)}; allowed: {', '.join(LABELS)}"
+        )
     root = Path(root)
     rng = np.random.default_rng(seed)
     rows, number = [], 0
@@ -305,17 +376,27 @@ def write_slide_cohort(root: str | os.PathLike[str], patients_per_class: dict[st
             patient_id = f"S{number:04d}"
             for k in range(slides_per_patient):
                 relative = f"{label}/{patient_id}_{k + 1}{SUFFIX[style]}"
-                write_synthetic_slide(root / relative, width, height, sections, label,
-                                      patient_id, mpp, style, int(rng.integers(2**31 - 1)),
-                                      **options)  # type: ignore[arg-type]
+                write_synthetic_slide(
+                    root / relative,
+                    width,
+                    height,
+                    sections,
+                    label,
+                    patient_id,
+                    mpp,
+                    style,
+                    int(rng.integers(2**31 - 1)),
+                    **options,
+                )  # type: ignore[arg-type]
                 rows.append({"image_path": relative, "patient_id": patient_id, "label": label})
     manifest = pd.DataFrame(rows, columns=["image_path", "patient_id", "label"])
     manifest.to_csv(root / "manifest.csv", index=False)
     return manifest
 
 
-def truncated_copy(source: str | os.PathLike[str], target: str | os.PathLike[str],
-                   keep_fraction: float = 0.6) -> Path:
+def truncated_copy(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], keep_fraction: float = 0.6
+) -> Path:
     """A copy cut short after `keep_fraction` of its bytes: an interrupted transfer."""
     if not 0 < keep_fraction < 1:
         raise ValueError(f"keep_fraction must be in (0, 1); got {keep_fraction}")

@@ -27,8 +27,9 @@ def colour_histogram(image: np.ndarray, bins: int = 16) -> np.ndarray:
     return np.concatenate(features)
 
 
-def grouped_cv_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                        folds: int = 5, seed: int = 0) -> dict[str, float]:
+def grouped_cv_accuracy(
+    features: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0
+) -> dict[str, float]:
     """Out-of-fold accuracy of logistic regression, folds grouped by patient, stratified."""
     n_groups_per_class = min(len(np.unique(groups[labels == c])) for c in np.unique(labels))
     folds = max(2, min(folds, n_groups_per_class))
@@ -39,6 +40,9 @@ def grouped_cv_accuracy(features: np.ndarray, labels: np.ndarray, groups: np.nda
         model.fit(features[train], labels[train])
         predicted[test] = model.predict(features[test])
     chance = float(np.max(np.bincount(labels)) / len(labels))
-    return {"accuracy": float(accuracy_score(labels, predicted)),
-            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
-            "majority_class_rate": chance, "folds": folds}
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "majority_class_rate": chance,
+        "folds": folds,
+    }

@@ -36,9 +36,9 @@ MASK_COLOURS = ["#ffffff", "#7b3294", "#e7298a", "#fdb863"]
 MASK_NAMES = list(_MASK_NAMES)
 
 
-
 def confusion_matrices_figure(
-        results: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> Figure:
+    results: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]],
+) -> Figure:
     """One column per model (key, e.g. "binary.mobilenetv2"): counts on top, and below the
     row-normalised matrix, whose diagonal is each class's sensitivity."""
     n = len(results)
@@ -49,8 +49,13 @@ def confusion_matrices_figure(
         for row, matrix in enumerate((counts, _row_normalised(counts))):
             ax = axes[row, col]
             display = ConfusionMatrixDisplay(matrix, display_labels=list(class_names))
-            display.plot(ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if row else "d",
-                         im_kw={"vmin": 0, "vmax": 1} if row else None)
+            display.plot(
+                ax=ax,
+                cmap="Blues",
+                colorbar=False,
+                values_format=".2f" if row else "d",
+                im_kw={"vmin": 0, "vmax": 1} if row else None,
+            )
             if row:
                 _recolour_rates(display, matrix)
             ax.set_title(f"{name}\n{'row-normalised' if row else 'counts'}", fontsize=10)
@@ -77,16 +82,16 @@ def _recolour_rates(display: ConfusionMatrixDisplay, rates: np.ndarray) -> None:
             text.set_color("white" if rates[i, j] > 0.5 else "black")
 
 
-def roc_curves_figure(
-        results: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> Figure:
+def roc_curves_figure(results: dict[str, tuple[np.ndarray, np.ndarray, Sequence[str]]]) -> Figure:
     """One panel per model: the positive class's ROC curve for a binary task, one-vs-rest
     curves per class otherwise; AUC in the legend. Classes with no positive or no negative
     example have no ROC curve and are named in the legend instead."""
     n = len(results)
     fig = Figure(figsize=(PANEL * 1.25 * max(n, 1), PANEL * 1.25), layout="constrained")
     axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
-    for ax, (name, (y_true, probabilities, class_names)) in zip(axes, results.items(),
-                                                               strict=False):
+    for ax, (name, (y_true, probabilities, class_names)) in zip(
+        axes, results.items(), strict=False
+    ):
         truth, scores = np.asarray(y_true), np.asarray(probabilities)
         classes = [1] if len(class_names) == 2 else list(range(len(class_names)))
         for k in classes:
@@ -148,7 +153,8 @@ def blend_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.n
 
 
 def mask_overlay_figure(
-        samples: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]]) -> Figure:
+    samples: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
+) -> Figure:
     """One row per sample: the image, the annotated mask blended on it (when there is one) and
     the predicted mask blended on it (background/epidermis/dermis/fat = 0/1/2/3)."""
     n = max(len(samples), 1)
@@ -158,8 +164,15 @@ def mask_overlay_figure(
         axes[row, 0].imshow(image)
         axes[row, 0].set_title(title, fontsize=9)
         if truth is None:
-            axes[row, 1].text(0.5, 0.5, "no annotation", ha="center", va="center",
-                              transform=axes[row, 1].transAxes, color="grey")
+            axes[row, 1].text(
+                0.5,
+                0.5,
+                "no annotation",
+                ha="center",
+                va="center",
+                transform=axes[row, 1].transAxes,
+                color="grey",
+            )
         else:
             axes[row, 1].imshow(blend_mask(image, truth))
             axes[row, 1].set_title("annotated", fontsize=9)
@@ -168,14 +181,15 @@ def mask_overlay_figure(
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Patch(facecolor=c, edgecolor="grey", label=name)
-               for c, name in zip(MASK_COLOURS, MASK_NAMES, strict=True)]
+    handles = [
+        Patch(facecolor=c, edgecolor="grey", label=name)
+        for c, name in zip(MASK_COLOURS, MASK_NAMES, strict=True)
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     return fig
 
 
-def gradcam_figure(samples: list[tuple[str, np.ndarray, np.ndarray]],
-                   columns: int = 4) -> Figure:
+def gradcam_figure(samples: list[tuple[str, np.ndarray, np.ndarray]], columns: int = 4) -> Figure:
     """A grid of Grad-CAM overlays (red = most evidence), each titled by the caller, e.g.
     "late → predicted early (wrong)"."""
     n = max(len(samples), 1)
@@ -189,7 +203,7 @@ def gradcam_figure(samples: list[tuple[str, np.ndarray, np.ndarray]],
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[len(samples):]:
+    for ax in axes[len(samples) :]:
         ax.set_visible(False)
     return fig
 
@@ -201,8 +215,9 @@ def _hide_unused(axes: np.ndarray, used_columns: int) -> None:
             ax.set_visible(False)
 
 
-def cohort_gallery(samples: dict[str, list[tuple[np.ndarray, np.ndarray | None]]],
-                   title: str) -> Figure:
+def cohort_gallery(
+    samples: dict[str, list[tuple[np.ndarray, np.ndarray | None]]], title: str
+) -> Figure:
     """One row per class: each sample image followed by its tissue mask."""
     n_rows = len(samples)
     n_cols = 2 * max(len(v) for v in samples.values())
@@ -213,22 +228,24 @@ def cohort_gallery(samples: dict[str, list[tuple[np.ndarray, np.ndarray | None]]
         for i, (image, mask) in enumerate(pairs):
             axes[row, 2 * i].imshow(image)
             if mask is not None:
-                axes[row, 2 * i + 1].imshow(mask, cmap=cmap, vmin=0, vmax=len(MASK_COLOURS) - 1,
-                                            interpolation="nearest")
+                axes[row, 2 * i + 1].imshow(
+                    mask, cmap=cmap, vmin=0, vmax=len(MASK_COLOURS) - 1, interpolation="nearest"
+                )
         axes[row, 0].set_ylabel(label, fontsize=13)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    legend = [Patch(facecolor=c, edgecolor="grey", label=n)
-              for c, n in zip(MASK_COLOURS, MASK_NAMES, strict=True)]
+    legend = [
+        Patch(facecolor=c, edgecolor="grey", label=n)
+        for c, n in zip(MASK_COLOURS, MASK_NAMES, strict=True)
+    ]
     fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     return fig
 
 
-def reliability_figure(results: dict[str, tuple[np.ndarray, np.ndarray]],
-                       bins: int = 10) -> Figure:
+def reliability_figure(results: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> Figure:
     """Reliability diagrams, one panel per model: for each confidence bin of the top-label
     probability, the share of right calls (bars) against the diagonal a calibrated model
     follows; the number of predictions in the bin above each bar, the ECE in the title.
@@ -243,12 +260,24 @@ def reliability_figure(results: dict[str, tuple[np.ndarray, np.ndarray]],
         used = table[table["count"] > 0]
         ece = expected_calibration_error(np.asarray(y_true), np.asarray(probabilities), bins)
         width = 1.0 / bins
-        ax.bar(used["low"] + width / 2, used["accuracy"], width=width * 0.9, color="#4c72b0",
-               edgecolor="white", label="share right")
+        ax.bar(
+            used["low"] + width / 2,
+            used["accuracy"],
+            width=width * 0.9,
+            color="#4c72b0",
+            edgecolor="white",
+            label="share right",
+        )
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="calibrated")
         for row in used.itertuples():
-            ax.text(row.low + width / 2, min(row.accuracy + 0.03, 0.97), str(row.count),
-                    ha="center", fontsize=6, color="#333")
+            ax.text(
+                row.low + width / 2,
+                min(row.accuracy + 0.03, 0.97),
+                str(row.count),
+                ha="center",
+                fontsize=6,
+                color="#333",
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("confidence (top-class probability)")

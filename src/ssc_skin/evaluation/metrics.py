@@ -16,8 +16,9 @@ from sklearn.metrics import (
 )
 
 
-def aggregate_probabilities(probabilities: np.ndarray, groups: pd.Series,
-                            labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_probabilities(
+    probabilities: np.ndarray, groups: pd.Series, labels: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean class probability per group (image or patient) and the group's label."""
     frame = pd.DataFrame(probabilities, index=groups.to_numpy())
     mean = frame.groupby(level=0, sort=True).mean()
@@ -43,8 +44,7 @@ def _auc(y_true: np.ndarray, probabilities: np.ndarray) -> float:
         return float("nan")  # AUC is undefined unless every class is present
     if n_classes == 2:
         return _binary_auc(y_true == 1, probabilities[:, 1])
-    return float(np.mean([_binary_auc(y_true == k, probabilities[:, k])
-                          for k in range(n_classes)]))
+    return float(np.mean([_binary_auc(y_true == k, probabilities[:, k]) for k in range(n_classes)]))
 
 
 def _brier(y_true: np.ndarray, probabilities: np.ndarray) -> float:
@@ -60,12 +60,14 @@ def _labels(probabilities: np.ndarray) -> list[int]:
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": lambda y, p: float(np.mean(p.argmax(1) == y)),
     "balanced_accuracy": lambda y, p: float(balanced_accuracy_score(y, p.argmax(1))),
-    "macro_f1": lambda y, p: float(f1_score(y, p.argmax(1), average="macro",
-                                            labels=_labels(p), zero_division=0)),
+    "macro_f1": lambda y, p: float(
+        f1_score(y, p.argmax(1), average="macro", labels=_labels(p), zero_division=0)
+    ),
     "auc": _auc,
     "brier": _brier,
-    "kappa_quadratic": lambda y, p: float(cohen_kappa_score(y, p.argmax(1), weights="quadratic",
-                                                            labels=_labels(p))),
+    "kappa_quadratic": lambda y, p: float(
+        cohen_kappa_score(y, p.argmax(1), weights="quadratic", labels=_labels(p))
+    ),
 }
 
 
@@ -77,10 +79,14 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
         return {name: METRICS[name](y_true, probabilities) for name in names}
 
 
-def bootstrap_interval(y_true: np.ndarray, probabilities: np.ndarray,
-                       metric: Callable[[np.ndarray, np.ndarray], float],
-                       n_resamples: int = 1000, confidence: float = 0.95,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval, resampling rows (here: patients) with replacement."""
     rng = np.random.default_rng(seed)
     n = len(y_true)
@@ -131,13 +137,13 @@ def dice_iou(y_true: np.ndarray, y_pred: np.ndarray, positive: int) -> tuple[flo
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
     """Confusion counts (rows: truth, columns: prediction) as plain ints for JSON, with every
     class present even when a split lacks it."""
-    matrix = confusion_matrix(np.asarray(y_true), np.asarray(y_pred),
-                              labels=list(range(n_classes)))
+    matrix = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(n_classes)))
     return [[int(v) for v in row] for row in matrix]
 
 
-def per_class_sensitivity_specificity(y_true: np.ndarray, y_pred: np.ndarray,
-                                      class_names: list[str]) -> dict[str, float]:
+def per_class_sensitivity_specificity(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]
+) -> dict[str, float]:
     """One-vs-rest sensitivity and specificity per class (`sensitivity_<class>`, ...): what a
     screening test is judged by. NaN where a class has no positive (or no negative) example."""
     matrix = np.asarray(confusion(y_true, y_pred, len(class_names)), dtype=float)
@@ -155,6 +161,7 @@ def per_class_sensitivity_specificity(y_true: np.ndarray, y_pred: np.ndarray,
 
 # ---------- paired comparison of two models on the same patients ----------
 
+
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     """Exact (binomial) McNemar test on paired right/wrong calls of two models.
 
@@ -169,11 +176,15 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     return {"only_a_right": only_a, "only_b_right": only_b, "p_value": min(p_value, 1.0)}
 
 
-def paired_bootstrap_difference(y_true: np.ndarray, probabilities_a: np.ndarray,
-                                probabilities_b: np.ndarray,
-                                metric: Callable[[np.ndarray, np.ndarray], float],
-                                n_resamples: int = 1000, confidence: float = 0.95,
-                                seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap_difference(
+    y_true: np.ndarray,
+    probabilities_a: np.ndarray,
+    probabilities_b: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """metric(A) - metric(B) and its percentile interval, resampling patients (rows) with
     replacement and scoring both models on the same resample, so that what the patients have
     in common (easy or hard cases) cancels out. Resamples where the metric is undefined (one
@@ -198,8 +209,10 @@ def paired_bootstrap_difference(y_true: np.ndarray, probabilities_a: np.ndarray,
 
 # ---------- calibration and the decision threshold ----------
 
-def reliability_table(y_true: np.ndarray, probabilities: np.ndarray,
-                      bins: int = 10) -> pd.DataFrame:
+
+def reliability_table(
+    y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10
+) -> pd.DataFrame:
     """Top-label reliability: per confidence bin, how many predictions, their mean confidence
     and how often they were right. A calibrated model has accuracy ~= confidence in each bin."""
     confidence = probabilities.max(axis=1)
@@ -207,17 +220,18 @@ def reliability_table(y_true: np.ndarray, probabilities: np.ndarray,
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     frame = pd.DataFrame({"bin": which, "confidence": confidence, "correct": correct})
-    table = frame.groupby("bin").agg(count=("correct", "size"),
-                                     confidence=("confidence", "mean"),
-                                     accuracy=("correct", "mean"))
+    table = frame.groupby("bin").agg(
+        count=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean")
+    )
     table = table.reindex(range(bins))
     table["count"] = table["count"].fillna(0).astype(int)
     table["low"], table["high"] = edges[:-1], edges[1:]
     return table.reset_index()
 
 
-def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray,
-                               bins: int = 10) -> float:
+def expected_calibration_error(
+    y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10
+) -> float:
     """ECE: the count-weighted mean gap between confidence and accuracy over the bins of
     `reliability_table` (0 = calibrated; NaN without predictions)."""
     if len(y_true) == 0:
@@ -245,12 +259,15 @@ def youden_threshold(positive: np.ndarray, score: np.ndarray) -> float:
     return best
 
 
-def screening_at_threshold(positive: np.ndarray, score: np.ndarray,
-                           threshold: float) -> dict[str, float]:
+def screening_at_threshold(
+    positive: np.ndarray, score: np.ndarray, threshold: float
+) -> dict[str, float]:
     """Accuracy, sensitivity and specificity of "positive when score >= threshold"."""
     positive = np.asarray(positive, bool)
     called = np.asarray(score) >= threshold
     nan = float("nan")
-    return {"accuracy": float(np.mean(called == positive)) if len(positive) else nan,
-            "sensitivity": float(called[positive].mean()) if positive.any() else nan,
-            "specificity": float((~called[~positive]).mean()) if (~positive).any() else nan}
+    return {
+        "accuracy": float(np.mean(called == positive)) if len(positive) else nan,
+        "sensitivity": float(called[positive].mean()) if positive.any() else nan,
+        "specificity": float((~called[~positive]).mean()) if (~positive).any() else nan,
+    }

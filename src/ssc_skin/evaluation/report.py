@@ -20,8 +20,14 @@ from ssc_skin.evaluation.comparison import display_name
 
 # Akay et al. 2021 (IEEE OJEMB), as reported: train / val / test accuracy (%) and training time.
 PAPER = {
-    ("binary", "mobilenetv2"): {"accuracy": (100.0, 96.8, 95.2), "time": "< 5 h (2.5 GHz i7 laptop)"},
-    ("three_class", "mobilenetv2"): {"accuracy": (100.0, 97.2, 94.8), "time": "< 5 h (2.5 GHz i7 laptop)"},
+    ("binary", "mobilenetv2"): {
+        "accuracy": (100.0, 96.8, 95.2),
+        "time": "< 5 h (2.5 GHz i7 laptop)",
+    },
+    ("three_class", "mobilenetv2"): {
+        "accuracy": (100.0, 97.2, 94.8),
+        "time": "< 5 h (2.5 GHz i7 laptop)",
+    },
     ("binary", "cnn"): {"accuracy": (100.0, 87.7, 82.9), "time": "> 14 h (2.5 GHz i7 laptop)"},
     ("binary", "densenet"): {"accuracy": (100.0, 87.7, 82.9), "time": "> 14 h (2.5 GHz i7 laptop)"},
     ("three_class", "cnn"): {"accuracy": None, "time": "not reported"},
@@ -30,13 +36,19 @@ Facts = dict[str, Any]
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None or not isinstance(value, int | float) or math.isnan(value) \
+    return (
+        "n/a"
+        if value is None or not isinstance(value, int | float) or math.isnan(value)
         else f"{100 * value:.1f}"
+    )
 
 
 def _num(value: float | None) -> str:
-    return "n/a" if value is None or not isinstance(value, int | float) or math.isnan(value) \
+    return (
+        "n/a"
+        if value is None or not isinstance(value, int | float) or math.isnan(value)
         else f"{value:.3f}"
+    )
 
 
 def _ci(evaluation: dict[str, Any], key: str, fmt: Callable[[float | None], str] = _pct) -> str:
@@ -59,8 +71,11 @@ def _counted(ev: dict[str, Any], key: str, correct: str, total: str) -> str:
     """`77.8 (7/9) [45.3, 93.7]`: a proportion, what it counts, its interval."""
     value = _pct(ev.get(key))
     low, high = ev.get(f"{key}_ci_low"), ev.get(f"{key}_ci_high")
-    interval = "" if low is None or (isinstance(low, float) and math.isnan(low)) else \
-        f" [{_pct(low)}, {_pct(high)}]"
+    interval = (
+        ""
+        if low is None or (isinstance(low, float) and math.isnan(low))
+        else f" [{_pct(low)}, {_pct(high)}]"
+    )
     return f"{value} ({_of(ev, correct, total)}){interval}"
 
 
@@ -70,35 +85,47 @@ def _model(ev: dict[str, Any]) -> str:
 
 def _split(evaluations: Iterable[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
     evaluations = list(evaluations)
-    return ([e for e in evaluations if "skipped" not in e],
-            [e for e in evaluations if "skipped" in e])
+    return (
+        [e for e in evaluations if "skipped" not in e],
+        [e for e in evaluations if "skipped" in e],
+    )
 
 
 # ---------- sections ----------
 
+
 def header_section(facts: Facts, title: str = "ssc-skin study report") -> list[str]:
     confidence = 100 * facts.get("confidence", 0.95)
-    return [f"# {title}", "",
-            f"Cohort: {facts.get('cohort', 'n/a')}. Splits are by patient. Intervals are "
-            f"{confidence:.0f}%: Wilson score intervals for accuracy (a proportion of test "
-            "patients), percentile bootstrap intervals resampling test patients for the other "
-            "metrics. Each number says how many of how many patients (or images) it covers: "
-            "*assessed* counts the test images and patients a model gave a prediction for; "
-            "*all* counts every test image and patient, an unassessed one as a wrong answer "
-            "(intention to diagnose).", ""]
+    return [
+        f"# {title}",
+        "",
+        f"Cohort: {facts.get('cohort', 'n/a')}. Splits are by patient. Intervals are "
+        f"{confidence:.0f}%: Wilson score intervals for accuracy (a proportion of test "
+        "patients), percentile bootstrap intervals resampling test patients for the other "
+        "metrics. Each number says how many of how many patients (or images) it covers: "
+        "*assessed* counts the test images and patients a model gave a prediction for; "
+        "*all* counts every test image and patient, an unassessed one as a wrong answer "
+        "(intention to diagnose).",
+        "",
+    ]
 
 
-def headline_section(evaluations: list[dict[str, Any]], heading: str = "Headline: test patients",
-                     intro: str | None = None) -> list[str]:
+def headline_section(
+    evaluations: list[dict[str, Any]],
+    heading: str = "Headline: test patients",
+    intro: str | None = None,
+) -> list[str]:
     """Every model on the test patients, the colour + texture peer included."""
     evaluations, skipped = _split(evaluations)
     lines = [f"## {heading}", ""]
     if intro:
         lines += [intro, ""]
-    lines += ["| task | model | patients assessed / total | accuracy, assessed (right/n) [95% CI] "
-              "| accuracy, all (right/N) [95% CI] | balanced accuracy, assessed | "
-              "AUC, assessed [95% CI] | ECE (test patches) | images assessed / total (flagged) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| task | model | patients assessed / total | accuracy, assessed (right/n) [95% CI] "
+        "| accuracy, all (right/N) [95% CI] | balanced accuracy, assessed | "
+        "AUC, assessed [95% CI] | ECE (test patches) | images assessed / total (flagged) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for ev in evaluations:
         lines.append(
             f"| {ev['task']} | {_model(ev)} "
@@ -108,13 +135,18 @@ def headline_section(evaluations: list[dict[str, Any]], heading: str = "Headline
             f"| {_ci(ev, 'test_patient_balanced_accuracy')} "
             f"| {_ci(ev, 'test_patient_auc', _num)} | {_num(ev.get('test_patch_ece'))} "
             f"| {_of(ev, 'test_images_assessed', 'test_images_total')} "
-            f"({ev.get('test_images_flagged', 'n/a')}) |")
+            f"({ev.get('test_images_flagged', 'n/a')}) |"
+        )
     lines += [f"\n{ev['task']} / {_model(ev)} skipped: {ev['skipped']}." for ev in skipped]
-    lines += ["", "*colour+texture LR* is the classical peer (colour histograms, Gabor energy, "
-              "local binary patterns and gradient-orientation statistics, logistic "
-              "regression) trained on the same training patches: the bar the deep models have "
-              "to clear. *Flagged* images were assessed from fallback patches (none passed the "
-              "tissue or dermis thresholds).", ""]
+    lines += [
+        "",
+        "*colour+texture LR* is the classical peer (colour histograms, Gabor energy, "
+        "local binary patterns and gradient-orientation statistics, logistic "
+        "regression) trained on the same training patches: the bar the deep models have "
+        "to clear. *Flagged* images were assessed from fallback patches (none passed the "
+        "tissue or dermis thresholds).",
+        "",
+    ]
     return lines
 
 
@@ -123,12 +155,15 @@ def comparison_section(comparisons: dict[str, Any], confidence: float = 0.95) ->
     lines = ["## Paired comparison on the same patients", ""]
     if not comparisons:
         return [*lines, "Fewer than two models per task: nothing to compare.", ""]
-    lines += ["Each pair of models on the test patients both assessed: the AUC difference "
-              f"(first minus second) with a {100 * confidence:.0f}% paired bootstrap interval "
-              "resampling patients, and an exact McNemar test on the patients only one of the "
-              "two called right. Uncorrected for the number of pairs; with few patients, "
-              "\"no evidence of a difference\" is not evidence of equivalence — the interval "
-              "shows how large a difference the data still allow.", ""]
+    lines += [
+        "Each pair of models on the test patients both assessed: the AUC difference "
+        f"(first minus second) with a {100 * confidence:.0f}% paired bootstrap interval "
+        "resampling patients, and an exact McNemar test on the patients only one of the "
+        "two called right. Uncorrected for the number of pairs; with few patients, "
+        '"no evidence of a difference" is not evidence of equivalence — the interval '
+        "shows how large a difference the data still allow.",
+        "",
+    ]
     for task in dict.fromkeys(c["task"] for c in comparisons.values()):
         lines.append(f"**{task}**")
         lines.append("")
@@ -140,17 +175,22 @@ def comparison_section(comparisons: dict[str, Any], confidence: float = 0.95) ->
 def accounting_section(evaluations: list[dict[str, Any]]) -> list[str]:
     """Who was not assessed, and why; shared lists printed once per task."""
     evaluations, _ = _split(evaluations)
-    lines = ["## Every test image and patient accounted for", "",
-             "| task | model | images assessed / total | of them flagged: tissue fallback / "
-             "gating fallback | patients assessed / total | patients with a flagged image |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Every test image and patient accounted for",
+        "",
+        "| task | model | images assessed / total | of them flagged: tissue fallback / "
+        "gating fallback | patients assessed / total | patients with a flagged image |",
+        "|---|---|---|---|---|---|",
+    ]
     for ev in evaluations:
-        lines.append(f"| {ev['task']} | {_model(ev)} "
-                     f"| {_of(ev, 'test_images_assessed', 'test_images_total')} "
-                     f"| {ev.get('test_images_tissue_fallback', 'n/a')} / "
-                     f"{ev.get('test_images_gating_fallback', 'n/a')} "
-                     f"| {_of(ev, 'test_patients_assessed', 'test_patients_total')} "
-                     f"| {ev.get('test_patients_flagged', 'n/a')} |")
+        lines.append(
+            f"| {ev['task']} | {_model(ev)} "
+            f"| {_of(ev, 'test_images_assessed', 'test_images_total')} "
+            f"| {ev.get('test_images_tissue_fallback', 'n/a')} / "
+            f"{ev.get('test_images_gating_fallback', 'n/a')} "
+            f"| {_of(ev, 'test_patients_assessed', 'test_patients_total')} "
+            f"| {ev.get('test_patients_flagged', 'n/a')} |"
+        )
     lines.append("")
     shown: set[tuple[str, str]] = set()
     any_missing = False
@@ -164,15 +204,27 @@ def accounting_section(evaluations: list[dict[str, Any]]) -> list[str]:
         if key in shown:
             continue
         shown.add(key)
-        same = [_model(e) for e in evaluations if e["task"] == ev["task"]
-                and tuple(sorted(f"{m['image']}: {m['reason']}" for m in
-                                 (e.get("test_not_assessed") or {"images": []})["images"]))
-                == listing]
+        same = [
+            _model(e)
+            for e in evaluations
+            if e["task"] == ev["task"]
+            and tuple(
+                sorted(
+                    f"{m['image']}: {m['reason']}"
+                    for m in (e.get("test_not_assessed") or {"images": []})["images"]
+                )
+            )
+            == listing
+        ]
         lines += [f"Not assessed ({ev['task']}; {', '.join(same)}):", ""]
-        lines += [f"- image {m['image']} (patient {m['patient']}, {m['label']}): {m['reason']}"
-                  for m in missing["images"]]
-        lines += [f"- **patient {m['patient']}** ({m['label']}) not assessed: {m['reason']}"
-                  for m in missing["patients"]]
+        lines += [
+            f"- image {m['image']} (patient {m['patient']}, {m['label']}): {m['reason']}"
+            for m in missing["images"]
+        ]
+        lines += [
+            f"- **patient {m['patient']}** ({m['label']}) not assessed: {m['reason']}"
+            for m in missing["patients"]
+        ]
         lines.append("")
     if not any_missing:
         lines += ["Every test image was assessed by every model.", ""]
@@ -182,17 +234,22 @@ def accounting_section(evaluations: list[dict[str, Any]]) -> list[str]:
 def _paper_row(task: str, architecture: str) -> tuple[str, str]:
     reported = PAPER.get((task, architecture), {})
     acc = reported.get("accuracy")
-    return ((" / ".join(f"{a:.1f}" for a in acc) if acc else "not reported"),
-            reported.get("time", "not reported"))
+    return (
+        (" / ".join(f"{a:.1f}" for a in acc) if acc else "not reported"),
+        reported.get("time", "not reported"),
+    )
 
 
 def paper_section(evaluations: list[dict[str, Any]]) -> list[str]:
     evaluations, _ = _split(evaluations)
-    lines = ["## This run vs Akay et al. 2021", "",
-             "| task | model | paper train / val / test acc (%) | ours train / val / test patch "
-             "acc (%) | test patches | ours test patient acc (%) [95% CI] (patients) | ours "
-             "test patient AUC | paper training time | ours training time (2 cores) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## This run vs Akay et al. 2021",
+        "",
+        "| task | model | paper train / val / test acc (%) | ours train / val / test patch "
+        "acc (%) | test patches | ours test patient acc (%) [95% CI] (patients) | ours "
+        "test patient AUC | paper training time | ours training time (2 cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for ev in evaluations:
         paper_acc, paper_time = _paper_row(ev["task"], ev["architecture"])
         ours = " / ".join(_pct(ev.get(f"{s}_patch_accuracy")) for s in ("train", "val", "test"))
@@ -201,91 +258,138 @@ def paper_section(evaluations: list[dict[str, Any]]) -> list[str]:
             f"| {ev.get('test_patch_n', 'n/a')} "
             f"| {_ci(ev, 'test_patient_accuracy')} ({ev.get('test_patient_n', 'n/a')}) "
             f"| {_ci(ev, 'test_patient_auc', _num)} "
-            f"| {paper_time} | {ev.get('train_seconds', 0) / 60:.1f} min |")
-    lines += ["", "The paper did not report its split unit; our numbers are patient-grouped, so "
-              "no patient's images are in both training and test. The paper's baseline CNN was "
-              "\"densely connected\": our `densenet` is that model; `cnn` is a plain stack.", ""]
+            f"| {paper_time} | {ev.get('train_seconds', 0) / 60:.1f} min |"
+        )
+    lines += [
+        "",
+        "The paper did not report its split unit; our numbers are patient-grouped, so "
+        "no patient's images are in both training and test. The paper's baseline CNN was "
+        '"densely connected": our `densenet` is that model; `cnn` is a plain stack.',
+        "",
+    ]
     return lines
 
 
 def threshold_section(evaluations: list[dict[str, Any]]) -> list[str]:
     """Screening SSc vs normal at 0.5 and at the Youden threshold chosen on validation."""
     evaluations, _ = _split(evaluations)
-    lines = ["## Decision threshold: 0.5 vs Youden on validation patients", "",
-             "Screening SSc (any SSc class) vs normal from the probability of not being normal. "
-             "The Youden threshold maximises sensitivity + specificity on the *validation* "
-             "patients and is then applied unchanged to the test patients.", "",
-             "| task | model | Youden threshold (val) | test patients | at 0.5: acc / sens / spec (%) "
-             "| at Youden: acc / sens / spec (%) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Decision threshold: 0.5 vs Youden on validation patients",
+        "",
+        "Screening SSc (any SSc class) vs normal from the probability of not being normal. "
+        "The Youden threshold maximises sensitivity + specificity on the *validation* "
+        "patients and is then applied unchanged to the test patients.",
+        "",
+        "| task | model | Youden threshold (val) | test patients | at 0.5: acc / sens / spec (%) "
+        "| at Youden: acc / sens / spec (%) |",
+        "|---|---|---|---|---|---|",
+    ]
     for ev in evaluations:
         cells = []
         for name in ("default", "youden"):
-            cells.append(" / ".join(_pct(ev.get(f"test_patient_screen_{k}_{name}"))
-                                    for k in ("accuracy", "sensitivity", "specificity")))
+            cells.append(
+                " / ".join(
+                    _pct(ev.get(f"test_patient_screen_{k}_{name}"))
+                    for k in ("accuracy", "sensitivity", "specificity")
+                )
+            )
         thresholds = ev.get("youden_thresholds") or []
-        shown = (_num(ev.get("val_patient_youden_threshold")) if len(thresholds) <= 1 else
-                 f"{_num(ev.get('val_patient_youden_threshold'))} (mean of "
-                 + ", ".join(_num(t) for t in thresholds) + ")")
-        lines.append(f"| {ev['task']} | {_model(ev)} | {shown} "
-                     f"| {ev.get('test_patient_screen_n_youden', 'n/a')} of "
-                     f"{ev.get('test_patient_n', 'n/a')} | {cells[0]} | {cells[1]} |")
+        shown = (
+            _num(ev.get("val_patient_youden_threshold"))
+            if len(thresholds) <= 1
+            else f"{_num(ev.get('val_patient_youden_threshold'))} (mean of "
+            + ", ".join(_num(t) for t in thresholds)
+            + ")"
+        )
+        lines.append(
+            f"| {ev['task']} | {_model(ev)} | {shown} "
+            f"| {ev.get('test_patient_screen_n_youden', 'n/a')} of "
+            f"{ev.get('test_patient_n', 'n/a')} | {cells[0]} | {cells[1]} |"
+        )
     return [*lines, ""]
 
 
-def calibration_section(evaluations: list[dict[str, Any]],
-                        figure: str = "reliability_diagrams.png") -> list[str]:
+def calibration_section(
+    evaluations: list[dict[str, Any]], figure: str = "reliability_diagrams.png"
+) -> list[str]:
     evaluations, _ = _split(evaluations)
-    lines = ["## Calibration", "",
-             "Expected calibration error (ECE): the mean gap between the top-class probability "
-             "and the share of right calls, over 10 confidence bins (0 = calibrated). A "
-             "screening tool's probabilities are read as risks; a large ECE means they should "
-             "not be.", "",
-             "| task | model | ECE, test patches (n) | ECE, test patients (n) | Brier, test "
-             "patients |", "|---|---|---|---|---|"]
+    lines = [
+        "## Calibration",
+        "",
+        "Expected calibration error (ECE): the mean gap between the top-class probability "
+        "and the share of right calls, over 10 confidence bins (0 = calibrated). A "
+        "screening tool's probabilities are read as risks; a large ECE means they should "
+        "not be.",
+        "",
+        "| task | model | ECE, test patches (n) | ECE, test patients (n) | Brier, test patients |",
+        "|---|---|---|---|---|",
+    ]
     for ev in evaluations:
-        lines.append(f"| {ev['task']} | {_model(ev)} | {_num(ev.get('test_patch_ece'))} "
-                     f"({ev.get('test_patch_n', 'n/a')}) | {_num(ev.get('test_patient_ece'))} "
-                     f"({ev.get('test_patient_n', 'n/a')}) "
-                     f"| {_num(ev.get('test_patient_brier'))} |")
+        lines.append(
+            f"| {ev['task']} | {_model(ev)} | {_num(ev.get('test_patch_ece'))} "
+            f"({ev.get('test_patch_n', 'n/a')}) | {_num(ev.get('test_patient_ece'))} "
+            f"({ev.get('test_patient_n', 'n/a')}) "
+            f"| {_num(ev.get('test_patient_brier'))} |"
+        )
     return [*lines, "", f"![Reliability diagrams, test patches]({figure})", ""]
 
 
 def patient_metrics_section(evaluations: list[dict[str, Any]]) -> list[str]:
     evaluations, _ = _split(evaluations)
-    lines = ["## Patient-level test metrics (assessed patients)", "",
-             "| task | model | patients assessed / total | balanced acc [95% CI] | macro F1 | "
-             "AUC | Brier | quadratic kappa |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Patient-level test metrics (assessed patients)",
+        "",
+        "| task | model | patients assessed / total | balanced acc [95% CI] | macro F1 | "
+        "AUC | Brier | quadratic kappa |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for ev in evaluations:
         lines.append(
             f"| {ev['task']} | {_model(ev)} | {_of(ev, 'test_patient_n', 'test_patients_total')} "
             f"| {_ci(ev, 'test_patient_balanced_accuracy')} "
             f"| {_pct(ev.get('test_patient_macro_f1'))} "
             f"| {_num(ev.get('test_patient_auc'))} | {_num(ev.get('test_patient_brier'))} "
-            f"| {_num(ev.get('test_patient_kappa_quadratic'))} |")
-    lines += ["", "Per-class sensitivity / specificity of test patients (one-vs-rest), over "
-              "assessed patients and, in brackets, sensitivity over all patients:", "",
-              "| task | model | " + " | ".join(["class sens / spec (%)"] * 3) + " |",
-              "|---|---|---|---|---|"]
+            f"| {_num(ev.get('test_patient_kappa_quadratic'))} |"
+        )
+    lines += [
+        "",
+        "Per-class sensitivity / specificity of test patients (one-vs-rest), over "
+        "assessed patients and, in brackets, sensitivity over all patients:",
+        "",
+        "| task | model | " + " | ".join(["class sens / spec (%)"] * 3) + " |",
+        "|---|---|---|---|---|",
+    ]
     for ev in evaluations:
-        cells = [f"{c}: {_pct(ev.get(f'test_patient_sensitivity_{c}'))} / "
-                 f"{_pct(ev.get(f'test_patient_specificity_{c}'))} "
-                 f"({_pct(ev.get(f'test_patient_sensitivity_{c}_all'))})"
-                 for c in ev.get("classes", [])]
-        lines.append(f"| {ev['task']} | {_model(ev)} | "
-                     + " | ".join(cells + [""] * (3 - len(cells))) + " |")
+        cells = [
+            f"{c}: {_pct(ev.get(f'test_patient_sensitivity_{c}'))} / "
+            f"{_pct(ev.get(f'test_patient_specificity_{c}'))} "
+            f"({_pct(ev.get(f'test_patient_sensitivity_{c}_all'))})"
+            for c in ev.get("classes", [])
+        ]
+        lines.append(
+            f"| {ev['task']} | {_model(ev)} | " + " | ".join(cells + [""] * (3 - len(cells))) + " |"
+        )
     return [*lines, ""]
 
 
 def figures_section(prefix: str = "") -> list[str]:
-    return [f"![Confusion matrices, test patients]({prefix}confusion_matrices.png)", "",
-            f"![ROC curves, test patients]({prefix}roc_curves.png)", ""]
+    return [
+        f"![Confusion matrices, test patients]({prefix}confusion_matrices.png)",
+        "",
+        f"![ROC curves, test patients]({prefix}roc_curves.png)",
+        "",
+    ]
 
 
 def gradcam_section(evaluations: list[dict[str, Any]]) -> list[str]:
     evaluations, _ = _split(evaluations)
-    lines = ["## Where the models look (Grad-CAM)", "",
-             "Per class, the most confident right and wrong test image of each deep model; "
-             "each patch's map is weighted by its probability for the explained class.", ""]
+    lines = [
+        "## Where the models look (Grad-CAM)",
+        "",
+        "Per class, the most confident right and wrong test image of each deep model; "
+        "each patch's map is weighted by its probability for the explained class.",
+        "",
+    ]
     for ev in evaluations:
         if ev["architecture"] != "texture":
             name = f"{ev['task']}.{ev['architecture']}"
@@ -295,39 +399,59 @@ def gradcam_section(evaluations: list[dict[str, Any]]) -> list[str]:
 
 def training_section(evaluations: list[dict[str, Any]], curves: bool = True) -> list[str]:
     evaluations, _ = _split(evaluations)
-    lines = ["## Training", "", *(["![Training curves](training_curves.png)", ""] if curves
-                                  else ["Per model, the mean over the folds (training time: "
-                                        "their sum).", ""]),
-             "| task | model | weights | train patches | epochs | "
-             "patches/s (steady state) | parameters |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Training",
+        "",
+        *(
+            ["![Training curves](training_curves.png)", ""]
+            if curves
+            else ["Per model, the mean over the folds (training time: their sum).", ""]
+        ),
+        "| task | model | weights | train patches | epochs | "
+        "patches/s (steady state) | parameters |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for ev in evaluations:
-        lines.append(f"| {ev['task']} | {_model(ev)} | {ev.get('weights_source', 'n/a')} "
-                     f"| {ev.get('train_patches', 'n/a')} | {ev.get('epochs_run', 'n/a')} "
-                     f"| {ev.get('patches_per_second', 0):.0f} | {ev.get('parameters', 0):,} |")
+        lines.append(
+            f"| {ev['task']} | {_model(ev)} | {ev.get('weights_source', 'n/a')} "
+            f"| {ev.get('train_patches', 'n/a')} | {ev.get('epochs_run', 'n/a')} "
+            f"| {ev.get('patches_per_second', 0):.0f} | {ev.get('parameters', 0):,} |"
+        )
     return [*lines, ""]
 
 
 def colour_baseline_section(facts: Facts) -> list[str]:
-    lines = ["## How hard is the cohort? Colour-only baseline", "",
-             "Logistic regression on per-image colour histograms, patient-grouped "
-             "cross-validation over all images. Near the majority-class rate means colour alone "
-             "does not separate the classes, so the models above must use tissue structure.", "",
-             "| task | images | accuracy | balanced accuracy | majority-class rate |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "## How hard is the cohort? Colour-only baseline",
+        "",
+        "Logistic regression on per-image colour histograms, patient-grouped "
+        "cross-validation over all images. Near the majority-class rate means colour alone "
+        "does not separate the classes, so the models above must use tissue structure.",
+        "",
+        "| task | images | accuracy | balanced accuracy | majority-class rate |",
+        "|---|---|---|---|---|",
+    ]
     for task, result in facts.get("colour_baseline", {}).items():
-        lines.append(f"| {task} | {result.get('images', 'all')} | {_pct(result['accuracy'])} | "
-                     f"{_pct(result['balanced_accuracy'])} | "
-                     f"{_pct(result['majority_class_rate'])} |")
+        lines.append(
+            f"| {task} | {result.get('images', 'all')} | {_pct(result['accuracy'])} | "
+            f"{_pct(result['balanced_accuracy'])} | "
+            f"{_pct(result['majority_class_rate'])} |"
+        )
     return [*lines, "", "![Cohort samples](cohort_gallery.png)", ""]
 
 
 def segmentation_section(segmentation: dict[str, Any]) -> list[str]:
-    lines = ["## Segmentation (UNet, dermis)", "",
-             "Masks the UNet learned from and is scored against: "
-             + (", ".join(f"{k} ({n} patches)" for k, n in
-                          segmentation.get("mask_sources", {}).items()) or "n/a")
-             + ". Pseudo-masks come from colour deconvolution and are weaker than drawn ones.",
-             ""]
+    lines = [
+        "## Segmentation (UNet, dermis)",
+        "",
+        "Masks the UNet learned from and is scored against: "
+        + (
+            ", ".join(f"{k} ({n} patches)" for k, n in segmentation.get("mask_sources", {}).items())
+            or "n/a"
+        )
+        + ". Pseudo-masks come from colour deconvolution and are weaker than drawn ones.",
+        "",
+    ]
     for key in ("val_dermis_dice", "val_dermis_iou", "test_dermis_dice", "test_dermis_iou"):
         if isinstance(segmentation.get(key), int | float):
             lines.append(f"- {key.replace('_', ' ')}: {segmentation[key]:.3f}")
@@ -335,41 +459,64 @@ def segmentation_section(segmentation: dict[str, Any]) -> list[str]:
 
 
 def ablation_section(facts: Facts) -> list[str]:
-    lines = ["## Ablations: stain normalisation and segmentation gating", "",
-             f"This run's stain normalisation: {facts.get('stain', 'n/a')} (fitted on "
-             "training images only).", ""]
+    lines = [
+        "## Ablations: stain normalisation and segmentation gating",
+        "",
+        f"This run's stain normalisation: {facts.get('stain', 'n/a')} (fitted on "
+        "training images only).",
+        "",
+    ]
     if facts.get("ablations"):
-        return [*lines, "Separate runs of the CNNs with one setting changed "
-                "(`benchmarks/ablation.py`):", "", facts["ablations"], ""]
+        return [
+            *lines,
+            "Separate runs of the CNNs with one setting changed (`benchmarks/ablation.py`):",
+            "",
+            facts["ablations"],
+            "",
+        ]
     return [*lines, "Not run yet: `.venv/bin/python benchmarks/ablation.py`.", ""]
 
 
-def build_markdown(segmentation: dict[str, Any], evaluations: list[dict[str, Any]],
-                   run_facts: Facts) -> str:
+def build_markdown(
+    segmentation: dict[str, Any], evaluations: list[dict[str, Any]], run_facts: Facts
+) -> str:
     """The single-split report: headline and paired comparison first, then the accounting of
     every test image, the paper comparison, thresholds, calibration and the detail."""
     confidence = run_facts.get("confidence", 0.95)
-    lines = [*header_section(run_facts), *headline_section(evaluations),
-             *comparison_section(run_facts.get("comparison") or {}, confidence),
-             *accounting_section(evaluations), *paper_section(evaluations),
-             *threshold_section(evaluations), *calibration_section(evaluations),
-             *patient_metrics_section(evaluations), *figures_section(),
-             *gradcam_section(evaluations), *training_section(evaluations),
-             *colour_baseline_section(run_facts), *segmentation_section(segmentation),
-             *ablation_section(run_facts)]
+    lines = [
+        *header_section(run_facts),
+        *headline_section(evaluations),
+        *comparison_section(run_facts.get("comparison") or {}, confidence),
+        *accounting_section(evaluations),
+        *paper_section(evaluations),
+        *threshold_section(evaluations),
+        *calibration_section(evaluations),
+        *patient_metrics_section(evaluations),
+        *figures_section(),
+        *gradcam_section(evaluations),
+        *training_section(evaluations),
+        *colour_baseline_section(run_facts),
+        *segmentation_section(segmentation),
+        *ablation_section(run_facts),
+    ]
     return "\n".join(lines)
 
 
 def fold_spread_section(folds: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per model, the spread of the fold-wise test patient accuracy and AUC beside the pooled
     numbers, then one row per fold."""
-    lines = ["## Per-fold spread", "",
-             "Each fold's model on its own test patients; the pooled table above is the one to "
-             "quote, this shows how much a single split would have varied. A pooled AUC ranks "
-             "patients scored by different fold models, so it sits below the per-fold AUCs when "
-             "the folds' probability scales differ (accuracy does not depend on that).", "",
-             "| task | model | folds | test patient accuracy: mean ± sd (min–max) | AUC: mean "
-             "± sd (min–max) | per fold: accuracy (patients) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Per-fold spread",
+        "",
+        "Each fold's model on its own test patients; the pooled table above is the one to "
+        "quote, this shows how much a single split would have varied. A pooled AUC ranks "
+        "patients scored by different fold models, so it sits below the per-fold AUCs when "
+        "the folds' probability scales differ (accuracy does not depend on that).",
+        "",
+        "| task | model | folds | test patient accuracy: mean ± sd (min–max) | AUC: mean "
+        "± sd (min–max) | per fold: accuracy (patients) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, evaluations in folds.items():
         done = [e for e in evaluations if "skipped" not in e]
         if not done:
@@ -377,8 +524,11 @@ def fold_spread_section(folds: dict[str, list[dict[str, Any]]]) -> list[str]:
         task, arch = name.rsplit(".", 1)
         cells = []
         for key in ("test_patient_accuracy", "test_patient_auc"):
-            values = [e.get(key) for e in done if isinstance(e.get(key), int | float)
-                      and not math.isnan(e.get(key))]
+            values = [
+                e.get(key)
+                for e in done
+                if isinstance(e.get(key), int | float) and not math.isnan(e.get(key))
+            ]
             if values:
                 mean = sum(values) / len(values)
                 sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
@@ -386,30 +536,42 @@ def fold_spread_section(folds: dict[str, list[dict[str, Any]]]) -> list[str]:
                 cells.append(f"{fmt(mean)} ± {fmt(sd)} ({fmt(min(values))}–{fmt(max(values))})")
             else:
                 cells.append("n/a")
-        per_fold = ", ".join(f"{_pct(e.get('test_patient_accuracy'))} "
-                             f"({e.get('test_patient_n', 'n/a')})" for e in done)
-        lines.append(f"| {task} | {display_name(arch)} | {len(done)} | {cells[0]} | {cells[1]} "
-                     f"| {per_fold} |")
+        per_fold = ", ".join(
+            f"{_pct(e.get('test_patient_accuracy'))} ({e.get('test_patient_n', 'n/a')})"
+            for e in done
+        )
+        lines.append(
+            f"| {task} | {display_name(arch)} | {len(done)} | {cells[0]} | {cells[1]} "
+            f"| {per_fold} |"
+        )
     return [*lines, ""]
 
 
-def build_cv_markdown(pooled: list[dict[str, Any]], folds: dict[str, list[dict[str, Any]]],
-                      run_facts: Facts) -> str:
+def build_cv_markdown(
+    pooled: list[dict[str, Any]], folds: dict[str, list[dict[str, Any]]], run_facts: Facts
+) -> str:
     """The cross-validation report: headline from the pooled out-of-fold predictions (every
     patient tested exactly once), the per-fold spread beside it, then the paired comparison,
     accounting, thresholds and calibration on the pooled predictions."""
     confidence = run_facts.get("confidence", 0.95)
-    intro = (f"{run_facts.get('folds', 'k')}-fold patient-grouped, label-stratified "
-             "cross-validation: each fold's models were trained and early-stopped without its "
-             "test patients, and the out-of-fold predictions are pooled, so every patient of the "
-             "cohort is tested exactly once and the intervals are over all of them.")
-    lines = [*header_section(run_facts, "ssc-skin cross-validation report"),
-             *headline_section(pooled, "Headline: every patient, pooled out-of-fold", intro),
-             *fold_spread_section(folds),
-             *comparison_section(run_facts.get("comparison") or {}, confidence),
-             *accounting_section(pooled), *threshold_section(pooled),
-             *calibration_section(pooled), *patient_metrics_section(pooled),
-             *figures_section(), *training_section(pooled, curves=False)]
+    intro = (
+        f"{run_facts.get('folds', 'k')}-fold patient-grouped, label-stratified "
+        "cross-validation: each fold's models were trained and early-stopped without its "
+        "test patients, and the out-of-fold predictions are pooled, so every patient of the "
+        "cohort is tested exactly once and the intervals are over all of them."
+    )
+    lines = [
+        *header_section(run_facts, "ssc-skin cross-validation report"),
+        *headline_section(pooled, "Headline: every patient, pooled out-of-fold", intro),
+        *fold_spread_section(folds),
+        *comparison_section(run_facts.get("comparison") or {}, confidence),
+        *accounting_section(pooled),
+        *threshold_section(pooled),
+        *calibration_section(pooled),
+        *patient_metrics_section(pooled),
+        *figures_section(),
+        *training_section(pooled, curves=False),
+    ]
     return "\n".join(lines)
 
 
@@ -434,15 +596,16 @@ def image_links(markdown_text: str) -> list[str]:
     return list(dict.fromkeys(_IMAGE_LINK.findall(markdown_text)))
 
 
-def markdown_to_html(markdown_text: str, title: str,
-                     images: dict[str, str] | None = None) -> str:
+def markdown_to_html(markdown_text: str, title: str, images: dict[str, str] | None = None) -> str:
     """The report as one standalone HTML page. `images` maps an image path of the Markdown to
     what the page should load instead (a `data:` URI embeds it, so the page renders anywhere,
     MLflow's artifact view included); other paths are left as written."""
     body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
     for path, source in (images or {}).items():
         body = body.replace(f'src="{html.escape(path)}"', f'src="{source}"')
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n"
-            f"<body>\n{body}\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -33,8 +33,9 @@ def unit_keys(frame: pd.DataFrame, level: str) -> pd.Series:
     return frame[level].astype(str)
 
 
-def unit_probabilities(part: pd.DataFrame, classes: list[str], level: str
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unit_probabilities(
+    part: pd.DataFrame, classes: list[str], level: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, mean class probabilities, unit keys) per `level` (patch, image or patient)."""
     probabilities = part[probability_columns(classes)].to_numpy()
     if level == "patch":
@@ -46,20 +47,32 @@ def unit_probabilities(part: pd.DataFrame, classes: list[str], level: str
     return labels.to_numpy(int), mean.to_numpy(), mean.index.to_numpy()
 
 
-def _level_metrics(y: np.ndarray, p: np.ndarray, classes: list[str],
-                   prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {f"{prefix}_{k}": v
-                           for k, v in metrics.classification_metrics(y, p).items()}
-    out.update({f"{prefix}_{k}": v for k, v in
-                metrics.per_class_sensitivity_specificity(y, p.argmax(axis=1), classes).items()})
+def _level_metrics(y: np.ndarray, p: np.ndarray, classes: list[str], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        f"{prefix}_{k}": v for k, v in metrics.classification_metrics(y, p).items()
+    }
+    out.update(
+        {
+            f"{prefix}_{k}": v
+            for k, v in metrics.per_class_sensitivity_specificity(
+                y, p.argmax(axis=1), classes
+            ).items()
+        }
+    )
     out[f"{prefix}_confusion"] = metrics.confusion(y, p.argmax(axis=1), len(classes))
     out[f"{prefix}_n"] = len(y)
     out[f"{prefix}_correct"] = int((p.argmax(axis=1) == y).sum())
     return out
 
 
-def _intention_to_diagnose(part: pd.DataFrame, images: pd.DataFrame, task: dict[str, Any],
-                           level: str, confidence: float, prefix: str) -> dict[str, float]:
+def _intention_to_diagnose(
+    part: pd.DataFrame,
+    images: pd.DataFrame,
+    task: dict[str, Any],
+    level: str,
+    confidence: float,
+    prefix: str,
+) -> dict[str, float]:
     """Metrics over every image/patient of the split, not-assessed ones counted as wrong.
 
     Assessed units take their class from the predictions, the others from their cohort label.
@@ -73,12 +86,17 @@ def _intention_to_diagnose(part: pd.DataFrame, images: pd.DataFrame, task: dict[
         truth.loc[ids] = y
         called.loc[ids] = p.argmax(axis=1)
     if truth.isna().any():
-        raise ValueError(f"labels {sorted(set(labels[truth.isna()]))} of not-assessed units are "
-                         f"not in the label_map of task {task['name']!r}")
-    result = accounting.intention_to_diagnose(truth.to_numpy(int), called.to_numpy(int),
-                                              task["classes"], confidence)
-    return {f"{prefix}_{k.replace('_ci_', '_all_ci_') if '_ci_' in k else k + '_all'}": v
-            for k, v in result.items()}
+        raise ValueError(
+            f"labels {sorted(set(labels[truth.isna()]))} of not-assessed units are "
+            f"not in the label_map of task {task['name']!r}"
+        )
+    result = accounting.intention_to_diagnose(
+        truth.to_numpy(int), called.to_numpy(int), task["classes"], confidence
+    )
+    return {
+        f"{prefix}_{k.replace('_ci_', '_all_ci_') if '_ci_' in k else k + '_all'}": v
+        for k, v in result.items()
+    }
 
 
 def _folds(frame: pd.DataFrame) -> pd.Series:
@@ -111,7 +129,8 @@ def _screening(predictions: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     finite = [t for t in chosen.values() if np.isfinite(t)]
     result: dict[str, Any] = {
         "youden_thresholds": [float(t) for t in chosen.values()],
-        "val_patient_youden_threshold": float(np.mean(finite)) if finite else float("nan")}
+        "val_patient_youden_threshold": float(np.mean(finite)) if finite else float("nan"),
+    }
     for name, t in (("default", np.full(len(score), 0.5)), ("youden", threshold)):
         usable = np.isfinite(t)
         stats = metrics.screening_at_threshold(positive[usable], score[usable] - t[usable], 0.0)
@@ -120,9 +139,13 @@ def _screening(predictions: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     return result
 
 
-def score_model(predictions: pd.DataFrame, selection: pd.DataFrame | None,
-                task: dict[str, Any], params: dict[str, Any],
-                splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+def score_model(
+    predictions: pd.DataFrame,
+    selection: pd.DataFrame | None,
+    task: dict[str, Any],
+    params: dict[str, Any],
+    splits: tuple[str, ...] = SPLITS,
+) -> dict[str, Any]:
     """Patch, image and patient metrics per split over the assessed units; counts of assessed /
     total images and patients with the reason for each one not assessed; intention-to-diagnose
     metrics (not assessed = wrong); intervals, calibration and the screening threshold for the
@@ -151,8 +174,11 @@ def score_model(predictions: pd.DataFrame, selection: pd.DataFrame | None,
                 y, p, _ = unit_probabilities(part, classes, level)
                 summary.update(_level_metrics(y, p, classes, f"{split}_{level}"))
             if level != "patch":
-                summary.update(_intention_to_diagnose(part, images, task, level, confidence,
-                                                      f"{split}_{level}"))
+                summary.update(
+                    _intention_to_diagnose(
+                        part, images, task, level, confidence, f"{split}_{level}"
+                    )
+                )
         if split == "test":
             summary["test_not_assessed"] = accounting.not_assessed(images)
     test = predictions[predictions["split"] == "test"]
@@ -166,8 +192,9 @@ def score_model(predictions: pd.DataFrame, selection: pd.DataFrame | None,
     return summary
 
 
-def _test_intervals(test: pd.DataFrame, classes: list[str],
-                    params: dict[str, Any]) -> dict[str, float]:
+def _test_intervals(
+    test: pd.DataFrame, classes: list[str], params: dict[str, Any]
+) -> dict[str, float]:
     """Intervals over test patients (the unit of independence): Wilson for accuracy,
     percentile bootstrap resampling patients for the others."""
     y, p, _ = unit_probabilities(test, classes, "patient")
@@ -178,8 +205,13 @@ def _test_intervals(test: pd.DataFrame, classes: list[str],
             low, high = metrics.wilson_interval(correct, len(y), params.get("confidence", 0.95))
         elif metrics.enough_for_bootstrap(y, len(classes), params.get("min_per_class", 3)):
             low, high = metrics.bootstrap_interval(
-                y, p, metrics.METRICS[name], params.get("bootstrap_resamples", 1000),
-                params.get("confidence", 0.95), params.get("seed", 0))
+                y,
+                p,
+                metrics.METRICS[name],
+                params.get("bootstrap_resamples", 1000),
+                params.get("confidence", 0.95),
+                params.get("seed", 0),
+            )
         else:  # too few patients of some class: no interval rather than a degenerate one
             low, high = float("nan"), float("nan")
         intervals[f"test_patient_{name}_ci_low"] = low
@@ -189,5 +221,8 @@ def _test_intervals(test: pd.DataFrame, classes: list[str],
 
 def finite_numbers(summary: dict[str, Any]) -> dict[str, float]:
     """The entries MLflow can take as metrics: finite numbers (not bools, not NaN)."""
-    return {k: float(v) for k, v in summary.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+    }

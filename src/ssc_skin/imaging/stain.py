@@ -111,8 +111,9 @@ def _identity(pixels: np.ndarray) -> np.ndarray:
 def check_pixels(pixels: np.ndarray) -> np.ndarray:
     """uint8 RGB pixels: one image (HxWx3) or a batch of patches (NxHxWx3)."""
     if pixels.dtype != np.uint8 or pixels.ndim not in (3, 4) or pixels.shape[-1] != 3:
-        raise ValueError(f"expected uint8 RGB pixels (HxWx3 or NxHxWx3), got {pixels.dtype} "
-                         f"{pixels.shape}")
+        raise ValueError(
+            f"expected uint8 RGB pixels (HxWx3 or NxHxWx3), got {pixels.dtype} {pixels.shape}"
+        )
     return pixels
 
 
@@ -192,10 +193,18 @@ class ReinhardNormalizer(StainNormalizer):
         affine = np.hstack([np.diag(scale), offset[:, None]]).astype(np.float32)
 
         def apply(pixels: np.ndarray) -> np.ndarray:
-            return _per_image_rows(pixels, lambda rgb8: cv2.convertScaleAbs(_blend(
-                cv2.cvtColor(cv2.transform(_lab(rgb8), affine), cv2.COLOR_LAB2RGB),
-                np.multiply(rgb8, np.float32(1 / 255), dtype=np.float32),
-                tissue_weight(rgb8)), alpha=255.0))
+            return _per_image_rows(
+                pixels,
+                lambda rgb8: cv2.convertScaleAbs(
+                    _blend(
+                        cv2.cvtColor(cv2.transform(_lab(rgb8), affine), cv2.COLOR_LAB2RGB),
+                        np.multiply(rgb8, np.float32(1 / 255), dtype=np.float32),
+                        tissue_weight(rgb8),
+                    ),
+                    alpha=255.0,
+                ),
+            )
+
         return apply
 
     def params(self) -> dict[str, Any]:
@@ -203,8 +212,11 @@ class ReinhardNormalizer(StainNormalizer):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ReinhardNormalizer:
-        return cls(mean=_floats(params["mean"], 3), std=_floats(params["std"], 3),
-                   n_images=int(params.get("n_images", 0)))
+        return cls(
+            mean=_floats(params["mean"], 3),
+            std=_floats(params["std"], 3),
+            n_images=int(params.get("n_images", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -239,25 +251,34 @@ class MacenkoNormalizer(StainNormalizer):
         def apply(pixels: np.ndarray) -> np.ndarray:
             def one(rgb8: np.ndarray) -> np.ndarray:
                 log_i = _log_intensity(rgb8)
-                return _to_uint8(_blend(cv2.transform(log_i, remix), log_i,
-                                        tissue_weight(rgb8)))
+                return _to_uint8(_blend(cv2.transform(log_i, remix), log_i, tissue_weight(rgb8)))
+
             return _per_image_rows(pixels, one)
+
         return apply
 
     def params(self) -> dict[str, Any]:
-        return {"stains": [list(v) for v in self.stains],
-                "max_concentrations": list(self.max_concentrations), "n_images": self.n_images}
+        return {
+            "stains": [list(v) for v in self.stains],
+            "max_concentrations": list(self.max_concentrations),
+            "n_images": self.n_images,
+        }
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> MacenkoNormalizer:
         stains = params["stains"]
-        return cls(stains=(_floats(stains[0], 3), _floats(stains[1], 3)),
-                   max_concentrations=_floats(params["max_concentrations"], 2),
-                   n_images=int(params.get("n_images", 0)))
+        return cls(
+            stains=(_floats(stains[0], 3), _floats(stains[1], 3)),
+            max_concentrations=_floats(params["max_concentrations"], 2),
+            n_images=int(params.get("n_images", 0)),
+        )
 
 
 _CLASSES: dict[str, type[StainNormalizer]] = {
-    "none": StainNormalizer, "reinhard": ReinhardNormalizer, "macenko": MacenkoNormalizer}
+    "none": StainNormalizer,
+    "reinhard": ReinhardNormalizer,
+    "macenko": MacenkoNormalizer,
+}
 
 
 def check_method(method: str) -> str:
@@ -308,8 +329,9 @@ def stain_vectors(od: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     return np.stack(ends if ends[0][0] > ends[1][0] else ends[::-1])
 
 
-def fit_normalizer(method: str, images: Iterable[np.ndarray],
-                   pixels_per_image: int = 4096) -> StainNormalizer:
+def fit_normalizer(
+    method: str, images: Iterable[np.ndarray], pixels_per_image: int = 4096
+) -> StainNormalizer:
     """Fit a normaliser on training images: a robust target pooled over all of them.
 
     Reinhard: the median of per-image LAB means and stds. Macenko: stain vectors from a pool of
@@ -331,36 +353,51 @@ def _fit_reinhard(images: Iterable[np.ndarray]) -> ReinhardNormalizer:
         raise ValueError("no training image has enough tissue to fit a stain normaliser")
     mean = np.median([s[0] for s in kept], axis=0)
     std = np.median([s[1] for s in kept], axis=0)
-    logger.info("Reinhard target from %d of %d images: LAB mean %s, std %s", len(kept),
-                len(stats), np.round(mean, 2).tolist(), np.round(std, 2).tolist())
+    logger.info(
+        "Reinhard target from %d of %d images: LAB mean %s, std %s",
+        len(kept),
+        len(stats),
+        np.round(mean, 2).tolist(),
+        np.round(std, 2).tolist(),
+    )
     return ReinhardNormalizer(mean=_floats(mean, 3), std=_floats(std, 3), n_images=len(kept))
 
 
 def _fit_macenko(images: Iterable[np.ndarray], pixels_per_image: int) -> MacenkoNormalizer:
-    samples = [_tissue_sample(check_rgb(image), pixels_per_image)
-               for image in images]
+    samples = [_tissue_sample(check_rgb(image), pixels_per_image) for image in images]
     kept = [s for s in samples if len(s) >= min(MIN_TISSUE_PIXELS, pixels_per_image // 4)]
     if not kept:
         raise ValueError("no training image has enough tissue to fit a stain normaliser")
     stains = stain_vectors(np.concatenate(kept))
     if float(stains[0] @ stains[1]) > MAX_STAIN_COSINE:
-        logger.warning("training images show one stain only: Macenko target %s is unreliable",
-                       np.round(stains, 3).tolist())
+        logger.warning(
+            "training images show one stain only: Macenko target %s is unreliable",
+            np.round(stains, 3).tolist(),
+        )
     unmix = np.linalg.pinv(stains)
-    max_conc = np.median([np.percentile(s @ unmix, MAX_CONCENTRATION_PERCENTILE, axis=0)
-                          for s in kept], axis=0)
-    logger.info("Macenko target from %d of %d images: stains %s, max concentrations %s",
-                len(kept), len(samples), np.round(stains, 3).tolist(),
-                np.round(max_conc, 3).tolist())
-    return MacenkoNormalizer(stains=(_floats(stains[0], 3), _floats(stains[1], 3)),
-                             max_concentrations=_floats(max_conc, 2), n_images=len(kept))
+    max_conc = np.median(
+        [np.percentile(s @ unmix, MAX_CONCENTRATION_PERCENTILE, axis=0) for s in kept], axis=0
+    )
+    logger.info(
+        "Macenko target from %d of %d images: stains %s, max concentrations %s",
+        len(kept),
+        len(samples),
+        np.round(stains, 3).tolist(),
+        np.round(max_conc, 3).tolist(),
+    )
+    return MacenkoNormalizer(
+        stains=(_floats(stains[0], 3), _floats(stains[1], 3)),
+        max_concentrations=_floats(max_conc, 2),
+        n_images=len(kept),
+    )
 
 
 # --------------------------------------------------------------------------- augmentation
 
 
-def augment_hed(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05,
-                bias: float = 0.05) -> np.ndarray:
+def augment_hed(
+    image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05, bias: float = 0.05
+) -> np.ndarray:
     """Random stain jitter in HED space (Tellez et al. 2018), for training only.
 
     Each stain's concentration is scaled by U(1-sigma, 1+sigma) and shifted by U(-bias, bias)
@@ -376,7 +413,6 @@ def augment_hed(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05
 
 
 # --------------------------------------------------------------------------- pseudo-masks
-
 
 
 @dataclass(frozen=True)
@@ -396,10 +432,14 @@ class PseudoMaskConfig:
     max_epidermis_depth: int = 200  # depths searched for the nuclei-rich surface band
     ridge_sigma: float = 4.0
     lateral_sigma: float = 20.0  # averaging along the surface: is this stretch epidermis at all?
-    min_band_contrast: float = 1.6  # band nuclei fraction over dermis fraction, to call it epidermis
+    min_band_contrast: float = (
+        1.6  # band nuclei fraction over dermis fraction, to call it epidermis
+    )
     fat_sigma: float = 15.0
     fat_fraction: float = 0.4  # share of empty (unstained) tissue around a pixel that makes it fat
-    min_fat_area: int = 1200  # smaller fat regions are dermis (an empty vessel, a cluster of clefts)
+    min_fat_area: int = (
+        1200  # smaller fat regions are dermis (an empty vessel, a cluster of clefts)
+    )
 
 
 def _blur(field: np.ndarray, sigma: float) -> np.ndarray:
@@ -409,8 +449,9 @@ def _blur(field: np.ndarray, sigma: float) -> np.ndarray:
     if factor == 1:
         return cv2.GaussianBlur(field, (0, 0), sigma)
     h, w = field.shape
-    small = cv2.resize(field, (max(2, w // factor), max(2, h // factor)),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        field, (max(2, w // factor), max(2, h // factor)), interpolation=cv2.INTER_AREA
+    )
     small = cv2.GaussianBlur(small, (0, 0), sigma / factor)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
@@ -451,16 +492,24 @@ def _glass(stained: np.ndarray, cfg: PseudoMaskConfig) -> np.ndarray:
     keep[0] = False
     membranes = keep[labels].astype(np.float32)
     density = _blur(membranes, cfg.membrane_sigma) / (
-        _blur((solid == 0).astype(np.float32), cfg.membrane_sigma) + 1e-3)
+        _blur((solid == 0).astype(np.float32), cfg.membrane_sigma) + 1e-3
+    )
     white = ~stained
     n, labels, stats, _ = cv2.connectedComponentsWithStats(white.astype(np.uint8), connectivity=4)
     empty = np.bincount(labels[white & (density < cfg.glass_membrane_density)], minlength=n)
     area = stats[:, cv2.CC_STAT_AREA]
     radius = np.zeros(n, np.float32)  # inscribed radius of each component
-    np.maximum.at(radius, labels.ravel(),
-                  cv2.distanceTransform(white.astype(np.uint8), cv2.DIST_L2, 5).ravel())
-    is_glass = ((2 * empty >= area) & (area >= cfg.min_glass_area)
-                & (radius >= cfg.min_glass_radius) & _touches_border(labels, n))
+    np.maximum.at(
+        radius,
+        labels.ravel(),
+        cv2.distanceTransform(white.astype(np.uint8), cv2.DIST_L2, 5).ravel(),
+    )
+    is_glass = (
+        (2 * empty >= area)
+        & (area >= cfg.min_glass_area)
+        & (radius >= cfg.min_glass_radius)
+        & _touches_border(labels, n)
+    )
     is_glass[0] = False  # label 0 is the stained pixels
     glass = is_glass[labels]
     # specks of dust in glass and slivers of tissue: not worth a class of their own
@@ -482,8 +531,9 @@ def _nuclei(image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
     return ((hematoxylin > cut / 255.0 * top) & tissue).astype(np.float32)
 
 
-def _epidermis(nuclei: np.ndarray, tissue: np.ndarray, depth: np.ndarray,
-               cfg: PseudoMaskConfig) -> np.ndarray:
+def _epidermis(
+    nuclei: np.ndarray, tissue: np.ndarray, depth: np.ndarray, cfg: PseudoMaskConfig
+) -> np.ndarray:
     """The nuclei-rich band under the tissue surface, with its rete ridges.
 
     The nuclei fraction by depth below the glass gives a plateau (epidermis) over a base
@@ -502,8 +552,11 @@ def _epidermis(nuclei: np.ndarray, tissue: np.ndarray, depth: np.ndarray,
     profile = np.convolve(profile, np.ones(5) / 5, mode="same")
     top = int(np.argmax(profile[: max_depth // 2]))
     deep = tissue & (depth >= max_depth // 2)
-    base = float(nuclei[deep].mean()) if deep.sum() > 500 else float(
-        np.median(profile[max_depth // 2:]))
+    base = (
+        float(nuclei[deep].mean())
+        if deep.sum() > 500
+        else float(np.median(profile[max_depth // 2 :]))
+    )
     plateau = float(profile[top])
     if plateau < cfg.min_band_contrast * base + 0.02:
         return none

@@ -17,8 +17,9 @@ class Tile:
     tissue_fraction: float
 
 
-def grid_tiles(mask: np.ndarray, patch_size: int, stride: int,
-               min_tissue_fraction: float) -> list[Tile]:
+def grid_tiles(
+    mask: np.ndarray, patch_size: int, stride: int, min_tissue_fraction: float
+) -> list[Tile]:
     """Grid positions whose patch holds at least `min_tissue_fraction` tissue.
 
     Uses an integral image so each patch's tissue count costs four look-ups.
@@ -32,16 +33,22 @@ def grid_tiles(mask: np.ndarray, patch_size: int, stride: int,
     ys = np.arange(0, h - patch_size + 1, stride)
     xs = np.arange(0, w - patch_size + 1, stride)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    counts = (integral[yy + patch_size, xx + patch_size] - integral[yy, xx + patch_size]
-              - integral[yy + patch_size, xx] + integral[yy, xx])
+    counts = (
+        integral[yy + patch_size, xx + patch_size]
+        - integral[yy, xx + patch_size]
+        - integral[yy + patch_size, xx]
+        + integral[yy, xx]
+    )
     fractions = counts / float(patch_size * patch_size)
     keep = fractions >= min_tissue_fraction
-    return [Tile(int(x), int(y), float(f))
-            for x, y, f in zip(xx[keep], yy[keep], fractions[keep], strict=True)]
+    return [
+        Tile(int(x), int(y), float(f))
+        for x, y, f in zip(xx[keep], yy[keep], fractions[keep], strict=True)
+    ]
 
 
 def crop(array: np.ndarray, tile: Tile, patch_size: int) -> np.ndarray:
-    return array[tile.y:tile.y + patch_size, tile.x:tile.x + patch_size]
+    return array[tile.y : tile.y + patch_size, tile.x : tile.x + patch_size]
 
 
 def resize_batch(images: np.ndarray, size: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:

@@ -36,8 +36,14 @@ _SCALE = 4
 _DIM_SHARE = 0.02  # run the dim-glass step only when this share of pixels could be dim glass
 
 
-def tissue_mask(image: np.ndarray, min_saturation: int = 12, kernel: int = 5,
-                min_darkness: int = 25, *, hole_size: int = 15) -> np.ndarray:
+def tissue_mask(
+    image: np.ndarray,
+    min_saturation: int = 12,
+    kernel: int = 5,
+    min_darkness: int = 25,
+    *,
+    hole_size: int = 15,
+) -> np.ndarray:
     """Boolean HxW mask of tissue in an HxWx3 uint8 RGB image (see the module docstring).
 
     `min_saturation`: pixels at least this saturated are tissue whatever their brightness.
@@ -54,12 +60,15 @@ def tissue_mask(image: np.ndarray, min_saturation: int = 12, kernel: int = 5,
         background |= dim & _flat_glass(image, min_saturation)
     tissue = (~background).view(np.uint8)
     if kernel > 1:
-        tissue = cv2.morphologyEx(tissue, cv2.MORPH_OPEN,
-                                  cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel)))
+        tissue = cv2.morphologyEx(
+            tissue, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+        )
     if hole_size > 1:
-        tissue = cv2.morphologyEx(tissue, cv2.MORPH_CLOSE,
-                                  cv2.getStructuringElement(cv2.MORPH_RECT,
-                                                            (hole_size, hole_size)))
+        tissue = cv2.morphologyEx(
+            tissue,
+            cv2.MORPH_CLOSE,
+            cv2.getStructuringElement(cv2.MORPH_RECT, (hole_size, hole_size)),
+        )
     return tissue > 0
 
 
@@ -74,9 +83,11 @@ def _flat_glass(image: np.ndarray, min_saturation: int) -> np.ndarray:
     level = gray.astype(np.float32)
     mean = cv2.blur(level, (5, 5))
     variance = cv2.blur(level * level, (5, 5)) - mean * mean
-    candidate = (saturation < min_saturation) & (gray > DIM_GLASS_LEVEL) \
-        & (variance < FLAT_STD ** 2)
+    candidate = (saturation < min_saturation) & (gray > DIM_GLASS_LEVEL) & (variance < FLAT_STD**2)
     side = max(3, GLASS_REGION // _SCALE) | 1
-    core = cv2.morphologyEx(candidate.view(np.uint8), cv2.MORPH_OPEN,
-                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+    core = cv2.morphologyEx(
+        candidate.view(np.uint8),
+        cv2.MORPH_OPEN,
+        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)),
+    )
     return cv2.resize(core, (width, height), interpolation=cv2.INTER_NEAREST) > 0

@@ -40,8 +40,9 @@ KERAS, FLOAT32, INT8 = "keras", "tflite_float32", "tflite_int8"
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def to_tflite(model: keras.Model, representative: np.ndarray | None = None,
-              quantize: str = "float32") -> bytes:
+def to_tflite(
+    model: keras.Model, representative: np.ndarray | None = None, quantize: str = "float32"
+) -> bytes:
     """Convert a Keras 3 model to a TFLite flatbuffer (batch dimension left dynamic).
 
     Goes through a SavedModel written by `keras.export.ExportArchive`, as Keras' own LiteRT
@@ -65,8 +66,10 @@ def to_tflite(model: keras.Model, representative: np.ndarray | None = None,
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(
-            "serve", lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
+            "serve",
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)],
+        )
         archive.write_out(saved_model_dir, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         if quantize == "int8":
@@ -111,8 +114,7 @@ class TFLiteClassifier:
     """
 
     def __init__(self, model_bytes: bytes, num_threads: int = 2, batch_size: int = 8) -> None:
-        self._interpreter = _interpreter_class()(model_content=model_bytes,
-                                                 num_threads=num_threads)
+        self._interpreter = _interpreter_class()(model_content=model_bytes, num_threads=num_threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
@@ -135,8 +137,10 @@ class TFLiteClassifier:
         if len(patches) == 0:
             return np.zeros((0, n_classes), np.float32)
         with self._lock:
-            chunks = [self._run(patches[i:i + self.batch_size])
-                      for i in range(0, len(patches), self.batch_size)]
+            chunks = [
+                self._run(patches[i : i + self.batch_size])
+                for i in range(0, len(patches), self.batch_size)
+            ]
         return np.concatenate(chunks)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -145,13 +149,15 @@ class TFLiteClassifier:
         reallocating cost more than the padded samples)."""
         n = len(batch)
         if self._batch != self.batch_size:
-            self._interpreter.resize_tensor_input(self._input["index"],
-                                                  [self.batch_size, *self.input_shape])
+            self._interpreter.resize_tensor_input(
+                self._input["index"], [self.batch_size, *self.input_shape]
+            )
             self._interpreter.allocate_tensors()
             self._batch = self.batch_size
         if n < self.batch_size:
-            batch = np.concatenate([batch, np.zeros((self.batch_size - n, *batch.shape[1:]),
-                                                    batch.dtype)])
+            batch = np.concatenate(
+                [batch, np.zeros((self.batch_size - n, *batch.shape[1:]), batch.dtype)]
+            )
         self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self._interpreter.invoke()
         out = self._interpreter.get_tensor(self._output["index"])[:n]
@@ -209,12 +215,17 @@ def keras_predictor(model: keras.Model, batch_size: int = 32) -> Callable[[np.nd
     `model.predict` adds a tf.data pipeline and callbacks per call; for the few dozen patches
     of one image `predict_on_batch` is the fair Keras baseline.
     """
+
     def predict(patches: np.ndarray) -> np.ndarray:
         if len(patches) == 0:
             return np.zeros((0, *model.output_shape[1:]), np.float32)
-        return np.concatenate([
-            np.asarray(model.predict_on_batch(patches[i:i + batch_size].astype(np.float32)))
-            for i in range(0, len(patches), batch_size)])
+        return np.concatenate(
+            [
+                np.asarray(model.predict_on_batch(patches[i : i + batch_size].astype(np.float32)))
+                for i in range(0, len(patches), batch_size)
+            ]
+        )
+
     return predict
 
 
@@ -223,17 +234,23 @@ def agreement(reference_probs: np.ndarray, candidate_probs: np.ndarray) -> dict[
     if reference_probs.shape != candidate_probs.shape:
         raise ValueError(f"shapes differ: {reference_probs.shape} vs {candidate_probs.shape}")
     if len(reference_probs) == 0:
-        return {"label_agreement": float("nan"), "max_abs_probability_difference": float("nan"),
-                "n": 0}
+        return {
+            "label_agreement": float("nan"),
+            "max_abs_probability_difference": float("nan"),
+            "n": 0,
+        }
     same = np.argmax(reference_probs, axis=1) == np.argmax(candidate_probs, axis=1)
     diff = np.abs(reference_probs.astype(np.float64) - candidate_probs.astype(np.float64))
-    return {"label_agreement": float(same.mean()),
-            "max_abs_probability_difference": float(diff.max()),
-            "n": len(reference_probs)}
+    return {
+        "label_agreement": float(same.mean()),
+        "max_abs_probability_difference": float(diff.max()),
+        "n": len(reference_probs),
+    }
 
 
-def latency(predict_fn: Callable[[np.ndarray], Any], patches: np.ndarray,
-            repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+def latency(
+    predict_fn: Callable[[np.ndarray], Any], patches: np.ndarray, repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
     """Median wall time of `predict_fn(patches)` over `repeats` runs, after `warmup` runs.
 
     Warm-up runs pay for graph tracing, tensor allocation and XNNPACK packing of weights,
@@ -250,32 +267,50 @@ def latency(predict_fn: Callable[[np.ndarray], Any], patches: np.ndarray,
         predict_fn(patches)
         seconds.append(time.perf_counter() - start)
     median = float(np.median(seconds))
-    return {"ms_per_patch": 1000.0 * median / len(patches),
-            "patches_per_second": len(patches) / median,
-            "seconds_median": median, "n_patches": len(patches), "repeats": repeats}
+    return {
+        "ms_per_patch": 1000.0 * median / len(patches),
+        "patches_per_second": len(patches) / median,
+        "seconds_median": median,
+        "n_patches": len(patches),
+        "repeats": repeats,
+    }
 
 
-def compare_runtimes(model: keras.Model, patches: np.ndarray, representative: np.ndarray,
-                     rounds: int = 5, num_threads: int = 2,
-                     batch_size: int = 8) -> list[dict[str, Any]]:
+def compare_runtimes(
+    model: keras.Model,
+    patches: np.ndarray,
+    representative: np.ndarray,
+    rounds: int = 5,
+    num_threads: int = 2,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
     """Keras vs TFLite float32 vs TFLite int8 on the same patches: speed and agreement."""
     runtimes: dict[str, Predictor] = {KERAS: keras_predictor(model)}
     sizes: dict[str, int | None] = {KERAS: None}
     for quantize in QUANTIZATIONS:
         model_bytes = to_tflite(model, representative, quantize)
-        runtimes[f"tflite_{quantize}"] = TFLiteClassifier(model_bytes, num_threads,
-                                                          batch_size).predict
+        runtimes[f"tflite_{quantize}"] = TFLiteClassifier(
+            model_bytes, num_threads, batch_size
+        ).predict
         sizes[f"tflite_{quantize}"] = len(model_bytes)
     outputs = {name: predict(patches) for name, predict in runtimes.items()}
     speed = interleaved_latency(runtimes, patches, rounds)
-    rows = [{"runtime": name, **speed[name], **agreement(outputs[KERAS], outputs[name]),
-             "model_bytes": sizes[name]} for name in runtimes]
+    rows = [
+        {
+            "runtime": name,
+            **speed[name],
+            **agreement(outputs[KERAS], outputs[name]),
+            "model_bytes": sizes[name],
+        }
+        for name in runtimes
+    ]
     for row in rows:
         row["speedup_vs_keras"] = row["patches_per_second"] / rows[0]["patches_per_second"]
     return rows
 
 
 # --- export: convert, compare, choose --------------------------------------------------------
+
 
 @dataclass
 class ExportResult:
@@ -286,10 +321,18 @@ class ExportResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def export_classifier(model: keras.Model, representative: np.ndarray, check: np.ndarray,
-                      timing: np.ndarray, *, agreement_threshold: float, rounds: int = 5,
-                      num_threads: int = 2, batch_size: int = 8,
-                      int8_enabled: bool = True) -> ExportResult:
+def export_classifier(
+    model: keras.Model,
+    representative: np.ndarray,
+    check: np.ndarray,
+    timing: np.ndarray,
+    *,
+    agreement_threshold: float,
+    rounds: int = 5,
+    num_threads: int = 2,
+    batch_size: int = 8,
+    int8_enabled: bool = True,
+) -> ExportResult:
     """Convert to TFLite float32 and int8; agreement on `check`, speed on `timing` patches.
 
     An int8 conversion that fails (an op without an int8 kernel) is recorded, not fatal: the
@@ -302,8 +345,11 @@ def export_classifier(model: keras.Model, representative: np.ndarray, check: np.
         try:
             int8 = to_tflite(model, representative, "int8")
         except Exception as error:  # converter errors have no common base class
-            logger.warning("int8 conversion failed (%s: %s); only float32 is exported",
-                           type(error).__name__, error)
+            logger.warning(
+                "int8 conversion failed (%s: %s); only float32 is exported",
+                type(error).__name__,
+                error,
+            )
             int8 = Skipped(f"int8 conversion failed: {type(error).__name__}: {error}")
     convert_seconds = time.perf_counter() - started
     predictors: dict[str, Predictor] = {KERAS: keras_predictor(model)}
@@ -314,15 +360,27 @@ def export_classifier(model: keras.Model, representative: np.ndarray, check: np.
         sizes[INT8] = len(int8)
     outputs = {name: predict(check) for name, predict in predictors.items()}
     speed = interleaved_latency(predictors, timing, rounds)
-    runtimes = {name: {"model_bytes": sizes[name], **speed[name],
-                       **({} if name == KERAS else agreement(outputs[KERAS], outputs[name]))}
-                for name in predictors}
+    runtimes = {
+        name: {
+            "model_bytes": sizes[name],
+            **speed[name],
+            **({} if name == KERAS else agreement(outputs[KERAS], outputs[name])),
+        }
+        for name in predictors
+    }
     runtime, reason = choose_runtime(runtimes, agreement_threshold)
-    summary = {"runtimes": runtimes, "runtime": runtime, "runtime_reason": reason,
-               "agreement_threshold": agreement_threshold, "agreement_patches": len(check),
-               "representative_patches": len(representative), "latency_patches": len(timing),
-               "latency_rounds": rounds, "convert_seconds": convert_seconds,
-               "int8_skipped": int8.reason if isinstance(int8, Skipped) else None}
+    summary = {
+        "runtimes": runtimes,
+        "runtime": runtime,
+        "runtime_reason": reason,
+        "agreement_threshold": agreement_threshold,
+        "agreement_patches": len(check),
+        "representative_patches": len(representative),
+        "latency_patches": len(timing),
+        "latency_rounds": rounds,
+        "convert_seconds": convert_seconds,
+        "int8_skipped": int8.reason if isinstance(int8, Skipped) else None,
+    }
     return ExportResult(float32, int8, summary)
 
 
@@ -334,8 +392,9 @@ def keras_file_bytes(model: keras.Model) -> int:
         return path.stat().st_size
 
 
-def interleaved_latency(predictors: Mapping[str, Predictor], patches: np.ndarray,
-                        rounds: int) -> dict[str, dict[str, float]]:
+def interleaved_latency(
+    predictors: Mapping[str, Predictor], patches: np.ndarray, rounds: int
+) -> dict[str, dict[str, float]]:
     """Median time per runtime; runtimes take turns each round, so load from other processes
     on a shared machine hits them alike (as `compare_runtimes` does)."""
     for predict in predictors.values():
@@ -343,18 +402,20 @@ def interleaved_latency(predictors: Mapping[str, Predictor], patches: np.ndarray
     seconds: dict[str, list[float]] = {name: [] for name in predictors}
     for _ in range(max(1, rounds)):
         for name, predict in predictors.items():
-            seconds[name].append(
-                latency(predict, patches, repeats=1, warmup=0)["seconds_median"])
+            seconds[name].append(latency(predict, patches, repeats=1, warmup=0)["seconds_median"])
     result = {}
     for name, values in seconds.items():
         median = float(np.median(values))
-        result[name] = {"patches_per_second": len(patches) / median,
-                        "ms_per_patch": 1000.0 * median / len(patches)}
+        result[name] = {
+            "patches_per_second": len(patches) / median,
+            "ms_per_patch": 1000.0 * median / len(patches),
+        }
     return result
 
 
-def choose_runtime(runtimes: Mapping[str, Mapping[str, float]],
-                   agreement_threshold: float) -> tuple[str, str]:
+def choose_runtime(
+    runtimes: Mapping[str, Mapping[str, float]], agreement_threshold: float
+) -> tuple[str, str]:
     """TFLite float32 when it says the same as Keras (label agreement >= threshold) and is
     faster; Keras otherwise. int8 is never chosen by itself: its gain is size, not speed, and
     its rounding flips borderline patches."""
@@ -363,27 +424,38 @@ def choose_runtime(runtimes: Mapping[str, Mapping[str, float]],
         return KERAS, "no float32 TFLite model"
     agreement = candidate.get("label_agreement", float("nan"))
     if not agreement >= agreement_threshold:  # NaN (no patches to check) fails too
-        return KERAS, (f"float32 label agreement {agreement:.3f} is below "
-                       f"{agreement_threshold:.3f}")
+        return KERAS, (
+            f"float32 label agreement {agreement:.3f} is below {agreement_threshold:.3f}"
+        )
     speedup = candidate["patches_per_second"] / keras_row["patches_per_second"]
     if speedup <= 1.0:
         return KERAS, f"float32 TFLite is not faster ({speedup:.2f}x Keras)"
-    return FLOAT32, (f"float32 TFLite agrees on {agreement:.1%} of labels and runs "
-                     f"{speedup:.2f}x Keras")
+    return FLOAT32, (
+        f"float32 TFLite agrees on {agreement:.1%} of labels and runs {speedup:.2f}x Keras"
+    )
 
 
 def export_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     """Flat numbers for MLflow: `<runtime>.<measure>` plus `uses_tflite` (1 = float32 chosen)."""
-    metrics = {f"{runtime}.{key}": float(value)
-               for runtime, row in summary["runtimes"].items() for key, value in row.items()
-               if isinstance(value, int | float) and np.isfinite(value)}
+    metrics = {
+        f"{runtime}.{key}": float(value)
+        for runtime, row in summary["runtimes"].items()
+        for key, value in row.items()
+        if isinstance(value, int | float) and np.isfinite(value)
+    }
     metrics["uses_tflite"] = float(summary["runtime"] == FLOAT32)
     metrics["convert_seconds"] = float(summary["convert_seconds"])
     return metrics
 
 
-def split_patches(patches: np.ndarray, patch_index: pd.DataFrame, splits: Sequence[str],
-                  n: int | None, input_size: int, seed: int = 0) -> np.ndarray:
+def split_patches(
+    patches: np.ndarray,
+    patch_index: pd.DataFrame,
+    splits: Sequence[str],
+    n: int | None,
+    input_size: int,
+    seed: int = 0,
+) -> np.ndarray:
     """Up to `n` patches (seeded, label-stratified) of the first of `splits` that has any,
     resized to the model input."""
     from ssc_skin.models import training  # noqa: PLC0415 - serving a .tflite needs no TensorFlow

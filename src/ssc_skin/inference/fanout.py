@@ -35,9 +35,13 @@ class Classifier(Protocol):
     def probabilities(self, patches: np.ndarray) -> np.ndarray: ...
 
 
-def image_rows(record: Mapping[str, Any], models: Sequence[Classifier],
-               preprocessor: Preprocessor, low_confidence_threshold: float,
-               tiff_page: int = 0) -> list[dict[str, Any]]:
+def image_rows(
+    record: Mapping[str, Any],
+    models: Sequence[Classifier],
+    preprocessor: Preprocessor,
+    low_confidence_threshold: float,
+    tiff_page: int = 0,
+) -> list[dict[str, Any]]:
     """One image (`image_path`, pseudonyms `image` and `patient`) -> one row per task; the
     patches are cut once and shared by every task's model."""
     image, _ = ingest.read_rgb(record["image_path"], tiff_page)
@@ -45,16 +49,27 @@ def image_rows(record: Mapping[str, Any], models: Sequence[Classifier],
     rows = []
     for model in models:
         probabilities = model.probabilities(found.used_patches)
-        summary = serving.summarise(probabilities, model.class_names,
-                                    low_confidence_threshold, found.selection)
-        rows.append({"level": "image", "image": record["image"], "patient": record["patient"],
-                     "task": model.task, "architecture": model.architecture,
-                     "runtime": model.runtime, **summary,
-                     "n_tissue_patches": found.n_tissue_tiles, "n_images": 1})
+        summary = serving.summarise(
+            probabilities, model.class_names, low_confidence_threshold, found.selection
+        )
+        rows.append(
+            {
+                "level": "image",
+                "image": record["image"],
+                "patient": record["patient"],
+                "task": model.task,
+                "architecture": model.architecture,
+                "runtime": model.runtime,
+                **summary,
+                "n_tissue_patches": found.n_tissue_tiles,
+                "n_images": 1,
+            }
+        )
     return rows
 
 
 # --- predict on a worker -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ClassifierBytes:
@@ -97,10 +112,15 @@ class _WorkerClassifier:
         return self.predict(tiling.resize_batch(patches, self.input_size))
 
 
-def predict_work(models: Sequence[Any], tflite: Mapping[str, Any],
-                 preprocess_config: Mapping[str, Any], unet_tflite: bytes,
-                 low_confidence_threshold: float, tiff_page: int = 0, num_threads: int = 1
-                 ) -> PredictWork | Skipped:
+def predict_work(
+    models: Sequence[Any],
+    tflite: Mapping[str, Any],
+    preprocess_config: Mapping[str, Any],
+    unet_tflite: bytes,
+    low_confidence_threshold: float,
+    tiff_page: int = 0,
+    num_threads: int = 1,
+) -> PredictWork | Skipped:
     """The work of `predict` by value, or why it must stay in the driver.
 
     `models` are `predict.TaskModel`s; `tflite` maps `<task>.<arch>` to an object with a
@@ -110,42 +130,71 @@ def predict_work(models: Sequence[Any], tflite: Mapping[str, Any],
     """
     keras_tasks = [m.task for m in models if m.runtime != export.FLOAT32]
     if keras_tasks:
-        return Skipped(f"task(s) {', '.join(keras_tasks)} run on Keras, which is not sent to "
-                       "workers (only TFLite bytes are); set predict.runtime: tflite to "
-                       "distribute them")
+        return Skipped(
+            f"task(s) {', '.join(keras_tasks)} run on Keras, which is not sent to "
+            "workers (only TFLite bytes are); set predict.runtime: tflite to "
+            "distribute them"
+        )
     classifiers = tuple(
-        ClassifierBytes(m.task, m.architecture, tuple(m.class_names), int(m.input_size),
-                        m.runtime, tflite[f"{m.task}.{m.architecture}"].tflite())
-        for m in models)
+        ClassifierBytes(
+            m.task,
+            m.architecture,
+            tuple(m.class_names),
+            int(m.input_size),
+            m.runtime,
+            tflite[f"{m.task}.{m.architecture}"].tflite(),
+        )
+        for m in models
+    )
     config = dict(preprocess_config)
-    settings = json.dumps([config, float(low_confidence_threshold), int(tiff_page),
-                           int(num_threads), [(c.task, c.architecture, c.class_names,
-                                               c.input_size) for c in classifiers]],
-                          sort_keys=True, default=str)
+    settings = json.dumps(
+        [
+            config,
+            float(low_confidence_threshold),
+            int(tiff_page),
+            int(num_threads),
+            [(c.task, c.architecture, c.class_names, c.input_size) for c in classifiers],
+        ],
+        sort_keys=True,
+        default=str,
+    )
     key = distributed.digest(settings, unet_tflite, *(c.tflite for c in classifiers))
-    return PredictWork(key, config, unet_tflite, classifiers, float(low_confidence_threshold),
-                       int(tiff_page), int(num_threads))
+    return PredictWork(
+        key,
+        config,
+        unet_tflite,
+        classifiers,
+        float(low_confidence_threshold),
+        int(tiff_page),
+        int(num_threads),
+    )
 
 
 def _build_predict(work: PredictWork) -> tuple[list[_WorkerClassifier], Preprocessor]:
     unet = export.tflite_segmenter(work.unet_tflite)  # its own thread count, as the node
     preprocessor = Preprocessor(PreprocessConfig.from_dict(work.preprocess_config), unet)
-    models = [_WorkerClassifier(c.task, c.architecture, c.runtime, c.class_names,
-                                c.input_size,
-                                export.TFLiteClassifier(c.tflite, work.num_threads).predict)
-              for c in work.classifiers]
+    models = [
+        _WorkerClassifier(
+            c.task,
+            c.architecture,
+            c.runtime,
+            c.class_names,
+            c.input_size,
+            export.TFLiteClassifier(c.tflite, work.num_threads).predict,
+        )
+        for c in work.classifiers
+    ]
     return models, preprocessor
 
 
-def predict_image_on_worker(record: Mapping[str, Any], work: PredictWork
-                            ) -> list[dict[str, Any]]:
+def predict_image_on_worker(record: Mapping[str, Any], work: PredictWork) -> list[dict[str, Any]]:
     """`image_rows` with interpreters built once per worker process from `work`'s bytes."""
     models, preprocessor = distributed.worker_cached(work.key, lambda: _build_predict(work))
-    return image_rows(record, models, preprocessor, work.low_confidence_threshold,
-                      work.tiff_page)
+    return image_rows(record, models, preprocessor, work.low_confidence_threshold, work.tiff_page)
 
 
 # --- patch cutting (training) on a worker ----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CutWork:
@@ -169,21 +218,24 @@ def cut_work(preprocess_config: Mapping[str, Any]) -> CutWork:
     return CutWork(distributed.digest(json.dumps(config, sort_keys=True, default=str)), config)
 
 
-def cut_image(image: np.ndarray, mask: np.ndarray | None, preprocessor: Preprocessor
-              ) -> CutImage:
+def cut_image(image: np.ndarray, mask: np.ndarray | None, preprocessor: Preprocessor) -> CutImage:
     """`Preprocessor.cut` and the mask crops of the same tiles (zeros without a mask)."""
     size = preprocessor.config.patch_size
     patches, tiles = preprocessor.cut(image)
     if mask is None:
         mask = np.zeros(image.shape[:2], np.uint8)
-    masks = (np.stack([tiling.crop(mask, t, size) for t in tiles]) if tiles
-             else np.zeros((0, size, size), np.uint8))
+    masks = (
+        np.stack([tiling.crop(mask, t, size) for t in tiles])
+        if tiles
+        else np.zeros((0, size, size), np.uint8)
+    )
     return CutImage(patches, masks, tiles)
 
 
 def cut_image_on_worker(item: tuple[np.ndarray, np.ndarray | None], work: CutWork) -> CutImage:
     """`cut_image` for (image, mask or None) read in the driver, where the catalog is."""
     preprocessor = distributed.worker_cached(
-        work.key, lambda: Preprocessor(PreprocessConfig.from_dict(work.preprocess_config)))
+        work.key, lambda: Preprocessor(PreprocessConfig.from_dict(work.preprocess_config))
+    )
     image, mask = item
     return cut_image(image, mask, preprocessor)

@@ -47,9 +47,14 @@ Loader = Callable[[], Any]
 
 # --- prediction: which files --------------------------------------------------------------
 
-def discover_inputs(path: str | Path, patient_id_regex: str | None, *,
-                    patient_from: str = "filename", allow_outside_root: bool = False
-                    ) -> pd.DataFrame:
+
+def discover_inputs(
+    path: str | Path,
+    patient_id_regex: str | None,
+    *,
+    patient_from: str = "filename",
+    allow_outside_root: bool = False,
+) -> pd.DataFrame:
     """Ingestion records (one per file) for a folder, searched recursively, or one file.
 
     The folder needs no label subfolders; without a regex (or when it does not match) an
@@ -60,34 +65,47 @@ def discover_inputs(path: str | Path, patient_id_regex: str | None, *,
     source = Path(path).expanduser()
     regex = patient_id_regex or ingest.DEFAULT_PATIENT_ID_REGEX
     if source.is_dir():
-        records = ingest.discover_folder(source, regex, patient_from=patient_from,
-                                         allow_outside_root=allow_outside_root,
-                                         label_folders=False)
+        records = ingest.discover_folder(
+            source,
+            regex,
+            patient_from=patient_from,
+            allow_outside_root=allow_outside_root,
+            label_folders=False,
+        )
         optional = records["problem_check"].isin(["no_label_folder", "no_patient_id"])
         records.loc[optional, ["problem_check", "problem"]] = None
     elif source.is_file():
         name = ingest.display_text(source.name)
         match = ingest.compile_patient_regex(regex).search(name)
         record = dict.fromkeys(ingest.RECORD_COLUMNS)
-        record.update(image_path=str(source), relative_path=name,
-                      patient_id=match.group("patient") if match and patient_from != "folder"
-                      else None)
+        record.update(
+            image_path=str(source),
+            relative_path=name,
+            patient_id=match.group("patient") if match and patient_from != "folder" else None,
+        )
         if source.suffix.lower() not in ingest.IMAGE_EXTENSIONS:
-            record.update(problem_check="not_image_extension",
-                          problem="not an image extension "
-                                  f"({ingest.display_text(source.suffix) or 'none'})")
+            record.update(
+                problem_check="not_image_extension",
+                problem=f"not an image extension ({ingest.display_text(source.suffix) or 'none'})",
+            )
         records = pd.DataFrame([record], columns=ingest.RECORD_COLUMNS)
     else:
-        raise ValueError("predict.input is neither a folder nor a file "
-                         f"({ingest.display_text(source.name)})")
+        raise ValueError(
+            f"predict.input is neither a folder nor a file ({ingest.display_text(source.name)})"
+        )
     if patient_id_regex is None:
         records["patient_id"] = None
     return records.assign(raw_label=UNLABELLED)
 
 
-def validate_inputs(records: pd.DataFrame, *, min_side: int, min_tissue_fraction: float,
-                    min_saturation: int = 12, tiff_page: int = 0
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_inputs(
+    records: pd.DataFrame,
+    *,
+    min_side: int,
+    min_tissue_fraction: float,
+    min_saturation: int = 12,
+    tiff_page: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cohort's checks on images without labels: (valid images, quarantine table).
 
     Decoding, size, tissue and duplicate checks are ingestion's own; all images carry one
@@ -95,17 +113,22 @@ def validate_inputs(records: pd.DataFrame, *, min_side: int, min_tissue_fraction
     label and patient checks pass and a repeated image is reported as a duplicate.
     """
     records = records.copy()
-    records["patient_id"] = records["patient_id"].where(records["patient_id"].notna(),
-                                                        _NO_PATIENT)
+    records["patient_id"] = records["patient_id"].where(records["patient_id"].notna(), _NO_PATIENT)
     valid, quarantine = ingest.validate_cohort(
-        records, label_map={}, allowed_labels=(UNLABELLED,), min_side=min_side,
-        min_tissue_fraction=min_tissue_fraction, min_saturation=min_saturation,
-        tiff_page=tiff_page)
+        records,
+        label_map={},
+        allowed_labels=(UNLABELLED,),
+        min_side=min_side,
+        min_tissue_fraction=min_tissue_fraction,
+        min_saturation=min_saturation,
+        tiff_page=tiff_page,
+    )
     valid["patient_id"] = valid["patient_id"].where(valid["patient_id"] != _NO_PATIENT, None)
     return valid, quarantine
 
 
 # --- prediction: the models ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrainedModel:
@@ -139,8 +162,9 @@ class TaskModel:
 def resolve_runtime(requested: str, export_summary: Mapping[str, Any] | None) -> str:
     """`auto`: what the export chose for this model (Keras when it was not exported)."""
     if requested not in RUNTIME_CHOICES:
-        raise ValueError(f"predict.runtime must be one of {', '.join(RUNTIME_CHOICES)}; "
-                         f"got {requested!r}")
+        raise ValueError(
+            f"predict.runtime must be one of {', '.join(RUNTIME_CHOICES)}; got {requested!r}"
+        )
     if requested == "tflite":
         return export.FLOAT32
     if requested == export.KERAS or not export_summary:
@@ -148,9 +172,13 @@ def resolve_runtime(requested: str, export_summary: Mapping[str, Any] | None) ->
     return str(export_summary.get("runtime", export.KERAS))
 
 
-def load_task_model(task: Mapping[str, Any], architecture: Mapping[str, Any], runtime: str,
-                    trained: Mapping[str, TrainedModel], num_threads: int = 2
-                    ) -> TaskModel | Skipped:
+def load_task_model(
+    task: Mapping[str, Any],
+    architecture: Mapping[str, Any],
+    runtime: str,
+    trained: Mapping[str, TrainedModel],
+    num_threads: int = 2,
+) -> TaskModel | Skipped:
     """The trained classifier of one task, on the runtime asked for (or chosen by export);
     only that model's file is loaded."""
     name = f"{task['name']}.{architecture['name']}"
@@ -158,26 +186,42 @@ def load_task_model(task: Mapping[str, Any], architecture: Mapping[str, Any], ru
     if model is not None and model.skipped:
         return Skipped(model.skipped)
     if model is None or model.keras is None:
-        raise ValueError(f"no trained model for {name} in data/06_models: run `kedro run` "
-                         "first to train it")
+        raise ValueError(
+            f"no trained model for {name} in data/06_models: run `kedro run` first to train it"
+        )
     chosen = resolve_runtime(runtime, model.export_summary)
     if chosen == export.FLOAT32:
         if model.tflite is None:
-            raise ValueError(f"no TFLite model for {name} in data/06_models: run "
-                             "`kedro run --pipeline export`, or set predict.runtime: keras")
+            raise ValueError(
+                f"no TFLite model for {name} in data/06_models: run "
+                "`kedro run --pipeline export`, or set predict.runtime: keras"
+            )
         classifier = export.TFLiteClassifier(model.tflite(), num_threads).predict
     else:
         classifier = serving.locked(export.keras_predictor(model.keras()))
-    return TaskModel(task["name"], architecture["name"], tuple(task["classes"]),
-                     architecture["input_size"], chosen, classifier, model.keras)
+    return TaskModel(
+        task["name"],
+        architecture["name"],
+        tuple(task["classes"]),
+        architecture["input_size"],
+        chosen,
+        classifier,
+        model.keras,
+    )
 
 
 # --- prediction: the table -------------------------------------------------------------------
 
-def predict_images(images: pd.DataFrame, models: Sequence[TaskModel],
-                   preprocessor: Preprocessor, low_confidence_threshold: float,
-                   tiff_page: int = 0, engine: Mapping[str, Any] | None = None,
-                   work: fanout.PredictWork | Skipped | None = None) -> pd.DataFrame:
+
+def predict_images(
+    images: pd.DataFrame,
+    models: Sequence[TaskModel],
+    preprocessor: Preprocessor,
+    low_confidence_threshold: float,
+    tiff_page: int = 0,
+    engine: Mapping[str, Any] | None = None,
+    work: fanout.PredictWork | Skipped | None = None,
+) -> pd.DataFrame:
     """One row per image and task: mean patch probabilities, label, counts and flags.
 
     `images` needs `image_path`, `image` and `patient` (pseudonyms); only pseudonyms come out.
@@ -189,24 +233,42 @@ def predict_images(images: pd.DataFrame, models: Sequence[TaskModel],
     if images.empty:  # no cluster to start for nothing
         return order_columns(pd.DataFrame([]), models)
     if config.kind == distributed.DASK and not isinstance(work, fanout.PredictWork):
-        logger.info("Predict: engine.kind is dask but images run in this process: %s",
-                    work.reason if isinstance(work, Skipped) else "no worker inputs given")
+        logger.info(
+            "Predict: engine.kind is dask but images run in this process: %s",
+            work.reason if isinstance(work, Skipped) else "no worker inputs given",
+        )
         config = distributed.EngineConfig(progress_seconds=config.progress_seconds)
     records = images[["image", "patient", "image_path"]].to_dict("records")
     if config.kind == distributed.DASK:
-        per_image = distributed.map_ordered(fanout.predict_image_on_worker, records, config,
-                                            shared=work, total=len(records), label="images")
+        per_image = distributed.map_ordered(
+            fanout.predict_image_on_worker,
+            records,
+            config,
+            shared=work,
+            total=len(records),
+            label="images",
+        )
     else:
         per_image = distributed.map_ordered(
-            partial(fanout.image_rows, models=models, preprocessor=preprocessor,
-                    low_confidence_threshold=low_confidence_threshold, tiff_page=tiff_page),
-            records, config, total=len(records), label="images")
+            partial(
+                fanout.image_rows,
+                models=models,
+                preprocessor=preprocessor,
+                low_confidence_threshold=low_confidence_threshold,
+                tiff_page=tiff_page,
+            ),
+            records,
+            config,
+            total=len(records),
+            label="images",
+        )
     rows = [row for image_rows in per_image for row in image_rows]
     return order_columns(pd.DataFrame(rows), models)
 
 
-def patient_means(image_rows: pd.DataFrame, models: Sequence[TaskModel],
-                  low_confidence_threshold: float) -> pd.DataFrame:
+def patient_means(
+    image_rows: pd.DataFrame, models: Sequence[TaskModel], low_confidence_threshold: float
+) -> pd.DataFrame:
     """Per patient and task: the mean of its images' probabilities (images with patches only).
 
     Images without a patient id have no patient row.
@@ -219,30 +281,60 @@ def patient_means(image_rows: pd.DataFrame, models: Sequence[TaskModel],
         for patient, part in of_task.groupby("patient", sort=True):
             with_patches = part[part["n_patches"] > 0]
             selection = "ok" if (part["selection"] == "ok").all() else "includes_fallback"
-            summary = serving.summarise(with_patches[columns].to_numpy(), model.class_names,
-                                        low_confidence_threshold, selection)
-            rows.append({"level": "patient", "image": None, "patient": patient,
-                         "task": model.task, "architecture": model.architecture,
-                         "runtime": model.runtime, **summary,
-                         "n_patches": int(part["n_patches"].sum()),
-                         "n_tissue_patches": int(part["n_tissue_patches"].sum()),
-                         "n_images": len(part)})
+            summary = serving.summarise(
+                with_patches[columns].to_numpy(),
+                model.class_names,
+                low_confidence_threshold,
+                selection,
+            )
+            rows.append(
+                {
+                    "level": "patient",
+                    "image": None,
+                    "patient": patient,
+                    "task": model.task,
+                    "architecture": model.architecture,
+                    "runtime": model.runtime,
+                    **summary,
+                    "n_patches": int(part["n_patches"].sum()),
+                    "n_tissue_patches": int(part["n_tissue_patches"].sum()),
+                    "n_images": len(part),
+                }
+            )
     return order_columns(pd.DataFrame(rows), models)
 
 
 def order_columns(table: pd.DataFrame, models: Sequence[TaskModel]) -> pd.DataFrame:
     """A fixed column order; every task's probability columns (NaN where not its class)."""
     classes = list(dict.fromkeys(c for m in models for c in m.class_names))
-    columns = ["level", "image", "patient", "task", "architecture", "runtime", "label",
-               *(f"probability_{c}" for c in classes), "n_patches", "n_tissue_patches",
-               "n_images", "selection", "low_confidence"]
+    columns = [
+        "level",
+        "image",
+        "patient",
+        "task",
+        "architecture",
+        "runtime",
+        "label",
+        *(f"probability_{c}" for c in classes),
+        "n_patches",
+        "n_tissue_patches",
+        "n_images",
+        "selection",
+        "low_confidence",
+    ]
     return table.reindex(columns=columns)
 
 
 # --- prediction: Grad-CAM ----------------------------------------------------------------------
 
-def gradcam_heatmap(model: keras.Model, found: ImagePatches, image_shape: tuple[int, ...],
-                    input_size: int, class_index: int) -> np.ndarray:
+
+def gradcam_heatmap(
+    model: keras.Model,
+    found: ImagePatches,
+    image_shape: tuple[int, ...],
+    input_size: int,
+    class_index: int,
+) -> np.ndarray:
     """Grad-CAM of every classified patch, weighted by its probability for `class_index` and
     put back at its place: where in the section the evidence for the label lies."""
     heat = np.zeros(image_shape[:2], np.float32)
@@ -254,6 +346,7 @@ def gradcam_heatmap(model: keras.Model, found: ImagePatches, image_shape: tuple[
     weights = np.asarray(model.predict_on_batch(inputs))[:, class_index]
     size = patches.shape[1]
     for cam, weight, tile in zip(maps, weights, found.used_tiles, strict=True):
-        heat[tile.y:tile.y + size, tile.x:tile.x + size] = (
-            tiling.resize_batch(cam[None], size)[0] * weight)
+        heat[tile.y : tile.y + size, tile.x : tile.x + size] = (
+            tiling.resize_batch(cam[None], size)[0] * weight
+        )
     return heat / max(float(heat.max()), 1e-6)

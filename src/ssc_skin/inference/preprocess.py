@@ -27,7 +27,11 @@ Segmenter = Callable[[np.ndarray], np.ndarray]  # N x s x s x 3 uint8 -> N x s x
 
 # How each image's classified patches were chosen (`selection`), most trusted first.
 OK, TISSUE_FALLBACK, GATING_FALLBACK, NOT_ASSESSABLE = (
-    "ok", "tissue_fallback", "gating_fallback", "not_assessable")
+    "ok",
+    "tissue_fallback",
+    "gating_fallback",
+    "not_assessable",
+)
 SELECTIONS = (OK, TISSUE_FALLBACK, GATING_FALLBACK, NOT_ASSESSABLE)
 SELECTION_REASONS = {
     OK: "",
@@ -65,13 +69,14 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         for name in ("patch_size", "stride", "unet_input_size", "fallback_patches", "kernel"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(f"preprocessing: {name} must be positive, "
-                                 f"got {getattr(self, name)!r}")
-        for name in ("min_tissue_fraction", "fallback_min_tissue_fraction",
-                     "min_dermis_fraction"):
+                raise ValueError(
+                    f"preprocessing: {name} must be positive, got {getattr(self, name)!r}"
+                )
+        for name in ("min_tissue_fraction", "fallback_min_tissue_fraction", "min_dermis_fraction"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"preprocessing: {name} must be within [0, 1], "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"preprocessing: {name} must be within [0, 1], got {getattr(self, name)!r}"
+                )
         object.__setattr__(self, "normalizer", dict(self.normalizer))
         object.__setattr__(self, "slide", dict(self.slide))
 
@@ -87,31 +92,45 @@ class PreprocessConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"preprocessing config: unknown keys {unknown}; "
-                             f"known: {sorted(known)}")
+            raise ValueError(
+                f"preprocessing config: unknown keys {unknown}; known: {sorted(known)}"
+            )
         return cls(**dict(data))
 
     @classmethod
-    def from_params(cls, patches: Mapping[str, Any], segmentation: Mapping[str, Any] | None,
-                    normalizer: Mapping[str, Any] | None = None) -> PreprocessConfig:
+    def from_params(
+        cls,
+        patches: Mapping[str, Any],
+        segmentation: Mapping[str, Any] | None,
+        normalizer: Mapping[str, Any] | None = None,
+    ) -> PreprocessConfig:
         """From the project's `patches` and `segmentation` parameter blocks."""
         unet = (segmentation or {}).get("unet", {})
         selection = (segmentation or {}).get("selection", {})
         return cls(
-            patch_size=int(patches["patch_size"]), stride=int(patches["stride"]),
+            patch_size=int(patches["patch_size"]),
+            stride=int(patches["stride"]),
             min_tissue_fraction=float(patches["min_tissue_fraction"]),
-            fallback_min_tissue_fraction=float(patches.get(
-                "unet_min_tissue_fraction", cls.fallback_min_tissue_fraction)),
+            fallback_min_tissue_fraction=float(
+                patches.get("unet_min_tissue_fraction", cls.fallback_min_tissue_fraction)
+            ),
             fallback_patches=int(patches.get("fallback_patches", cls.fallback_patches)),
             min_saturation=int(patches.get("min_saturation", cls.min_saturation)),
             normalizer=dict(normalizer or {"method": "none"}),
             use_segmentation=bool(selection.get("use_segmentation", True)),
             unet_input_size=int(unet.get("input_size", cls.unet_input_size)),
-            min_dermis_fraction=float(selection.get("min_dermis_fraction",
-                                                    cls.min_dermis_fraction)),
-            slide={**({"target_microns_per_pixel": patches["target_microns_per_pixel"]}
-                      if patches.get("target_microns_per_pixel") else {}),
-                   **(patches.get("slide") or {})})
+            min_dermis_fraction=float(
+                selection.get("min_dermis_fraction", cls.min_dermis_fraction)
+            ),
+            slide={
+                **(
+                    {"target_microns_per_pixel": patches["target_microns_per_pixel"]}
+                    if patches.get("target_microns_per_pixel")
+                    else {}
+                ),
+                **(patches.get("slide") or {}),
+            },
+        )
 
 
 @dataclass
@@ -138,8 +157,9 @@ class ImagePatches:
         return self.selection in (TISSUE_FALLBACK, GATING_FALLBACK)
 
 
-def candidate_patches(tissue_fraction: np.ndarray, config: PreprocessConfig
-                      ) -> tuple[np.ndarray, str]:
+def candidate_patches(
+    tissue_fraction: np.ndarray, config: PreprocessConfig
+) -> tuple[np.ndarray, str]:
     """Patches of ONE image with enough tissue; without any, its most tissue-rich tiles
     (`tissue_fallback`); without any tile, `not_assessable`."""
     tissue_fraction = np.asarray(tissue_fraction, float)
@@ -153,8 +173,9 @@ def candidate_patches(tissue_fraction: np.ndarray, config: PreprocessConfig
     return candidates, TISSUE_FALLBACK
 
 
-def choose_patches(tissue_fraction: np.ndarray, dermis_fraction: np.ndarray | None,
-                   config: PreprocessConfig) -> tuple[np.ndarray, str]:
+def choose_patches(
+    tissue_fraction: np.ndarray, dermis_fraction: np.ndarray | None, config: PreprocessConfig
+) -> tuple[np.ndarray, str]:
     """Which candidate patches of ONE image the classifier sees, and how they were chosen.
 
     Patches with enough tissue, then enough dermis (UNet gating). An image is never dropped
@@ -188,8 +209,12 @@ class Preprocessor:
 
     def tiles(self, image: np.ndarray) -> list[tiling.Tile]:
         """Grid tiles of the raw image with at least the fallback share of tissue."""
-        return tiling.grid_tiles(self.tissue(image), self.config.patch_size, self.config.stride,
-                                 self.config.lowest_tissue_fraction)
+        return tiling.grid_tiles(
+            self.tissue(image),
+            self.config.patch_size,
+            self.config.stride,
+            self.config.lowest_tissue_fraction,
+        )
 
     def cut(self, image: np.ndarray) -> tuple[np.ndarray, list[tiling.Tile]]:
         """Stain-normalised candidate patches and their tiles.
@@ -231,10 +256,12 @@ class Preprocessor:
         found = self.tiles(image)
         kept = self.candidates(found)
         size = self.config.patch_size
-        raw = (np.stack([tiling.crop(image, t, size) for t in kept]) if kept
-               else np.zeros((0, size, size, 3), np.uint8))
-        return self.from_candidates(raw, kept, self.normalizer.pixel_transform(image),
-                                    len(found))
+        raw = (
+            np.stack([tiling.crop(image, t, size) for t in kept])
+            if kept
+            else np.zeros((0, size, size, 3), np.uint8)
+        )
+        return self.from_candidates(raw, kept, self.normalizer.pixel_transform(image), len(found))
 
     def candidates(self, tiles: Sequence[tiling.Tile]) -> list[tiling.Tile]:
         """The tiles worth reading: those with enough tissue, or the fallback's best ones."""
@@ -242,29 +269,39 @@ class Preprocessor:
         chosen, _ = candidate_patches(fractions, self.config)
         return [t for t, keep in zip(tiles, chosen, strict=True) if keep]
 
-    def from_candidates(self, raw_patches: np.ndarray, tiles: Sequence[tiling.Tile],
-                        stain_map: stain.PixelTransform, n_tissue_tiles: int) -> ImagePatches:
+    def from_candidates(
+        self,
+        raw_patches: np.ndarray,
+        tiles: Sequence[tiling.Tile],
+        stain_map: stain.PixelTransform,
+        n_tissue_tiles: int,
+    ) -> ImagePatches:
         """The rest of the step for candidate patches already cut (`candidates`), e.g. a
         slide's tiles read lazily at the target resolution: `stain_map` comes from
         `normalizer.pixel_transform` on the slide's thumbnail or a sample of its tiles."""
         size = self.config.patch_size
-        patches = (stain_map(np.asarray(raw_patches)) if len(tiles)
-                   else np.zeros((0, size, size, 3), np.uint8))
+        patches = (
+            stain_map(np.asarray(raw_patches))
+            if len(tiles)
+            else np.zeros((0, size, size, 3), np.uint8)
+        )
         dermis = self.dermis_fraction(patches) if len(tiles) else None
         # on the candidates alone, the tissue step picks them all again with the same status
         fractions = np.array([t.tissue_fraction for t in tiles], float)
         used, selection = choose_patches(fractions, dermis, self.config)
         return ImagePatches(patches, list(tiles), dermis, used, selection, n_tissue_tiles)
 
-    def patches_for_classifier(self, image: np.ndarray, input_size: int
-                               ) -> tuple[np.ndarray, ImagePatches]:
+    def patches_for_classifier(
+        self, image: np.ndarray, input_size: int
+    ) -> tuple[np.ndarray, ImagePatches]:
         """The classified patches resized to a classifier's input, and the full record."""
         found = self(image)
         return tiling.resize_batch(found.used_patches, input_size), found
 
 
-def segment_image(preprocessor: Preprocessor, image: np.ndarray,
-                  min_tissue_fraction: float = 0.05) -> np.ndarray:
+def segment_image(
+    preprocessor: Preprocessor, image: np.ndarray, min_tissue_fraction: float = 0.05
+) -> np.ndarray:
     """A whole-image UNet mask from the patch UNet: non-overlapping patch windows (edges
     padded), each normalised like training patches; windows the tiling calls glass are
     background, as in training."""
@@ -279,7 +316,7 @@ def segment_image(preprocessor: Preprocessor, image: np.ndarray,
     mask = np.zeros(padded.shape[:2], np.uint8)
     for label, tile in zip(labels, every, strict=True):
         if tiling.crop(tissue, tile, size).mean() >= min_tissue_fraction:
-            mask[tile.y:tile.y + size, tile.x:tile.x + size] = label
+            mask[tile.y : tile.y + size, tile.x : tile.x + size] = label
     return mask[:h, :w]
 
 

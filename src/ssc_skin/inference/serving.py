@@ -54,11 +54,13 @@ class PredictorConfig:
 
     def __post_init__(self) -> None:
         if len(self.class_names) < 2 or NO_TISSUE in self.class_names:
-            raise ValueError(f"need >= 2 class names, none of them {NO_TISSUE!r}; "
-                             f"got {self.class_names}")
+            raise ValueError(
+                f"need >= 2 class names, none of them {NO_TISSUE!r}; got {self.class_names}"
+            )
         object.__setattr__(self, "class_names", tuple(self.class_names))
-        object.__setattr__(self, "preprocess",
-                           PreprocessConfig.from_dict(self.preprocess).to_dict())
+        object.__setattr__(
+            self, "preprocess", PreprocessConfig.from_dict(self.preprocess).to_dict()
+        )
 
     @property
     def preprocessing(self) -> PreprocessConfig:
@@ -66,8 +68,13 @@ class PredictorConfig:
 
 
 def output_columns(class_names: Sequence[str]) -> list[str]:
-    return ["label", *(f"probability_{c}" for c in class_names), "n_patches", "selection",
-            "low_confidence"]
+    return [
+        "label",
+        *(f"probability_{c}" for c in class_names),
+        "n_patches",
+        "selection",
+        "low_confidence",
+    ]
 
 
 def encode_image(image: np.ndarray, extension: str = ".png") -> str:
@@ -78,8 +85,9 @@ def encode_image(image: np.ndarray, extension: str = ".png") -> str:
     return base64.b64encode(buffer.tobytes()).decode("ascii")
 
 
-def decode_image(value: Any, max_pixels: int = 64_000_000,
-                 max_bytes: int = 64 * 2**20) -> np.ndarray:
+def decode_image(
+    value: Any, max_pixels: int = 64_000_000, max_bytes: int = 64 * 2**20
+) -> np.ndarray:
     """Base64 PNG/JPEG (a data-URI prefix is allowed) or raw image bytes -> RGB uint8.
 
     The size is read from the header and checked before anything is decompressed, so a small
@@ -95,8 +103,9 @@ def decode_image(value: Any, max_pixels: int = 64_000_000,
     raw = value if isinstance(value, bytes) and _looks_like_image(value) else _b64(value)
     width, height = _declared_size(raw)
     if width * height > max_pixels:
-        raise ValueError(f"image of {width}x{height} px is larger than the limit of "
-                         f"{max_pixels:,} pixels")
+        raise ValueError(
+            f"image of {width}x{height} px is larger than the limit of {max_pixels:,} pixels"
+        )
     image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError("not a decodable PNG/JPEG image")
@@ -111,8 +120,9 @@ def _declared_size(raw: bytes) -> tuple[int, int]:
                 raise ValueError(f"not a PNG/JPEG image ({header.format})")
             return header.size
     except Image.DecompressionBombError:
-        raise ValueError("image is larger than the limit of pixels a decoder may open "
-                         "(a decompression bomb?)") from None
+        raise ValueError(
+            "image is larger than the limit of pixels a decoder may open (a decompression bomb?)"
+        ) from None
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"not a decodable PNG/JPEG image ({type(error).__name__})") from None
 
@@ -134,8 +144,12 @@ def _b64(value: str | bytes) -> bytes:
         raise ValueError(f"image is not valid base64: {error}") from error
 
 
-def summarise(probabilities: np.ndarray, class_names: Sequence[str],
-              low_confidence_threshold: float, selection: str = "ok") -> dict[str, Any]:
+def summarise(
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    low_confidence_threshold: float,
+    selection: str = "ok",
+) -> dict[str, Any]:
     """One output row: mean patch probability per class, its argmax and a confidence flag.
 
     No patches (no tissue found) gives label "no tissue", null probabilities (valid JSON,
@@ -146,27 +160,33 @@ def summarise(probabilities: np.ndarray, class_names: Sequence[str],
     n = len(probabilities)
     mean = probabilities.mean(axis=0) if n else None
     row: dict[str, Any] = {"label": class_names[int(np.argmax(mean))] if n else NO_TISSUE}
-    row.update({f"probability_{c}": float(mean[i]) if n else None
-                for i, c in enumerate(class_names)})
+    row.update(
+        {f"probability_{c}": float(mean[i]) if n else None for i, c in enumerate(class_names)}
+    )
     row["n_patches"] = n
     row["selection"] = selection
-    row["low_confidence"] = bool(not n or selection != "ok"
-                                 or float(mean.max()) < low_confidence_threshold)
+    row["low_confidence"] = bool(
+        not n or selection != "ok" or float(mean.max()) < low_confidence_threshold
+    )
     return row
 
 
-def predict_image(image: np.ndarray, classifier: Classifier, preprocessor: Preprocessor,
-                  config: PredictorConfig) -> dict[str, Any]:
+def predict_image(
+    image: np.ndarray, classifier: Classifier, preprocessor: Preprocessor, config: PredictorConfig
+) -> dict[str, Any]:
     """One whole image -> one output row, through the training run's preprocessing."""
     patches, found = preprocessor.patches_for_classifier(image, config.input_size)
-    probabilities = (classifier(patches) if len(patches)
-                     else np.zeros((0, len(config.class_names)), np.float32))
-    return summarise(probabilities, config.class_names, config.low_confidence_threshold,
-                     found.selection)
+    probabilities = (
+        classifier(patches) if len(patches) else np.zeros((0, len(config.class_names)), np.float32)
+    )
+    return summarise(
+        probabilities, config.class_names, config.low_confidence_threshold, found.selection
+    )
 
 
-def load_classifier(path: str | Path, num_threads: int = 2,
-                    batch_size: int | None = None) -> Classifier:
+def load_classifier(
+    path: str | Path, num_threads: int = 2, batch_size: int | None = None
+) -> Classifier:
     """A `.tflite` file runs on LiteRT, a `.keras` file on Keras; both take uint8-range RGB
     patches and return probabilities."""
     path = Path(path)
@@ -191,6 +211,7 @@ def locked(fn: Classifier) -> Classifier:
     def call(patches: np.ndarray) -> np.ndarray:
         with lock:
             return fn(patches)
+
     return call
 
 
@@ -214,32 +235,37 @@ class WholeImagePredictor(mlflow.pyfunc.PythonModel):
         return {"config": self.config, "_classifier": None, "_preprocessor": None}
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self._classifier = load_classifier(context.artifacts[CLASSIFIER_ARTIFACT],
-                                           self.config.num_threads, self.config.batch_size)
+        self._classifier = load_classifier(
+            context.artifacts[CLASSIFIER_ARTIFACT], self.config.num_threads, self.config.batch_size
+        )
         unet_path = context.artifacts.get(UNET_ARTIFACT)
         unet = load_unet(unet_path, self.config.num_threads) if unet_path else None
         if self.config.preprocessing.use_segmentation and unet is None:
-            raise MlflowException("this predictor gates patches with a UNet, but the model "
-                                  f"has no {UNET_ARTIFACT!r} artifact")
+            raise MlflowException(
+                "this predictor gates patches with a UNet, but the model "
+                f"has no {UNET_ARTIFACT!r} artifact"
+            )
         self._preprocessor = Preprocessor(self.config.preprocessing, unet)
 
-    def predict(self, context: Any, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         if self._classifier is None or self._preprocessor is None:
             raise MlflowException("classifier not loaded: load the model with mlflow.pyfunc")
         if not isinstance(model_input, pd.DataFrame) or "image" not in model_input.columns:
             columns = list(getattr(model_input, "columns", []))
             raise MlflowException.invalid_parameter_value(
-                f"input needs a column 'image' (base64 PNG/JPEG); got {columns}")
+                f"input needs a column 'image' (base64 PNG/JPEG); got {columns}"
+            )
         rows = []
         for i, value in enumerate(model_input["image"]):
             try:
-                image = decode_image(value, self.config.max_image_pixels,
-                                     self.config.max_image_bytes)
+                image = decode_image(
+                    value, self.config.max_image_pixels, self.config.max_image_bytes
+                )
             except ValueError as error:
                 raise MlflowException.invalid_parameter_value(f"row {i}: {error}") from None
-            rows.append(predict_image(image, self._classifier, self._preprocessor,
-                                      self.config))
+            rows.append(predict_image(image, self._classifier, self._preprocessor, self.config))
         frame = pd.DataFrame(rows, columns=output_columns(self.config.class_names))
         return frame.astype(object).where(frame.notna(), None)  # null in JSON, never NaN
 
@@ -273,11 +299,14 @@ def _first_installed(*names: str) -> str:
     raise RuntimeError(f"none of {names} is installed")
 
 
-def log_predictor(classifier_path: str | Path, config: PredictorConfig,
-                  unet_path: str | Path | None = None,
-                  name: str = "whole_image_predictor",
-                  registered_model_name: str | None = None,
-                  input_example: pd.DataFrame | None = None) -> mlflow.models.model.ModelInfo:
+def log_predictor(
+    classifier_path: str | Path,
+    config: PredictorConfig,
+    unet_path: str | Path | None = None,
+    name: str = "whole_image_predictor",
+    registered_model_name: str | None = None,
+    input_example: pd.DataFrame | None = None,
+) -> mlflow.models.model.ModelInfo:
     """Log the classifier file with the pre/post-processing as one servable pyfunc model.
 
     The `ssc_skin` package travels as code (`code_paths`), so the model loads where the
@@ -288,14 +317,15 @@ def log_predictor(classifier_path: str | Path, config: PredictorConfig,
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=WholeImagePredictor(config),
-        artifacts={CLASSIFIER_ARTIFACT: str(classifier_path),
-                   **({UNET_ARTIFACT: str(unet_path)} if unet_path else {})},
+        artifacts={
+            CLASSIFIER_ARTIFACT: str(classifier_path),
+            **({UNET_ARTIFACT: str(unet_path)} if unet_path else {}),
+        },
         code_paths=[str(_PACKAGE_DIR)],
         pip_requirements=pip_requirements(classifier_path),
         input_example=input_example,
         registered_model_name=registered_model_name,
         metadata={"predictor_config": asdict(config)},
     )
-    logger.info("logged whole-image predictor %s (%s)", info.model_uri,
-                Path(classifier_path).name)
+    logger.info("logged whole-image predictor %s (%s)", info.model_uri, Path(classifier_path).name)
     return info

@@ -42,27 +42,36 @@ class SlideSettings:
     batch_size: int = 256
 
     @classmethod
-    def from_config(cls, config: PreprocessConfig,
-                    fallback_mpp: float | None = None) -> SlideSettings:
+    def from_config(
+        cls, config: PreprocessConfig, fallback_mpp: float | None = None
+    ) -> SlideSettings:
         """From the training run's saved preprocessing (`PreprocessConfig.slide`): predict
         cuts slides exactly as training did."""
         settings = dict(config.slide)
-        return cls.from_params({"target_microns_per_pixel":
-                                settings.pop("target_microns_per_pixel", None),
-                                "slide": settings}, fallback_mpp)
+        return cls.from_params(
+            {
+                "target_microns_per_pixel": settings.pop("target_microns_per_pixel", None),
+                "slide": settings,
+            },
+            fallback_mpp,
+        )
 
     @classmethod
-    def from_params(cls, patches: Mapping[str, Any],
-                    fallback_mpp: float | None = None) -> SlideSettings:
+    def from_params(
+        cls, patches: Mapping[str, Any], fallback_mpp: float | None = None
+    ) -> SlideSettings:
         """From the `patches` block (`target_microns_per_pixel`, `slide`) and
         `cohort.source.microns_per_pixel` (the fallback for slides without metadata)."""
         slide = patches.get("slide") or {}
-        return cls(target_mpp=float(patches.get("target_microns_per_pixel") or 2.0),
-                   fallback_mpp=float(fallback_mpp) if fallback_mpp else None,
-                   max_thumbnail_pixels=int(slide.get("max_thumbnail_pixels",
-                                                      slides.MAX_THUMBNAIL_PIXELS)),
-                   cells_per_tile=int(slide.get("cells_per_tile", slides.CELLS_PER_TILE)),
-                   batch_size=int(slide.get("batch_size", 256)))
+        return cls(
+            target_mpp=float(patches.get("target_microns_per_pixel") or 2.0),
+            fallback_mpp=float(fallback_mpp) if fallback_mpp else None,
+            max_thumbnail_pixels=int(
+                slide.get("max_thumbnail_pixels", slides.MAX_THUMBNAIL_PIXELS)
+            ),
+            cells_per_tile=int(slide.get("cells_per_tile", slides.CELLS_PER_TILE)),
+            batch_size=int(slide.get("batch_size", 256)),
+        )
 
 
 @dataclass
@@ -88,27 +97,41 @@ class SlidePatches:
 
 
 def to_tiles(table: pd.DataFrame) -> list[tiling.Tile]:
-    return [tiling.Tile(int(x), int(y), float(f)) for x, y, f in
-            zip(table["x"], table["y"], table["tissue_fraction"], strict=True)]
+    return [
+        tiling.Tile(int(x), int(y), float(f))
+        for x, y, f in zip(table["x"], table["y"], table["tissue_fraction"], strict=True)
+    ]
 
 
-def slide_tiles(path: str | os.PathLike[str], config: PreprocessConfig,
-                settings: SlideSettings, manifest_mpp: float | None = None) -> SlideTiles:
+def slide_tiles(
+    path: str | os.PathLike[str],
+    config: PreprocessConfig,
+    settings: SlideSettings,
+    manifest_mpp: float | None = None,
+) -> SlideTiles:
     """Thumbnail, tissue and every tile with at least `config.lowest_tissue_fraction`.
 
     The tile table is a few numbers per tile (not pixels), so it is built whole.
     """
-    tissue = slides.read_tissue(path, config.patch_size, settings.target_mpp,
-                                stride=config.stride, min_saturation=config.min_saturation,
-                                manifest_mpp=manifest_mpp, fallback_mpp=settings.fallback_mpp,
-                                cells_per_tile=settings.cells_per_tile,
-                                max_thumbnail_pixels=settings.max_thumbnail_pixels)
+    tissue = slides.read_tissue(
+        path,
+        config.patch_size,
+        settings.target_mpp,
+        stride=config.stride,
+        min_saturation=config.min_saturation,
+        manifest_mpp=manifest_mpp,
+        fallback_mpp=settings.fallback_mpp,
+        cells_per_tile=settings.cells_per_tile,
+        max_thumbnail_pixels=settings.max_thumbnail_pixels,
+    )
     with slides.open_slide(path) as slide:
         width, height = (int(v) for v in slide.dimensions)
-    bands = list(slides.iter_tiles(tissue.mask, tissue.plan, config.lowest_tissue_fraction,
-                                   (width, height)))
-    table = (pd.concat(bands, ignore_index=True) if bands
-             else pd.DataFrame(columns=slides.TILE_COLUMNS))
+    bands = list(
+        slides.iter_tiles(tissue.mask, tissue.plan, config.lowest_tissue_fraction, (width, height))
+    )
+    table = (
+        pd.concat(bands, ignore_index=True) if bands else pd.DataFrame(columns=slides.TILE_COLUMNS)
+    )
     return SlideTiles(tissue, table, (width, height))
 
 
@@ -117,8 +140,12 @@ def stain_map(preprocessor: Preprocessor, tissue: slides.SlideTissue) -> stain.P
     return preprocessor.normalizer.pixel_transform(tissue.thumbnail)
 
 
-def cut_slide(path: str | os.PathLike[str], preprocessor: Preprocessor, found: SlideTiles,
-              batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+def cut_slide(
+    path: str | os.PathLike[str],
+    preprocessor: Preprocessor,
+    found: SlideTiles,
+    batch_size: int = 256,
+) -> Iterator[tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
     """`Preprocessor.cut` for a slide, streamed: (normalised, raw, tiles) per read batch.
 
     Every tile with at least the fallback tissue share (the UNet learns from border and fat
@@ -128,48 +155,60 @@ def cut_slide(path: str | os.PathLike[str], preprocessor: Preprocessor, found: S
         return
     transform = stain_map(preprocessor, found.tissue)
     with slides.open_slide(path) as slide:
-        for batch in slides.iter_patches(slide, found.tissue.plan, iter([found.table]),
-                                         batch_size):
+        for batch in slides.iter_patches(slide, found.tissue.plan, iter([found.table]), batch_size):
             yield transform(batch.images), batch.images, batch.tiles
 
 
-def preprocess_slide(path: str | os.PathLike[str], preprocessor: Preprocessor,
-                     settings: SlideSettings, manifest_mpp: float | None = None
-                     ) -> SlidePatches:
+def preprocess_slide(
+    path: str | os.PathLike[str],
+    preprocessor: Preprocessor,
+    settings: SlideSettings,
+    manifest_mpp: float | None = None,
+) -> SlidePatches:
     """`Preprocessor.__call__` for a slide: only candidate tiles are read, then
     `from_candidates` (stain map, UNet gating, selection) exactly as for an image."""
     found = slide_tiles(path, preprocessor.config, settings, manifest_mpp)
     chosen = preprocessor.candidates(found.tiles)
     keep = {(t.x, t.y) for t in chosen}
-    wanted = found.table[[(int(x), int(y)) in keep for x, y in
-                          zip(found.table["x"], found.table["y"], strict=True)]]
+    wanted = found.table[
+        [(int(x), int(y)) in keep for x, y in zip(found.table["x"], found.table["y"], strict=True)]
+    ]
     size = preprocessor.config.patch_size
     raw, read = [], []
     if len(wanted):
         with slides.open_slide(path) as slide:
-            for batch in slides.iter_patches(slide, found.tissue.plan, iter([wanted]),
-                                             settings.batch_size):
+            for batch in slides.iter_patches(
+                slide, found.tissue.plan, iter([wanted]), settings.batch_size
+            ):
                 raw.append(batch.images)
                 read.append(batch.tiles)
-    table = (pd.concat(read, ignore_index=True) if read
-             else pd.DataFrame(columns=slides.TILE_COLUMNS))
+    table = (
+        pd.concat(read, ignore_index=True) if read else pd.DataFrame(columns=slides.TILE_COLUMNS)
+    )
     patches = np.concatenate(raw) if raw else np.zeros((0, size, size, 3), np.uint8)
-    result = preprocessor.from_candidates(patches, to_tiles(table),
-                                          stain_map(preprocessor, found.tissue),
-                                          len(found.table))
+    result = preprocessor.from_candidates(
+        patches, to_tiles(table), stain_map(preprocessor, found.tissue), len(found.table)
+    )
     return SlidePatches(result, table["size"].to_numpy(np.int64), found.tissue)
 
 
-def tile_table(result: SlidePatches, probabilities: np.ndarray,
-               class_names: tuple[str, ...] | list[str]) -> pd.DataFrame:
+def tile_table(
+    result: SlidePatches, probabilities: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> pd.DataFrame:
     """The classified tiles of a slide with x, y, size, tissue_fraction, probability_<class>:
     what `slide_outputs.probability_heatmap` and `qupath_geojson` draw."""
     used = result.found.used
     tiles = result.found.used_tiles
-    table = pd.DataFrame({"x": [t.x for t in tiles], "y": [t.y for t in tiles],
-                          "size": result.sizes[used],
-                          "tissue_fraction": [t.tissue_fraction for t in tiles]})
+    table = pd.DataFrame(
+        {
+            "x": [t.x for t in tiles],
+            "y": [t.y for t in tiles],
+            "size": result.sizes[used],
+            "tissue_fraction": [t.tissue_fraction for t in tiles],
+        }
+    )
     for index, name in enumerate(class_names):
-        table[f"probability_{name}"] = (np.asarray(probabilities, np.float64)[:, index]
-                                        if len(tiles) else np.zeros(0))
+        table[f"probability_{name}"] = (
+            np.asarray(probabilities, np.float64)[:, index] if len(tiles) else np.zeros(0)
+        )
     return table

@@ -26,8 +26,9 @@ def _conv_block(x: Any, filters: int, name: str) -> Any:
     return x
 
 
-def build_unet(input_size: int, n_classes: int, base_filters: int = 16,
-               depth: int = 3) -> keras.Model:
+def build_unet(
+    input_size: int, n_classes: int, base_filters: int = 16, depth: int = 3
+) -> keras.Model:
     """A compact UNet (Ronneberger et al. 2015): encoder, bottleneck, decoder with skips."""
     if input_size % (2**depth):
         raise ValueError(f"UNet input_size {input_size} must be divisible by 2**depth={2**depth}")
@@ -47,9 +48,15 @@ def build_unet(input_size: int, n_classes: int, base_filters: int = 16,
     return keras.Model(inputs, outputs, name="unet")
 
 
-def build_mobilenetv2(input_size: int, n_classes: int, alpha: float = 0.35,
-                      weights: str | None = None, weights_fallback: str | None = None,
-                      dropout: float = 0.2, **_: Any) -> keras.Model:
+def build_mobilenetv2(
+    input_size: int,
+    n_classes: int,
+    alpha: float = 0.35,
+    weights: str | None = None,
+    weights_fallback: str | None = None,
+    dropout: float = 0.2,
+    **_: Any,
+) -> keras.Model:
     """MobileNetV2 (keras.applications) with a small classifier head.
 
     `weights`: "imagenet", None, or a path to a weights file. When ImageNet weights cannot be
@@ -78,12 +85,18 @@ def _speed_up_batchnorm(model: keras.Model, momentum: float = 0.9) -> None:
             layer.momentum = momentum
 
 
-def _mobilenet_base(input_size: int, alpha: float, weights: str | None,
-                    fallback: str | None) -> keras.Model:
+def _mobilenet_base(
+    input_size: int, alpha: float, weights: str | None, fallback: str | None
+) -> keras.Model:
     def build(w: str | None) -> keras.Model:
-        return keras.applications.MobileNetV2(input_shape=(input_size, input_size, 3),
-                                              alpha=alpha, include_top=False, weights=w,
-                                              pooling="avg")
+        return keras.applications.MobileNetV2(
+            input_shape=(input_size, input_size, 3),
+            alpha=alpha,
+            include_top=False,
+            weights=w,
+            pooling="avg",
+        )
+
     return _with_weights(build, weights, fallback, "mobilenetv2")
 
 
@@ -102,8 +115,9 @@ def imagenet_cache_file(architecture: str, input_size: int, alpha: float = 1.0) 
     raise ValueError(f"no ImageNet weights for architecture {architecture!r}")
 
 
-def _with_weights(build: Callable[[str | None], keras.Model], weights: str | None,
-                  fallback: str | None, name: str) -> keras.Model:
+def _with_weights(
+    build: Callable[[str | None], keras.Model], weights: str | None, fallback: str | None, name: str
+) -> keras.Model:
     """`build(weights)`, marked with where its weights came from. `weights`: "imagenet",
     None (random) or a path to a weights file (`.weights.h5` or `.keras`, e.g. what the
     `pretrain` pipeline writes). A path that does not exist stops with one message naming the
@@ -111,31 +125,53 @@ def _with_weights(build: Callable[[str | None], keras.Model], weights: str | Non
     `fallback` with one warning."""
     key = f"classification.architectures.{name}.options.weights"
     if weights not in (None, "imagenet") and not Path(str(weights)).is_file():
-        raise ValueError(f"{key}: weights file {weights} not found; run `kedro run --pipeline "
-                         "pretrain` to make it, or set weights: null (random) or imagenet")
+        raise ValueError(
+            f"{key}: weights file {weights} not found; run `kedro run --pipeline "
+            "pretrain` to make it, or set weights: null (random) or imagenet"
+        )
     try:
         base = build(weights)
     except Exception as error:  # keras raises plain Exception on a failed download
         if weights is None:
             raise
         if weights != "imagenet":
-            raise ValueError(f"{key}: {weights} does not fit this backbone ({error}); was it "
-                             "pretrained for this architecture and options "
-                             "(pretrain.architecture, alpha, variant)?") from error
-        logger.warning("%s ImageNet weights could not be loaded (%s: %s); using weights=%s "
-                       "instead (%s_fallback)", name, type(error).__name__, error, fallback, key)
+            raise ValueError(
+                f"{key}: {weights} does not fit this backbone ({error}); was it "
+                "pretrained for this architecture and options "
+                "(pretrain.architecture, alpha, variant)?"
+            ) from error
+        logger.warning(
+            "%s ImageNet weights could not be loaded (%s: %s); using weights=%s "
+            "instead (%s_fallback)",
+            name,
+            type(error).__name__,
+            error,
+            fallback,
+            key,
+        )
         base = build(fallback)
         base.weights_source = f"{fallback} (fallback: imagenet unavailable)"
         base.pretrained = fallback is not None
         return base
-    base.weights_source = ("random" if weights is None else "imagenet"
-                           if weights == "imagenet" else f"file {Path(str(weights)).name}")
+    base.weights_source = (
+        "random"
+        if weights is None
+        else "imagenet"
+        if weights == "imagenet"
+        else f"file {Path(str(weights)).name}"
+    )
     base.pretrained = weights is not None
     return base
 
 
-def build_cnn(input_size: int, n_classes: int, filters: tuple[int, ...] = (16, 32, 64, 64),
-              dense_units: int = 128, dropout: float = 0.3, **_: Any) -> keras.Model:
+def build_cnn(
+    input_size: int,
+    n_classes: int,
+    filters: tuple[int, ...] = (16, 32, 64, 64),
+    dense_units: int = 128,
+    dropout: float = 0.3,
+    **_: Any,
+) -> keras.Model:
     """The paper's baseline: a plain stack of double-conv blocks, then dense classifier layers.
 
     Batch normalisation is the one modern touch: without it this plain stack stays at chance
@@ -165,14 +201,20 @@ def _dense_block(x: Any, layers_in_block: int, growth_rate: int, name: str) -> A
         y = layers.Conv2D(4 * growth_rate, 1, use_bias=False, name=f"{name}_l{i}_conv1")(y)
         y = layers.BatchNormalization(momentum=0.9, name=f"{name}_l{i}_bn2")(y)
         y = layers.ReLU(name=f"{name}_l{i}_relu2")(y)
-        y = layers.Conv2D(growth_rate, 3, padding="same", use_bias=False,
-                          name=f"{name}_l{i}_conv2")(y)
+        y = layers.Conv2D(
+            growth_rate, 3, padding="same", use_bias=False, name=f"{name}_l{i}_conv2"
+        )(y)
         x = layers.Concatenate(name=f"{name}_l{i}_concat")([x, y])
     return x
 
 
-def _compact_densenet(input_size: int, growth_rate: int, block_layers: tuple[int, ...],
-                      stem_filters: int, compression: float) -> keras.Model:
+def _compact_densenet(
+    input_size: int,
+    growth_rate: int,
+    block_layers: tuple[int, ...],
+    stem_filters: int,
+    compression: float,
+) -> keras.Model:
     """A small DenseNet-BC backbone (Huang et al. 2017): stem, dense blocks joined by
     compressing transitions (1x1 conv + 2x2 average pooling), global average pooling."""
     inputs = keras.Input((input_size, input_size, 3), name="scaled_image")
@@ -182,8 +224,12 @@ def _compact_densenet(input_size: int, growth_rate: int, block_layers: tuple[int
         if b < len(block_layers) - 1:
             x = layers.BatchNormalization(momentum=0.9, name=f"transition{b}_bn")(x)
             x = layers.ReLU(name=f"transition{b}_relu")(x)
-            x = layers.Conv2D(max(1, int(x.shape[-1] * compression)), 1, use_bias=False,
-                              name=f"transition{b}_conv")(x)
+            x = layers.Conv2D(
+                max(1, int(x.shape[-1] * compression)),
+                1,
+                use_bias=False,
+                name=f"transition{b}_conv",
+            )(x)
             x = layers.AveragePooling2D(2, name=f"transition{b}_pool")(x)
     x = layers.BatchNormalization(momentum=0.9, name="final_bn")(x)
     x = layers.ReLU(name="final_relu")(x)
@@ -191,12 +237,20 @@ def _compact_densenet(input_size: int, growth_rate: int, block_layers: tuple[int
     return keras.Model(inputs, x, name="densenet_backbone")
 
 
-def build_densenet(input_size: int, n_classes: int, variant: str = "compact",
-                   growth_rate: int = 12, block_layers: tuple[int, ...] = (4, 4, 4),
-                   stem_filters: int = 24, compression: float = 0.5,
-                   dense_units: tuple[int, ...] = (128, 64), dropout: float = 0.3,
-                   weights: str | None = None, weights_fallback: str | None = None,
-                   **_: Any) -> keras.Model:
+def build_densenet(
+    input_size: int,
+    n_classes: int,
+    variant: str = "compact",
+    growth_rate: int = 12,
+    block_layers: tuple[int, ...] = (4, 4, 4),
+    stem_filters: int = 24,
+    compression: float = 0.5,
+    dense_units: tuple[int, ...] = (128, 64),
+    dropout: float = 0.3,
+    weights: str | None = None,
+    weights_fallback: str | None = None,
+    **_: Any,
+) -> keras.Model:
     """The paper's baseline: a densely connected CNN with added classifier layers (fully
     connected ReLU layers with dropout before the softmax).
 
@@ -205,29 +259,35 @@ def build_densenet(input_size: int, n_classes: int, variant: str = "compact",
     them). `weights`: None, "imagenet" (densenet121 only) or a path to backbone weights.
     """
     if variant not in ("compact", "densenet121"):
-        raise ValueError("classification.architectures.densenet.options.variant must be one "
-                         f"of compact, densenet121; got {variant!r}")
+        raise ValueError(
+            "classification.architectures.densenet.options.variant must be one "
+            f"of compact, densenet121; got {variant!r}"
+        )
     inputs = keras.Input((input_size, input_size, 3), name="image")
     if variant == "densenet121":
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
 
         def build(w: str | None) -> keras.Model:
             return keras.applications.DenseNet121(
-                input_shape=(input_size, input_size, 3), include_top=False, weights=w,
-                pooling="avg")
+                input_shape=(input_size, input_size, 3), include_top=False, weights=w, pooling="avg"
+            )
     else:
         if weights == "imagenet":
-            raise ValueError("classification.architectures.densenet.options.weights: imagenet "
-                             "needs variant: densenet121 (the compact variant has no ImageNet "
-                             "weights); use null or a weights file")
+            raise ValueError(
+                "classification.architectures.densenet.options.weights: imagenet "
+                "needs variant: densenet121 (the compact variant has no ImageNet "
+                "weights); use null or a weights file"
+            )
         x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
 
         def build(w: str | None) -> keras.Model:
-            backbone = _compact_densenet(input_size, growth_rate, tuple(block_layers),
-                                         stem_filters, compression)
+            backbone = _compact_densenet(
+                input_size, growth_rate, tuple(block_layers), stem_filters, compression
+            )
             if w is not None:
                 backbone.load_weights(w)
             return backbone
+
     base = _with_weights(build, weights, weights_fallback, "densenet")
     if not base.pretrained or base.weights_source.startswith("file"):
         _speed_up_batchnorm(base)
@@ -249,8 +309,9 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build_classifier(name: str, input_size: int, n_classes: int,
-                     options: dict[str, Any]) -> keras.Model:
+def build_classifier(
+    name: str, input_size: int, n_classes: int, options: dict[str, Any]
+) -> keras.Model:
     """Look up `name` in the registry and build it with its config options."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; allowed: {sorted(ARCHITECTURES)}")

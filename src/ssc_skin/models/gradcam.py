@@ -21,8 +21,13 @@ _CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 _ELEMENTWISE = (layers.BatchNormalization, layers.ReLU, layers.Activation)
 
 
-def grad_cam(model: keras.Model, images: np.ndarray, class_index: int | np.ndarray | None = None,
-             layer_name: str | None = None, batch_size: int = 32) -> np.ndarray:
+def grad_cam(
+    model: keras.Model,
+    images: np.ndarray,
+    class_index: int | np.ndarray | None = None,
+    layer_name: str | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
     """Grad-CAM heatmaps (N, H, W) in [0, 1] at input resolution, each scaled to its own maximum.
 
     `class_index`: None explains each image's predicted class, an int one class for all images,
@@ -36,8 +41,10 @@ def grad_cam(model: keras.Model, images: np.ndarray, class_index: int | np.ndarr
     container, layer = _find_layer(model, layer_name or default_layer_name(model))
     features_model = _features_model(model, container, layer)
     targets = _class_indices(class_index, len(images), int(model.outputs[0].shape[-1]))
-    maps = [_batch_cam(model, features_model, images[i:i + batch_size], targets[i:i + batch_size])
-            for i in range(0, len(images), batch_size)]
+    maps = [
+        _batch_cam(model, features_model, images[i : i + batch_size], targets[i : i + batch_size])
+        for i in range(0, len(images), batch_size)
+    ]
     cams = np.concatenate(maps) if maps else np.zeros((0, *images.shape[1:3]), np.float32)
     return _to_input_resolution(cams, images.shape[1:3])
 
@@ -65,8 +72,11 @@ def default_layer_name(model: keras.Model) -> str:
         raise ValueError(f"model {model.name!r} has no convolution layer for Grad-CAM")
     i = conv_positions[-1]
     container = ordered[i][0]
-    while (i + 1 < len(ordered) and ordered[i + 1][0] is container
-           and isinstance(ordered[i + 1][1], _ELEMENTWISE)):
+    while (
+        i + 1 < len(ordered)
+        and ordered[i + 1][0] is container
+        and isinstance(ordered[i + 1][1], _ELEMENTWISE)
+    ):
         i += 1
     return ordered[i][1].name
 
@@ -90,8 +100,9 @@ def _find_layer(model: keras.Model, name: str) -> tuple[keras.Model | None, laye
     raise ValueError(f"no layer {name!r} in model {model.name!r} or its nested models")
 
 
-def _features_model(model: keras.Model, container: keras.Model | None,
-                    layer: layers.Layer) -> keras.Model:
+def _features_model(
+    model: keras.Model, container: keras.Model | None, layer: layers.Layer
+) -> keras.Model:
     """A model from the input to (target feature maps, input of the classifier's last layer).
 
     The last layer is left out so that the score can be taken before its softmax.
@@ -102,8 +113,10 @@ def _features_model(model: keras.Model, container: keras.Model | None,
     if container is head:
         raise ValueError("Grad-CAM needs a classifier layer after the nested model")
     split = keras.Model(container.inputs, [layer.output, container.outputs[0]])
-    problem = (f"model {model.name!r} is not a chain of single-input layers; Grad-CAM of a "
-               "layer inside a nested model needs one")
+    problem = (
+        f"model {model.name!r} is not a chain of single-input layers; Grad-CAM of a "
+        "layer inside a nested model needs one"
+    )
     try:
         replay = _replay(model, container, split)
     except (ValueError, TypeError) as error:
@@ -155,8 +168,9 @@ def _class_indices(class_index: int | np.ndarray | None, n: int, n_classes: int)
     return indices
 
 
-def _batch_cam(model: keras.Model, features_model: keras.Model, images: np.ndarray,
-               targets: np.ndarray) -> np.ndarray:
+def _batch_cam(
+    model: keras.Model, features_model: keras.Model, images: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
     """Feature maps weighted by their spatially averaged gradients, rectified (Eq. 1-2)."""
     x = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:

@@ -40,8 +40,13 @@ def compartment_fractions(masks: np.ndarray) -> np.ndarray:
     return (counts / max(flat.shape[1], 1)).astype(np.float32)
 
 
-def tile_sections(sections: Iterable[Any], patch_size: int, min_tissue_fraction: float = 0.5,
-                  max_patches: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def tile_sections(
+    sections: Iterable[Any],
+    patch_size: int,
+    min_tissue_fraction: float = 0.5,
+    max_patches: int | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Tissue patches of synthetic sections (image, mask, severity) with their pretext targets:
     `images` (N, s, s, 3) uint8, `compartment` (N, 4), `severity` (N,)."""
     images, masks, severity = [], [], []
@@ -52,40 +57,50 @@ def tile_sections(sections: Iterable[Any], patch_size: int, min_tissue_fraction:
             masks.append(tiling.crop(section.mask, tile, patch_size))
             severity.append(section.severity)
     if not images:
-        raise ValueError("the pretraining cohort gave no tissue patch; raise "
-                         "pretrain.cohort.image_size or lower pretrain.min_tissue_fraction")
+        raise ValueError(
+            "the pretraining cohort gave no tissue patch; raise "
+            "pretrain.cohort.image_size or lower pretrain.min_tissue_fraction"
+        )
     order = np.random.default_rng(seed).permutation(len(images))
     if max_patches:
         order = order[:max_patches]
-    return {"images": np.stack(images)[order],
-            "compartment": compartment_fractions(np.stack(masks)[order]),
-            "severity": np.asarray(severity, np.float32)[order]}
+    return {
+        "images": np.stack(images)[order],
+        "compartment": compartment_fractions(np.stack(masks)[order]),
+        "severity": np.asarray(severity, np.float32)[order],
+    }
 
 
 def backbone(architecture: str, input_size: int, options: dict[str, Any]) -> keras.Model:
     """A random-init backbone of the registry's `architecture`, as the classifier nests it."""
-    model = builders.build_classifier(architecture, input_size, 2,
-                                      {**options, "weights": None, "weights_fallback": None})
+    model = builders.build_classifier(
+        architecture, input_size, 2, {**options, "weights": None, "weights_fallback": None}
+    )
     base = next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
     if base is None:
-        raise ValueError(f"architecture {architecture!r} has no nested backbone to pretrain "
-                         "(pretrain.architecture must be mobilenetv2 or densenet)")
+        raise ValueError(
+            f"architecture {architecture!r} has no nested backbone to pretrain "
+            "(pretrain.architecture must be mobilenetv2 or densenet)"
+        )
     return base, model.get_layer("scale")
 
 
-def pretext_model(base: keras.Model, scale: layers.Layer, input_size: int,
-                  targets: tuple[str, ...]) -> keras.Model:
+def pretext_model(
+    base: keras.Model, scale: layers.Layer, input_size: int, targets: tuple[str, ...]
+) -> keras.Model:
     """Backbone + one head per pretext target: compartment shares (softmax) and severity."""
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown or not targets:
-        raise ValueError(f"pretrain.targets must be a non-empty subset of {list(TARGETS)}; "
-                         f"got {list(targets)}")
+        raise ValueError(
+            f"pretrain.targets must be a non-empty subset of {list(TARGETS)}; got {list(targets)}"
+        )
     inputs = keras.Input((input_size, input_size, 3), name="image")
     features = base(layers.Rescaling.from_config(scale.get_config())(inputs))
     outputs = {}
     if "compartment" in targets:
-        outputs["compartment"] = layers.Dense(len(MASK_CLASSES), activation="softmax",
-                                              name="compartment")(features)
+        outputs["compartment"] = layers.Dense(
+            len(MASK_CLASSES), activation="softmax", name="compartment"
+        )(features)
     if "severity" in targets:
         outputs["severity"] = layers.Dense(1, activation="sigmoid", name="severity")(features)
     return keras.Model(inputs, outputs, name="pretext")
@@ -98,8 +113,14 @@ def _augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.rot90(image, tf.random.stateless_uniform([], seed + 2, 0, 4, tf.int32))
 
 
-def _dataset(arrays: dict[str, np.ndarray], rows: np.ndarray, targets: tuple[str, ...],
-             batch_size: int, seed: int, train: bool) -> tf.data.Dataset:
+def _dataset(
+    arrays: dict[str, np.ndarray],
+    rows: np.ndarray,
+    targets: tuple[str, ...],
+    batch_size: int,
+    seed: int,
+    train: bool,
+) -> tf.data.Dataset:
     y = {t: arrays[t][rows] if t == "compartment" else arrays[t][rows, None] for t in targets}
     ds = tf.data.Dataset.from_tensor_slices((arrays["images"][rows], y))
     if train:
@@ -107,14 +128,23 @@ def _dataset(arrays: dict[str, np.ndarray], rows: np.ndarray, targets: tuple[str
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda xy, s: (_augment(xy[0], tf.cast(s, tf.int32) % (2**30)), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def pretrain(arrays: dict[str, np.ndarray], architecture: str, input_size: int,
-             options: dict[str, Any], targets: tuple[str, ...] = TARGETS, epochs: int = 8,
-             batch_size: int = 64, learning_rate: float = 2e-3, val_fraction: float = 0.1,
-             seed: int = 0) -> tuple[keras.Model, dict[str, Any]]:
+def pretrain(
+    arrays: dict[str, np.ndarray],
+    architecture: str,
+    input_size: int,
+    options: dict[str, Any],
+    targets: tuple[str, ...] = TARGETS,
+    epochs: int = 8,
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[keras.Model, dict[str, Any]]:
     """Fit the pretext heads on the synthetic patches; return the backbone (best validation
     loss restored) and a summary with the per-epoch history."""
     keras.utils.set_random_seed(seed)
@@ -123,8 +153,9 @@ def pretrain(arrays: dict[str, np.ndarray], architecture: str, input_size: int,
     base, scale = backbone(architecture, input_size, options)
     model = pretext_model(base, scale, input_size, tuple(targets))
     losses = {"compartment": "categorical_crossentropy", "severity": "mse"}
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss={t: losses[t] for t in targets})
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss={t: losses[t] for t in targets}
+    )
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = max(1, int(val_fraction * len(order)))
     val_rows, train_rows = order[:n_val], order[n_val:]
@@ -132,17 +163,32 @@ def pretrain(arrays: dict[str, np.ndarray], architecture: str, input_size: int,
     history = model.fit(
         _dataset(arrays, train_rows, tuple(targets), batch_size, seed, train=True),
         validation_data=_dataset(arrays, val_rows, tuple(targets), batch_size, seed, False),
-        epochs=epochs, verbose=0,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3,
-                                                 restore_best_weights=True),
-                   keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logger.info(
-                       "pretrain epoch %d/%d: %s", e + 1, epochs,
-                       ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())))])
+        epochs=epochs,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=3, restore_best_weights=True
+            ),
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: logger.info(
+                    "pretrain epoch %d/%d: %s",
+                    e + 1,
+                    epochs,
+                    ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items()),
+                )
+            ),
+        ],
+    )
     seconds = time.perf_counter() - start
-    summary = {"architecture": architecture, "input_size": input_size,
-               "options": {k: v for k, v in options.items() if k != "weights"},
-               "targets": list(targets), "train_patches": len(train_rows),
-               "val_patches": len(val_rows), "seconds": seconds,
-               "epochs_run": len(history.history["loss"]),
-               "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+    summary = {
+        "architecture": architecture,
+        "input_size": input_size,
+        "options": {k: v for k, v in options.items() if k != "weights"},
+        "targets": list(targets),
+        "train_patches": len(train_rows),
+        "val_patches": len(val_rows),
+        "seconds": seconds,
+        "epochs_run": len(history.history["loss"]),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
     return base, summary

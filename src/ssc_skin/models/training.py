@@ -48,7 +48,9 @@ def _augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Te
     return image, label
 
 
-def _augment_pair(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _augment_pair(
+    image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The same flips for image and mask (only horizontal: layers run top to bottom)."""
     flip = tf.random.stateless_uniform([], seed, 0, 1) < 0.5
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
@@ -56,8 +58,14 @@ def _augment_pair(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[t
     return image, mask
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-                 augment: str | None = None) -> tf.data.Dataset:
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    augment: str | None = None,
+) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over arrays, with optional seeded augmentation."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
@@ -67,7 +75,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, s
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda xy, s: fn(xy[0], xy[1], tf.cast(s, tf.int32) % (2**30)),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -86,8 +95,14 @@ class _ProgressLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._start)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
-        logger.info("%s epoch %d/%d (%.1f s): %s", self.name, epoch + 1, self.epochs,
-                    self.epoch_seconds[-1], shown)
+        logger.info(
+            "%s epoch %d/%d (%.1f s): %s",
+            self.name,
+            epoch + 1,
+            self.epochs,
+            self.epoch_seconds[-1],
+            shown,
+        )
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -108,8 +123,9 @@ class EpochMetrics(keras.callbacks.Callback):
             self.log(values, self.first_step + epoch)
 
 
-def distribution_strategy(name: str | None, key: str = "training.distribution"
-                          ) -> tf.distribute.Strategy:
+def distribution_strategy(
+    name: str | None, key: str = "training.distribution"
+) -> tf.distribute.Strategy:
     """The tf.distribute strategy to build and fit a model under (`with strategy.scope()`).
 
     `none`: TensorFlow's default (one device). `mirrored`: one replica per GPU, or per logical
@@ -121,23 +137,39 @@ def distribution_strategy(name: str | None, key: str = "training.distribution"
         raise ValueError(f"{key} must be one of {', '.join(DISTRIBUTIONS)}; got {name!r}")
     if name == "none":
         return tf.distribute.get_strategy()
-    devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
-               or [d.name for d in tf.config.list_logical_devices("CPU")])
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")
+    ]
     if len(devices) < 2:
-        logger.warning("%s: mirrored, but only one device (%s): training runs on it alone",
-                       key, ", ".join(devices))
+        logger.warning(
+            "%s: mirrored, but only one device (%s): training runs on it alone",
+            key,
+            ", ".join(devices),
+        )
     else:
         logger.info("%s: mirrored over %d devices (%s)", key, len(devices), ", ".join(devices))
     return tf.distribute.MirroredStrategy(devices)
 
 
-def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
-        val: tuple[np.ndarray, np.ndarray], *, name: str, epochs: int, batch_size: int,
-        learning_rate: float, seed: int, loss: str, metrics: list[str],
-        augment: str | None, class_weight: dict[int, float] | None = None,
-        patience: int = 3, early_stopping_start: int = 0,
-        callbacks: list[keras.callbacks.Callback] | None = None,
-        shuffle: bool = True) -> TrainingResult:
+def fit(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    name: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    loss: str,
+    metrics: list[str],
+    augment: str | None,
+    class_weight: dict[int, float] | None = None,
+    patience: int = 3,
+    early_stopping_start: int = 0,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    shuffle: bool = True,
+) -> TrainingResult:
     """Compile and fit with early stopping on validation loss, restoring the best weights.
 
     `early_stopping_start`: epochs before early stopping watches at all. A network trained from
@@ -150,21 +182,31 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
     """
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
-    train_ds = make_dataset(*train, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                            augment=augment)
+    train_ds = make_dataset(
+        *train, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
+    )
     val_ds = make_dataset(*val, batch_size=batch_size, shuffle=False, seed=seed)
     progress = _ProgressLogger(name, epochs)
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                      restore_best_weights=True,
-                                      start_from_epoch=early_stopping_start),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=patience,
+            restore_best_weights=True,
+            start_from_epoch=early_stopping_start,
+        ),
         progress,
         *(callbacks or []),
     ]
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0,
-                        callbacks=callbacks, class_weight=class_weight,
-                        shuffle=False)  # tf.data already shuffles; silences a Keras warning
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        verbose=0,
+        callbacks=callbacks,
+        class_weight=class_weight,
+        shuffle=False,
+    )  # tf.data already shuffles; silences a Keras warning
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
     # Steady-state throughput: the first epoch also pays for tracing the graph.
@@ -177,8 +219,9 @@ def fit(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
     )
 
 
-def subsample(index: pd.DataFrame, max_rows: int | None, seed: int,
-              stratify: str = "label") -> pd.DataFrame:
+def subsample(
+    index: pd.DataFrame, max_rows: int | None, seed: int, stratify: str = "label"
+) -> pd.DataFrame:
     """At most `max_rows` rows, stratified by `stratify`, in their original order.
 
     Neighbouring patches of one image are highly redundant: a stratified sample trains almost

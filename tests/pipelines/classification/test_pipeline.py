@@ -10,10 +10,16 @@ from ssc_skin.pipelines.classification.nodes import encode_labels
 from ssc_skin.pipelines.classification.pipeline import create_pipeline
 from tests.pipelines.runner import run_pipeline
 
-BINARY = {"name": "binary", "classes": ["normal", "ssc"],
-          "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"}}
-THREE = {"name": "three_class", "classes": ["normal", "early", "late"],
-         "label_map": {"normal": "normal", "early": "early", "late": "late"}}
+BINARY = {
+    "name": "binary",
+    "classes": ["normal", "ssc"],
+    "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"},
+}
+THREE = {
+    "name": "three_class",
+    "classes": ["normal", "early", "late"],
+    "label_map": {"normal": "normal", "early": "early", "late": "late"},
+}
 
 
 def test_binary_task_maps_early_and_late_to_ssc():
@@ -34,20 +40,35 @@ def test_the_classification_pipeline_trains_each_namespace_on_an_in_memory_catal
     labels = np.tile(["normal", "ssc"], n // 2)
     images = rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
     images[labels == "ssc"] //= 2  # darker: something to learn
-    index = pd.DataFrame({"row": np.arange(n), "label": labels,
-                          "split": np.repeat(["train", "val", "test"], n // 3)})
+    index = pd.DataFrame(
+        {"row": np.arange(n), "label": labels, "split": np.repeat(["train", "val", "test"], n // 3)}
+    )
     pipeline = create_pipeline().only_nodes_with_namespaces(["binary.cnn", "three_class.cnn"])
-    catalog = run_pipeline(pipeline, {
-        "patches": {"images": images}, "classifier_patch_index": index,
-        "params:classification.tasks.binary": {**BINARY, "label_map": {
-            "normal": "normal", "ssc": "ssc"}},
-        "params:classification.tasks.three_class": THREE,
-        "params:classification.architectures.cnn": {
-            "name": "cnn", "input_size": 16,
-            "options": {"filters": [4], "dense_units": 8, "dropout": 0.0}},
-        "params:classification.training": {"epochs": 1, "batch_size": 16,
-                                           "learning_rate": 0.001, "patience": 1, "seed": 0,
-                                           "max_train_patches": None}})
+    catalog = run_pipeline(
+        pipeline,
+        {
+            "patches": {"images": images},
+            "classifier_patch_index": index,
+            "params:classification.tasks.binary": {
+                **BINARY,
+                "label_map": {"normal": "normal", "ssc": "ssc"},
+            },
+            "params:classification.tasks.three_class": THREE,
+            "params:classification.architectures.cnn": {
+                "name": "cnn",
+                "input_size": 16,
+                "options": {"filters": [4], "dense_units": 8, "dropout": 0.0},
+            },
+            "params:classification.training": {
+                "epochs": 1,
+                "batch_size": 16,
+                "learning_rate": 0.001,
+                "patience": 1,
+                "seed": 0,
+                "max_train_patches": None,
+            },
+        },
+    )
     model = catalog.load("binary.cnn.classifier")
     assert isinstance(model, keras.Model) and model.output_shape == (None, 2)
     summary = catalog.load("binary.cnn.training_summary")

@@ -19,8 +19,14 @@ from ssc_skin.pipelines.cohort.nodes import ingest_cohort
 from ssc_skin.pipelines.predict.nodes import find_new_images
 
 CHECKS = {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "early", "late", "ssc"]}
-SPLIT = {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0, "folds": 0, "fold": 0,
-         "reuse_saved": False}
+SPLIT = {
+    "val_fraction": 0.25,
+    "test_fraction": 0.25,
+    "seed": 0,
+    "folds": 0,
+    "fold": 0,
+    "reuse_saved": False,
+}
 PATCHES = {"patch_size": 32, "min_saturation": 12}
 PREDICT = {"patient_ids": True, "patient_id_regex": None}
 
@@ -42,8 +48,12 @@ def _save(path: Path, array: np.ndarray) -> Path:
 
 
 def _cohort(root: Path, **source) -> dict:
-    return {"source": {"layout": "folder", "root": str(root), **source}, "checks": CHECKS,
-            "split": SPLIT, "masks": "auto"}
+    return {
+        "source": {"layout": "folder", "root": str(root), **source},
+        "checks": CHECKS,
+        "split": SPLIT,
+        "masks": "auto",
+    }
 
 
 def _ingest(root: Path, **source) -> dict:
@@ -65,6 +75,7 @@ def _written(tmp_path: Path, *tables: pd.DataFrame) -> str:
 
 # --- 1: names that are not UTF-8 ------------------------------------------------------------
 
+
 def test_cohort_node_with_a_name_that_is_not_utf8(tmp_path):
     root = tmp_path / "cohort"
     for label in ("normal", "late"):
@@ -85,13 +96,15 @@ def test_cohort_node_with_a_name_that_is_not_utf8(tmp_path):
 def test_predict_node_with_a_name_that_is_not_utf8(tmp_path):
     _save(tmp_path / os.fsdecode(b"P1_caf\xe9.png"), _section("normal", 1))
     (tmp_path / os.fsdecode(b"P2_\xff.png")).write_bytes(b"")
-    images, report, linkage = find_new_images({**PREDICT, "input": str(tmp_path)}, {}, CHECKS,
-                                              PATCHES)
+    images, report, linkage = find_new_images(
+        {**PREDICT, "input": str(tmp_path)}, {}, CHECKS, PATCHES
+    )
     assert len(images) == 1 and list(report["check"]) == ["empty_file"]
     _written(tmp_path, report, linkage)
 
 
 # --- 2: the report is written when nothing is usable, and replaces an old one ---------------
+
 
 def test_a_cohort_with_only_bad_files_writes_its_report_then_stops(tmp_path):
     root = tmp_path / "cohort"
@@ -100,19 +113,23 @@ def test_a_cohort_with_only_bad_files_writes_its_report_then_stops(tmp_path):
     (root / "normal" / "P2_a.png").write_text("not an image")
     report_path = tmp_path / "quarantine.csv"
     pd.DataFrame({"file": ["old.png"], "check": ["corrupt"], "reason": ["stale"]}).to_csv(
-        report_path, index=False)
-    catalog = DataCatalog({
-        "quarantine": CSVDataset(filepath=str(report_path), save_args={"index": False}),
-        "params:cohort": MemoryDataset(_cohort(root)),
-        "params:cohort.split": MemoryDataset(SPLIT),
-        "previous_patient_splits": MemoryDataset(None),
-        "params:patches.patch_size": MemoryDataset(32),
-        "params:patches.min_saturation": MemoryDataset(12),
-        "params:patches": MemoryDataset({"patch_size": 32, "stride": 32, "min_saturation": 12,
-                                         "min_tissue_fraction": 0.5}),
-        "params:classification.tasks": MemoryDataset({}),
-        "params:cohort.colour_baseline": MemoryDataset({"bins": 8, "folds": 2, "seed": 0}),
-    })
+        report_path, index=False
+    )
+    catalog = DataCatalog(
+        {
+            "quarantine": CSVDataset(filepath=str(report_path), save_args={"index": False}),
+            "params:cohort": MemoryDataset(_cohort(root)),
+            "params:cohort.split": MemoryDataset(SPLIT),
+            "previous_patient_splits": MemoryDataset(None),
+            "params:patches.patch_size": MemoryDataset(32),
+            "params:patches.min_saturation": MemoryDataset(12),
+            "params:patches": MemoryDataset(
+                {"patch_size": 32, "stride": 32, "min_saturation": 12, "min_tissue_fraction": 0.5}
+            ),
+            "params:classification.tasks": MemoryDataset({}),
+            "params:cohort.colour_baseline": MemoryDataset({"bins": 8, "folds": 2, "seed": 0}),
+        }
+    )
     with pytest.raises(ValueError, match="no usable image.*quarantine.csv"):
         SequentialRunner().run(create_pipeline(), catalog)
     written = pd.read_csv(report_path)
@@ -122,21 +139,27 @@ def test_a_cohort_with_only_bad_files_writes_its_report_then_stops(tmp_path):
 
 # --- 6 and 7: no raw id in any report, reasons intact ---------------------------------------
 
+
 def test_patient_folders_and_common_words_in_the_cohort_report(tmp_path):
     root = tmp_path / "cohort"
     for label in ("normal", "ssc"):
         for p in range(3):
             for slide in ("slideA", "slideB"):
-                _save(root / label / f"{label.upper()}{p:02d}" / f"{slide}.png",
-                      _section("normal" if label == "normal" else "late",
-                               10 * p + ord(slide[-1]) + len(label)))
+                _save(
+                    root / label / f"{label.upper()}{p:02d}" / f"{slide}.png",
+                    _section(
+                        "normal" if label == "normal" else "late",
+                        10 * p + ord(slide[-1]) + len(label),
+                    ),
+                )
     (root / "ssc" / "SSC00" / "image_01.png").write_text("not an image")
     (root / "ssc" / "_CASE77.png").write_bytes(b"")
     out = _ingest(root, patient_from="folder")
     manifest, linkage, report = out["manifest"], out["linkage"], out["report"]
     assert manifest["patient"].nunique() == 6 and len(manifest) == 12
-    assert set(linkage.loc[linkage["check"].isna(), "patient_id"]) == {f"{c}{p:02d}" for c in ("NORMAL", "SSC")
-                                          for p in range(3)}
+    assert set(linkage.loc[linkage["check"].isna(), "patient_id"]) == {
+        f"{c}{p:02d}" for c in ("NORMAL", "SSC") for p in range(3)
+    }
     text = _written(tmp_path, manifest, report)
     for raw in ("NORMAL0", "SSC0", "CASE77", "slideA", str(root)):
         assert raw not in text, raw
@@ -149,7 +172,9 @@ def test_the_local_report_linkage_maps_hidden_names_back(tmp_path):
     root = tmp_path / "cohort"
     for label in ("normal", "ssc"):
         for p in range(3):
-            _save(root / label / f"{label.upper()}{p}_a.png", _section("normal", p + 3 * len(label)))
+            _save(
+                root / label / f"{label.upper()}{p}_a.png", _section("normal", p + 3 * len(label))
+            )
     (root / "ssc" / "_CASE77.png").write_bytes(b"")
     (root / "ssc" / "SSC0_b.png").write_bytes(b"")
     out = _ingest(root)
@@ -182,6 +207,7 @@ def test_predict_report_with_links_out_of_the_input_folder(tmp_path):
     (folder / "elsewhere").symlink_to(outside, target_is_directory=True)
     images, report, _ = find_new_images({**PREDICT, "input": str(folder)}, {}, CHECKS, PATCHES)
     assert len(images) == 1 and list(report["check"]) == ["outside_root"]
-    images, report, _ = find_new_images({**PREDICT, "input": str(folder)},
-                                        {"allow_outside_root": True}, CHECKS, PATCHES)
+    images, report, _ = find_new_images(
+        {**PREDICT, "input": str(folder)}, {"allow_outside_root": True}, CHECKS, PATCHES
+    )
     assert len(images) == 2 and report.empty

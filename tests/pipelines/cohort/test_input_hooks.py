@@ -20,18 +20,22 @@ from ssc_skin.pipelines.cohort import create_pipeline as cohort_pipeline
 PROJECT = Path(__file__).resolve().parents[3]
 USER_ROOT = "/home/ann/biopsies/SMITH07_cohort"
 PARAMS = {
-    "cohort": {"source": {"layout": "folder", "root": USER_ROOT,
-                          "manifest": "/home/ann/biopsies/manifest.csv"},
-               "checks": {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "ssc"]},
-               "split": {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 1}},
+    "cohort": {
+        "source": {
+            "layout": "folder",
+            "root": USER_ROOT,
+            "manifest": "/home/ann/biopsies/manifest.csv",
+        },
+        "checks": {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "ssc"]},
+        "split": {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 1},
+    },
     "predict": {"input": "/home/ann/new/SMITH07_a.png", "patient_ids": True},
 }
 
 
 def _catalog(params: dict) -> DataCatalog:
     catalog = DataCatalog({"parameters": MemoryDataset(params)})
-    for key, value in (("params:cohort", params["cohort"]), ("params:predict",
-                                                           params["predict"])):
+    for key, value in (("params:cohort", params["cohort"]), ("params:predict", params["predict"])):
         catalog[key] = value
     return catalog
 
@@ -41,10 +45,14 @@ def _run_params(**extra) -> dict:
 
 
 def test_bad_configuration_stops_before_any_node_with_every_key_named():
-    params = {**PARAMS, "cohort": {**PARAMS["cohort"],
-                                   "checks": {"min_tissue_fraction": 1.5,
-                                              "allowed_labels": ["normal"]},
-                                   "split": {"val_fraction": 0.5, "test_fraction": 0.6}}}
+    params = {
+        **PARAMS,
+        "cohort": {
+            **PARAMS["cohort"],
+            "checks": {"min_tissue_fraction": 1.5, "allowed_labels": ["normal"]},
+            "split": {"val_fraction": 0.5, "test_fraction": 0.6},
+        },
+    }
     with pytest.raises(CohortConfigError) as caught:
         InputSafetyHook().before_pipeline_run(_run_params(), cohort_pipeline(), _catalog(params))
     message = str(caught.value)
@@ -56,8 +64,11 @@ def test_bad_configuration_stops_before_any_node_with_every_key_named():
 
 def test_the_cohort_folder_must_exist_only_for_runs_that_read_it(tmp_path):
     hook = InputSafetyHook()
-    with pytest.raises(CohortConfigError, match=r"cohort.source.root is not a folder "
-                                                r"\(SMITH07_cohort\)"):
+    with pytest.raises(
+        CohortConfigError,
+        match=r"cohort.source.root is not a folder "
+        r"\(SMITH07_cohort\)",
+    ):
         hook.before_pipeline_run(_run_params(), cohort_pipeline(), _catalog(PARAMS))
     other = Pipeline([node(lambda p: p, "params:predict", "out", name="predict_only")])
     hook.before_pipeline_run(_run_params(), other, _catalog(PARAMS))  # no cohort read: fine
@@ -102,8 +113,16 @@ def test_mlflow_params_keep_no_user_path(mlflow_store):
         seen.update(cohort=cohort, predict=predict, root=root)
         return 1
 
-    pipeline = Pipeline([node(consume, ["params:cohort", "params:predict",
-                                        "params:cohort.source.root"], "out", name="consume")])
+    pipeline = Pipeline(
+        [
+            node(
+                consume,
+                ["params:cohort", "params:predict", "params:cohort.source.root"],
+                "out",
+                name="consume",
+            )
+        ]
+    )
     catalog = _catalog(PARAMS)
     catalog["params:cohort.source.root"] = USER_ROOT
     hooks = _create_hook_manager()
@@ -114,8 +133,12 @@ def test_mlflow_params_keep_no_user_path(mlflow_store):
     params = mlflow_store.get_run(run.info.run_id).data.params
     assert params["cohort.source.layout"] == "folder"  # kedro-mlflow did log the params
     assert params["cohort.checks.min_tissue_fraction"] == "0.05"
-    for name in ("cohort.source.root", "cohort.source.manifest", "predict.input",
-                 "cohort.source.root"):
+    for name in (
+        "cohort.source.root",
+        "cohort.source.manifest",
+        "predict.input",
+        "cohort.source.root",
+    ):
         assert params[name].startswith("path-"), name
     assert not [v for v in params.values() if "/home/ann" in v or "SMITH07" in v]
     assert seen["root"] == USER_ROOT  # the node itself got the real paths

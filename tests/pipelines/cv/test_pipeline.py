@@ -16,8 +16,12 @@ def three_folds():
 
 
 def test_each_fold_runs_the_existing_stages_unchanged_in_its_namespace(three_folds):
-    stages = (patches.create_pipeline() + segmentation.create_pipeline()
-              + classification.create_pipeline() + evaluation.per_model_pipeline(gradcam=False))
+    stages = (
+        patches.create_pipeline()
+        + segmentation.create_pipeline()
+        + classification.create_pipeline()
+        + evaluation.per_model_pipeline(gradcam=False)
+    )
     functions = {n.name: n.func for n in stages.nodes}
     for k in range(3):
         fold = [n for n in three_folds.nodes if n.name.startswith(f"fold_{k}.")]
@@ -26,9 +30,14 @@ def test_each_fold_runs_the_existing_stages_unchanged_in_its_namespace(three_fol
             if bare != "tag_fold_runs":
                 assert functions[bare] is n.func, bare  # the stage's own node function
         names = {n.name.removeprefix(f"fold_{k}.") for n in fold}
-        assert {"extract_patches", "train_unet", "binary.mobilenetv2.train_classifier",
-                "three_class.cnn.evaluate_predictions", "binary.texture.train_texture_baseline",
-                "tag_fold_runs"} <= names
+        assert {
+            "extract_patches",
+            "train_unet",
+            "binary.mobilenetv2.train_classifier",
+            "three_class.cnn.evaluate_predictions",
+            "binary.texture.train_texture_baseline",
+            "tag_fold_runs",
+        } <= names
         assert "segmentation_overlays" not in names and "binary.cnn.gradcam_examples" not in names
         assert f"fold_{k}.patient_splits" in three_folds.all_outputs()
 
@@ -48,7 +57,8 @@ def test_every_model_is_pooled_and_reported(three_folds):
         assert {f"cv.{ns}.evaluation", f"cv.{ns}.predictions", f"cv.{ns}.metrics"} <= outputs
         pool = next(n for n in three_folds.nodes if n.name == f"cv.{ns}.pool_model")
         assert [i for i in pool.inputs if i.endswith(".predictions")] == [
-            f"fold_{k}.{ns}.predictions" for k in range(3)]
+            f"fold_{k}.{ns}.predictions" for k in range(3)
+        ]
     assert {"cv.report", "cv.report_html", "cv.model_comparison"} <= outputs
 
 

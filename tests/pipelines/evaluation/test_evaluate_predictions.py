@@ -5,8 +5,11 @@ import pandas as pd
 
 from ssc_skin.pipelines.evaluation.nodes import evaluate_predictions
 
-BINARY = {"name": "binary", "classes": ["normal", "ssc"],
-          "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"}}
+BINARY = {
+    "name": "binary",
+    "classes": ["normal", "ssc"],
+    "label_map": {"normal": "normal", "early": "ssc", "late": "ssc"},
+}
 
 
 def test_evaluation_reports_patient_level_metrics_with_intervals():
@@ -17,13 +20,28 @@ def test_evaluation_reports_patient_level_metrics_with_intervals():
             y = p % 2
             for _ in range(4):
                 p1 = float(np.clip(0.35 + 0.3 * y + rng.normal(0, 0.1), 0, 1))
-                rows.append({"image": f"{split}{p}", "patient": f"{split}{p}",
-                             "split": split, "y_true": y, "p_normal": 1 - p1, "p_ssc": p1})
+                rows.append(
+                    {
+                        "image": f"{split}{p}",
+                        "patient": f"{split}{p}",
+                        "split": split,
+                        "y_true": y,
+                        "p_normal": 1 - p1,
+                        "p_ssc": p1,
+                    }
+                )
     predictions = pd.DataFrame(rows)
     metrics, summary = evaluate_predictions(
-        predictions, BINARY, {"task": "binary", "architecture": "cnn", "history": {}},
-        {"bootstrap_metrics": ["accuracy"], "bootstrap_resamples": 100, "confidence": 0.95,
-         "seed": 0})
+        predictions,
+        BINARY,
+        {"task": "binary", "architecture": "cnn", "history": {}},
+        {
+            "bootstrap_metrics": ["accuracy"],
+            "bootstrap_resamples": 100,
+            "confidence": 0.95,
+            "seed": 0,
+        },
+    )
     assert summary["test_patients"] == 6
     assert summary["test_patient_accuracy_ci_low"] <= summary["test_patient_accuracy"]
     assert summary["test_patient_accuracy"] <= summary["test_patient_accuracy_ci_high"]

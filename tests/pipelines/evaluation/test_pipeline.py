@@ -28,8 +28,13 @@ def test_every_model_and_the_texture_peer_are_scored_by_the_same_code(finished):
         assert evaluation["test_images_total"] == 12
         assert evaluation["test_images_assessed"] == 11
         assert evaluation["test_patients_total"] == evaluation["test_patients_assessed"] == 6
-        assert {"test_patch_accuracy", "test_image_accuracy", "test_patient_accuracy",
-                "test_patient_accuracy_all", "test_patch_ece"} <= set(evaluation)
+        assert {
+            "test_patch_accuracy",
+            "test_image_accuracy",
+            "test_patient_accuracy",
+            "test_patient_accuracy_all",
+            "test_patch_ece",
+        } <= set(evaluation)
         (missing,) = evaluation["test_not_assessed"]["images"]
         assert missing["image"] == NOT_ASSESSABLE and "no tissue tile" in missing["reason"]
         assert finished.load(f"{namespace}.metrics")["test_images_assessed"]["value"] == 11
@@ -40,10 +45,10 @@ def test_the_texture_peer_learns_the_colour_signal(finished):
     assert evaluation["architecture"] == "texture"
     assert evaluation["test_patch_accuracy"] > 0.9  # colour separates this toy cohort
     predictions = finished.load("three_class.texture.predictions")
-    assert {"row", "image", "patient", "split", "y_true", "p_normal", "p_early",
-            "p_late"} <= set(predictions.columns)
-    np.testing.assert_allclose(predictions[["p_normal", "p_early", "p_late"]].sum(1), 1,
-                               rtol=1e-6)
+    assert {"row", "image", "patient", "split", "y_true", "p_normal", "p_early", "p_late"} <= set(
+        predictions.columns
+    )
+    np.testing.assert_allclose(predictions[["p_normal", "p_early", "p_late"]].sum(1), 1, rtol=1e-6)
 
 
 def test_report_has_the_comparison_and_html_is_self_contained_where_it_can_be(finished):

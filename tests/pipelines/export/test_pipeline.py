@@ -26,9 +26,17 @@ BINARY = {"name": "binary", "classes": ["normal", "ssc"]}
 THREE = {"name": "three_class", "classes": ["normal", "early", "late"]}
 TASKS = {"binary": BINARY, "three_class": THREE}
 CNN = {"name": "cnn", "input_size": SIZE}
-EXPORT = {"representative_patches": 16, "agreement_patches": 48, "latency_patches": 16,
-          "latency_rounds": 2, "agreement_threshold": 0.99, "num_threads": 2, "batch_size": 8,
-          "seed": 0, "log_predictor": True}
+EXPORT = {
+    "representative_patches": 16,
+    "agreement_patches": 48,
+    "latency_patches": 16,
+    "latency_rounds": 2,
+    "agreement_threshold": 0.99,
+    "num_threads": 2,
+    "batch_size": 8,
+    "seed": 0,
+    "log_predictor": True,
+}
 PREPROCESS = PreprocessConfig(patch_size=PATCH, stride=PATCH, unet_input_size=32).to_dict()
 
 
@@ -42,10 +50,16 @@ def patch_data() -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Smooth colour fields with noise, as patch arrays at patch size, in three splits."""
     rng = np.random.default_rng(1)
     n = 72
-    images = np.clip(rng.uniform(60, 230, (n, 1, 1, 3)) + rng.normal(0, 25, (n, PATCH, PATCH, 3)),
-                     0, 255).astype(np.uint8)
-    index = pd.DataFrame({"row": np.arange(n), "split": np.repeat(["train", "val", "test"], 24),
-                          "label": np.tile(["normal", "late"], n // 2)})
+    images = np.clip(
+        rng.uniform(60, 230, (n, 1, 1, 3)) + rng.normal(0, 25, (n, PATCH, PATCH, 3)), 0, 255
+    ).astype(np.uint8)
+    index = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "split": np.repeat(["train", "val", "test"], 24),
+            "label": np.tile(["normal", "late"], n // 2),
+        }
+    )
     return {"images": images}, index
 
 
@@ -70,8 +84,13 @@ def test_export_writes_both_tflite_models_and_an_agreement_summary(exported, tmp
     runtimes = summary["runtimes"]
     assert set(runtimes) == {"keras", "tflite_float32", "tflite_int8"}
     for name in ("tflite_float32", "tflite_int8"):
-        assert {"label_agreement", "max_abs_probability_difference", "patches_per_second",
-                "ms_per_patch", "model_bytes"} <= set(runtimes[name])
+        assert {
+            "label_agreement",
+            "max_abs_probability_difference",
+            "patches_per_second",
+            "ms_per_patch",
+            "model_bytes",
+        } <= set(runtimes[name])
         assert 0 <= runtimes[name]["label_agreement"] <= 1
     assert runtimes["tflite_float32"]["label_agreement"] == 1.0
     assert runtimes["tflite_float32"]["max_abs_probability_difference"] < 1e-4
@@ -89,8 +108,9 @@ def test_export_writes_both_tflite_models_and_an_agreement_summary(exported, tmp
 
 
 def test_export_of_a_skipped_task_saves_markers(patch_data, tmp_path):
-    float32, int8, summary, metrics = export_classifier(Skipped("binary-only cohort"),
-                                                        *patch_data, THREE, CNN, EXPORT)
+    float32, int8, summary, metrics = export_classifier(
+        Skipped("binary-only cohort"), *patch_data, THREE, CNN, EXPORT
+    )
     assert isinstance(float32, Skipped) and isinstance(int8, Skipped) and metrics == {}
     assert summary["skipped"] == "binary-only cohort"
     dataset = TFLiteModelDataset(str(tmp_path / "t.float32.tflite"), None)
@@ -99,8 +119,7 @@ def test_export_of_a_skipped_task_saves_markers(patch_data, tmp_path):
     assert dataset.load() == Skipped("binary-only cohort")
     with mlflow.start_run():  # a skipped model logs nothing, even inside a run
         run = mlflow.active_run().info.run_id
-        log_whole_image_predictor(Skipped("x"), float32, summary, THREE, CNN, PREPROCESS,
-                                  b"", 0.6)
+        log_whole_image_predictor(Skipped("x"), float32, summary, THREE, CNN, PREPROCESS, b"", 0.6)
     assert not mlflow.get_run(run).data.tags.get("three_class.cnn.whole_image_predictor_uri")
 
 
@@ -114,11 +133,12 @@ def test_predictor_logging_is_a_no_op_without_an_mlflow_run(exported, trained, m
 
 
 def test_runtime_choice_needs_agreement_and_speed():
-    fast = {"keras": {"patches_per_second": 100.0},
-            "tflite_float32": {"patches_per_second": 300.0, "label_agreement": 1.0}}
+    fast = {
+        "keras": {"patches_per_second": 100.0},
+        "tflite_float32": {"patches_per_second": 300.0, "label_agreement": 1.0},
+    }
     assert export.choose_runtime(fast, 0.99)[0] == "tflite_float32"
-    disagrees = {**fast, "tflite_float32": {"patches_per_second": 300.0,
-                                            "label_agreement": 0.9}}
+    disagrees = {**fast, "tflite_float32": {"patches_per_second": 300.0, "label_agreement": 0.9}}
     assert export.choose_runtime(disagrees, 0.99)[0] == "keras"
     slow = {**fast, "tflite_float32": {"patches_per_second": 50.0, "label_agreement": 1.0}}
     assert export.choose_runtime(slow, 0.99)[0] == "keras"
@@ -129,20 +149,28 @@ def test_the_export_pipeline_runs_for_every_model_on_an_in_memory_catalog(patch_
     skipped task that passes through as markers."""
     pipeline = create_pipeline()
     namespaces = {n.namespace for n in pipeline.nodes}
-    assert namespaces == {f"{t}.{a}" for t in ("binary", "three_class")
-                          for a in ("mobilenetv2", "cnn", "densenet")}
+    assert namespaces == {
+        f"{t}.{a}" for t in ("binary", "three_class") for a in ("mobilenetv2", "cnn", "densenet")
+    }
     pipeline = pipeline.only_nodes_with_namespaces(["binary.cnn", "three_class.cnn"])
     patches, index = patch_data
-    catalog = run_pipeline(pipeline, {
-        "patches": patches, "classifier_patch_index": index,
-        "preprocess_config": PREPROCESS, "unet_tflite": b"",
-        "binary.cnn.classifier": trained,
-        "three_class.cnn.classifier": Skipped("binary cohort"),
-        "params:export": {**EXPORT, "int8": False}, "params:export.log_predictor": True,
-        "params:predict.low_confidence_threshold": 0.6,
-        "params:classification.tasks.binary": BINARY,
-        "params:classification.tasks.three_class": THREE,
-        "params:classification.architectures.cnn": CNN})
+    catalog = run_pipeline(
+        pipeline,
+        {
+            "patches": patches,
+            "classifier_patch_index": index,
+            "preprocess_config": PREPROCESS,
+            "unet_tflite": b"",
+            "binary.cnn.classifier": trained,
+            "three_class.cnn.classifier": Skipped("binary cohort"),
+            "params:export": {**EXPORT, "int8": False},
+            "params:export.log_predictor": True,
+            "params:predict.low_confidence_threshold": 0.6,
+            "params:classification.tasks.binary": BINARY,
+            "params:classification.tasks.three_class": THREE,
+            "params:classification.architectures.cnn": CNN,
+        },
+    )
     summary = catalog.load("binary.cnn.export_summary")
     assert summary["runtimes"]["tflite_float32"]["label_agreement"] == 1.0
     assert catalog.load("binary.cnn.tflite_float32")[4:8] == b"TFL3"

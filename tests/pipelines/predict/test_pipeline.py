@@ -32,8 +32,7 @@ BINARY = {"name": "binary", "classes": ["normal", "ssc"]}
 THREE = {"name": "three_class", "classes": ["normal", "early", "late"]}
 TASKS = {"binary": BINARY, "three_class": THREE}
 CNN = {"name": "cnn", "input_size": SIZE}
-PATCHES = {"patch_size": PATCH, "stride": PATCH, "min_tissue_fraction": 0.5,
-           "min_saturation": 12}
+PATCHES = {"patch_size": PATCH, "stride": PATCH, "min_tissue_fraction": 0.5, "min_saturation": 12}
 SOURCE = {"patient_id_regex": "^(?P<patient>[A-Za-z0-9]+)", "tiff_page": 0}
 CHECKS = {"min_tissue_fraction": 0.05}
 
@@ -45,14 +44,18 @@ def _classifier(n_classes: int, seed: int = 0) -> keras.Model:
 
 # --- predict -------------------------------------------------------------------------------
 
+
 def _section(label: str, seed: int) -> np.ndarray:
     patient = synthetic.make_patient("x", label, np.random.default_rng(seed))
     return synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0).image
 
 
 def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +98,28 @@ def study(tmp_path_factory):
     keras.utils.set_random_seed(0)
     unet = export.to_tflite(build_unet(32, 4, base_filters=4, depth=2))
     normalizer = stain.fit_normalizer("macenko", [_section("normal", 9)]).to_dict()
-    config = PreprocessConfig(patch_size=PATCH, stride=PATCH, normalizer=normalizer,
-                              unet_input_size=32, min_dermis_fraction=0.5).to_dict()
+    config = PreprocessConfig(
+        patch_size=PATCH,
+        stride=PATCH,
+        normalizer=normalizer,
+        unet_input_size=32,
+        min_dermis_fraction=0.5,
+    ).to_dict()
     return config, unet, TrainedModelsDataset(str(models), str(reports))
 
 
 def _params(root: Path) -> dict:
-    return {"input": str(root), "architecture": "cnn", "runtime": "auto", "tasks": None,
-            "patient_ids": True, "patient_id_regex": None, "low_confidence_threshold": 0.6,
-            "gradcam_images": 2, "num_threads": 2}
+    return {
+        "input": str(root),
+        "architecture": "cnn",
+        "runtime": "auto",
+        "tasks": None,
+        "patient_ids": True,
+        "patient_id_regex": None,
+        "low_confidence_threshold": 0.6,
+        "gradcam_images": 2,
+        "num_threads": 2,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +128,7 @@ def predicted(new_images, study, tmp_path_factory):
     config, unet, trained = study
     params = _params(root)
     images, quarantine, linkage = find_new_images(params, SOURCE, CHECKS, PATCHES)
-    table = predict_new_images(images, config, unet, trained.load(), params, TASKS,
-                               {"cnn": CNN})
+    table = predict_new_images(images, config, unet, trained.load(), params, TASKS, {"cnn": CNN})
     csv = tmp_path_factory.mktemp("out") / "predictions.csv"
     table.to_csv(csv, index=False)
     return images, quarantine, linkage, table, csv
@@ -124,8 +139,7 @@ def test_predictions_have_one_row_per_valid_image_and_task(predicted):
     assert len(images) == 4
     by_image = table[table["level"] == "image"]
     assert len(by_image) == 4 * 2
-    assert by_image.groupby("task")["image"].nunique().to_dict() == {"binary": 4,
-                                                                     "three_class": 4}
+    assert by_image.groupby("task")["image"].nunique().to_dict() == {"binary": 4, "three_class": 4}
     for task in TASKS.values():
         rows = by_image[by_image["task"] == task["name"]]
         columns = [f"probability_{c}" for c in task["classes"]]
@@ -136,7 +150,9 @@ def test_predictions_have_one_row_per_valid_image_and_task(predicted):
     assert (by_image["n_patches"] > 0).all()
     assert (by_image["n_patches"] <= by_image["n_tissue_patches"]).all()
     assert dict(zip(by_image["task"], by_image["runtime"], strict=True)) == {
-        "binary": "tflite_float32", "three_class": "keras"}
+        "binary": "tflite_float32",
+        "three_class": "keras",
+    }
 
 
 def test_patient_rows_average_images_with_a_patient_id(predicted):
@@ -145,8 +161,9 @@ def test_patient_rows_average_images_with_a_patient_id(predicted):
     assert len(patients) == 2 * 2  # SMITH07 and JONES42, both tasks; '_slide.jpg' has no id
     smith = linkage.loc[linkage["patient_id"] == "SMITH07", "patient"].iloc[0]
     row = patients[(patients["patient"] == smith) & (patients["task"] == "binary")].iloc[0]
-    of_smith = table[(table["level"] == "image") & (table["patient"] == smith)
-                     & (table["task"] == "binary")]
+    of_smith = table[
+        (table["level"] == "image") & (table["patient"] == smith) & (table["task"] == "binary")
+    ]
     assert row["n_images"] == 2
     assert row["probability_ssc"] == pytest.approx(of_smith["probability_ssc"].mean())
 
@@ -159,16 +176,21 @@ def test_bad_file_is_quarantined_and_no_raw_name_leaves(predicted, new_images):
     text = csv.read_text()
     for raw in ("SMITH07", "JONES42", "DOE99", "_slide", ".png", ".jpg", str(root)):
         assert raw not in text
-    assert set(linkage["relative_path"]) == {"SMITH07_a.png", "SMITH07_b.png",
-                                             "batch2/JONES42_a.png", "_slide.jpg"}
+    assert set(linkage["relative_path"]) == {
+        "SMITH07_a.png",
+        "SMITH07_b.png",
+        "batch2/JONES42_a.png",
+        "_slide.jpg",
+    }
     assert _checksums(root) == before  # the input folder is only read
 
 
 def test_gradcam_figure_of_new_images(predicted, study, new_images):
     images, _, _, table, _ = predicted
     config, unet, trained = study
-    figure = gradcam_new_images(images, table, config, unet, trained.load(),
-                                _params(new_images[0]), TASKS, {"cnn": CNN})
+    figure = gradcam_new_images(
+        images, table, config, unet, trained.load(), _params(new_images[0]), TASKS, {"cnn": CNN}
+    )
     assert isinstance(figure, Figure)
     assert sum(ax.get_visible() for ax in figure.axes) == 2
 
@@ -194,8 +216,7 @@ def test_folder_without_usable_images_gives_an_empty_table(study, tmp_path):
     params = _params(tmp_path)
     images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, PATCHES)
     assert images.empty and set(quarantine["check"]) == {"not_image_extension", "no_tissue"}
-    table = predict_new_images(images, config, unet, trained.load(), params, TASKS,
-                               {"cnn": CNN})
+    table = predict_new_images(images, config, unet, trained.load(), params, TASKS, {"cnn": CNN})
     assert table.empty and "probability_ssc" in table.columns
 
 
@@ -203,17 +224,24 @@ def test_the_predict_pipeline_runs_on_an_in_memory_catalog(new_images, study):
     """All three nodes through Kedro's runner, with the catalog's model dataset."""
     root, before = new_images
     config, unet, trained = study
-    catalog = run_pipeline(create_pipeline(), {
-        "preprocess_config": config, "unet_tflite": unet, "trained_models": trained.load(),
-        "params:predict": _params(root), "params:cohort.source": SOURCE,
-        "params:cohort.checks": CHECKS, "params:patches": PATCHES,
-        "params:classification.tasks": TASKS,
-        "params:classification.architectures": {"cnn": CNN},
-        "params:cohort.source.tiff_page": 0, "params:engine": {"kind": "sequential"}})
+    catalog = run_pipeline(
+        create_pipeline(),
+        {
+            "preprocess_config": config,
+            "unet_tflite": unet,
+            "trained_models": trained.load(),
+            "params:predict": _params(root),
+            "params:cohort.source": SOURCE,
+            "params:cohort.checks": CHECKS,
+            "params:patches": PATCHES,
+            "params:classification.tasks": TASKS,
+            "params:classification.architectures": {"cnn": CNN},
+            "params:cohort.source.tiff_page": 0,
+            "params:engine": {"kind": "sequential"},
+        },
+    )
     table = catalog.load("new_image_predictions")
     assert set(table["level"]) == {"image", "patient"} and len(table) == 4 * 2 + 2 * 2
     assert isinstance(catalog.load("new_image_gradcam"), Figure)
     assert list(catalog.load("predict_quarantine")["check"]) == ["truncated"]
     assert _checksums(root) == before
-
-

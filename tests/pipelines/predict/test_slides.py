@@ -27,8 +27,13 @@ BINARY = {"name": "binary", "classes": ["normal", "ssc"]}
 TASKS = {"binary": BINARY}
 CNN = {"name": "cnn", "input_size": SIZE}
 # Today's params differ from the training run's on purpose: slides must be cut as trained.
-PATCHES = {"patch_size": 96, "stride": 96, "min_tissue_fraction": 0.5, "min_saturation": 12,
-           "target_microns_per_pixel": 4.0}
+PATCHES = {
+    "patch_size": 96,
+    "stride": 96,
+    "min_tissue_fraction": 0.5,
+    "min_saturation": 12,
+    "target_microns_per_pixel": 4.0,
+}
 SOURCE = {"patient_id_regex": "^(?P<patient>[A-Za-z0-9]+)", "tiff_page": 0}
 CHECKS = {"min_tissue_fraction": 0.05}
 
@@ -38,14 +43,17 @@ def inputs(tmp_path_factory) -> Path:
     """Patient SMITH07 with a slide (Aperio, mpp 0.5) and a plain image; a slide without any
     mpp; a truncated slide."""
     root = tmp_path_factory.mktemp("new_slides")
-    synthetic_slides.write_synthetic_slide(root / "SMITH07_1.svs", 1600, 1200, 2, "late",
-                                           mpp=0.5, seed=1)
-    synthetic_slides.write_synthetic_slide(root / "JONES42_1.tif", 1600, 1200, 2, mpp=None,
-                                           style="generic", seed=2)
+    synthetic_slides.write_synthetic_slide(
+        root / "SMITH07_1.svs", 1600, 1200, 2, "late", mpp=0.5, seed=1
+    )
+    synthetic_slides.write_synthetic_slide(
+        root / "JONES42_1.tif", 1600, 1200, 2, mpp=None, style="generic", seed=2
+    )
     synthetic_slides.truncated_copy(root / "SMITH07_1.svs", root / "DOE99_1.svs")
     patient = synthetic.make_patient("x", "normal", np.random.default_rng(4))
-    Image.fromarray(synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0)
-                    .image).save(root / "SMITH07_a.png")
+    Image.fromarray(synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0).image).save(
+        root / "SMITH07_a.png"
+    )
     return root
 
 
@@ -56,10 +64,14 @@ def study():
     unet = export.to_tflite(build_unet(32, 4, base_filters=4, depth=2))
     patient = synthetic.make_patient("x", "normal", np.random.default_rng(9))
     section = synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0).image
-    config = PreprocessConfig(patch_size=64, stride=64, unet_input_size=32,
-                              normalizer=stain.fit_normalizer("macenko", [section]).to_dict(),
-                              min_dermis_fraction=0.0,
-                              slide={"target_microns_per_pixel": 2.0, "batch_size": 8})
+    config = PreprocessConfig(
+        patch_size=64,
+        stride=64,
+        unet_input_size=32,
+        normalizer=stain.fit_normalizer("macenko", [section]).to_dict(),
+        min_dermis_fraction=0.0,
+        slide={"target_microns_per_pixel": 2.0, "batch_size": 8},
+    )
     trained = {"binary.cnn": _Trained(classifier)}
     return config.to_dict(), unet, trained
 
@@ -73,20 +85,37 @@ class _Trained:
 
 
 def _params(path: Path) -> dict:
-    return {"input": str(path), "architecture": "cnn", "runtime": "keras", "tasks": None,
-            "patient_ids": True, "patient_id_regex": None, "low_confidence_threshold": 0.6,
-            "gradcam_images": 2, "num_threads": 2}
+    return {
+        "input": str(path),
+        "architecture": "cnn",
+        "runtime": "keras",
+        "tasks": None,
+        "patient_ids": True,
+        "patient_id_regex": None,
+        "low_confidence_threshold": 0.6,
+        "gradcam_images": 2,
+        "num_threads": 2,
+    }
 
 
 def _run(study, path: Path, source: dict) -> object:
     config, unet, trained = study
-    return run_pipeline(create_pipeline(), {
-        "preprocess_config": config, "unet_tflite": unet, "trained_models": trained,
-        "params:predict": _params(path), "params:cohort.source": source,
-        "params:cohort.checks": CHECKS, "params:patches": PATCHES,
-        "params:classification.tasks": TASKS,
-        "params:classification.architectures": {"cnn": CNN},
-        "params:cohort.source.tiff_page": 0, "params:engine": {"kind": "sequential"}})
+    return run_pipeline(
+        create_pipeline(),
+        {
+            "preprocess_config": config,
+            "unet_tflite": unet,
+            "trained_models": trained,
+            "params:predict": _params(path),
+            "params:cohort.source": source,
+            "params:cohort.checks": CHECKS,
+            "params:patches": PATCHES,
+            "params:classification.tasks": TASKS,
+            "params:classification.architectures": {"cnn": CNN},
+            "params:cohort.source.tiff_page": 0,
+            "params:engine": {"kind": "sequential"},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +145,18 @@ def test_slides_get_rows_of_kind_slide_and_join_their_patient(catalog, inputs):
 def test_slide_quarantine_says_no_mpp_and_truncated(catalog):
     quarantine = catalog.load("predict_quarantine")
     assert sorted(quarantine["check"]) == ["no_mpp", "truncated"]
-    assert "microns_per_pixel" in quarantine.loc[quarantine["check"] == "no_mpp",
-                                                 "reason"].iloc[0]
+    assert "microns_per_pixel" in quarantine.loc[quarantine["check"] == "no_mpp", "reason"].iloc[0]
 
 
 def test_fallback_mpp_admits_the_slide_without_metadata(inputs, study):
     config, _, _ = study
-    images, quarantine, _ = find_new_images(_params(inputs / "JONES42_1.tif"),
-                                            {**SOURCE, "microns_per_pixel": 0.5}, CHECKS,
-                                            PATCHES, config)
+    images, quarantine, _ = find_new_images(
+        _params(inputs / "JONES42_1.tif"),
+        {**SOURCE, "microns_per_pixel": 0.5},
+        CHECKS,
+        PATCHES,
+        config,
+    )
     assert list(images["kind"]) == ["slide"] and quarantine.empty
 
 
@@ -140,10 +172,10 @@ def test_heatmap_and_geojson_per_slide(catalog):
     kinds = [f["properties"]["objectType"] for f in collection["features"]]
     assert kinds.count("annotation") == 1
     assert kinds.count("detection") == slide["n_patches"]
-    detection = next(f for f in collection["features"]
-                     if f["properties"]["objectType"] == "detection")
-    assert set(detection["properties"]["measurements"]) >= {"probability_normal",
-                                                            "probability_ssc"}
+    detection = next(
+        f for f in collection["features"] if f["properties"]["objectType"] == "detection"
+    )
+    assert set(detection["properties"]["measurements"]) >= {"probability_normal", "probability_ssc"}
     ring = detection["geometry"]["coordinates"][0]
     side = ring[1][0] - ring[0][0]
     assert side == pytest.approx(64 * 2.0 / 0.5, abs=1)  # cut as trained: 2 um/px, not 4
@@ -155,10 +187,18 @@ def test_gradcam_skips_slides(catalog):
 
 
 def test_partitioned_outputs_save_files_and_an_empty_dict(catalog, tmp_path):
-    heatmaps = PartitionedDataset(path=str(tmp_path / "heatmaps"), dataset="pillow.ImageDataset",
-                                  filename_suffix=".png", overwrite=True)
-    geojson = PartitionedDataset(path=str(tmp_path / "geojson"), dataset="json.JSONDataset",
-                                 filename_suffix=".geojson", overwrite=True)
+    heatmaps = PartitionedDataset(
+        path=str(tmp_path / "heatmaps"),
+        dataset="pillow.ImageDataset",
+        filename_suffix=".png",
+        overwrite=True,
+    )
+    geojson = PartitionedDataset(
+        path=str(tmp_path / "geojson"),
+        dataset="json.JSONDataset",
+        filename_suffix=".geojson",
+        overwrite=True,
+    )
     heatmaps.save(catalog.load("slide_heatmaps"))
     geojson.save(catalog.load("slide_geojson"))
     [written] = list((tmp_path / "geojson").glob("*.geojson"))

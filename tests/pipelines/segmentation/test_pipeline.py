@@ -16,17 +16,30 @@ GATED = PreprocessConfig(min_tissue_fraction=0.5, min_dermis_fraction=0.65).to_d
 
 def _cohort():
     """Six images (train/val/test x normal/late), each with its candidate patches."""
-    manifest = pd.DataFrame({"image": [f"im{i}" for i in range(6)],
-                             "patient": [f"pt{i}" for i in range(6)],
-                             "label": ["normal", "late"] * 3})
-    splits = pd.DataFrame({"patient": manifest["patient"],
-                           "split": ["train", "train", "val", "val", "test", "test"]})
+    manifest = pd.DataFrame(
+        {
+            "image": [f"im{i}" for i in range(6)],
+            "patient": [f"pt{i}" for i in range(6)],
+            "label": ["normal", "late"] * 3,
+        }
+    )
+    splits = pd.DataFrame(
+        {"patient": manifest["patient"], "split": ["train", "train", "val", "val", "test", "test"]}
+    )
     rows = []
     for i in range(6):
         for tissue, dermis in ((0.9, 0.9), (0.8, 0.7), (0.2, 0.9)):
-            rows.append({"row": len(rows), "image": f"im{i}", "patient": f"pt{i}",
-                         "label": manifest["label"][i], "split": splits["split"][i],
-                         "tissue_fraction": tissue, "dermis_fraction": dermis})
+            rows.append(
+                {
+                    "row": len(rows),
+                    "image": f"im{i}",
+                    "patient": f"pt{i}",
+                    "label": manifest["label"][i],
+                    "split": splits["split"][i],
+                    "tissue_fraction": tissue,
+                    "dermis_fraction": dermis,
+                }
+            )
     return pd.DataFrame(rows), manifest, splits
 
 
@@ -64,8 +77,10 @@ def test_fallback_images_of_the_training_split_are_evaluated_never_learnt():
     scored, manifest, splits = _cohort()
     twin = scored[scored["image"] == "im0"].assign(image="im6", patient="pt6")
     scored = pd.concat([scored, twin], ignore_index=True)
-    manifest = pd.concat([manifest, pd.DataFrame([{"image": "im6", "patient": "pt6",
-                                                   "label": "normal"}])], ignore_index=True)
+    manifest = pd.concat(
+        [manifest, pd.DataFrame([{"image": "im6", "patient": "pt6", "label": "normal"}])],
+        ignore_index=True,
+    )
     splits = pd.concat([splits, pd.DataFrame([{"patient": "pt6", "split": "train"}])])
     scored.loc[scored["image"] == "im0", "dermis_fraction"] = 0.0
     selected, images = select_patches(scored, manifest, splits, GATED)
@@ -97,13 +112,30 @@ def segmented():
     manifest = manifest.assign(label=["normal", "late", "normal"])  # one class per split
     config = _config()
     arrays, index = extract_patches(images, masks, manifest, splits, config)
-    unet = {"input_size": 16, "base_filters": 4, "depth": 2, "epochs": 1, "batch_size": 16,
-            "learning_rate": 0.002, "patience": 1, "seed": 0, "max_train_patches": 64}
-    return run_pipeline(create_pipeline(), {
-        "patches": arrays, "patch_index": index, "cohort_images": images,
-        "cohort_masks": masks, "manifest": manifest, "patient_splits": splits,
-        "preprocess_config": {**config, "min_dermis_fraction": 0.0},
-        "params:segmentation.unet": unet}), manifest
+    unet = {
+        "input_size": 16,
+        "base_filters": 4,
+        "depth": 2,
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 0.002,
+        "patience": 1,
+        "seed": 0,
+        "max_train_patches": 64,
+    }
+    return run_pipeline(
+        create_pipeline(),
+        {
+            "patches": arrays,
+            "patch_index": index,
+            "cohort_images": images,
+            "cohort_masks": masks,
+            "manifest": manifest,
+            "patient_splits": splits,
+            "preprocess_config": {**config, "min_dermis_fraction": 0.0},
+            "params:segmentation.unet": unet,
+        },
+    ), manifest
 
 
 def test_the_segmentation_pipeline_runs_on_an_in_memory_catalog(segmented):

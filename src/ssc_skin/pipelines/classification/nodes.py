@@ -35,18 +35,28 @@ def unsupported_reason(labels: pd.Series, task: dict[str, Any]) -> str | None:
     mapped = labels.map(task["label_map"])
     missing = [c for c in task["classes"] if c not in set(mapped.dropna())]
     if mapped.isna().any() or missing:
-        return (f"the cohort's labels ({', '.join(present)}) cannot express the classes "
-                f"{', '.join(task['classes'])} of task {task['name']!r}")
+        return (
+            f"the cohort's labels ({', '.join(present)}) cannot express the classes "
+            f"{', '.join(task['classes'])} of task {task['name']!r}"
+        )
     return None
 
 
-def split_arrays(patches: dict[str, np.ndarray], patch_index: pd.DataFrame, task: dict[str, Any],
-                 split: str, input_size: int, max_patches: int | None = None,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_arrays(
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+    split: str,
+    input_size: int,
+    max_patches: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (resized to the model input) and class indices of one split, optionally capped."""
     part = training.subsample(patch_index[patch_index["split"] == split], max_patches, seed)
     rows = part["row"].to_numpy()
-    return tiling.resize_batch(patches["images"][rows], input_size), encode_labels(part["label"], task)
+    return tiling.resize_batch(patches["images"][rows], input_size), encode_labels(
+        part["label"], task
+    )
 
 
 def _pretrained_base(model: keras.Model) -> keras.Model | None:
@@ -56,9 +66,13 @@ def _pretrained_base(model: keras.Model) -> keras.Model | None:
     return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
 
 
-def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
-                     task: dict[str, Any], architecture: dict[str, Any],
-                     training_params: dict[str, Any]) -> tuple[keras.Model | Skipped, dict[str, Any]]:
+def train_classifier(
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+    architecture: dict[str, Any],
+    training_params: dict[str, Any],
+) -> tuple[keras.Model | Skipped, dict[str, Any]]:
     """Train one architecture on one task; pretrained backbones go frozen first, then fine-tune.
 
     With an active MLflow run, the model's nested run opens here, before the model is built,
@@ -68,26 +82,44 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
     A task the cohort's labels cannot express (3-class on a normal/ssc cohort) is skipped.
     """
     settings = {**training_params, **architecture.get("training", {})}
-    strategy = training.distribution_strategy(settings.get("distribution", "none"),
-                                              "classification.training.distribution")
+    strategy = training.distribution_strategy(
+        settings.get("distribution", "none"), "classification.training.distribution"
+    )
     size = architecture["input_size"]
     name = f"{task['name']}.{architecture['name']}"
     reason = unsupported_reason(patch_index["label"], task)
     if not architecture.get("enabled", True):
-        reason = (f"{architecture['name']} is not enabled in this run (classification."
-                  f"architectures.{architecture['name']}.enabled: false)")
+        reason = (
+            f"{architecture['name']} is not enabled in this run (classification."
+            f"architectures.{architecture['name']}.enabled: false)"
+        )
         logger.info("%s skipped: %s", name, reason)
     elif reason:
         logger.warning("%s skipped: %s", name, reason)
     if reason:
-        return Skipped(reason), {"task": task["name"], "architecture": architecture["name"],
-                                 "classes": list(task["classes"]), "skipped": reason}
-    train = split_arrays(patches, patch_index, task, "train", size,
-                         settings.get("max_train_patches"), settings["seed"])
+        return Skipped(reason), {
+            "task": task["name"],
+            "architecture": architecture["name"],
+            "classes": list(task["classes"]),
+            "skipped": reason,
+        }
+    train = split_arrays(
+        patches,
+        patch_index,
+        task,
+        "train",
+        size,
+        settings.get("max_train_patches"),
+        settings["seed"],
+    )
     val = split_arrays(patches, patch_index, task, "val", size)
-    params = {"task": task["name"], "architecture": architecture["name"], "input_size": size,
-              **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
-              **{f"training.{k}": v for k, v in settings.items()}}
+    params = {
+        "task": task["name"],
+        "architecture": architecture["name"],
+        "input_size": size,
+        **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
+        **{f"training.{k}": v for k, v in settings.items()},
+    }
     tags = {"task": task["name"], "architecture": architecture["name"]}
     with tracking.model_run(name, tags, params) as run_id:
         with strategy.scope():
@@ -104,35 +136,59 @@ def train_classifier(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
         for k, v in r.history.items():
             history.setdefault(k, []).extend(v)
     summary = {
-        "task": task["name"], "architecture": architecture["name"],
-        "classes": list(task["classes"]), "input_size": size,
-        "weights_source": weights_source, "train_patches": len(train[0]),
-        "val_patches": len(val[0]), "train_seconds": seconds, "epochs_run": epochs_run,
+        "task": task["name"],
+        "architecture": architecture["name"],
+        "classes": list(task["classes"]),
+        "input_size": size,
+        "weights_source": weights_source,
+        "train_patches": len(train[0]),
+        "val_patches": len(val[0]),
+        "train_seconds": seconds,
+        "epochs_run": epochs_run,
         "patches_per_second": float(np.median([r.patches_per_second for r in results])),
-        "parameters": int(model.count_params()), "history": history,
+        "parameters": int(model.count_params()),
+        "history": history,
         "distribution": str(settings.get("distribution", "none")),
         "replicas": int(strategy.num_replicas_in_sync),
-        "mlflow_run_id": run_id, "model_uri": model_uri,
+        "mlflow_run_id": run_id,
+        "model_uri": model_uri,
     }
-    logger.info("%s trained in %.1f s (%d epochs, %.0f patches/s after the first, weights: %s)",
-                name, seconds, epochs_run, summary["patches_per_second"], weights_source)
+    logger.info(
+        "%s trained in %.1f s (%d epochs, %.0f patches/s after the first, weights: %s)",
+        name,
+        seconds,
+        epochs_run,
+        summary["patches_per_second"],
+        weights_source,
+    )
     return model, summary
 
 
-def _build_and_fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                   task: dict[str, Any], architecture: dict[str, Any], settings: dict[str, Any],
-                   run_id: str | None) -> tuple[keras.Model, list[training.TrainingResult]]:
+def _build_and_fit(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    task: dict[str, Any],
+    architecture: dict[str, Any],
+    settings: dict[str, Any],
+    run_id: str | None,
+) -> tuple[keras.Model, list[training.TrainingResult]]:
     """Build the model and fit it (frozen backbone first where pretrained), in the caller's
     distribution scope; each epoch's metrics go to `run_id` with one step count across fits."""
     size = architecture["input_size"]
-    model = builders.build_classifier(architecture["name"], size, len(task["classes"]),
-                                      architecture.get("options", {}))
-    fit_args = {"name": f"{task['name']}.{architecture['name']}",
-                "batch_size": settings["batch_size"], "seed": settings["seed"],
-                "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
-                "augment": "classifier", "patience": settings["patience"],
-                "early_stopping_start": settings.get("early_stopping_start", 0),
-                "class_weight": training.balanced_class_weights(train[1], len(task["classes"]))}
+    model = builders.build_classifier(
+        architecture["name"], size, len(task["classes"]), architecture.get("options", {})
+    )
+    fit_args = {
+        "name": f"{task['name']}.{architecture['name']}",
+        "batch_size": settings["batch_size"],
+        "seed": settings["seed"],
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "augment": "classifier",
+        "patience": settings["patience"],
+        "early_stopping_start": settings.get("early_stopping_start", 0),
+        "class_weight": training.balanced_class_weights(train[1], len(task["classes"])),
+    }
     log = tracking.epoch_logger(run_id)
     learning_rate = settings["learning_rate"]
     results: list[training.TrainingResult] = []
@@ -140,8 +196,17 @@ def _build_and_fit(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     def fit(epochs: int, rate: float) -> None:
         steps = sum(r.epochs_run for r in results)
         callbacks = [training.EpochMetrics(log, first_step=steps)] if log else []
-        results.append(training.fit(model, train, val, epochs=epochs, learning_rate=rate,
-                                    callbacks=callbacks, **fit_args))
+        results.append(
+            training.fit(
+                model,
+                train,
+                val,
+                epochs=epochs,
+                learning_rate=rate,
+                callbacks=callbacks,
+                **fit_args,
+            )
+        )
 
     base = _pretrained_base(model)
     if base is not None and settings.get("frozen_epochs", 0) > 0:
@@ -159,8 +224,10 @@ def _log_keras_model(model: keras.Model, name: str) -> str:
     """The model in the active (nested) run, named `<task>_<arch>` so four models are told
     apart in MLflow's model lists (MLflow forbids '.' in logged model names); returns its
     URI (`models:/m-...`)."""
-    info = mlflow.keras.log_model(model, name=tracking.logged_model_name(name),
-                                  pip_requirements=[f"keras=={keras.__version__}",
-                                                    f"tensorflow=={tf.__version__}"])
+    info = mlflow.keras.log_model(
+        model,
+        name=tracking.logged_model_name(name),
+        pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
+    )
     mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri

@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image_path", "patient_id", "label", "mask_path"]  # a real cohort's format
 
 
-
 def generate_synthetic_cohort(
     cohort: dict[str, Any],
 ) -> tuple[dict[str, Image.Image], dict[str, Image.Image], pd.DataFrame]:
@@ -59,12 +58,21 @@ def generate_synthetic_cohort(
     for done, section in enumerate(sections, start=1):
         images[section.image_id] = Image.fromarray(section.image)
         masks[section.image_id] = Image.fromarray(section.mask)
-        rows.append({"image_path": f"images/{section.image_id}.png",
-                     "patient_id": section.patient_id, "label": section.label,
-                     "mask_path": f"masks/{section.image_id}.png"})
+        rows.append(
+            {
+                "image_path": f"images/{section.image_id}.png",
+                "patient_id": section.patient_id,
+                "label": section.label,
+                "mask_path": f"masks/{section.image_id}.png",
+            }
+        )
         if done % max(1, total // 10) == 0 or done == total:
-            logger.info("Synthetic cohort: %d/%d images (%.2f images/s)", done, total,
-                        done / (time.perf_counter() - start))
+            logger.info(
+                "Synthetic cohort: %d/%d images (%.2f images/s)",
+                done,
+                total,
+                done / (time.perf_counter() - start),
+            )
     return images, masks, pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
@@ -74,12 +82,21 @@ def generate_synthetic_slides(cohort: dict[str, Any]) -> dict[str, Any]:
     return slide_nodes.synthetic_slide_spec(cohort)
 
 
-def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patch_size: int,
-                  min_saturation: int, patches: dict[str, Any] | None = None,
-                  synthetic_slides: pd.DataFrame | None = None
-                  ) -> tuple[dict[str, Callable[[], Image.Image]],
-                             dict[str, Callable[[], Image.Image]],
-                             pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def ingest_cohort(
+    synthetic_manifest: pd.DataFrame,
+    cohort: dict[str, Any],
+    patch_size: int,
+    min_saturation: int,
+    patches: dict[str, Any] | None = None,
+    synthetic_slides: pd.DataFrame | None = None,
+) -> tuple[
+    dict[str, Callable[[], Image.Image]],
+    dict[str, Callable[[], Image.Image]],
+    pd.DataFrame,
+    pd.DataFrame,
+    pd.DataFrame,
+    dict[str, Any],
+]:
     """Check every file of the configured cohort and convert the valid ones to 8-bit RGB PNG.
 
     Returns lazily written images and masks keyed by image pseudonym, the pseudonymised
@@ -94,52 +111,94 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
     del synthetic_manifest, synthetic_slides
     source = ingest.check_source_config(cohort.get("source"))
     if slide_nodes.is_slide_layout(source):  # slides: thumbnails + linkage, see slide_nodes
-        return slide_nodes.ingest_slides(source, cohort, {
-            "patch_size": patch_size, "stride": patch_size, "min_tissue_fraction": 0.5,
-            "min_saturation": min_saturation, **(patches or {})}, _linkage)
+        return slide_nodes.ingest_slides(
+            source,
+            cohort,
+            {
+                "patch_size": patch_size,
+                "stride": patch_size,
+                "min_tissue_fraction": 0.5,
+                "min_saturation": min_saturation,
+                **(patches or {}),
+            },
+            _linkage,
+        )
     if source["layout"] == "synthetic":
         source = {**source, "layout": "manifest"}
     checks = cohort.get("checks", {})
     records = ingest.discover_cohort(source)
     valid, quarantine = ingest.validate_cohort(
-        records, label_map=source["label_map"], allowed_labels=checks["allowed_labels"],
-        min_side=patch_size, min_tissue_fraction=checks["min_tissue_fraction"],
-        min_saturation=min_saturation, tiff_page=source["tiff_page"])
+        records,
+        label_map=source["label_map"],
+        allowed_labels=checks["allowed_labels"],
+        min_side=patch_size,
+        min_tissue_fraction=checks["min_tissue_fraction"],
+        min_saturation=min_saturation,
+        tiff_page=source["tiff_page"],
+    )
     key = pseudonym_key()
     valid = pseudonymise_records(valid, key)
-    scale = _resolution_scale(source["microns_per_pixel"],
-                              cohort.get("target_microns_per_pixel"))
-    images = {row.image: _image_loader(row.image_path, source["tiff_page"], scale)
-              for row in valid.itertuples()}
-    valid["mask_source"] = (_mask_sources(valid, cohort.get("masks", "auto")) if len(valid)
-                            else pd.Series(dtype=object))
-    masks = {row.image: _mask_loader(row.mask_path, row.image_path, row.mask_source,
-                                     source["tiff_page"], scale)
-             for row in valid.itertuples() if row.mask_source != "none"}
-    manifest = pd.DataFrame({
-        "image": valid["image"], "patient": valid["patient"], "label": valid["label"],
-        "has_mask": valid["mask_source"] != "none", "mask_source": valid["mask_source"],
-        "fixed_split": valid["split"],
-        "content_hash": valid["content_hash"], "height": valid["height"],
-        "width": valid["width"], "tissue_fraction": valid["tissue_fraction"],
-        "notes": valid["notes"].fillna("")})  # notes never name a file or a patient
+    scale = _resolution_scale(source["microns_per_pixel"], cohort.get("target_microns_per_pixel"))
+    images = {
+        row.image: _image_loader(row.image_path, source["tiff_page"], scale)
+        for row in valid.itertuples()
+    }
+    valid["mask_source"] = (
+        _mask_sources(valid, cohort.get("masks", "auto")) if len(valid) else pd.Series(dtype=object)
+    )
+    masks = {
+        row.image: _mask_loader(
+            row.mask_path, row.image_path, row.mask_source, source["tiff_page"], scale
+        )
+        for row in valid.itertuples()
+        if row.mask_source != "none"
+    }
+    manifest = pd.DataFrame(
+        {
+            "image": valid["image"],
+            "patient": valid["patient"],
+            "label": valid["label"],
+            "has_mask": valid["mask_source"] != "none",
+            "mask_source": valid["mask_source"],
+            "fixed_split": valid["split"],
+            "content_hash": valid["content_hash"],
+            "height": valid["height"],
+            "width": valid["width"],
+            "tissue_fraction": valid["tissue_fraction"],
+            "notes": valid["notes"].fillna(""),
+        }
+    )  # notes never name a file or a patient
     labels = {*checks["allowed_labels"], *source["label_map"]}
     report, shown = hide_quarantine(
-        quarantine, records, key, label_folders=source["layout"] == "folder", labels=labels)
+        quarantine, records, key, label_folders=source["layout"] == "folder", labels=labels
+    )
     linkage = _linkage(valid, shown, records, key)
     if valid.empty:
-        logger.error("Cohort: no usable image among %d file(s); the reason for each is in "
-                     "data/08_reporting/quarantine.csv", len(records))
-    counts = {"images_valid": len(valid), "files_quarantined": len(quarantine),
-              **{f"quarantined.{check}": int(n)
-                 for check, n in quarantine["check"].value_counts().items()}}
-    logger.info("Tissue masks: %s", ", ".join(
-        f"{k}={v}" for k, v in valid["mask_source"].value_counts().items()))
-    logger.info("Cohort: %d images from %d patients (%s); %d file(s) quarantined%s",
-                len(manifest), manifest["patient"].nunique(),
-                ", ".join(f"{k}={v}" for k, v in
-                          manifest.groupby("label")["patient"].nunique().items()),
-                len(quarantine), " -> data/08_reporting/quarantine.csv" if len(quarantine) else "")
+        logger.error(
+            "Cohort: no usable image among %d file(s); the reason for each is in "
+            "data/08_reporting/quarantine.csv",
+            len(records),
+        )
+    counts = {
+        "images_valid": len(valid),
+        "files_quarantined": len(quarantine),
+        **{
+            f"quarantined.{check}": int(n)
+            for check, n in quarantine["check"].value_counts().items()
+        },
+    }
+    logger.info(
+        "Tissue masks: %s",
+        ", ".join(f"{k}={v}" for k, v in valid["mask_source"].value_counts().items()),
+    )
+    logger.info(
+        "Cohort: %d images from %d patients (%s); %d file(s) quarantined%s",
+        len(manifest),
+        manifest["patient"].nunique(),
+        ", ".join(f"{k}={v}" for k, v in manifest.groupby("label")["patient"].nunique().items()),
+        len(quarantine),
+        " -> data/08_reporting/quarantine.csv" if len(quarantine) else "",
+    )
     metrics = {k: {"value": float(v), "step": 0} for k, v in counts.items()}
     return images, masks, manifest.reset_index(drop=True), linkage, report, metrics
 
@@ -147,15 +206,18 @@ def ingest_cohort(synthetic_manifest: pd.DataFrame, cohort: dict[str, Any], patc
 LINKAGE_COLUMNS = ["image", "patient", "patient_id", "relative_path", "check"]
 
 
-def _linkage(valid: pd.DataFrame, shown: pd.DataFrame, records: pd.DataFrame,
-             key: str) -> pd.DataFrame:
+def _linkage(
+    valid: pd.DataFrame, shown: pd.DataFrame, records: pd.DataFrame, key: str
+) -> pd.DataFrame:
     """Local table: image pseudonym (or the name quarantine.csv shows) -> file and patient."""
     owners = dict(zip(records["relative_path"], records["patient_id"], strict=True))
     owners.update(zip(records["mask_relative_path"], records["patient_id"], strict=True))
     quarantined = shown.rename(columns={"file": "image"}).assign(
-        patient_id=lambda t: t["relative_path"].map(owners))
+        patient_id=lambda t: t["relative_path"].map(owners)
+    )
     quarantined["patient"] = quarantined["patient_id"].map(
-        lambda p: pseudonym(p, key) if isinstance(p, str) else None)
+        lambda p: pseudonym(p, key) if isinstance(p, str) else None
+    )
     kept = valid[["image", "patient", "patient_id", "relative_path"]].assign(check=None)
     return pd.concat([kept, quarantined[LINKAGE_COLUMNS]], ignore_index=True)[LINKAGE_COLUMNS]
 
@@ -166,8 +228,12 @@ def _resolution_scale(cohort_mpp: float | None, target_mpp: float | None) -> flo
     if not cohort_mpp or not target_mpp:
         return 1.0
     scale = cohort_mpp / target_mpp
-    logger.info("Resolution: %.3f -> %.3f microns/pixel (images resized x%.3f)", cohort_mpp,
-                target_mpp, scale)
+    logger.info(
+        "Resolution: %.3f -> %.3f microns/pixel (images resized x%.3f)",
+        cohort_mpp,
+        target_mpp,
+        scale,
+    )
     return scale
 
 
@@ -181,7 +247,8 @@ def _rescale(array: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
 def _image_loader(path: str, tiff_page: int, scale: float = 1.0) -> Callable[[], Image.Image]:
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     return lambda: Image.fromarray(
-        _rescale(ingest.read_rgb(path, tiff_page)[0], scale, interpolation))
+        _rescale(ingest.read_rgb(path, tiff_page)[0], scale, interpolation)
+    )
 
 
 def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
@@ -196,22 +263,27 @@ def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
         return pd.Series("pseudo", index=valid.index)
     sources = has_file.map({True: "cohort", False: "pseudo" if choice == "auto" else "none"})
     if (sources == "none").all():
-        raise ValueError("the cohort has no mask files and cohort.masks is 'cohort'; set "
-                         "cohort.masks: auto to train the UNet on pseudo-masks")
+        raise ValueError(
+            "the cohort has no mask files and cohort.masks is 'cohort'; set "
+            "cohort.masks: auto to train the UNet on pseudo-masks"
+        )
     return sources
 
 
-def _mask_loader(mask_path: str | None, image_path: str, source: str, tiff_page: int,
-                 scale: float = 1.0) -> Callable[[], Image.Image]:
+def _mask_loader(
+    mask_path: str | None, image_path: str, source: str, tiff_page: int, scale: float = 1.0
+) -> Callable[[], Image.Image]:
     if source == "cohort":
         return lambda: Image.fromarray(
-            _rescale(ingest.read_mask(mask_path), scale, cv2.INTER_NEAREST))
+            _rescale(ingest.read_mask(mask_path), scale, cv2.INTER_NEAREST)
+        )
     image = _image_loader(image_path, tiff_page, scale)
     return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
 
 
-def split_cohort(manifest: pd.DataFrame, params: dict[str, Any],
-                 previous: pd.DataFrame | None = None) -> pd.DataFrame:
+def split_cohort(
+    manifest: pd.DataFrame, params: dict[str, Any], previous: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Stratified patient-level split (or k-fold), reusing the saved table; checks leaks.
 
     `previous` is the table the last run saved (the catalog's `previous_patient_splits`,
@@ -220,15 +292,19 @@ def split_cohort(manifest: pd.DataFrame, params: dict[str, Any],
     keeps everybody else where they were in earlier runs.
     """
     if manifest.empty:
-        raise ValueError("no usable image in the cohort: every file was quarantined; see "
-                         "data/08_reporting/quarantine.csv for the reason of each")
+        raise ValueError(
+            "no usable image in the cohort: every file was quarantined; see "
+            "data/08_reporting/quarantine.csv for the reason of each"
+        )
     cohort = manifest.rename(columns={"patient": "patient_id"})
     if params.get("folds", 0):
-        table = splits.kfold_split(cohort, params["folds"], params["fold"],
-                                   params["val_fraction"], params["seed"])
+        table = splits.kfold_split(
+            cohort, params["folds"], params["fold"], params["val_fraction"], params["seed"]
+        )
     else:
-        table = splits.split_patients(cohort, params["val_fraction"], params["test_fraction"],
-                                      params["seed"])
+        table = splits.split_patients(
+            cohort, params["val_fraction"], params["test_fraction"], params["seed"]
+        )
     settings = _split_settings(params)
     if params.get("reuse_saved", False):
         table = splits.reuse_saved_split(table, _saved_split(previous, settings))
@@ -238,8 +314,12 @@ def split_cohort(manifest: pd.DataFrame, params: dict[str, Any],
     splits.assert_every_split_has_every_class(table)
     splits.assert_no_duplicate_leak(cohort.merge(table[["patient_id", "split"]], on="patient_id"))
     for split, part in table.groupby("split"):
-        logger.info("Split %s: %d patients (%s)", split, len(part),
-                    ", ".join(f"{k}={v}" for k, v in part["label"].value_counts().sort_index().items()))
+        logger.info(
+            "Split %s: %d patients (%s)",
+            split,
+            len(part),
+            ", ".join(f"{k}={v}" for k, v in part["label"].value_counts().sort_index().items()),
+        )
     return table.rename(columns={"patient_id": "patient"}).assign(settings=settings)
 
 
@@ -258,18 +338,24 @@ def _saved_split(saved: pd.DataFrame | None, settings: str) -> pd.DataFrame | No
     return saved.rename(columns={"patient": "patient_id"})[["patient_id", "label", "split"]]
 
 
-def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame,
-                    tasks: dict[str, dict[str, Any]], params: dict[str, Any]
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+def colour_baseline(
+    images: dict[str, Callable[[], Any]],
+    manifest: pd.DataFrame,
+    tasks: dict[str, dict[str, Any]],
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Logistic regression on per-image colour histograms, patient-grouped CV, per task.
 
     A cohort on which this scores high can be solved without looking at tissue structure.
     """
     if manifest.empty:  # nothing usable: split_cohort stops the run and says why
         return {}, {}
-    features = np.stack([baseline.colour_histogram(np.asarray(images[i]().convert("RGB")),
-                                                   params["bins"])
-                         for i in manifest["image"]])
+    features = np.stack(
+        [
+            baseline.colour_histogram(np.asarray(images[i]().convert("RGB")), params["bins"])
+            for i in manifest["image"]
+        ]
+    )
     groups = manifest["patient"].to_numpy()
     summary: dict[str, Any] = {}
     for name, task in tasks.items():
@@ -277,19 +363,33 @@ def colour_baseline(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame
         if mapped.isna().any() or mapped.nunique() < len(task["classes"]):
             continue  # the cohort's labels cannot express this task
         labels = mapped.map({c: i for i, c in enumerate(task["classes"])}).to_numpy(int)
-        result = baseline.grouped_cv_accuracy(features, labels, groups, params["folds"],
-                                              params["seed"])
+        result = baseline.grouped_cv_accuracy(
+            features, labels, groups, params["folds"], params["seed"]
+        )
         summary[name] = result
-        logger.info("Colour-only baseline, %s: accuracy %.3f (balanced %.3f, majority class "
-                    "%.3f), %d-fold patient-grouped CV", name, result["accuracy"],
-                    result["balanced_accuracy"], result["majority_class_rate"], result["folds"])
-    metrics = {f"{task}.{key}": {"value": float(value), "step": 0}
-               for task, result in summary.items() for key, value in result.items()}
+        logger.info(
+            "Colour-only baseline, %s: accuracy %.3f (balanced %.3f, majority class "
+            "%.3f), %d-fold patient-grouped CV",
+            name,
+            result["accuracy"],
+            result["balanced_accuracy"],
+            result["majority_class_rate"],
+            result["folds"],
+        )
+    metrics = {
+        f"{task}.{key}": {"value": float(value), "step": 0}
+        for task, result in summary.items()
+        for key, value in result.items()
+    }
     return metrics, summary
 
 
-def cohort_gallery(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
-                   manifest: pd.DataFrame, per_class: int = 3) -> Figure:
+def cohort_gallery(
+    images: dict[str, Callable[[], Any]],
+    masks: dict[str, Callable[[], Any]],
+    manifest: pd.DataFrame,
+    per_class: int = 3,
+) -> Figure:
     """Sample images and masks per class, one patient each, for a look at the cohort."""
     if manifest.empty:
         figure = Figure(figsize=(4, 1))
@@ -299,9 +399,13 @@ def cohort_gallery(images: dict[str, Callable[[], Any]], masks: dict[str, Callab
     for label, part in manifest.groupby("label", sort=False):
         first_of_patient = part.drop_duplicates("patient").head(per_class)
         samples[label] = [
-            (np.asarray(images[row.image]().convert("RGB")),
-             np.asarray(masks[row.image]()) if row.has_mask else None)
-            for row in first_of_patient.itertuples()]
+            (
+                np.asarray(images[row.image]().convert("RGB")),
+                np.asarray(masks[row.image]()) if row.has_mask else None,
+            )
+            for row in first_of_patient.itertuples()
+        ]
     order = [c for c in LABELS if c in samples] + sorted(set(samples) - set(LABELS))
-    return figures.cohort_gallery({k: samples[k] for k in order},
-                                "Cohort samples: image and tissue mask, one patient each")
+    return figures.cohort_gallery(
+        {k: samples[k] for k in order}, "Cohort samples: image and tissue mask, one patient each"
+    )

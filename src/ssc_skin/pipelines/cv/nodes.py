@@ -18,8 +18,9 @@ from ssc_skin.pipelines.evaluation.nodes import _finite_numbers
 logger = logging.getLogger(__name__)
 
 
-def assign_folds(manifest: pd.DataFrame, params: dict[str, Any], *,
-                 folds: int) -> tuple[pd.DataFrame, ...]:
+def assign_folds(
+    manifest: pd.DataFrame, params: dict[str, Any], *, folds: int
+) -> tuple[pd.DataFrame, ...]:
     """One patient-split table per fold: patient-grouped, label-stratified k folds, fold k the
     test patients of namespace `fold_k`, validation drawn from the other patients.
 
@@ -28,36 +29,46 @@ def assign_folds(manifest: pd.DataFrame, params: dict[str, Any], *,
     """
     cohort = manifest.rename(columns={"patient": "patient_id"})
     if "fixed_split" in cohort and cohort["fixed_split"].notna().any():
-        logger.warning("Cross-validation ignores the manifest's fixed splits: every patient is "
-                       "tested once")
+        logger.warning(
+            "Cross-validation ignores the manifest's fixed splits: every patient is tested once"
+        )
     tables = []
     for fold in range(folds):
         table = splits.kfold_split(cohort, folds, fold, params["val_fraction"], params["seed"])
         splits.assert_no_patient_leak(table)
         splits.assert_every_split_has_every_class(table)
-        tables.append(table.rename(columns={"patient_id": "patient"}).assign(
-            settings=f"cv folds={folds} fold={fold} val_fraction={params['val_fraction']} "
-                     f"seed={params['seed']}"))
+        tables.append(
+            table.rename(columns={"patient_id": "patient"}).assign(
+                settings=f"cv folds={folds} fold={fold} val_fraction={params['val_fraction']} "
+                f"seed={params['seed']}"
+            )
+        )
     tested = pd.concat([t[t["split"] == "test"] for t in tables])["patient"]
     if tested.duplicated().any() or set(tested) != set(manifest["patient"]):
         raise ValueError("cross-validation folds must test every patient exactly once")
     for fold, table in enumerate(tables):
         counts = table[table["split"] == "test"]["label"].value_counts().sort_index()
-        logger.info("Fold %d: test patients %s; train %d, val %d", fold,
-                    ", ".join(f"{k}={v}" for k, v in counts.items()),
-                    int((table["split"] == "train").sum()), int((table["split"] == "val").sum()))
+        logger.info(
+            "Fold %d: test patients %s; train %d, val %d",
+            fold,
+            ", ".join(f"{k}={v}" for k, v in counts.items()),
+            int((table["split"] == "train").sum()),
+            int((table["split"] == "val").sum()),
+        )
     return tuple(tables)
 
 
 def pool_selection(*selections: pd.DataFrame) -> pd.DataFrame:
     """Every fold's image-selection table, with its fold: the accounting of the pooled
     evaluation (each image is a test image of exactly one fold)."""
-    return pd.concat([s.assign(fold=f"fold_{k}") for k, s in enumerate(selections)],
-                     ignore_index=True)
+    return pd.concat(
+        [s.assign(fold=f"fold_{k}") for k, s in enumerate(selections)], ignore_index=True
+    )
 
 
-def pool_model(task: dict[str, Any], params: dict[str, Any], selection: pd.DataFrame,
-               *inputs: Any) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+def pool_model(
+    task: dict[str, Any], params: dict[str, Any], selection: pd.DataFrame, *inputs: Any
+) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """One model's out-of-fold predictions pooled and scored by the study's evaluation code.
 
     `inputs`: the k folds' predictions, then their training summaries. The pooled frame keeps
@@ -67,28 +78,46 @@ def pool_model(task: dict[str, Any], params: dict[str, Any], selection: pd.DataF
     half = len(inputs) // 2
     predictions, summaries = inputs[:half], inputs[half:]
     first = summaries[0]
-    summary: dict[str, Any] = {"task": first["task"], "architecture": first["architecture"],
-                               "classes": list(first["classes"]), "folds": half}
+    summary: dict[str, Any] = {
+        "task": first["task"],
+        "architecture": first["architecture"],
+        "classes": list(first["classes"]),
+        "folds": half,
+    }
     skipped = [s["skipped"] for s in summaries if "skipped" in s]
     if skipped:
         return {}, {**summary, "skipped": skipped[0]}, pd.DataFrame()
-    pooled = pd.concat([p[p["split"].isin(["val", "test"])].assign(fold=f"fold_{k}")
-                        for k, p in enumerate(predictions)], ignore_index=True)
+    pooled = pd.concat(
+        [
+            p[p["split"].isin(["val", "test"])].assign(fold=f"fold_{k}")
+            for k, p in enumerate(predictions)
+        ],
+        ignore_index=True,
+    )
     summary.update(scoring.score_model(pooled, selection, task, params, splits=("test",)))
     for key in ("train_seconds", "train_patches", "epochs_run", "parameters"):
         values = [s.get(key) for s in summaries if isinstance(s.get(key), int | float)]
         if values:
-            summary[key] = sum(values) if key == "train_seconds" else values[0] \
-                if key == "parameters" else round(sum(values) / len(values))
+            summary[key] = (
+                sum(values)
+                if key == "train_seconds"
+                else values[0]
+                if key == "parameters"
+                else round(sum(values) / len(values))
+            )
     summary["patches_per_second"] = sum(s.get("patches_per_second", 0) for s in summaries) / half
     summary["weights_source"] = first.get("weights_source", "n/a")
     summary["every_patient_tested_once"] = covers_each_patient_once(selection)
-    logger.info("CV %s.%s: pooled test patient accuracy %.3f [%.3f, %.3f] over %s of %s "
-                "patients", summary["task"], summary["architecture"],
-                summary.get("test_patient_accuracy", float("nan")),
-                summary.get("test_patient_accuracy_ci_low", float("nan")),
-                summary.get("test_patient_accuracy_ci_high", float("nan")),
-                summary.get("test_patients_assessed"), summary.get("test_patients_total"))
+    logger.info(
+        "CV %s.%s: pooled test patient accuracy %.3f [%.3f, %.3f] over %s of %s patients",
+        summary["task"],
+        summary["architecture"],
+        summary.get("test_patient_accuracy", float("nan")),
+        summary.get("test_patient_accuracy_ci_low", float("nan")),
+        summary.get("test_patient_accuracy_ci_high", float("nan")),
+        summary.get("test_patients_assessed"),
+        summary.get("test_patients_total"),
+    )
     numeric = {k: {"value": v, "step": 0} for k, v in _finite_numbers(summary).items()}
     return numeric, summary, pooled
 
@@ -96,25 +125,44 @@ def pool_model(task: dict[str, Any], params: dict[str, Any], selection: pd.DataF
 def covers_each_patient_once(selection: pd.DataFrame) -> bool:
     """Whether every patient of the cohort is a test patient of exactly one fold."""
     test = selection[selection["split"] == "test"]
-    return bool(test.groupby("patient")["fold"].nunique().eq(1).all()
-                and set(test["patient"]) == set(selection["patient"]))
+    return bool(
+        test.groupby("patient")["fold"].nunique().eq(1).all()
+        and set(test["patient"]) == set(selection["patient"])
+    )
 
 
-def build_cv_report(manifest: pd.DataFrame, params: dict[str, Any],
-                    comparison: dict[str, Any], *inputs: dict[str, Any], folds: int) -> str:
+def build_cv_report(
+    manifest: pd.DataFrame,
+    params: dict[str, Any],
+    comparison: dict[str, Any],
+    *inputs: dict[str, Any],
+    folds: int,
+) -> str:
     """The cross-validation report. `inputs`: the pooled evaluation of every model, then, model
     by model, its k per-fold evaluations."""
     n_models = len(inputs) // (folds + 1)
     pooled = list(inputs[:n_models])
     per_fold = inputs[n_models:]
-    by_model = {f"{ev['task']}.{ev['architecture']}": list(per_fold[i * folds:(i + 1) * folds])
-                for i, ev in enumerate(pooled)}
+    by_model = {
+        f"{ev['task']}.{ev['architecture']}": list(per_fold[i * folds : (i + 1) * folds])
+        for i, ev in enumerate(pooled)
+    }
     per_class = manifest.groupby("label")["patient"].nunique()
-    cohort = (f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
-              + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
-    return report.build_cv_markdown(pooled, by_model, {
-        "cohort": cohort, "folds": folds, "comparison": comparison,
-        "confidence": params.get("confidence", 0.95)})
+    cohort = (
+        f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
+        + ", ".join(f"{k}: {v}" for k, v in per_class.items())
+        + ")"
+    )
+    return report.build_cv_markdown(
+        pooled,
+        by_model,
+        {
+            "cohort": cohort,
+            "folds": folds,
+            "comparison": comparison,
+            "confidence": params.get("confidence", 0.95),
+        },
+    )
 
 
 def tag_fold_runs(*evaluations: dict[str, Any], fold: str) -> None:
@@ -130,7 +178,10 @@ def tag_fold_runs(*evaluations: dict[str, Any], fold: str) -> None:
         try:
             client.set_tag(run_id, "fold", fold)
             client.set_tag(run_id, "cv", "true")
-            client.set_tag(run_id, "mlflow.runName",
-                           f"{fold}.{evaluation['task']}.{evaluation['architecture']}")
+            client.set_tag(
+                run_id,
+                "mlflow.runName",
+                f"{fold}.{evaluation['task']}.{evaluation['architecture']}",
+            )
         except MlflowException as error:
             logger.warning("Could not tag MLflow run %s with its fold: %s", run_id, error)

@@ -31,11 +31,14 @@ PREDICTION_COLUMNS = ["row", "image", "patient", "label", "split", "y_true"]
 
 
 def _empty_predictions(task: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(columns=[*PREDICTION_COLUMNS, *scoring.probability_columns(task["classes"])])
+    return pd.DataFrame(
+        columns=[*PREDICTION_COLUMNS, *scoring.probability_columns(task["classes"])]
+    )
 
 
-def _predictions_frame(part: pd.DataFrame, probabilities: np.ndarray,
-                       task: dict[str, Any]) -> pd.DataFrame:
+def _predictions_frame(
+    part: pd.DataFrame, probabilities: np.ndarray, task: dict[str, Any]
+) -> pd.DataFrame:
     frame = part[PREDICTION_COLUMNS[:-1]].reset_index(drop=True)
     frame["y_true"] = encode_labels(part["label"], task)
     for i, name in enumerate(task["classes"]):
@@ -43,25 +46,34 @@ def _predictions_frame(part: pd.DataFrame, probabilities: np.ndarray,
     return frame
 
 
-def predict_patches(classifier: keras.Model, patches: dict[str, np.ndarray],
-                    patch_index: pd.DataFrame, task: dict[str, Any],
-                    architecture: dict[str, Any], chunk_size: int = 2048) -> pd.DataFrame:
+def predict_patches(
+    classifier: keras.Model,
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+    architecture: dict[str, Any],
+    chunk_size: int = 2048,
+) -> pd.DataFrame:
     """Class probabilities for every selected patch, with its provenance."""
     if isinstance(classifier, Skipped):
         return _empty_predictions(task)
     frames = []
     for start in range(0, len(patch_index), chunk_size):  # chunks keep memory flat
-        part = patch_index.iloc[start:start + chunk_size]
-        images = tiling.resize_batch(patches["images"][part["row"].to_numpy()],
-                                      architecture["input_size"])
+        part = patch_index.iloc[start : start + chunk_size]
+        images = tiling.resize_batch(
+            patches["images"][part["row"].to_numpy()], architecture["input_size"]
+        )
         frames.append(_predictions_frame(part, training.predict(classifier, images), task))
     return pd.concat(frames, ignore_index=True) if frames else _empty_predictions(task)
 
 
-def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
-                         training_summary: dict[str, Any], params: dict[str, Any],
-                         image_selection: pd.DataFrame | None = None
-                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+def evaluate_predictions(
+    predictions: pd.DataFrame,
+    task: dict[str, Any],
+    training_summary: dict[str, Any],
+    params: dict[str, Any],
+    image_selection: pd.DataFrame | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every number about one model: metrics at patch, image and patient level per split over
     the assessed images; assessed / total test images and patients and why each one left was
     not assessed (`image_selection`, one row per manifest image); intention-to-diagnose
@@ -73,16 +85,23 @@ def evaluate_predictions(predictions: pd.DataFrame, task: dict[str, Any],
     if "skipped" in summary:
         return {}, summary
     summary.update(scoring.score_model(predictions, image_selection, task, params))
-    logger.info("%s.%s test patient accuracy %.3f [%.3f, %.3f] over %s of %s assessed patients "
-                "(%s of %s over all, not assessed = wrong); %s of %s test images assessed, "
-                "%s flagged", summary["task"], summary["architecture"],
-                summary.get("test_patient_accuracy", float("nan")),
-                summary.get("test_patient_accuracy_ci_low", float("nan")),
-                summary.get("test_patient_accuracy_ci_high", float("nan")),
-                summary.get("test_patients_assessed"), summary.get("test_patients_total"),
-                f"{summary.get('test_patient_accuracy_all', float('nan')):.3f}",
-                summary.get("test_patients_total"), summary.get("test_images_assessed"),
-                summary.get("test_images_total"), summary.get("test_images_flagged"))
+    logger.info(
+        "%s.%s test patient accuracy %.3f [%.3f, %.3f] over %s of %s assessed patients "
+        "(%s of %s over all, not assessed = wrong); %s of %s test images assessed, "
+        "%s flagged",
+        summary["task"],
+        summary["architecture"],
+        summary.get("test_patient_accuracy", float("nan")),
+        summary.get("test_patient_accuracy_ci_low", float("nan")),
+        summary.get("test_patient_accuracy_ci_high", float("nan")),
+        summary.get("test_patients_assessed"),
+        summary.get("test_patients_total"),
+        f"{summary.get('test_patient_accuracy_all', float('nan')):.3f}",
+        summary.get("test_patients_total"),
+        summary.get("test_images_assessed"),
+        summary.get("test_images_total"),
+        summary.get("test_images_flagged"),
+    )
     numeric = {k: {"value": v, "step": 0} for k, v in _finite_numbers(summary).items()}
     return numeric, summary
 
@@ -92,21 +111,31 @@ _finite_numbers = scoring.finite_numbers
 
 # ---------- the classical colour + texture peer ----------
 
-def texture_features(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
-                     params: dict[str, Any], chunk_size: int = 2048) -> np.ndarray:
+
+def texture_features(
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    params: dict[str, Any],
+    chunk_size: int = 2048,
+) -> np.ndarray:
     """Colour + texture features of every selected patch (row i = patch_index row i), computed
     once and shared by every task's peer model."""
     options = params.get("texture", {})
     rows = patch_index["row"].to_numpy()
-    parts = [texture.features(patches["images"][rows[start:start + chunk_size]], options)
-             for start in range(0, len(rows), chunk_size)]
+    parts = [
+        texture.features(patches["images"][rows[start : start + chunk_size]], options)
+        for start in range(0, len(rows), chunk_size)
+    ]
     return np.concatenate(parts) if parts else texture.features(np.zeros((0, 8, 8, 3)), options)
 
 
-def train_texture_baseline(features: np.ndarray, patch_index: pd.DataFrame,
-                           task: dict[str, Any], params: dict[str, Any],
-                           training_params: dict[str, Any]
-                           ) -> tuple[SklearnPipeline | Skipped, dict[str, Any]]:
+def train_texture_baseline(
+    features: np.ndarray,
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+    params: dict[str, Any],
+    training_params: dict[str, Any],
+) -> tuple[SklearnPipeline | Skipped, dict[str, Any]]:
     """Logistic regression on colour + texture features of the same training patches the deep
     models see (same cap and seed); regularisation chosen on the validation patches."""
     name = f"{task['name']}.texture"
@@ -117,29 +146,55 @@ def train_texture_baseline(features: np.ndarray, patch_index: pd.DataFrame,
         return Skipped(reason), {**base, "skipped": reason}
     index = patch_index.reset_index(drop=True)
     seed = training_params["seed"]
-    train_rows = training.subsample(index[index["split"] == "train"],
-                                    training_params.get("max_train_patches"), seed).index
+    train_rows = training.subsample(
+        index[index["split"] == "train"], training_params.get("max_train_patches"), seed
+    ).index
     val_rows = index.index[index["split"] == "val"]
     train = (features[train_rows], encode_labels(index.loc[train_rows, "label"], task))
     val = (features[val_rows], encode_labels(index.loc[val_rows, "label"], task))
     options = params.get("texture", {})
-    with tracking.model_run(name, {"task": task["name"], "architecture": "texture"},
-                            {"task": task["name"], "architecture": "texture",
-                             **{f"options.{k}": v for k, v in options.items()}}) as run_id:
+    with tracking.model_run(
+        name,
+        {"task": task["name"], "architecture": "texture"},
+        {
+            "task": task["name"],
+            "architecture": "texture",
+            **{f"options.{k}": v for k, v in options.items()},
+        },
+    ) as run_id:
         model, fitted = texture.fit(train, val, len(task["classes"]), options, seed)
-    summary = {**base, "weights_source": "n/a (logistic regression)", "train_patches": len(train[0]),
-               "val_patches": len(val[0]), "train_seconds": fitted["seconds"], "epochs_run": 0,
-               "patches_per_second": len(train[0]) / max(fitted["seconds"], 1e-9),
-               "parameters": int(model[-1].coef_.size + model[-1].intercept_.size),
-               "features": int(features.shape[1]), "C": fitted["C"],
-               "val_log_loss": fitted["val_log_loss"], "history": {}, "mlflow_run_id": run_id}
-    logger.info("%s fitted in %.1f s on %d patches (%d features, C=%s)", name,
-                fitted["seconds"], len(train[0]), features.shape[1], fitted["C"])
+    summary = {
+        **base,
+        "weights_source": "n/a (logistic regression)",
+        "train_patches": len(train[0]),
+        "val_patches": len(val[0]),
+        "train_seconds": fitted["seconds"],
+        "epochs_run": 0,
+        "patches_per_second": len(train[0]) / max(fitted["seconds"], 1e-9),
+        "parameters": int(model[-1].coef_.size + model[-1].intercept_.size),
+        "features": int(features.shape[1]),
+        "C": fitted["C"],
+        "val_log_loss": fitted["val_log_loss"],
+        "history": {},
+        "mlflow_run_id": run_id,
+    }
+    logger.info(
+        "%s fitted in %.1f s on %d patches (%d features, C=%s)",
+        name,
+        fitted["seconds"],
+        len(train[0]),
+        features.shape[1],
+        fitted["C"],
+    )
     return model, summary
 
 
-def predict_texture_baseline(model: SklearnPipeline | Skipped, features: np.ndarray,
-                             patch_index: pd.DataFrame, task: dict[str, Any]) -> pd.DataFrame:
+def predict_texture_baseline(
+    model: SklearnPipeline | Skipped,
+    features: np.ndarray,
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+) -> pd.DataFrame:
     """The peer's class probabilities for every selected patch: the same frame as
     `predict_patches`, so `evaluate_predictions` scores it like any deep model."""
     if isinstance(model, Skipped) or patch_index.empty:
@@ -155,9 +210,11 @@ def log_texture_run(evaluation: dict[str, Any]) -> None:
         return
     run_id = tracking.existing_run(evaluation.get("mlflow_run_id"))
     name = f"{evaluation['task']}.texture"
-    context = (tracking.reopened_run(run_id) if run_id else
-               tracking.model_run(name, {"task": evaluation["task"], "architecture": "texture"},
-                                  {}))
+    context = (
+        tracking.reopened_run(run_id)
+        if run_id
+        else tracking.model_run(name, {"task": evaluation["task"], "architecture": "texture"}, {})
+    )
     with context:
         mlflow.log_metrics(_finite_numbers(evaluation))
         mlflow.set_tags({tracking.NOTE_TAG: tracking.model_note(evaluation)})
@@ -165,26 +222,29 @@ def log_texture_run(evaluation: dict[str, Any]) -> None:
 
 # ---------- comparisons, figures, report ----------
 
+
 def _models(inputs: tuple[Any, ...]) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
     """(predictions, summary) of every model that was not skipped; `inputs` holds every
     model's predictions, then every model's summary, in the same order."""
     half = len(inputs) // 2
-    return [(p, s) for p, s in zip(inputs[:half], inputs[half:], strict=True)
-            if "skipped" not in s]
+    return [(p, s) for p, s in zip(inputs[:half], inputs[half:], strict=True) if "skipped" not in s]
 
 
-def compare_models(params: dict[str, Any], *inputs: Any
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+def compare_models(params: dict[str, Any], *inputs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each pair of models of a task on the same test patients: exact McNemar and the paired
     bootstrap AUC difference, with the sentence the report prints."""
-    models = {f"{s['task']}.{s['architecture']}": (s["task"], p, list(s["classes"]))
-              for p, s in _models(inputs)}
+    models = {
+        f"{s['task']}.{s['architecture']}": (s["task"], p, list(s["classes"]))
+        for p, s in _models(inputs)
+    }
     results = comparison.compare_all(models, params)
     for result in results.values():
         logger.info("Paired comparison, %s: %s", result["task"], result["sentence"])
-    numeric = {f"{key}.{name}": {"value": float(value), "step": 0}
-               for key, result in results.items()
-               for name, value in _finite_numbers(result).items()}
+    numeric = {
+        f"{key}.{name}": {"value": float(value), "step": 0}
+        for key, result in results.items()
+        for name, value in _finite_numbers(result).items()
+    }
     return numeric, results
 
 
@@ -198,22 +258,30 @@ def evaluation_figures(*inputs: Any) -> tuple[Figure, Figure, Figure, Figure]:
     for predictions, summary in _models(inputs):
         name = f"{summary['task']}.{summary['architecture']}"
         test = predictions[predictions["split"] == "test"]
-        labels, probabilities, _ = scoring.unit_probabilities(test, summary["classes"],
-                                                              "patient")
+        labels, probabilities, _ = scoring.unit_probabilities(test, summary["classes"], "patient")
         confusion[name] = (labels, probabilities.argmax(axis=1), summary["classes"])
         roc[name] = (labels, probabilities, summary["classes"])
         if summary.get("history"):
             curves[name] = summary["history"]
         y, p, _ = scoring.unit_probabilities(test, summary["classes"], "patch")
         reliability[name] = (y, p)
-    return (figures.confusion_matrices_figure(confusion), figures.roc_curves_figure(roc),
-            figures.training_curves_figure(curves), figures.reliability_figure(reliability))
+    return (
+        figures.confusion_matrices_figure(confusion),
+        figures.roc_curves_figure(roc),
+        figures.training_curves_figure(curves),
+        figures.reliability_figure(reliability),
+    )
 
 
-def gradcam_examples(classifier: keras.Model, predictions: pd.DataFrame,
-                     patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
-                     images: dict[str, Any], task: dict[str, Any],
-                     architecture: dict[str, Any]) -> Figure:
+def gradcam_examples(
+    classifier: keras.Model,
+    predictions: pd.DataFrame,
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    images: dict[str, Any],
+    task: dict[str, Any],
+    architecture: dict[str, Any],
+) -> Figure:
     """Grad-CAM over whole test images: per class, the most confident right and wrong image.
 
     Each patch's map is weighted by its probability for the explained class and put back at
@@ -223,8 +291,9 @@ def gradcam_examples(classifier: keras.Model, predictions: pd.DataFrame,
         return figures.gradcam_figure([])
     test = predictions[predictions["split"] == "test"]
     prob_columns = [f"p_{c}" for c in task["classes"]]
-    per_image = test.groupby("image").agg(y_true=("y_true", "first"),
-                                          **{c: (c, "mean") for c in prob_columns})
+    per_image = test.groupby("image").agg(
+        y_true=("y_true", "first"), **{c: (c, "mean") for c in prob_columns}
+    )
     per_image["predicted"] = per_image[prob_columns].to_numpy().argmax(axis=1)
     per_image["confidence"] = per_image[prob_columns].to_numpy().max(axis=1)
     samples = []
@@ -234,18 +303,38 @@ def gradcam_examples(classifier: keras.Model, predictions: pd.DataFrame,
             chosen = of_class[(of_class["predicted"] == y) == right].head(1)
             for image_id, row in chosen.iterrows():
                 predicted = task["classes"][int(row["predicted"])]
-                title = (f"{name} → {predicted} ({'right' if right else 'wrong'}, "
-                         f"p={row['confidence']:.2f})")
-                samples.append((title, *_image_heatmap(
-                    classifier, images[image_id](), test[test["image"] == image_id], patches,
-                    patch_index, int(row["predicted"]), prob_columns[int(row["predicted"])],
-                    architecture["input_size"])))
+                title = (
+                    f"{name} → {predicted} ({'right' if right else 'wrong'}, "
+                    f"p={row['confidence']:.2f})"
+                )
+                samples.append(
+                    (
+                        title,
+                        *_image_heatmap(
+                            classifier,
+                            images[image_id](),
+                            test[test["image"] == image_id],
+                            patches,
+                            patch_index,
+                            int(row["predicted"]),
+                            prob_columns[int(row["predicted"])],
+                            architecture["input_size"],
+                        ),
+                    )
+                )
     return figures.gradcam_figure(samples)
 
 
-def _image_heatmap(classifier: keras.Model, image: Any, image_predictions: pd.DataFrame,
-                   patches: dict[str, np.ndarray], patch_index: pd.DataFrame, class_index: int,
-                   prob_column: str, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _image_heatmap(
+    classifier: keras.Model,
+    image: Any,
+    image_predictions: pd.DataFrame,
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    class_index: int,
+    prob_column: str,
+    input_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.asarray(image.convert("RGB"))
     rows = image_predictions["row"].to_numpy()
     located = patch_index.set_index("row").loc[rows]
@@ -255,14 +344,20 @@ def _image_heatmap(classifier: keras.Model, image: Any, image_predictions: pd.Da
     weights = image_predictions[prob_column]
     heat = np.zeros(pixels.shape[:2], np.float32)
     for m, w, (x, y) in zip(maps, weights.to_numpy(), located[["x", "y"]].to_numpy(), strict=True):
-        heat[y:y + size, x:x + size] = tiling.resize_batch(m[None], size)[0] * w
+        heat[y : y + size, x : x + size] = tiling.resize_batch(m[None], size)[0] * w
     return pixels, heat / max(float(heat.max()), 1e-6)
 
 
-def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str, Any],
-                 manifest: pd.DataFrame, stain_normalizer: dict[str, Any],
-                 params: dict[str, Any], ablations: str | None,
-                 model_comparison: dict[str, Any], *evaluations: dict[str, Any]) -> str:
+def build_report(
+    segmentation_summary: dict[str, Any],
+    colour_baseline: dict[str, Any],
+    manifest: pd.DataFrame,
+    stain_normalizer: dict[str, Any],
+    params: dict[str, Any],
+    ablations: str | None,
+    model_comparison: dict[str, Any],
+    *evaluations: dict[str, Any],
+) -> str:
     """The study report in Markdown: headline table (every model incl. the colour + texture
     peer, with how many of how many patients each number covers), the paired comparison, who
     was not assessed and why, then the paper comparison and the detail.
@@ -270,25 +365,35 @@ def build_report(segmentation_summary: dict[str, Any], colour_baseline: dict[str
     `ablations`: the table `benchmarks/ablation.py` writes (separate runs), or None.
     """
     per_class = manifest.groupby("label")["patient"].nunique()
-    cohort = (f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
-              + ", ".join(f"{k}: {v}" for k, v in per_class.items()) + ")")
+    cohort = (
+        f"{len(manifest)} images from {manifest['patient'].nunique()} patients ("
+        + ", ".join(f"{k}: {v}" for k, v in per_class.items())
+        + ")"
+    )
     return report.build_markdown(
-        segmentation_summary, list(evaluations),
-        {"cohort": cohort, "colour_baseline": colour_baseline,
-         "stain": stain_normalizer.get("method", "none"), "ablations": ablations or None,
-         "comparison": model_comparison, "confidence": params.get("confidence", 0.95)})
+        segmentation_summary,
+        list(evaluations),
+        {
+            "cohort": cohort,
+            "colour_baseline": colour_baseline,
+            "stain": stain_normalizer.get("method", "none"),
+            "ablations": ablations or None,
+            "comparison": model_comparison,
+            "confidence": params.get("confidence", 0.95),
+        },
+    )
 
 
 def render_report_html(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]) -> str:
     """The report as one self-contained HTML page: every figure it shows is embedded (data
     URI), so the page renders anywhere, MLflow's artifact view included. `figures_on_disk`:
     the PNGs under data/08_reporting, keyed by path without suffix (the catalog reads them)."""
-    return report.markdown_to_html(report_text, "ssc-skin study report",
-                                   images=_png_sources(report_text, figures_on_disk))
+    return report.markdown_to_html(
+        report_text, "ssc-skin study report", images=_png_sources(report_text, figures_on_disk)
+    )
 
 
-def _png_sources(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]
-                 ) -> dict[str, str]:
+def _png_sources(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]) -> dict[str, str]:
     embedded = {}
     for link in report.image_links(report_text):
         loader = figures_on_disk.get(link.removesuffix(".png"))
@@ -301,8 +406,9 @@ def _png_sources(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]
     return embedded
 
 
-def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],
-                  classifier: keras.Model) -> None:
+def log_model_run(
+    evaluation: dict[str, Any], architecture: dict[str, Any], classifier: keras.Model
+) -> None:
     """Evaluation metrics into the model's nested run, with the same metric names for every
     model, so MLflow's Compare view lines MobileNetV2 and CNN up directly.
 
@@ -319,19 +425,28 @@ def log_model_run(evaluation: dict[str, Any], architecture: dict[str, Any],
         context = tracking.reopened_run(run_id)
     else:
         context = tracking.model_run(
-            name, {"task": evaluation["task"], "architecture": evaluation["architecture"]},
-            {"task": evaluation["task"], "architecture": evaluation["architecture"],
-             "input_size": architecture["input_size"],
-             "weights_source": evaluation.get("weights_source", "random"),
-             **{f"options.{k}": v for k, v in architecture.get("options", {}).items()}})
+            name,
+            {"task": evaluation["task"], "architecture": evaluation["architecture"]},
+            {
+                "task": evaluation["task"],
+                "architecture": evaluation["architecture"],
+                "input_size": architecture["input_size"],
+                "weights_source": evaluation.get("weights_source", "random"),
+                **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
+            },
+        )
     with context:
         model_uri = evaluation.get("model_uri") if run_id else None
         if not model_uri:
             model_uri = mlflow.keras.log_model(
-                classifier, name=tracking.logged_model_name(name),
-                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
+                classifier,
+                name=tracking.logged_model_name(name),
+                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
             ).model_uri
-        model_id = (model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-")
-                    else None)
+        model_id = (
+            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        )
         mlflow.log_metrics(_finite_numbers(evaluation), model_id=model_id)
-        mlflow.set_tags({"model_uri": model_uri, tracking.NOTE_TAG: tracking.model_note(evaluation)})
+        mlflow.set_tags(
+            {"model_uri": model_uri, tracking.NOTE_TAG: tracking.model_note(evaluation)}
+        )

@@ -25,63 +25,136 @@ TEXTURE = "texture"  # the classical peer's namespace suffix: {task}.texture
 
 def evaluated_namespaces() -> tuple[str, ...]:
     """Every model the report shows, task by task: the deep models, then the classical peer."""
-    return tuple(ns for task in TASKS
-                 for ns in (*(f"{task}.{arch}" for arch in ARCHITECTURES), f"{task}.{TEXTURE}"))
+    return tuple(
+        ns
+        for task in TASKS
+        for ns in (*(f"{task}.{arch}" for arch in ARCHITECTURES), f"{task}.{TEXTURE}")
+    )
 
 
 def deep_model_pipeline(gradcam: bool = True) -> Pipeline:
     """Per task x architecture: predict the selected patches, score them, log the nested run
     (and, unless `gradcam` is False, the Grad-CAM figure)."""
     nodes = [
-        node(predict_patches,
-             ["classifier", "patches", "classifier_patch_index", "params:task",
-              "params:architecture"],
-             "predictions", name="predict_patches"),
-        node(evaluate_predictions,
-             ["predictions", "params:task", "training_summary", "params:evaluation",
-              "image_selection"],
-             ["metrics", "evaluation"], name="evaluate_predictions"),
-        node(log_model_run, ["evaluation", "params:architecture", "classifier"], None,
-             name="log_model_run"),
+        node(
+            predict_patches,
+            [
+                "classifier",
+                "patches",
+                "classifier_patch_index",
+                "params:task",
+                "params:architecture",
+            ],
+            "predictions",
+            name="predict_patches",
+        ),
+        node(
+            evaluate_predictions,
+            [
+                "predictions",
+                "params:task",
+                "training_summary",
+                "params:evaluation",
+                "image_selection",
+            ],
+            ["metrics", "evaluation"],
+            name="evaluate_predictions",
+        ),
+        node(
+            log_model_run,
+            ["evaluation", "params:architecture", "classifier"],
+            None,
+            name="log_model_run",
+        ),
     ]
     if gradcam:
-        nodes.append(node(gradcam_examples,
-                          ["classifier", "predictions", "patches", "classifier_patch_index",
-                           "cohort_images", "params:task", "params:architecture"],
-                          "gradcam", name="gradcam_examples"))
-    return for_each_model(Pipeline(nodes), {"params:evaluation": "params:evaluation"},
-                          shared_inputs={"cohort_images", "image_selection"} if gradcam
-                          else {"image_selection"})
+        nodes.append(
+            node(
+                gradcam_examples,
+                [
+                    "classifier",
+                    "predictions",
+                    "patches",
+                    "classifier_patch_index",
+                    "cohort_images",
+                    "params:task",
+                    "params:architecture",
+                ],
+                "gradcam",
+                name="gradcam_examples",
+            )
+        )
+    return for_each_model(
+        Pipeline(nodes),
+        {"params:evaluation": "params:evaluation"},
+        shared_inputs={"cohort_images", "image_selection"} if gradcam else {"image_selection"},
+    )
 
 
 def texture_pipeline() -> Pipeline:
     """The colour + texture peer, per task (namespace `{task}.texture`): features once for all
     tasks, then fit, predict and score exactly like a deep model."""
-    features = Pipeline([node(texture_features,
-                              ["patches", "classifier_patch_index", "params:evaluation"],
-                              "texture_features", name="texture_features")])
-    template = Pipeline([
-        node(train_texture_baseline,
-             ["texture_features", "classifier_patch_index", "params:task", "params:evaluation",
-              "params:training"],
-             ["classifier", "training_summary"], name="train_texture_baseline"),
-        node(predict_texture_baseline,
-             ["classifier", "texture_features", "classifier_patch_index", "params:task"],
-             "predictions", name="predict_texture_baseline"),
-        node(evaluate_predictions,
-             ["predictions", "params:task", "training_summary", "params:evaluation",
-              "image_selection"],
-             ["metrics", "evaluation"], name="evaluate_predictions"),
-        node(log_texture_run, "evaluation", None, name="log_texture_run"),
-    ])
+    features = Pipeline(
+        [
+            node(
+                texture_features,
+                ["patches", "classifier_patch_index", "params:evaluation"],
+                "texture_features",
+                name="texture_features",
+            )
+        ]
+    )
+    template = Pipeline(
+        [
+            node(
+                train_texture_baseline,
+                [
+                    "texture_features",
+                    "classifier_patch_index",
+                    "params:task",
+                    "params:evaluation",
+                    "params:training",
+                ],
+                ["classifier", "training_summary"],
+                name="train_texture_baseline",
+            ),
+            node(
+                predict_texture_baseline,
+                ["classifier", "texture_features", "classifier_patch_index", "params:task"],
+                "predictions",
+                name="predict_texture_baseline",
+            ),
+            node(
+                evaluate_predictions,
+                [
+                    "predictions",
+                    "params:task",
+                    "training_summary",
+                    "params:evaluation",
+                    "image_selection",
+                ],
+                ["metrics", "evaluation"],
+                name="evaluate_predictions",
+            ),
+            node(log_texture_run, "evaluation", None, name="log_texture_run"),
+        ]
+    )
     per_task = sum(
-        (pipeline(template, namespace=f"{task}.{TEXTURE}",
-                  inputs={"texture_features", "classifier_patch_index", "image_selection"},
-                  parameters={"params:task": f"params:classification.tasks.{task}",
-                              "params:evaluation": "params:evaluation",
-                              "params:training": "params:classification.training"})
-         for task in TASKS),
-        Pipeline([]))
+        (
+            pipeline(
+                template,
+                namespace=f"{task}.{TEXTURE}",
+                inputs={"texture_features", "classifier_patch_index", "image_selection"},
+                parameters={
+                    "params:task": f"params:classification.tasks.{task}",
+                    "params:evaluation": "params:evaluation",
+                    "params:training": "params:classification.training",
+                },
+            )
+            for task in TASKS
+        ),
+        Pipeline([]),
+    )
     return features + per_task
 
 
@@ -95,23 +168,48 @@ def comparison_pipeline() -> Pipeline:
     namespaces = evaluated_namespaces()
     predictions = [f"{ns}.predictions" for ns in namespaces]
     summaries = [f"{ns}.training_summary" for ns in namespaces]
-    return Pipeline([
-        node(compare_models, ["params:evaluation", *predictions, *summaries],
-             ["model_comparison_metrics", "model_comparison"], name="compare_models"),
-        node(evaluation_figures, [*predictions, *summaries],
-             ["confusion_matrices", "roc_curves", "training_curves", "reliability_diagrams"],
-             name="evaluation_figures"),
-    ])
+    return Pipeline(
+        [
+            node(
+                compare_models,
+                ["params:evaluation", *predictions, *summaries],
+                ["model_comparison_metrics", "model_comparison"],
+                name="compare_models",
+            ),
+            node(
+                evaluation_figures,
+                [*predictions, *summaries],
+                ["confusion_matrices", "roc_curves", "training_curves", "reliability_diagrams"],
+                name="evaluation_figures",
+            ),
+        ]
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    report = Pipeline([
-        node(build_report,
-             ["segmentation_summary", "colour_baseline", "manifest", "stain_normalizer",
-              "params:evaluation", "ablations_table", "model_comparison",
-              *[f"{ns}.evaluation" for ns in evaluated_namespaces()]],
-             "report", name="build_report"),
-        node(render_report_html, ["report", "report_figures"], "report_html",
-             name="render_report_html"),
-    ])
+    report = Pipeline(
+        [
+            node(
+                build_report,
+                [
+                    "segmentation_summary",
+                    "colour_baseline",
+                    "manifest",
+                    "stain_normalizer",
+                    "params:evaluation",
+                    "ablations_table",
+                    "model_comparison",
+                    *[f"{ns}.evaluation" for ns in evaluated_namespaces()],
+                ],
+                "report",
+                name="build_report",
+            ),
+            node(
+                render_report_html,
+                ["report", "report_figures"],
+                "report_html",
+                name="render_report_html",
+            ),
+        ]
+    )
     return per_model_pipeline() + comparison_pipeline() + report

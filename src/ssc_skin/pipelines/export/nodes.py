@@ -18,61 +18,95 @@ from ssc_skin.inference import export, serving
 logger = logging.getLogger(__name__)
 
 
-def export_classifier(classifier: keras.Model | Skipped, patches: dict[str, np.ndarray],
-                      patch_index: pd.DataFrame, task: dict[str, Any],
-                      architecture: dict[str, Any], params: dict[str, Any]
-                      ) -> tuple[bytes | Skipped, bytes | Skipped, dict[str, Any],
-                                 dict[str, Any]]:
+def export_classifier(
+    classifier: keras.Model | Skipped,
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+    architecture: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[bytes | Skipped, bytes | Skipped, dict[str, Any], dict[str, Any]]:
     """TFLite float32 and int8 of one classifier, and which runtime `predict` should use.
 
     int8 is calibrated on training patches; agreement with Keras is checked on test patches
     (the model has not seen them, like the images it will be asked about).
     """
     name = f"{task['name']}.{architecture['name']}"
-    header = {"task": task["name"], "architecture": architecture["name"],
-              "classes": list(task["classes"]), "input_size": architecture["input_size"]}
+    header = {
+        "task": task["name"],
+        "architecture": architecture["name"],
+        "classes": list(task["classes"]),
+        "input_size": architecture["input_size"],
+    }
     if isinstance(classifier, Skipped):
         logger.info("%s export skipped: %s", name, classifier.reason)
         return classifier, classifier, {**header, "skipped": classifier.reason}, {}
     size, seed = architecture["input_size"], params.get("seed", 0)
     images = patches["images"]
-    representative = export.split_patches(images, patch_index, ("train",),
-                                           params["representative_patches"], size, seed)
-    check = export.split_patches(images, patch_index, ("test", "val", "train"),
-                                  params["agreement_patches"], size, seed)
+    representative = export.split_patches(
+        images, patch_index, ("train",), params["representative_patches"], size, seed
+    )
+    check = export.split_patches(
+        images, patch_index, ("test", "val", "train"), params["agreement_patches"], size, seed
+    )
     timing = check[: params["latency_patches"]]
     result = export.export_classifier(
-        classifier, representative, check, timing,
-        agreement_threshold=params["agreement_threshold"], rounds=params["latency_rounds"],
-        num_threads=params["num_threads"], batch_size=params["batch_size"],
-        int8_enabled=params.get("int8", True))
+        classifier,
+        representative,
+        check,
+        timing,
+        agreement_threshold=params["agreement_threshold"],
+        rounds=params["latency_rounds"],
+        num_threads=params["num_threads"],
+        batch_size=params["batch_size"],
+        int8_enabled=params.get("int8", True),
+    )
     summary = {**header, **result.summary}
     rows = summary["runtimes"]
     logger.info("%s export: %s. %s", name, summary["runtime"], summary["runtime_reason"])
     for runtime, row in rows.items():
-        logger.info("%s %s: %.0f patches/s, %.2f MB, label agreement %s", name, runtime,
-                    row["patches_per_second"], row["model_bytes"] / 1e6,
-                    f"{row['label_agreement']:.3f}" if "label_agreement" in row else "-")
+        logger.info(
+            "%s %s: %.0f patches/s, %.2f MB, label agreement %s",
+            name,
+            runtime,
+            row["patches_per_second"],
+            row["model_bytes"] / 1e6,
+            f"{row['label_agreement']:.3f}" if "label_agreement" in row else "-",
+        )
     metrics = {k: {"value": v, "step": 0} for k, v in export.export_metrics(summary).items()}
     return result.float32, result.int8, summary, metrics
 
 
-def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes | Skipped,
-                              summary: dict[str, Any], task: dict[str, Any],
-                              architecture: dict[str, Any], preprocess_config: dict[str, Any],
-                              unet_tflite: bytes, low_confidence_threshold: float,
-                              enabled: bool = True) -> dict[str, Any]:
+def log_whole_image_predictor(
+    classifier: keras.Model | Skipped,
+    float32: bytes | Skipped,
+    summary: dict[str, Any],
+    task: dict[str, Any],
+    architecture: dict[str, Any],
+    preprocess_config: dict[str, Any],
+    unet_tflite: bytes,
+    low_confidence_threshold: float,
+    enabled: bool = True,
+) -> dict[str, Any]:
     """The whole-image pyfunc on the runtime export chose, in the active MLflow run, so that
     `mlflow models serve -m <model uri>` answers REST requests. It carries the training run's
     preprocessing (`preprocess.json`) and gating UNet, so it sees the patches training saw.
     Returns where it went (the registry reads it); nothing is logged without a run."""
     if mlflow.active_run() is None or not enabled or "skipped" in summary:
-        why = ("no active MLflow run" if mlflow.active_run() is None else
-               "export.log_predictor is false" if not enabled else summary["skipped"])
+        why = (
+            "no active MLflow run"
+            if mlflow.active_run() is None
+            else "export.log_predictor is false"
+            if not enabled
+            else summary["skipped"]
+        )
         return {"uri": None, "reason": why}
     config = serving.PredictorConfig(
-        class_names=tuple(task["classes"]), input_size=architecture["input_size"],
-        preprocess=preprocess_config, low_confidence_threshold=low_confidence_threshold)
+        class_names=tuple(task["classes"]),
+        input_size=architecture["input_size"],
+        preprocess=preprocess_config,
+        low_confidence_threshold=low_confidence_threshold,
+    )
     name = f"{task['name']}.{architecture['name']}"
     with tempfile.TemporaryDirectory() as folder:  # pyfunc copies its artifacts from files
         if summary["runtime"] == export.FLOAT32 and not isinstance(float32, Skipped):
@@ -83,9 +117,12 @@ def log_whole_image_predictor(classifier: keras.Model | Skipped, float32: bytes 
             classifier.save(path)
         unet_path = Path(folder) / "unet.tflite"
         unet_path.write_bytes(unet_tflite)
-        info = serving.log_predictor(path, config, unet_path,
-                                     name=f"{task['name']}_{architecture['name']}"
-                                          "_whole_image_predictor")
+        info = serving.log_predictor(
+            path,
+            config,
+            unet_path,
+            name=f"{task['name']}_{architecture['name']}_whole_image_predictor",
+        )
     # `mlflow models serve -m <this uri>`: the tag finds it from the run page
     mlflow.set_tag(f"{name}.whole_image_predictor_uri", info.model_uri)
     return {"uri": info.model_uri, "runtime": summary["runtime"]}

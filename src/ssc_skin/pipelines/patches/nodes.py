@@ -19,8 +19,19 @@ from ssc_skin.pipelines.cohort.slide_nodes import slide_paths
 
 logger = logging.getLogger(__name__)
 
-PATCH_INDEX_COLUMNS = ["row", "image", "patient", "label", "split", "x", "y", "tissue_fraction",
-                       "classifiable", "has_mask", "mask_source"]
+PATCH_INDEX_COLUMNS = [
+    "row",
+    "image",
+    "patient",
+    "label",
+    "split",
+    "x",
+    "y",
+    "tissue_fraction",
+    "classifiable",
+    "has_mask",
+    "mask_source",
+]
 # Slide patches: x, y are thumbnail pixels (the slide's cohort image); level-0 place and side:
 SLIDE_INDEX_COLUMNS = ["x0", "y0", "size0"]
 
@@ -29,8 +40,12 @@ def _rgb(images: dict[str, Callable[[], Any]], image_id: str) -> np.ndarray:
     return np.asarray(images[image_id]().convert("RGB"))
 
 
-def fit_stain_normalizer(images: dict[str, Callable[[], Any]], manifest: pd.DataFrame,
-                         patient_splits: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+def fit_stain_normalizer(
+    images: dict[str, Callable[[], Any]],
+    manifest: pd.DataFrame,
+    patient_splits: pd.DataFrame,
+    params: dict[str, Any],
+) -> dict[str, Any]:
     """Fit the stain normaliser on training patients' images only (never val or test)."""
     method = stain.check_method(params["method"])
     train_patients = set(patient_splits.loc[patient_splits["split"] == "train", "patient"])
@@ -41,18 +56,23 @@ def fit_stain_normalizer(images: dict[str, Callable[[], Any]], manifest: pd.Data
     return normalizer.to_dict()
 
 
-def preprocess_config(normalizer: dict[str, Any], patches: dict[str, Any],
-                      segmentation: dict[str, Any]) -> dict[str, Any]:
+def preprocess_config(
+    normalizer: dict[str, Any], patches: dict[str, Any], segmentation: dict[str, Any]
+) -> dict[str, Any]:
     """The one preprocessing configuration (patching, tissue, fitted stain normaliser, UNet
     gating) that training, `predict` and the served model all read."""
     return PreprocessConfig.from_params(patches, segmentation, normalizer).to_dict()
 
 
-def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Callable[[], Any]],
-                    manifest: pd.DataFrame, patient_splits: pd.DataFrame,
-                    preprocess_config: dict[str, Any], linkage: pd.DataFrame | None = None,
-                    engine: dict[str, Any] | None = None
-                    ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def extract_patches(
+    images: dict[str, Callable[[], Any]],
+    masks: dict[str, Callable[[], Any]],
+    manifest: pd.DataFrame,
+    patient_splits: pd.DataFrame,
+    preprocess_config: dict[str, Any],
+    linkage: pd.DataFrame | None = None,
+    engine: dict[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
     The cutting is `inference.preprocess.Preprocessor.cut`, the very step `predict` and the
@@ -74,37 +94,75 @@ def extract_patches(images: dict[str, Callable[[], Any]], masks: dict[str, Calla
     # engine says: in this process, or on Dask workers (engine.kind: dask)
     cuts = distributed.map_ordered(
         fanout.cut_image_on_worker,
-        ((_rgb(images, r.image), np.asarray(masks[r.image]()) if r.has_mask else None)
-         for r in plain),
-        engine, shared=fanout.cut_work(preprocess_config), total=len(plain), label="images")
+        (
+            (_rgb(images, r.image), np.asarray(masks[r.image]()) if r.has_mask else None)
+            for r in plain
+        ),
+        engine,
+        shared=fanout.cut_work(preprocess_config),
+        total=len(plain),
+        label="images",
+    )
     for record in manifest.itertuples(index=False):
         if record.image in slide_files:
-            _add_slide_patches(record, slide_files[record.image], preprocessor, settings,
-                               split_of[record.patient], patch_images, patch_masks, rows)
+            _add_slide_patches(
+                record,
+                slide_files[record.image],
+                preprocessor,
+                settings,
+                split_of[record.patient],
+                patch_images,
+                patch_masks,
+                rows,
+            )
             continue
         cut = next(cuts)
         patch_images.extend(cut.patches)
         patch_masks.extend(cut.masks)
         for tile in cut.tiles:
-            rows.append({"row": len(rows), "image": record.image, "patient": record.patient,
-                         "label": record.label, "split": split_of[record.patient],
-                         "x": tile.x, "y": tile.y, "tissue_fraction": tile.tissue_fraction,
-                         "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
-                         "has_mask": record.has_mask, "mask_source": record.mask_source})
-    index = pd.DataFrame(rows, columns=PATCH_INDEX_COLUMNS
-                         + (SLIDE_INDEX_COLUMNS if slide_files else []))
-    logger.info("Patches: %d from %d images (%s); masks: %s", len(index), len(manifest),
-                ", ".join(f"{k}={v}" for k, v in index["split"].value_counts().items()),
-                ", ".join(f"{k}={v}" for k, v in index["mask_source"].value_counts().items()))
+            rows.append(
+                {
+                    "row": len(rows),
+                    "image": record.image,
+                    "patient": record.patient,
+                    "label": record.label,
+                    "split": split_of[record.patient],
+                    "x": tile.x,
+                    "y": tile.y,
+                    "tissue_fraction": tile.tissue_fraction,
+                    "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
+                    "has_mask": record.has_mask,
+                    "mask_source": record.mask_source,
+                }
+            )
+    index = pd.DataFrame(
+        rows, columns=PATCH_INDEX_COLUMNS + (SLIDE_INDEX_COLUMNS if slide_files else [])
+    )
+    logger.info(
+        "Patches: %d from %d images (%s); masks: %s",
+        len(index),
+        len(manifest),
+        ", ".join(f"{k}={v}" for k, v in index["split"].value_counts().items()),
+        ", ".join(f"{k}={v}" for k, v in index["mask_source"].value_counts().items()),
+    )
     empty = np.zeros((0, size, size), np.uint8)
-    arrays = {"images": np.stack(patch_images) if patch_images else empty[..., None].repeat(3, -1),
-              "masks": np.stack(patch_masks) if patch_masks else empty}
+    arrays = {
+        "images": np.stack(patch_images) if patch_images else empty[..., None].repeat(3, -1),
+        "masks": np.stack(patch_masks) if patch_masks else empty,
+    }
     return arrays, index
 
 
-def _add_slide_patches(record: Any, path: str, preprocessor: Preprocessor,
-                       settings: SlideSettings, split: str, patch_images: list[np.ndarray],
-                       patch_masks: list[np.ndarray], rows: list[dict[str, Any]]) -> None:
+def _add_slide_patches(
+    record: Any,
+    path: str,
+    preprocessor: Preprocessor,
+    settings: SlideSettings,
+    split: str,
+    patch_images: list[np.ndarray],
+    patch_masks: list[np.ndarray],
+    rows: list[dict[str, Any]],
+) -> None:
     """A slide's share of `extract_patches`: `slide_preprocess.cut_slide` (every tile with
     the fallback tissue share, normalised with the thumbnail's stain map), pseudo-masks per
     raw patch. A slide that fails mid-read is dropped whole (logged by pseudonym)."""
@@ -116,18 +174,36 @@ def _add_slide_patches(record: Any, path: str, preprocessor: Preprocessor,
         for normalised, raw, tiles in cut_slide(path, preprocessor, found, settings.batch_size):
             images.extend(normalised)
             for patch, tile in zip(raw, tiles.itertuples(index=False), strict=True):
-                masks.append(stain.pseudo_mask(patch) if record.mask_source == "pseudo"
-                             else np.zeros(patch.shape[:2], np.uint8))
-                found_rows.append({
-                    "image": record.image, "patient": record.patient, "label": record.label,
-                    "split": split, "x": round(tile.x * scale), "y": round(tile.y * scale),
-                    "tissue_fraction": tile.tissue_fraction,
-                    "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
-                    "has_mask": record.has_mask, "mask_source": record.mask_source,
-                    "x0": int(tile.x), "y0": int(tile.y), "size0": int(tile.size)})
+                masks.append(
+                    stain.pseudo_mask(patch)
+                    if record.mask_source == "pseudo"
+                    else np.zeros(patch.shape[:2], np.uint8)
+                )
+                found_rows.append(
+                    {
+                        "image": record.image,
+                        "patient": record.patient,
+                        "label": record.label,
+                        "split": split,
+                        "x": round(tile.x * scale),
+                        "y": round(tile.y * scale),
+                        "tissue_fraction": tile.tissue_fraction,
+                        "classifiable": tile.tissue_fraction >= config.min_tissue_fraction,
+                        "has_mask": record.has_mask,
+                        "mask_source": record.mask_source,
+                        "x0": int(tile.x),
+                        "y0": int(tile.y),
+                        "size0": int(tile.size),
+                    }
+                )
     except ImageProblem as problem:
-        logger.warning("Patches: slide %s dropped (%s: %s); its %d patch(es) so far discarded",
-                       record.image, problem.check, problem.reason, len(images))
+        logger.warning(
+            "Patches: slide %s dropped (%s: %s); its %d patch(es) so far discarded",
+            record.image,
+            problem.check,
+            problem.reason,
+            len(images),
+        )
         return
     for row in found_rows:
         row["row"] = len(rows)

@@ -22,36 +22,62 @@ def pretraining_patches(params: dict[str, Any]) -> dict[str, np.ndarray]:
     size = cohort["image_size"]
     sections = synthetic.generate_cohort(
         patients_per_class=cohort["patients_per_class"],
-        images_per_patient=cohort["images_per_patient"], size=(size, size),
-        stain=cohort.get("stain", "he"), difficulty=cohort.get("difficulty", 0.5),
-        artefact_rate=cohort.get("artefact_rate", 0.15), seed=cohort["seed"])
-    arrays = pretrain.tile_sections(sections, params["patch_size"],
-                                    params.get("min_tissue_fraction", 0.5),
-                                    params.get("max_patches"), params.get("seed", 0))
-    logger.info("Pretraining cohort: %d patches of %d px from %d synthetic patients",
-                len(arrays["images"]), params["patch_size"],
-                sum(cohort["patients_per_class"].values()))
+        images_per_patient=cohort["images_per_patient"],
+        size=(size, size),
+        stain=cohort.get("stain", "he"),
+        difficulty=cohort.get("difficulty", 0.5),
+        artefact_rate=cohort.get("artefact_rate", 0.15),
+        seed=cohort["seed"],
+    )
+    arrays = pretrain.tile_sections(
+        sections,
+        params["patch_size"],
+        params.get("min_tissue_fraction", 0.5),
+        params.get("max_patches"),
+        params.get("seed", 0),
+    )
+    logger.info(
+        "Pretraining cohort: %d patches of %d px from %d synthetic patients",
+        len(arrays["images"]),
+        params["patch_size"],
+        sum(cohort["patients_per_class"].values()),
+    )
     return arrays
 
 
-def pretrain_backbone(arrays: dict[str, np.ndarray], params: dict[str, Any],
-                      architectures: dict[str, dict[str, Any]]
-                      ) -> tuple[keras.Model, dict[str, Any], dict[str, Any]]:
+def pretrain_backbone(
+    arrays: dict[str, np.ndarray], params: dict[str, Any], architectures: dict[str, dict[str, Any]]
+) -> tuple[keras.Model, dict[str, Any], dict[str, Any]]:
     """Fit the backbone of `pretrain.architecture` (with that classifier block's input size and
     options, so the weights fit it) on the pretext targets; returns the backbone, a summary
     and its final losses for MLflow."""
     name = params["architecture"]
     if name not in architectures:
-        raise ValueError(f"pretrain.architecture must be one of {sorted(architectures)} "
-                         f"(classification.architectures); got {name!r}")
+        raise ValueError(
+            f"pretrain.architecture must be one of {sorted(architectures)} "
+            f"(classification.architectures); got {name!r}"
+        )
     architecture = architectures[name]
     base, summary = pretrain.pretrain(
-        arrays, name, architecture["input_size"], architecture.get("options", {}),
-        tuple(params.get("targets", pretrain.TARGETS)), params.get("epochs", 8),
-        params.get("batch_size", 64), params.get("learning_rate", 2e-3),
-        params.get("val_fraction", 0.1), params.get("seed", 0))
-    logger.info("Pretrained the %s backbone in %.0f s (%d epochs; targets %s); set "
-                "classification.architectures.%s.options.weights to its file", name,
-                summary["seconds"], summary["epochs_run"], ", ".join(summary["targets"]), name)
+        arrays,
+        name,
+        architecture["input_size"],
+        architecture.get("options", {}),
+        tuple(params.get("targets", pretrain.TARGETS)),
+        params.get("epochs", 8),
+        params.get("batch_size", 64),
+        params.get("learning_rate", 2e-3),
+        params.get("val_fraction", 0.1),
+        params.get("seed", 0),
+    )
+    logger.info(
+        "Pretrained the %s backbone in %.0f s (%d epochs; targets %s); set "
+        "classification.architectures.%s.options.weights to its file",
+        name,
+        summary["seconds"],
+        summary["epochs_run"],
+        ", ".join(summary["targets"]),
+        name,
+    )
     final = {f"{k}": {"value": v[-1], "step": 0} for k, v in summary["history"].items() if v}
     return base, summary, final

@@ -8,11 +8,19 @@ from .nodes import pretrain_backbone, pretraining_patches
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([
-        node(pretraining_patches, "params:pretrain", "pretraining_patches",
-             name="pretraining_patches"),
-        node(pretrain_backbone,
-             ["pretraining_patches", "params:pretrain", "params:classification.architectures"],
-             ["pretrained_backbone", "pretraining_summary", "pretraining_metrics"],
-             name="pretrain_backbone"),
-    ])
+    return Pipeline(
+        [
+            node(
+                pretraining_patches,
+                "params:pretrain",
+                "pretraining_patches",
+                name="pretraining_patches",
+            ),
+            node(
+                pretrain_backbone,
+                ["pretraining_patches", "params:pretrain", "params:classification.architectures"],
+                ["pretrained_backbone", "pretraining_summary", "pretraining_metrics"],
+                name="pretrain_backbone",
+            ),
+        ]
+    )

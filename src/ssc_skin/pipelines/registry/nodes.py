@@ -18,14 +18,17 @@ FALLBACK_ARCHITECTURE = "mobilenetv2"  # the one architecture export logs a pred
 
 def rank_key(evaluation: dict[str, Any], rank_by: list[str]) -> tuple[float, ...]:
     """Sort key: the `rank_by` metrics in order; a missing or NaN metric ranks lowest."""
+
     def value(name: str) -> float:
         v = evaluation.get(name)
         return float(v) if isinstance(v, int | float) and not math.isnan(v) else -math.inf
+
     return tuple(value(name) for name in rank_by)
 
 
-def pick_champions(evaluations: list[dict[str, Any]], rank_by: list[str]
-                   ) -> dict[str, dict[str, Any]]:
+def pick_champions(
+    evaluations: list[dict[str, Any]], rank_by: list[str]
+) -> dict[str, dict[str, Any]]:
     """Per task, the evaluation that ranks highest (skipped models are not candidates; on a
     tie the first architecture in pipeline order wins, deterministically)."""
     champions: dict[str, dict[str, Any]] = {}
@@ -52,22 +55,35 @@ def choose_model(champion: dict[str, Any], run_tags: dict[str, str]) -> tuple[st
         return own, f"{task}.{arch} whole-image predictor", "the champion's whole-image predictor"
     fallback = run_tags.get(PREDICTOR_TAG.format(task=task, arch=FALLBACK_ARCHITECTURE))
     if fallback:
-        return (fallback, f"{task}.{FALLBACK_ARCHITECTURE} whole-image predictor",
-                f"the champion {task}.{arch} has no whole-image predictor in this run, so "
-                f"{task}.{FALLBACK_ARCHITECTURE}'s is registered in its place")
+        return (
+            fallback,
+            f"{task}.{FALLBACK_ARCHITECTURE} whole-image predictor",
+            f"the champion {task}.{arch} has no whole-image predictor in this run, so "
+            f"{task}.{FALLBACK_ARCHITECTURE}'s is registered in its place",
+        )
     if champion.get("model_uri"):
-        return (champion["model_uri"], f"{task}.{arch} Keras patch classifier",
-                "no whole-image predictor was logged (export not run or export.log_predictor "
-                f"false): the Keras model is registered; it classifies "
-                f"{champion.get('input_size', '?')} px patches, not whole images")
+        return (
+            champion["model_uri"],
+            f"{task}.{arch} Keras patch classifier",
+            "no whole-image predictor was logged (export not run or export.log_predictor "
+            f"false): the Keras model is registered; it classifies "
+            f"{champion.get('input_size', '?')} px patches, not whole images",
+        )
     return "", "", f"{task}.{arch} has neither a whole-image predictor nor a logged model"
 
 
-def run_note(champions: dict[str, dict[str, Any]], evaluations: list[dict[str, Any]],
-             registered: dict[str, dict[str, Any]], rank_by: list[str]) -> str:
+def run_note(
+    champions: dict[str, dict[str, Any]],
+    evaluations: list[dict[str, Any]],
+    registered: dict[str, dict[str, Any]],
+    rank_by: list[str],
+) -> str:
     """The parent run's description (Markdown): every model's headline numbers, the champions."""
-    lines = [f"| model | {rank_by[0]} | test patient accuracy [95% CI] | test patient AUC "
-             "| train s | epochs |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"| model | {rank_by[0]} | test patient accuracy [95% CI] | test patient AUC "
+        "| train s | epochs |",
+        "|---|---|---|---|---|---|",
+    ]
     for e in evaluations:
         name = f"{e['task']}.{e['architecture']}"
         if "skipped" in e:
@@ -79,16 +95,20 @@ def run_note(champions: dict[str, dict[str, Any]], evaluations: list[dict[str, A
             f"[{tracking.fmt(e.get('test_patient_accuracy_ci_low'))}, "
             f"{tracking.fmt(e.get('test_patient_accuracy_ci_high'))}] | "
             f"{tracking.fmt(e.get('test_patient_auc'))} | {tracking.fmt(e.get('train_seconds'), 1)} | "
-            f"{e.get('epochs_run', '')} |")
+            f"{e.get('epochs_run', '')} |"
+        )
     for task, r in registered.items():
         lines.append("")
-        lines.append(f"**{task}**: {r['model_name']} v{r['version']} = {r['registered']}"
-                     f" ({r['reason']}); alias `{r['alias']}` -> v{r['alias_version']}.")
+        lines.append(
+            f"**{task}**: {r['model_name']} v{r['version']} = {r['registered']}"
+            f" ({r['reason']}); alias `{r['alias']}` -> v{r['alias_version']}."
+        )
     return "\n".join(lines)
 
 
-def register_champions(params: dict[str, Any], *inputs: dict[str, Any]
-                       ) -> dict[str, dict[str, Any]]:
+def register_champions(
+    params: dict[str, Any], *inputs: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Register each task's champion (best validation patients) in the MLflow Model Registry
     as `params.model_names[task]`, move `params.alias` to it (policy `params.promote`), and
     write the headline numbers into the run's description. No-op without an active run.
@@ -96,12 +116,15 @@ def register_champions(params: dict[str, Any], *inputs: dict[str, Any]
     `inputs`: every model's evaluation, then the whole-image predictor the export stage
     logged for it (same order): reading them makes the registry wait for the export.
     """
-    evaluations, predictors = inputs[: len(inputs) // 2], inputs[len(inputs) // 2:]
+    evaluations, predictors = inputs[: len(inputs) // 2], inputs[len(inputs) // 2 :]
     active = mlflow.active_run()
     if active is None:
         return {}
-    logged = {f"{e['task']}.{e['architecture']}": p.get("uri")
-              for e, p in zip(evaluations, predictors, strict=True) if p}
+    logged = {
+        f"{e['task']}.{e['architecture']}": p.get("uri")
+        for e, p in zip(evaluations, predictors, strict=True)
+        if p
+    }
     rank_by = list(params["rank_by"])
     champions = pick_champions(list(evaluations), rank_by)
     registered: dict[str, dict[str, Any]] = {}
@@ -110,24 +133,50 @@ def register_champions(params: dict[str, Any], *inputs: dict[str, Any]
         tags = dict(tracking.parent_run_tags(champion.get("mlflow_run_id")) or active.data.tags)
         for model, uri in logged.items():  # what the export stage returned wins over tags
             if uri:
-                tags[PREDICTOR_TAG.format(task=model.split(".")[0],
-                                          arch=model.split(".")[1])] = uri
+                tags[PREDICTOR_TAG.format(task=model.split(".")[0], arch=model.split(".")[1])] = uri
         uri, what, reason = choose_model(champion, tags)
         if not uri:
             logger.warning("%s: nothing registered: %s", name, reason)
             continue
         rank = rank_key(champion, rank_by)
-        version_tags = {"task": task, "champion": f"{task}.{champion['architecture']}",
-                        "registered": what, "reason": reason,
-                        "nested_run_id": champion.get("mlflow_run_id") or "",
-                        **{m: f"{v:.6g}" for m, v in zip(rank_by, rank, strict=True)}}
+        version_tags = {
+            "task": task,
+            "champion": f"{task}.{champion['architecture']}",
+            "registered": what,
+            "reason": reason,
+            "nested_run_id": champion.get("mlflow_run_id") or "",
+            **{m: f"{v:.6g}" for m, v in zip(rank_by, rank, strict=True)},
+        }
         version, alias_version = tracking.register_model(
-            uri, name, params["alias"], rank[0], rank_by[0], version_tags,
-            tracking.model_note(champion), promote=params.get("promote", "if_better"))
-        registered[task] = {"model_name": name, "version": version, "alias": params["alias"],
-                            "alias_version": alias_version, "registered": what,
-                            "reason": reason, "uri": uri, **version_tags}
-        logger.info("%s v%s registered: %s, %s %.3f (%s); alias %s -> v%s", name, version,
-                    what, rank_by[0], rank[0], reason, params["alias"], alias_version)
+            uri,
+            name,
+            params["alias"],
+            rank[0],
+            rank_by[0],
+            version_tags,
+            tracking.model_note(champion),
+            promote=params.get("promote", "if_better"),
+        )
+        registered[task] = {
+            "model_name": name,
+            "version": version,
+            "alias": params["alias"],
+            "alias_version": alias_version,
+            "registered": what,
+            "reason": reason,
+            "uri": uri,
+            **version_tags,
+        }
+        logger.info(
+            "%s v%s registered: %s, %s %.3f (%s); alias %s -> v%s",
+            name,
+            version,
+            what,
+            rank_by[0],
+            rank[0],
+            reason,
+            params["alias"],
+            alias_version,
+        )
     mlflow.set_tag(tracking.NOTE_TAG, run_note(champions, list(evaluations), registered, rank_by))
     return registered

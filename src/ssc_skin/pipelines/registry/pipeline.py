@@ -10,9 +10,15 @@ from .nodes import register_champions
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(register_champions,
-                 ["params:registry", *[f"{ns}.evaluation" for ns in MODEL_NAMESPACES],
-                  *[f"{ns}.whole_image_predictor" for ns in MODEL_NAMESPACES]],
-                 "registered_models", name="register_champions"),
+            node(
+                register_champions,
+                [
+                    "params:registry",
+                    *[f"{ns}.evaluation" for ns in MODEL_NAMESPACES],
+                    *[f"{ns}.whole_image_predictor" for ns in MODEL_NAMESPACES],
+                ],
+                "registered_models",
+                name="register_champions",
+            ),
         ]
     )

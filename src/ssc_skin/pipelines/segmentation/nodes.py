@@ -28,44 +28,72 @@ from ssc_skin.models import builders, training
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SELECTION_COLUMNS = ["image", "patient", "label", "split", "n_tiles", "n_classified",
-                           "selection", "reason"]
+IMAGE_SELECTION_COLUMNS = [
+    "image",
+    "patient",
+    "label",
+    "split",
+    "n_tiles",
+    "n_classified",
+    "selection",
+    "reason",
+]
 
 
-def _unet_inputs(patches: dict[str, np.ndarray], rows: np.ndarray,
-                 size: int) -> tuple[np.ndarray, np.ndarray]:
+def _unet_inputs(
+    patches: dict[str, np.ndarray], rows: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     images = tiling.resize_batch(patches["images"][rows], size)
     masks = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
     return images, masks
 
 
-def train_unet(patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
-               params: dict[str, Any]) -> tuple[keras.Model, dict[str, Any]]:
+def train_unet(
+    patches: dict[str, np.ndarray], patch_index: pd.DataFrame, params: dict[str, Any]
+) -> tuple[keras.Model, dict[str, Any]]:
     """Fit the UNet on training-split patches that have masks; early-stop on validation."""
     size = params["input_size"]
     usable = patch_index["has_mask"].to_numpy()
     train_rows = np.flatnonzero(usable & (patch_index["split"] == "train").to_numpy())
-    capped = training.subsample(patch_index.iloc[train_rows], params.get("max_train_patches"),
-                                params["seed"])
+    capped = training.subsample(
+        patch_index.iloc[train_rows], params.get("max_train_patches"), params["seed"]
+    )
     train_rows = patch_index.index.get_indexer(capped.index)
     val_rows = np.flatnonzero(usable & (patch_index["split"] == "val").to_numpy())
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError("segmentation needs masked patches in the train and val splits")
     model = builders.build_unet(size, len(MASK_CLASSES), params["base_filters"], params["depth"])
     result = training.fit(
-        model, _unet_inputs(patches, train_rows, size), _unet_inputs(patches, val_rows, size),
-        name="unet", epochs=params["epochs"], batch_size=params["batch_size"],
-        learning_rate=params["learning_rate"], seed=params["seed"],
-        loss="sparse_categorical_crossentropy", metrics=["accuracy"], augment="segmentation",
-        patience=params["patience"])
-    summary = {"train_patches": len(train_rows), "val_patches": len(val_rows),
-               "train_seconds": result.seconds, "epochs_run": result.epochs_run,
-               "patches_per_second": result.patches_per_second, "history": result.history}
+        model,
+        _unet_inputs(patches, train_rows, size),
+        _unet_inputs(patches, val_rows, size),
+        name="unet",
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        learning_rate=params["learning_rate"],
+        seed=params["seed"],
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        augment="segmentation",
+        patience=params["patience"],
+    )
+    summary = {
+        "train_patches": len(train_rows),
+        "val_patches": len(val_rows),
+        "train_seconds": result.seconds,
+        "epochs_run": result.epochs_run,
+        "patches_per_second": result.patches_per_second,
+        "history": result.history,
+    }
     return model, summary
 
 
-def export_unet(unet: keras.Model, patches: dict[str, np.ndarray], patch_index: pd.DataFrame,
-                params: dict[str, Any]) -> bytes:
+def export_unet(
+    unet: keras.Model,
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    params: dict[str, Any],
+) -> bytes:
     """The UNet as TFLite: the runtime every gating decision uses, in training too.
 
     `segmentation.unet.quantize: int8` (default) calibrates on training patches; on our CPUs
@@ -74,37 +102,53 @@ def export_unet(unet: keras.Model, patches: dict[str, np.ndarray], patch_index: 
     """
     quantize = params.get("quantize", "int8")
     if quantize not in export.QUANTIZATIONS:
-        raise ValueError(f"segmentation.unet.quantize must be one of "
-                         f"{', '.join(export.QUANTIZATIONS)}; got {quantize!r}")
+        raise ValueError(
+            f"segmentation.unet.quantize must be one of "
+            f"{', '.join(export.QUANTIZATIONS)}; got {quantize!r}"
+        )
     if quantize == "float32":
         return export.to_tflite(unet)
     train = patch_index[patch_index["split"] == "train"]
     sample = training.subsample(train, params.get("representative_patches", 100), 0)
-    representative = tiling.resize_batch(patches["images"][sample["row"].to_numpy()],
-                                         params["input_size"])
+    representative = tiling.resize_batch(
+        patches["images"][sample["row"].to_numpy()], params["input_size"]
+    )
     return export.to_tflite(unet, representative, "int8")
 
 
-def score_patches(unet: keras.Model, unet_tflite: bytes, patches: dict[str, np.ndarray],
-                  patch_index: pd.DataFrame, preprocess_config: dict[str, Any],
-                  params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+def score_patches(
+    unet: keras.Model,
+    unet_tflite: bytes,
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    preprocess_config: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Dermis fraction of every patch from the deployed (TFLite) UNet; Dice/IoU on val and
     test for it and for the Keras model it was converted from."""
     chunk = 2048  # chunks keep memory flat on large cohorts
-    deployed = Preprocessor(PreprocessConfig.from_dict(preprocess_config),
-                            export.tflite_segmenter(unet_tflite))
+    deployed = Preprocessor(
+        PreprocessConfig.from_dict(preprocess_config), export.tflite_segmenter(unet_tflite)
+    )
     reference = Preprocessor(deployed.config, export.keras_predictor(unet, 64))
     predicted = np.concatenate(
-        [deployed.segment(patches["images"][start:start + chunk])
-         for start in range(0, len(patch_index), chunk)]
-        or [np.zeros((0, deployed.config.unet_input_size) * 2, np.uint8)])
+        [
+            deployed.segment(patches["images"][start : start + chunk])
+            for start in range(0, len(patch_index), chunk)
+        ]
+        or [np.zeros((0, deployed.config.unet_input_size) * 2, np.uint8)]
+    )
     scored = patch_index.copy()
     scored["dermis_fraction"] = (predicted == DERMIS).mean(axis=(1, 2))
-    summary: dict[str, Any] = {"input_size": deployed.config.unet_input_size,
-                               "runtime": f"tflite_{params.get('quantize', 'int8')}"}
+    summary: dict[str, Any] = {
+        "input_size": deployed.config.unet_input_size,
+        "runtime": f"tflite_{params.get('quantize', 'int8')}",
+    }
     size = deployed.config.unet_input_size
     for split in ("val", "test"):
-        rows = np.flatnonzero((patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy())
+        rows = np.flatnonzero(
+            (patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy()
+        )
         if len(rows) == 0:
             continue
         truth = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
@@ -113,21 +157,39 @@ def score_patches(unet: keras.Model, unet_tflite: bytes, patches: dict[str, np.n
         summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
         summary[f"{split}_dermis_dice_keras"] = keras_dice
         summary[f"{split}_masked_patches"] = len(rows)
-        logger.info("UNet %s: dermis Dice %.3f (Keras %.3f), IoU %.3f on %d patches at %d px",
-                    split, dice, keras_dice, iou, len(rows), size)
-    metrics = {k: {"value": v, "step": 0} for k, v in summary.items()
-               if isinstance(v, float | int) and not isinstance(v, bool)}
-    summary["mask_sources"] = {str(k): int(v) for k, v in
-                               patch_index["mask_source"].value_counts().items()}
+        logger.info(
+            "UNet %s: dermis Dice %.3f (Keras %.3f), IoU %.3f on %d patches at %d px",
+            split,
+            dice,
+            keras_dice,
+            iou,
+            len(rows),
+            size,
+        )
+    metrics = {
+        k: {"value": v, "step": 0}
+        for k, v in summary.items()
+        if isinstance(v, float | int) and not isinstance(v, bool)
+    }
+    summary["mask_sources"] = {
+        str(k): int(v) for k, v in patch_index["mask_source"].value_counts().items()
+    }
     return scored, metrics, summary
 
 
-def segmentation_overlays(unet_tflite: bytes, images: dict[str, Any], masks: dict[str, Any],
-                          manifest: pd.DataFrame, patient_splits: pd.DataFrame,
-                          preprocess_config: dict[str, Any], params: dict[str, Any]) -> Figure:
+def segmentation_overlays(
+    unet_tflite: bytes,
+    images: dict[str, Any],
+    masks: dict[str, Any],
+    manifest: pd.DataFrame,
+    patient_splits: pd.DataFrame,
+    preprocess_config: dict[str, Any],
+    params: dict[str, Any],
+) -> Figure:
     """The UNet's masks over one test image per class, next to the mask it was scored on."""
-    preprocessor = Preprocessor(PreprocessConfig.from_dict(preprocess_config),
-                                export.tflite_segmenter(unet_tflite))
+    preprocessor = Preprocessor(
+        PreprocessConfig.from_dict(preprocess_config), export.tflite_segmenter(unet_tflite)
+    )
     test = set(patient_splits.loc[patient_splits["split"] == "test", "patient"])
     chosen = manifest[manifest["patient"].isin(test)].drop_duplicates("label")
     samples = []
@@ -140,9 +202,12 @@ def segmentation_overlays(unet_tflite: bytes, images: dict[str, Any], masks: dic
     return figures.mask_overlay_figure(samples)
 
 
-def select_patches(scored_index: pd.DataFrame, manifest: pd.DataFrame,
-                   patient_splits: pd.DataFrame, preprocess_config: dict[str, Any]
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def select_patches(
+    scored_index: pd.DataFrame,
+    manifest: pd.DataFrame,
+    patient_splits: pd.DataFrame,
+    preprocess_config: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The patches the classifiers see, chosen per image by `preprocess.choose_patches` (the
     rule `predict` and the served model apply), and one row per image saying how.
 
@@ -163,22 +228,38 @@ def select_patches(scored_index: pd.DataFrame, manifest: pd.DataFrame,
             used[:] = False
             reason += " (left out of training)"
         chosen.append(part[used].assign(selection=selection))
-        rows.append({"image": record.image, "patient": record.patient, "label": record.label,
-                     "split": split, "n_tiles": len(part), "n_classified": int(used.sum()),
-                     "selection": selection, "reason": reason})
-    selected = pd.concat([scored_index.iloc[0:0].assign(selection=""), *chosen],
-                         ignore_index=True)
+        rows.append(
+            {
+                "image": record.image,
+                "patient": record.patient,
+                "label": record.label,
+                "split": split,
+                "n_tiles": len(part),
+                "n_classified": int(used.sum()),
+                "selection": selection,
+                "reason": reason,
+            }
+        )
+    selected = pd.concat([scored_index.iloc[0:0].assign(selection=""), *chosen], ignore_index=True)
     images = pd.DataFrame(rows, columns=IMAGE_SELECTION_COLUMNS)
     counts = preprocess.selection_counts(images["selection"])
-    logger.info("Patch selection: %d patches of %d images; images %s", len(selected),
-                len(images), ", ".join(f"{k}={v}" for k, v in counts.items()))
+    logger.info(
+        "Patch selection: %d patches of %d images; images %s",
+        len(selected),
+        len(images),
+        ", ".join(f"{k}={v}" for k, v in counts.items()),
+    )
     # training and early stopping need every class; a test class without any assessable
     # image is reported by the evaluation instead
-    empty = [f"{s}/{lab}" for (s, lab), n in images.groupby(["split", "label"]).size().items()
-             if n and s != "test"
-             and not (selected["split"].eq(s) & selected["label"].eq(lab)).any()]
+    empty = [
+        f"{s}/{lab}"
+        for (s, lab), n in images.groupby(["split", "label"]).size().items()
+        if n and s != "test" and not (selected["split"].eq(s) & selected["label"].eq(lab)).any()
+    ]
     if empty:
-        raise ValueError(f"no classifiable patch is left in {empty}; lower "
-                         "segmentation.selection.min_dermis_fraction or "
-                         "patches.min_tissue_fraction, or set use_segmentation: false")
+        raise ValueError(
+            f"no classifiable patch is left in {empty}; lower "
+            "segmentation.selection.min_dermis_fraction or "
+            "patches.min_tissue_fraction, or set use_segmentation: false"
+        )
     return selected, images
