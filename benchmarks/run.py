@@ -45,8 +45,9 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.constants import LABELS
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.imaging.tissue import tissue_mask
-from ssc_skin.inference import export, preprocess, serving
+from ssc_skin.inference import export, serving
 from ssc_skin.models import builders, training
+from ssc_skin.preprocessing import preprocess
 
 PROJECT = Path(__file__).resolve().parents[1]
 CLASSES = ("normal", "ssc")
@@ -269,7 +270,7 @@ def bench_predict(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str,
     """Whole images/s through `serving.predict_image`: the classifier-only path (tissue, tiles,
     TFLite classifier) on Keras and TFLite float32, and the real predict path, the same call
     with the training run's preprocessing (Macenko stain normalisation + UNet gating on the
-    exported UNet), on the same images. All paths are `inference.preprocess.Preprocessor`."""
+    exported UNet), on the same images. All paths are `preprocessing.preprocess.Preprocessor`."""
     patch_params, segmentation = params["patches"], params["segmentation"]
     unet_params = segmentation["unet"]
     images = [

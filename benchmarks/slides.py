@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/slides.py --quick          # 4000^2 and 8000^2: a smoke test
 
 For each slide size, in a fresh process each (so one run's memory cannot hide in another's),
-the whole slide path of `ssc_skin.cohort.slides` runs: open, plan, thumbnail, tissue
+the whole slide path of `ssc_skin.slides.wsi` runs: open, plan, thumbnail, tissue
 detection, grid tiling, then every tissue patch read as batches at the default patch size and
 target microns per pixel. Peak RSS comes from `getrusage(RUSAGE_CHILDREN)` of a small wrapper
 process, as in benchmarks/run.py; a third process only imports and opens a slide, the floor
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ssc_skin.cohort import slides
-from ssc_skin.cohort.synthetic_slides import write_synthetic_slide
+from ssc_skin.slides import wsi as slides
+from ssc_skin.slides.synthetic import write_synthetic_slide
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE = PROJECT / "data" / "01_raw" / "slide_benchmark"

@@ -20,10 +20,11 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.datasets import TrainedModelsDataset
 from ssc_skin.distributed import EngineConfig, map_ordered
 from ssc_skin.imaging import stain
-from ssc_skin.inference import export, fanout
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
+from ssc_skin.inference import export
 from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.predict.nodes import find_new_images, predict_new_images
+from ssc_skin.preprocessing import cutting
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from tests.distributed_tasks import add_shared, fail_on_three, pid_after, square_after
 
 pytest.importorskip("distributed")
@@ -290,10 +291,10 @@ def test_patch_cutting_on_workers_equals_the_preprocessor(study, cluster):
     masks = [np.full(images[0].shape[:2], 2, np.uint8), None]
     cut = list(
         map_ordered(
-            fanout.cut_image_on_worker,
+            cutting.cut_image_on_worker,
             zip(images, masks, strict=True),
             cluster,
-            shared=fanout.cut_work(config),
+            shared=cutting.cut_work(config),
         )
     )
     preprocessor = Preprocessor(PreprocessConfig.from_dict(config))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ssc_skin.cohort import synthetic_slides
+from ssc_skin.slides import synthetic as synthetic_slides
 from tests.helpers import copy_project, kedro
 
 PATIENT_IDS = [f"S{n:04d}" for n in range(1, 10)] + ["S0100", "S0101"]

@@ -25,8 +25,8 @@ import pytest
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from ssc_skin.inference import export, serving
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.models.builders import build_cnn
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 
 CLASSES = ("normal", "ssc")
 PREPROCESS = PreprocessConfig(

@@ -21,7 +21,7 @@ from ssc_skin.cohort import ingest
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
 from ssc_skin.inference import export, serving
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 
 
 class Classifier(Protocol):
@@ -191,51 +191,3 @@ def predict_image_on_worker(record: Mapping[str, Any], work: PredictWork) -> lis
     """`image_rows` with interpreters built once per worker process from `work`'s bytes."""
     models, preprocessor = distributed.worker_cached(work.key, lambda: _build_predict(work))
     return image_rows(record, models, preprocessor, work.low_confidence_threshold, work.tiff_page)
-
-
-# --- patch cutting (training) on a worker ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CutWork:
-    """`Preprocessor.cut` settings by value (the patches stage has no UNet)."""
-
-    key: str
-    preprocess_config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CutImage:
-    """One image's candidate patches, their tiles and the mask under each."""
-
-    patches: np.ndarray  # N x s x s x 3 uint8, stain-normalised
-    masks: np.ndarray  # N x s x s uint8
-    tiles: list[tiling.Tile]
-
-
-def cut_work(preprocess_config: Mapping[str, Any]) -> CutWork:
-    config = dict(preprocess_config)
-    return CutWork(distributed.digest(json.dumps(config, sort_keys=True, default=str)), config)
-
-
-def cut_image(image: np.ndarray, mask: np.ndarray | None, preprocessor: Preprocessor) -> CutImage:
-    """`Preprocessor.cut` and the mask crops of the same tiles (zeros without a mask)."""
-    size = preprocessor.config.patch_size
-    patches, tiles = preprocessor.cut(image)
-    if mask is None:
-        mask = np.zeros(image.shape[:2], np.uint8)
-    masks = (
-        np.stack([tiling.crop(mask, t, size) for t in tiles])
-        if tiles
-        else np.zeros((0, size, size), np.uint8)
-    )
-    return CutImage(patches, masks, tiles)
-
-
-def cut_image_on_worker(item: tuple[np.ndarray, np.ndarray | None], work: CutWork) -> CutImage:
-    """`cut_image` for (image, mask or None) read in the driver, where the catalog is."""
-    preprocessor = distributed.worker_cached(
-        work.key, lambda: Preprocessor(PreprocessConfig.from_dict(work.preprocess_config))
-    )
-    image, mask = item
-    return cut_image(image, mask, preprocessor)

@@ -1,7 +1,7 @@
 """Prediction of new images: every task's classifier after the training run's preprocessing.
 
 New images go through exactly what training images went through: the cohort's file checks,
-then `inference.preprocess.Preprocessor` (tissue detection, grid tiling, the fitted stain
+then `preprocessing.preprocess.Preprocessor` (tissue detection, grid tiling, the fitted stain
 normaliser, UNet dermis gating, the same fallbacks), then every task's classifier; patch
 probabilities are averaged per image and, where file names carry patient ids, per patient.
 No Kedro here.
@@ -27,8 +27,8 @@ from ssc_skin.cohort import ingest
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
 from ssc_skin.inference import export, fanout, serving
-from ssc_skin.inference.preprocess import ImagePatches, Preprocessor
 from ssc_skin.models import gradcam
+from ssc_skin.preprocessing.preprocess import ImagePatches, Preprocessor
 
 if TYPE_CHECKING:
     import keras

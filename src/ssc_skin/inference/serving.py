@@ -1,7 +1,7 @@
 """Whole-image prediction as an MLflow pyfunc model, servable with `mlflow models serve`.
 
 A client posts whole biopsy images (base64 PNG/JPEG); the model runs the training run's own
-preprocessing (`inference.preprocess`: tissue, tiles, the fitted stain normaliser, UNet
+preprocessing (`preprocessing.preprocess`: tissue, tiles, the fitted stain normaliser, UNet
 gating on the exported UNet, the same fallbacks), classifies the chosen patches and averages
 the probabilities, as the evaluation aggregates patches to images.
 """
@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from PIL import Image, UnidentifiedImageError
 
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ssc_skin.cohort import synthetic_slides
-from ssc_skin.inference.preprocess import PreprocessConfig
 from ssc_skin.pipelines.cohort import nodes as cohort_nodes
 from ssc_skin.pipelines.patches import nodes as patch_nodes
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
+from ssc_skin.slides import synthetic as synthetic_slides
 
 PATCHES = {
     "patch_size": 64,

@@ -14,10 +14,10 @@ import pytest
 from ssc_skin.constants import Skipped
 from ssc_skin.datasets import TFLiteModelDataset
 from ssc_skin.inference import export, serving
-from ssc_skin.inference.preprocess import PreprocessConfig
 from ssc_skin.models.builders import build_cnn
 from ssc_skin.pipelines.export.nodes import export_classifier, log_whole_image_predictor
 from ssc_skin.pipelines.export.pipeline import create_pipeline
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
 from tests.pipelines.runner import run_pipeline
 
 SIZE = 32  # classifier input

@@ -6,13 +6,13 @@ import pandas as pd
 from PIL import Image
 
 from ssc_skin.cohort import synthetic
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.pipelines.patches.nodes import (
     extract_patches,
     fit_stain_normalizer,
     preprocess_config,
 )
 from ssc_skin.pipelines.patches.pipeline import create_pipeline
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from tests.pipelines.runner import run_pipeline
 
 PATCH_PARAMS = {

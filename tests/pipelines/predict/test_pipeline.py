@@ -16,7 +16,6 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.datasets import TrainedModelsDataset
 from ssc_skin.imaging import stain
 from ssc_skin.inference import export
-from ssc_skin.inference.preprocess import PreprocessConfig
 from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.predict.nodes import (
     find_new_images,
@@ -24,6 +23,7 @@ from ssc_skin.pipelines.predict.nodes import (
     predict_new_images,
 )
 from ssc_skin.pipelines.predict.pipeline import create_pipeline
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
 from tests.pipelines.runner import run_pipeline
 
 SIZE = 32  # classifier input

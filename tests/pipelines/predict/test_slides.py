@@ -13,13 +13,15 @@ import pytest
 from kedro_datasets.partitions import PartitionedDataset
 from PIL import Image
 
-from ssc_skin.cohort import synthetic, synthetic_slides
+from ssc_skin.cohort import synthetic
 from ssc_skin.imaging import stain
-from ssc_skin.inference import export, slide_outputs
-from ssc_skin.inference.preprocess import PreprocessConfig
+from ssc_skin.inference import export
 from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.predict.nodes import find_new_images
 from ssc_skin.pipelines.predict.pipeline import create_pipeline
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
+from ssc_skin.slides import outputs as slide_outputs
+from ssc_skin.slides import synthetic as synthetic_slides
 from tests.pipelines.runner import run_pipeline
 
 SIZE, PATCH = 32, 64

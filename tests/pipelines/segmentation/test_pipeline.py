@@ -4,10 +4,10 @@ choice of the patches the classifiers see (the rule `predict` and serving apply 
 import pandas as pd
 import pytest
 
-from ssc_skin.inference.preprocess import PreprocessConfig
 from ssc_skin.pipelines.patches.nodes import extract_patches
 from ssc_skin.pipelines.segmentation.nodes import select_patches
 from ssc_skin.pipelines.segmentation.pipeline import create_pipeline
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
 from tests.pipelines.patches.test_pipeline import _config, tiny_cohort
 from tests.pipelines.runner import run_pipeline
 

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ssc_skin.cohort import slides
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
 from ssc_skin.imaging import stain
-from ssc_skin.inference.slide_preprocess import SlideSettings
+from ssc_skin.preprocessing.slides import SlideSettings
+from ssc_skin.slides import wsi as slides
 
 logger = logging.getLogger(__name__)
 

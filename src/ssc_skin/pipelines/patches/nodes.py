@@ -12,10 +12,10 @@ import pandas as pd
 from ssc_skin import distributed
 from ssc_skin.cohort.ingest import ImageProblem
 from ssc_skin.imaging import stain
-from ssc_skin.inference import fanout
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
-from ssc_skin.inference.slide_preprocess import SlideSettings, cut_slide, slide_tiles
 from ssc_skin.pipelines.cohort.slide_nodes import slide_paths
+from ssc_skin.preprocessing import cutting
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
+from ssc_skin.preprocessing.slides import SlideSettings, cut_slide, slide_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def extract_patches(
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
-    The cutting is `inference.preprocess.Preprocessor.cut`, the very step `predict` and the
+    The cutting is `preprocessing.preprocess.Preprocessor.cut`, the very step `predict` and the
     served model run. Patches with little tissue (fat, section borders) are kept for the UNet,
     which has to learn them, and as the fallback of an image without classifiable patches;
     the classifiers normally see `classifiable` ones. Each patch keeps its provenance (image,
@@ -93,13 +93,13 @@ def extract_patches(
     # images are read here (the catalog's loaders stay in this process) and cut where the
     # engine says: in this process, or on Dask workers (engine.kind: dask)
     cuts = distributed.map_ordered(
-        fanout.cut_image_on_worker,
+        cutting.cut_image_on_worker,
         (
             (_rgb(images, r.image), np.asarray(masks[r.image]()) if r.has_mask else None)
             for r in plain
         ),
         engine,
-        shared=fanout.cut_work(preprocess_config),
+        shared=cutting.cut_work(preprocess_config),
         total=len(plain),
         label="images",
     )

@@ -14,10 +14,11 @@ from ssc_skin.cohort import ingest
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
 from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import figures
-from ssc_skin.inference import export, fanout, predict, predict_slides
+from ssc_skin.inference import export, fanout, predict
 from ssc_skin.inference.predict import TrainedModel
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor, selection_counts
-from ssc_skin.inference.slide_preprocess import SlideSettings
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor, selection_counts
+from ssc_skin.preprocessing.slides import SlideSettings
+from ssc_skin.slides import predict as predict_slides
 
 logger = logging.getLogger(__name__)
 

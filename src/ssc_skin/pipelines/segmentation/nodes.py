@@ -15,8 +15,10 @@ from ssc_skin.constants import DERMIS, MASK_CLASSES
 from ssc_skin.evaluation import figures
 from ssc_skin.evaluation.metrics import dice_iou
 from ssc_skin.imaging import tiling
-from ssc_skin.inference import export, preprocess
-from ssc_skin.inference.preprocess import (
+from ssc_skin.inference import export
+from ssc_skin.models import builders, training
+from ssc_skin.preprocessing import preprocess
+from ssc_skin.preprocessing.preprocess import (
     OK,
     SELECTION_REASONS,
     PreprocessConfig,
@@ -24,7 +26,6 @@ from ssc_skin.inference.preprocess import (
     choose_patches,
     segment_image,
 )
-from ssc_skin.models import builders, training
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 from ssc_skin.cohort import synthetic
 from ssc_skin.constants import DERMIS
 from ssc_skin.imaging import stain, tiling
-from ssc_skin.inference.preprocess import (
+from ssc_skin.preprocessing.preprocess import (
     GATING_FALLBACK,
     NOT_ASSESSABLE,
     OK,

@@ -22,11 +22,11 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.datasets import TrainedModelsDataset
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.inference import export, serving
-from ssc_skin.inference.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.patches.nodes import extract_patches
 from ssc_skin.pipelines.predict.pipeline import create_pipeline as predict_pipeline
 from ssc_skin.pipelines.segmentation.nodes import score_patches, select_patches
+from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from tests.inference.test_serving import _stop, _wait_for_ping, free_port, http
 from tests.pipelines.runner import run_pipeline
 

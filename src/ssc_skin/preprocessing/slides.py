@@ -1,4 +1,4 @@
-"""Whole-slide images through the one preprocessing step (`inference.preprocess`).
+"""Whole-slide images through the one preprocessing step (`preprocessing.preprocess`).
 
 A slide is never decoded whole, so `Preprocessor.__call__`/`cut` (which take an image) cannot
 run on it; this module feeds the same `Preprocessor` from the slide instead:
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssc_skin.cohort import slides
 from ssc_skin.imaging import stain, tiling
-from ssc_skin.inference.preprocess import ImagePatches, PreprocessConfig, Preprocessor
+from ssc_skin.preprocessing.preprocess import ImagePatches, PreprocessConfig, Preprocessor
+from ssc_skin.slides import wsi as slides
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ssc_skin.cohort import slides
-from ssc_skin.cohort import synthetic_slides as ss
-from ssc_skin.inference import slide_outputs as so
+from ssc_skin.slides import outputs as so
+from ssc_skin.slides import synthetic as ss
+from ssc_skin.slides import wsi as slides
 
 CLASSES = ["normal", "ssc"]
 

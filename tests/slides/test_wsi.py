@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from ssc_skin.cohort import slides
-from ssc_skin.cohort import synthetic_slides as ss
 from ssc_skin.cohort.ingest import QUARANTINE_COLUMNS, ImageProblem
+from ssc_skin.slides import synthetic as ss
+from ssc_skin.slides import wsi as slides
 
 ALLOWED = ["normal", "early", "late", "ssc"]
 

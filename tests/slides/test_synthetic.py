@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from ssc_skin.cohort import synthetic_slides as ss
+from ssc_skin.slides import synthetic as ss
 
 
 @pytest.fixture(scope="module")

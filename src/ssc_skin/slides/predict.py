@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ssc_skin.cohort import slides
 from ssc_skin.cohort.ingest import ImageProblem
-from ssc_skin.inference import serving, slide_outputs, slide_preprocess
+from ssc_skin.inference import serving
 from ssc_skin.inference.predict import _NO_PATIENT, UNLABELLED, TaskModel, order_columns
-from ssc_skin.inference.preprocess import Preprocessor
-from ssc_skin.inference.slide_preprocess import SlideSettings
+from ssc_skin.preprocessing import slides as slide_preprocess
+from ssc_skin.preprocessing.preprocess import Preprocessor
+from ssc_skin.preprocessing.slides import SlideSettings
+from ssc_skin.slides import outputs as slide_outputs
+from ssc_skin.slides import wsi as slides
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Whole-slide images: reading pyramids, discovery and checks, prediction over tiles, outputs (heatmaps, QuPath GeoJSON), the synthetic slide cohort."""
