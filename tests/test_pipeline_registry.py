@@ -4,7 +4,7 @@ import yaml
 
 from ssc_skin.pipeline_registry import register_pipelines
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 
 NAMESPACES = {
     f"{t}.{a}" for t in ("binary", "three_class") for a in ("mobilenetv2", "cnn", "densenet")

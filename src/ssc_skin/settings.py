@@ -5,10 +5,12 @@ https://docs.kedro.org/en/stable/kedro_project_setup/settings.html."""
 from kedro.config import OmegaConfigLoader
 
 from ssc_skin.hooks import InputSafetyHook, NodeTimingHook
+from ssc_skin.model_grid import ModelGridHook
 
 # kedro-mlflow registers its own hooks through its plugin entry point. InputSafetyHook runs
 # before them: it validates the configuration and keeps user paths out of MLflow params.
-HOOKS = (NodeTimingHook(), InputSafetyHook())
+# ModelGridHook hands the run's configuration to the pipeline registry (model_grid.py).
+HOOKS = (NodeTimingHook(), InputSafetyHook(), ModelGridHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

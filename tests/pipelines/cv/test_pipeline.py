@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ssc_skin import model_grid
 from ssc_skin.pipeline_registry import register_pipelines
 from ssc_skin.pipelines import classification, cv, patches, segmentation
-from ssc_skin.pipelines.cv.pipeline import folds_from_environment
+from ssc_skin.pipelines.cv.pipeline import create_pipeline
 from ssc_skin.pipelines.evaluation import pipeline as evaluation
 
 
@@ -70,9 +71,22 @@ def test_cv_is_registered_but_not_part_of_the_default_run():
     assert "pretrain_backbone" not in default
 
 
-def test_fold_count_comes_from_the_environment(monkeypatch):
+def test_fold_count_is_the_cv_folds_parameter(monkeypatch):
+    parameters = {"classification": {"tasks": {"binary": {}}, "architectures": {"cnn": {}}}}
+    grid = model_grid.ModelGrid.from_parameters({**parameters, "cv": {"folds": 4}})
+    assert grid.folds == 4
+    assert (
+        len(
+            {
+                n.namespace.split(".")[0]
+                for n in create_pipeline(grid.folds).nodes
+                if n.namespace and n.namespace.startswith("fold_")
+            }
+        )
+        == 4
+    )
+    with pytest.raises(model_grid.ModelGridError, match="cv.folds must be an integer >= 2"):
+        model_grid.ModelGrid.from_parameters({**parameters, "cv": {"folds": "one"}})
     monkeypatch.setenv("SSC_SKIN_CV_FOLDS", "4")
-    assert folds_from_environment() == 4
-    monkeypatch.setenv("SSC_SKIN_CV_FOLDS", "one")
-    with pytest.raises(ValueError, match="SSC_SKIN_CV_FOLDS must be an integer >= 2"):
-        folds_from_environment()
+    with pytest.raises(model_grid.ModelGridError, match="set the parameter cv.folds"):
+        model_grid.ModelGrid.from_parameters(parameters)

@@ -1,44 +1,23 @@
 """The `classification` pipeline: one modular pipeline per task x architecture namespace."""
 
-from pathlib import Path
-
-import yaml
-from kedro.framework.project import settings
 from kedro.pipeline import Pipeline, node, pipeline
+
+from ssc_skin.model_grid import ModelGrid, active
 
 from .nodes import train_classifier
 
-PARAMETERS_FILE = "parameters_classification.yml"
-
-
-def declared_models(conf_source: Path | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(tasks, architectures) as `conf/base/parameters_classification.yml` declares them: the
-    one place the task x architecture fan-out comes from (Kedro builds pipelines before it
-    reads an environment's parameters, so the base file decides which namespaces exist; an
-    environment configures them)."""
-    folders = (
-        [conf_source]
-        if conf_source
-        else [Path.cwd() / settings.CONF_SOURCE, Path(__file__).resolve().parents[4] / "conf"]
-    )
-    for folder in folders:
-        path = Path(folder) / "base" / PARAMETERS_FILE
-        if path.is_file():
-            classification = (yaml.safe_load(path.read_text()) or {})["classification"]
-            return tuple(classification["tasks"]), tuple(classification["architectures"])
-    raise FileNotFoundError(f"no conf/base/{PARAMETERS_FILE} under {[str(f) for f in folders]}")
-
-
-TASKS, ARCHITECTURES = declared_models()
-MODEL_NAMESPACES = tuple(f"{task}.{arch}" for task in TASKS for arch in ARCHITECTURES)
-
 
 def for_each_model(
-    template: Pipeline, shared_parameters: dict[str, str], shared_inputs: set[str] | None = None
+    template: Pipeline,
+    shared_parameters: dict[str, str],
+    shared_inputs: set[str] | None = None,
+    grid: ModelGrid | None = None,
 ) -> Pipeline:
     """`template` once per task x architecture namespace, reading the shared `patches` and
     `classifier_patch_index` (plus `shared_inputs`), with `params:task` / `params:architecture`
-    routed to that namespace's config blocks and `shared_parameters` passed through unchanged."""
+    routed to that namespace's config blocks and `shared_parameters` passed through unchanged.
+    The grid is the run configuration's (`model_grid.active()`) unless given."""
+    grid = grid or active()
     return sum(
         (
             pipeline(
@@ -51,14 +30,14 @@ def for_each_model(
                     **shared_parameters,
                 },
             )
-            for task in TASKS
-            for arch in ARCHITECTURES
+            for task in grid.tasks
+            for arch in grid.architectures
         ),
         Pipeline([]),
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(grid: ModelGrid | None = None, **kwargs) -> Pipeline:
     template = Pipeline(
         [
             node(
@@ -75,4 +54,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return for_each_model(template, {"params:training": "params:classification.training"})
+    return for_each_model(
+        template, {"params:training": "params:classification.training"}, grid=grid
+    )

@@ -6,16 +6,17 @@ existing `patches`, `segmentation`, `classification` and per-model `evaluation` 
 unchanged on its own patient split, so its stain normaliser, UNet and classifiers never see its
 test patients. The out-of-fold predictions of each model are pooled and scored by the study's
 evaluation code: the report's headline covers every patient of the cohort, with the per-fold
-spread beside it. k = 5, or `SSC_SKIN_CV_FOLDS` (read when the pipelines are registered).
+spread beside it. k = the parameter `cv.folds` (default 5; `model_grid` reads it from the run's
+configuration when the pipelines are built).
 """
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from ssc_skin.model_grid import active
 from ssc_skin.pipelines import classification, cohort, patches, segmentation
 from ssc_skin.pipelines.evaluation import pipeline as evaluation
 from ssc_skin.pipelines.evaluation.nodes import (
@@ -27,14 +28,6 @@ from ssc_skin.pipelines.evaluation.nodes import (
 from .nodes import assign_folds, build_cv_report, pool_model, pool_selection, tag_fold_runs
 
 SHARED = {"cohort_images", "cohort_masks", "manifest", "linkage"}  # read once, used by every fold
-DEFAULT_FOLDS = 5
-
-
-def folds_from_environment() -> int:
-    value = os.environ.get("SSC_SKIN_CV_FOLDS", str(DEFAULT_FOLDS))
-    if not value.isdigit() or int(value) < 2:
-        raise ValueError(f"SSC_SKIN_CV_FOLDS must be an integer >= 2; got {value!r}")
-    return int(value)
 
 
 def _cohort() -> Pipeline:
@@ -149,7 +142,7 @@ def _pooled(folds: int) -> Pipeline:
 
 
 def create_pipeline(folds: int | None = None, **kwargs) -> Pipeline:
-    folds = folds or folds_from_environment()
+    folds = folds or active().folds
     return (
         _cohort()
         + sum((_fold(k) for k in range(folds)), Pipeline([]))

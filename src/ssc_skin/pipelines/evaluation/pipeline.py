@@ -3,7 +3,8 @@ scored on held-out patients by the same code; the paired comparison; figures; th
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from ssc_skin.pipelines.classification.pipeline import ARCHITECTURES, TASKS, for_each_model
+from ssc_skin.model_grid import ModelGrid, active
+from ssc_skin.pipelines.classification.pipeline import for_each_model
 
 from .nodes import (
     build_report,
@@ -23,12 +24,13 @@ from .nodes import (
 TEXTURE = "texture"  # the classical peer's namespace suffix: {task}.texture
 
 
-def evaluated_namespaces() -> tuple[str, ...]:
+def evaluated_namespaces(grid: ModelGrid | None = None) -> tuple[str, ...]:
     """Every model the report shows, task by task: the deep models, then the classical peer."""
+    grid = grid or active()
     return tuple(
         ns
-        for task in TASKS
-        for ns in (*(f"{task}.{arch}" for arch in ARCHITECTURES), f"{task}.{TEXTURE}")
+        for task in grid.tasks
+        for ns in (*(f"{task}.{arch}" for arch in grid.architectures), f"{task}.{TEXTURE}")
     )
 
 
@@ -151,7 +153,7 @@ def texture_pipeline() -> Pipeline:
                     "params:training": "params:classification.training",
                 },
             )
-            for task in TASKS
+            for task in active().tasks
         ),
         Pipeline([]),
     )
