@@ -13,7 +13,6 @@ from mlflow.exceptions import MlflowException
 
 from ssc_skin.cohort import splits
 from ssc_skin.evaluation import report, scoring
-from ssc_skin.pipelines.evaluation.nodes import _finite_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def pool_model(
         summary.get("test_patients_assessed"),
         summary.get("test_patients_total"),
     )
-    numeric = {k: {"value": v, "step": 0} for k, v in _finite_numbers(summary).items()}
+    numeric = {k: {"value": v, "step": 0} for k, v in scoring.finite_numbers(summary).items()}
     return numeric, summary, pooled
 
 

@@ -19,11 +19,6 @@ from kedro.pipeline import Pipeline, node, pipeline
 from ssc_skin.model_grid import active
 from ssc_skin.pipelines import classification, cohort, patches, segmentation
 from ssc_skin.pipelines.evaluation import pipeline as evaluation
-from ssc_skin.pipelines.evaluation.nodes import (
-    compare_models,
-    evaluation_figures,
-    render_report_html,
-)
 
 from .nodes import assign_folds, build_cv_report, pool_model, pool_selection, tag_fold_runs
 
@@ -73,72 +68,60 @@ def _fold(k: int) -> Pipeline:
 
 
 def _pooled(folds: int) -> Pipeline:
-    """Per model, the pooled out-of-fold evaluation; then comparison, figures and report."""
+    """Per model, the pooled out-of-fold evaluation; then comparison, figures and report: one
+    Kedro namespace `cv` (one collapsible box in kedro-viz), the evaluation stage's own
+    comparison and report builders reused over the pooled results."""
     namespaces = evaluation.evaluated_namespaces()
-    nodes = [
-        node(
-            pool_selection,
-            [f"fold_{k}.image_selection" for k in range(folds)],
-            "cv.image_selection",
-            name="cv.pool_selection",
-        )
-    ]
+    fold_selections = [f"fold_{k}.image_selection" for k in range(folds)]
+    nodes = [node(pool_selection, fold_selections, "image_selection", name="pool_selection")]
+    fold_outputs = set(fold_selections)
     for ns in namespaces:
         task = ns.split(".")[0]
+        per_fold = [
+            f"fold_{k}.{ns}.{kind}"
+            for kind in ("predictions", "training_summary")
+            for k in range(folds)
+        ]
+        fold_outputs |= set(per_fold)
         nodes.append(
             node(
                 pool_model,
                 [
                     f"params:classification.tasks.{task}",
                     "params:evaluation",
-                    "cv.image_selection",
-                    *[f"fold_{k}.{ns}.predictions" for k in range(folds)],
-                    *[f"fold_{k}.{ns}.training_summary" for k in range(folds)],
+                    "image_selection",
+                    *per_fold,
                 ],
-                [f"cv.{ns}.metrics", f"cv.{ns}.evaluation", f"cv.{ns}.predictions"],
-                name=f"cv.{ns}.pool_model",
+                [f"{ns}.metrics", f"{ns}.evaluation", f"{ns}.predictions"],
+                name=f"{ns}.pool_model",
             )
         )
-    predictions = [f"cv.{ns}.predictions" for ns in namespaces]
-    summaries = [f"cv.{ns}.evaluation" for ns in namespaces]
-    nodes += [
-        node(
-            compare_models,
-            ["params:evaluation", *predictions, *summaries],
-            ["cv.model_comparison_metrics", "cv.model_comparison"],
-            name="cv.compare_models",
-        ),
-        node(
-            evaluation_figures,
-            [*predictions, *summaries],
-            [
-                "cv.confusion_matrices",
-                "cv.roc_curves",
-                "cv.training_curves",
-                "cv.reliability_diagrams",
-            ],
-            name="cv.evaluation_figures",
-        ),
+    fold_evaluations = [f"fold_{k}.{ns}.evaluation" for ns in namespaces for k in range(folds)]
+    nodes.append(
         node(
             partial(build_cv_report, folds=folds),
             [
                 "manifest",
                 "params:evaluation",
-                "cv.model_comparison",
-                *summaries,
-                *[f"fold_{k}.{ns}.evaluation" for ns in namespaces for k in range(folds)],
+                "model_comparison",
+                *[f"{ns}.evaluation" for ns in namespaces],
+                *fold_evaluations,
             ],
-            "cv.report",
-            name="cv.build_report",
-        ),
-        node(
-            render_report_html,
-            ["cv.report", "cv.report_figures"],
-            "cv.report_html",
-            name="cv.render_report_html",
-        ),
-    ]
-    return Pipeline(nodes)
+            "report",
+            name="build_report",
+        )
+    )
+    pooled = (
+        Pipeline(nodes)
+        + evaluation.comparison_pipeline(summary="evaluation")
+        + evaluation.report_html_pipeline()
+    )
+    return pipeline(
+        pooled,
+        namespace="cv",
+        inputs={"manifest", *fold_outputs, *fold_evaluations},
+        parameters={p: p for p in pooled.inputs() if p.startswith("params:")},
+    )
 
 
 def create_pipeline(folds: int | None = None, **kwargs) -> Pipeline:

@@ -165,11 +165,12 @@ def per_model_pipeline(gradcam: bool = True) -> Pipeline:
     return deep_model_pipeline(gradcam) + texture_pipeline()
 
 
-def comparison_pipeline() -> Pipeline:
-    """The paired comparison and the figures over every evaluated model."""
+def comparison_pipeline(summary: str = "training_summary") -> Pipeline:
+    """The paired comparison and the figures over every evaluated model (each model's
+    `{ns}.predictions` and `{ns}.<summary>`; `cv` reuses it over its pooled results)."""
     namespaces = evaluated_namespaces()
     predictions = [f"{ns}.predictions" for ns in namespaces]
-    summaries = [f"{ns}.training_summary" for ns in namespaces]
+    summaries = [f"{ns}.{summary}" for ns in namespaces]
     return Pipeline(
         [
             node(
@@ -184,6 +185,20 @@ def comparison_pipeline() -> Pipeline:
                 ["confusion_matrices", "roc_curves", "training_curves", "reliability_diagrams"],
                 name="evaluation_figures",
             ),
+        ]
+    )
+
+
+def report_html_pipeline() -> Pipeline:
+    """`report` (markdown) and its figures -> one self-contained `report_html`."""
+    return Pipeline(
+        [
+            node(
+                render_report_html,
+                ["report", "report_figures"],
+                "report_html",
+                name="render_report_html",
+            )
         ]
     )
 
@@ -206,12 +221,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "report",
                 name="build_report",
             ),
-            node(
-                render_report_html,
-                ["report", "report_figures"],
-                "report_html",
-                name="render_report_html",
-            ),
         ]
     )
-    return per_model_pipeline() + comparison_pipeline() + report
+    return per_model_pipeline() + comparison_pipeline() + report + report_html_pipeline()
