@@ -65,3 +65,17 @@ def test_trained_models_are_found_by_name_and_loaded_only_on_demand(model, tmp_p
     assert skipped.skipped == "binary" and skipped.keras is None and skipped.tflite is None
     with pytest.raises(Exception, match="written by their own datasets"):
         TrainedModelsDataset(str(models), str(reports)).save({})
+
+
+def test_preprocess_config_dataset_round_trips_the_typed_config(tmp_path):
+    from ssc_skin.datasets import PreprocessConfigDataset  # noqa: PLC0415
+    from ssc_skin.preprocessing.preprocess import PreprocessConfig  # noqa: PLC0415
+
+    dataset = PreprocessConfigDataset(str(tmp_path / "models" / "preprocess.json"))
+    config = PreprocessConfig(patch_size=32, stride=32, min_saturation=20)
+    dataset.save(config)
+    loaded = dataset.load()
+    assert isinstance(loaded, PreprocessConfig) and loaded == config
+    (tmp_path / "models" / "preprocess.json").write_text('{"patch_sise": 32}')
+    with pytest.raises(Exception, match="patch_sise"):
+        dataset.load()

@@ -16,6 +16,7 @@ from kedro.io import AbstractDataset
 
 from ssc_skin.constants import Skipped
 from ssc_skin.inference.predict import TrainedModel
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
 from ssc_skin.slides.synthetic import write_slide_cohort
 
 logger = logging.getLogger(__name__)
@@ -181,3 +182,26 @@ class SyntheticSlideCohortDataset(AbstractDataset[dict[str, Any], pd.DataFrame])
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
+
+
+class PreprocessConfigDataset(AbstractDataset[PreprocessConfig, PreprocessConfig]):
+    """`preprocess.json` as the typed `PreprocessConfig`: one place turns the saved JSON into
+    the object (unknown keys named), so nodes never rebuild it from a dict and its defaults
+    live only in the dataclass."""
+
+    def __init__(self, filepath: str) -> None:
+        self._filepath = Path(filepath)
+
+    def _load(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(json.loads(self._filepath.read_text(encoding="utf-8")))
+
+    def _save(self, data: PreprocessConfig) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        payload = PreprocessConfig.from_dict(data).to_dict()
+        self._filepath.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

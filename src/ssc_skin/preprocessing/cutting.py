@@ -36,8 +36,8 @@ class CutImage:
     tiles: list[tiling.Tile]
 
 
-def cut_work(preprocess_config: Mapping[str, Any]) -> CutWork:
-    config = dict(preprocess_config)
+def cut_work(preprocess_config: PreprocessConfig | Mapping[str, Any]) -> CutWork:
+    config = PreprocessConfig.from_dict(preprocess_config).to_dict()
     return CutWork(distributed.digest(json.dumps(config, sort_keys=True, default=str)), config)
 
 

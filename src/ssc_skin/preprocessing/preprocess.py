@@ -88,7 +88,11 @@ class PreprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
+    def from_dict(cls, data: PreprocessConfig | Mapping[str, Any]) -> PreprocessConfig:
+        """The config of a saved `to_dict` (unknown keys named); a config is returned as is,
+        so callers handed either (the catalog's typed dataset, a plain dict) need not care."""
+        if isinstance(data, PreprocessConfig):
+            return data
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

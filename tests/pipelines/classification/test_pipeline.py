@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ssc_skin.constants import Skipped
-from ssc_skin.pipelines.classification.nodes import encode_labels
+from ssc_skin.models.tasks import encode_labels
 from ssc_skin.pipelines.classification.pipeline import create_pipeline
 from tests.pipelines.runner import run_pipeline
 

@@ -49,7 +49,7 @@ def tiny_cohort(masks: bool):
     return images, (mask_store if masks else {}), pd.DataFrame(rows), splits
 
 
-def _config(normalizer=None) -> dict:
+def _config(normalizer=None) -> PreprocessConfig:
     return preprocess_config(normalizer or {"method": "none"}, PATCH_PARAMS, SEGMENTATION)
 
 
@@ -113,7 +113,8 @@ def test_the_patches_pipeline_runs_on_an_in_memory_catalog():
         },
     )
     config = catalog.load("preprocess_config")
-    assert config["normalizer"]["method"] == "macenko" and config["patch_size"] == 32
+    assert isinstance(config, PreprocessConfig)  # typed, not a dict to rebuild
+    assert config.normalizer["method"] == "macenko" and config.patch_size == 32
     index, arrays = catalog.load("patch_index"), catalog.load("patches")
     assert len(index) == len(arrays["images"]) == len(arrays["masks"]) > 0
     assert set(index["image"]) == {"im0", "im1", "im2"}

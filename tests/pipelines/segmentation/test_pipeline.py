@@ -1,6 +1,8 @@
 """The `segmentation` pipeline: UNet, its TFLite export, dermis scores and the per-image
 choice of the patches the classifiers see (the rule `predict` and serving apply too)."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -132,7 +134,7 @@ def segmented():
             "cohort_masks": masks,
             "manifest": manifest,
             "patient_splits": splits,
-            "preprocess_config": {**config, "min_dermis_fraction": 0.0},
+            "preprocess_config": dataclasses.replace(config, min_dermis_fraction=0.0),
             "params:segmentation.unet": unet,
         },
     ), manifest

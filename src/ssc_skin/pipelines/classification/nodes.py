@@ -16,30 +16,9 @@ from ssc_skin import tracking
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
 from ssc_skin.models import builders, training
+from ssc_skin.models.tasks import encode_labels, unsupported_reason
 
 logger = logging.getLogger(__name__)
-
-
-def encode_labels(labels: pd.Series, task: dict[str, Any]) -> np.ndarray:
-    """Cohort labels -> class indices of this task (e.g. early and late -> ssc for binary)."""
-    mapped = labels.map(task["label_map"])
-    if mapped.isna().any():
-        unknown = sorted(labels[mapped.isna()].unique())
-        raise ValueError(f"labels {unknown} are not in the label_map of task {task['name']!r}")
-    return mapped.map({name: i for i, name in enumerate(task["classes"])}).to_numpy(int)
-
-
-def unsupported_reason(labels: pd.Series, task: dict[str, Any]) -> str | None:
-    """Why the cohort's labels cannot express this task (None when they can)."""
-    present = sorted(labels.unique())
-    mapped = labels.map(task["label_map"])
-    missing = [c for c in task["classes"] if c not in set(mapped.dropna())]
-    if mapped.isna().any() or missing:
-        return (
-            f"the cohort's labels ({', '.join(present)}) cannot express the classes "
-            f"{', '.join(task['classes'])} of task {task['name']!r}"
-        )
-    return None
 
 
 def split_arrays(

@@ -24,7 +24,7 @@ from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import comparison, figures, report, scoring, texture
 from ssc_skin.imaging import tiling
 from ssc_skin.models import gradcam, training
-from ssc_skin.pipelines.classification.nodes import encode_labels, unsupported_reason
+from ssc_skin.models.tasks import encode_labels, unsupported_reason
 
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["row", "image", "patient", "label", "split", "y_true"]

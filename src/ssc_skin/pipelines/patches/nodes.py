@@ -12,10 +12,10 @@ import pandas as pd
 from ssc_skin import distributed
 from ssc_skin.cohort.ingest import ImageProblem
 from ssc_skin.imaging import stain
-from ssc_skin.pipelines.cohort.slide_nodes import slide_paths
 from ssc_skin.preprocessing import cutting
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.preprocessing.slides import SlideSettings, cut_slide, slide_tiles
+from ssc_skin.slides.linkage import slide_paths
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def preprocess_config(
 ) -> dict[str, Any]:
     """The one preprocessing configuration (patching, tissue, fitted stain normaliser, UNet
     gating) that training, `predict` and the served model all read."""
-    return PreprocessConfig.from_params(patches, segmentation, normalizer).to_dict()
+    return PreprocessConfig.from_params(patches, segmentation, normalizer)
 
 
 def extract_patches(
@@ -69,7 +69,7 @@ def extract_patches(
     masks: dict[str, Callable[[], Any]],
     manifest: pd.DataFrame,
     patient_splits: pd.DataFrame,
-    preprocess_config: dict[str, Any],
+    preprocess_config: PreprocessConfig,
     linkage: pd.DataFrame | None = None,
     engine: dict[str, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:

@@ -122,7 +122,7 @@ def score_patches(
     unet_tflite: bytes,
     patches: dict[str, np.ndarray],
     patch_index: pd.DataFrame,
-    preprocess_config: dict[str, Any],
+    preprocess_config: PreprocessConfig,
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Dermis fraction of every patch from the deployed (TFLite) UNet; Dice/IoU on val and
@@ -184,7 +184,7 @@ def segmentation_overlays(
     masks: dict[str, Any],
     manifest: pd.DataFrame,
     patient_splits: pd.DataFrame,
-    preprocess_config: dict[str, Any],
+    preprocess_config: PreprocessConfig,
     params: dict[str, Any],
 ) -> Figure:
     """The UNet's masks over one test image per class, next to the mask it was scored on."""
@@ -207,7 +207,7 @@ def select_patches(
     scored_index: pd.DataFrame,
     manifest: pd.DataFrame,
     patient_splits: pd.DataFrame,
-    preprocess_config: dict[str, Any],
+    preprocess_config: PreprocessConfig,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The patches the classifiers see, chosen per image by `preprocess.choose_patches` (the
     rule `predict` and the served model apply), and one row per image saying how.
