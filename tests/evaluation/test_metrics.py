@@ -1,7 +1,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -28,15 +27,6 @@ def test_binary_metrics_on_a_known_case():
 def test_auc_is_nan_when_a_class_is_missing():
     result = metrics.classification_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]))
     assert np.isnan(result["auc"])
-
-
-def test_aggregation_averages_probabilities_per_group():
-    p = np.array([[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]])
-    groups = pd.Series(["a", "a", "b"])
-    labels = pd.Series([0, 0, 1])
-    mean, y = metrics.aggregate_probabilities(p, groups, labels)
-    np.testing.assert_allclose(mean, [[0.6, 0.4], [0.2, 0.8]])
-    np.testing.assert_array_equal(y, [0, 1])
 
 
 def test_bootstrap_interval_brackets_the_estimate():

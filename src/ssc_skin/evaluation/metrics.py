@@ -16,16 +16,6 @@ from sklearn.metrics import (
 )
 
 
-def aggregate_probabilities(
-    probabilities: np.ndarray, groups: pd.Series, labels: pd.Series
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean class probability per group (image or patient) and the group's label."""
-    frame = pd.DataFrame(probabilities, index=groups.to_numpy())
-    mean = frame.groupby(level=0, sort=True).mean()
-    group_labels = labels.groupby(groups.to_numpy()).first().loc[mean.index]
-    return mean.to_numpy(), group_labels.to_numpy()
-
-
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic (average ranks for ties): the same number as
     sklearn's roc_auc_score, ~50x faster, which the bootstraps need."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssc_skin import aggregation
 from ssc_skin.constants import SPLITS
 from ssc_skin.evaluation import accounting, metrics
 
@@ -36,15 +37,15 @@ def unit_keys(frame: pd.DataFrame, level: str) -> pd.Series:
 def unit_probabilities(
     part: pd.DataFrame, classes: list[str], level: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, mean class probabilities, unit keys) per `level` (patch, image or patient)."""
+    """(labels, mean class probabilities, unit keys) per `level` (patch, image or patient):
+    `aggregation.group_means`, the rule `predict` and the served model apply too."""
     probabilities = part[probability_columns(classes)].to_numpy()
     if level == "patch":
         return part["y_true"].to_numpy(int), probabilities, np.arange(len(part))
     keys = unit_keys(part, level).to_numpy()
-    frame = pd.DataFrame(probabilities, index=keys)
-    mean = frame.groupby(level=0, sort=True).mean()
-    labels = part["y_true"].groupby(keys).first().loc[mean.index]
-    return labels.to_numpy(int), mean.to_numpy(), mean.index.to_numpy()
+    units, mean, _ = aggregation.group_means(probabilities, keys)
+    labels = part["y_true"].groupby(keys).first().loc[units]
+    return labels.to_numpy(int), mean, units
 
 
 def _level_metrics(y: np.ndarray, p: np.ndarray, classes: list[str], prefix: str) -> dict[str, Any]:

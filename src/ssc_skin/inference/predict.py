@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ssc_skin import distributed
+from ssc_skin import aggregation, distributed
 from ssc_skin.cohort import ingest
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
@@ -269,7 +269,8 @@ def predict_images(
 def patient_means(
     image_rows: pd.DataFrame, models: Sequence[TaskModel], low_confidence_threshold: float
 ) -> pd.DataFrame:
-    """Per patient and task: the mean of its images' probabilities (images with patches only).
+    """Per patient and task: the mean over all of its images' classified patches (each image
+    weighs by its patch count: `aggregation.pooled_mean`, the study's patient rule).
 
     Images without a patient id have no patient row.
     """
@@ -279,10 +280,10 @@ def patient_means(
         columns = [f"probability_{c}" for c in model.class_names]
         of_task = known[known["task"] == model.task]
         for patient, part in of_task.groupby("patient", sort=True):
-            with_patches = part[part["n_patches"] > 0]
             selection = "ok" if (part["selection"] == "ok").all() else "includes_fallback"
-            summary = serving.summarise(
-                with_patches[columns].to_numpy(),
+            summary = serving.summarise_mean(
+                aggregation.pooled_mean(part[columns].to_numpy(), part["n_patches"].to_numpy()),
+                int(part["n_patches"].sum()),
                 model.class_names,
                 low_confidence_threshold,
                 selection,

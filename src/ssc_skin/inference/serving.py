@@ -26,6 +26,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from PIL import Image, UnidentifiedImageError
 
+from ssc_skin import aggregation
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -150,23 +151,36 @@ def summarise(
     low_confidence_threshold: float,
     selection: str = "ok",
 ) -> dict[str, Any]:
-    """One output row: mean patch probability per class, its argmax and a confidence flag.
+    """One output row from an image's patch probabilities: their mean per class
+    (`aggregation`), its call and a confidence flag."""
+    n = len(probabilities)
+    mean = np.asarray(probabilities, float).mean(axis=0) if n else None
+    return summarise_mean(mean, n, class_names, low_confidence_threshold, selection)
+
+
+def summarise_mean(
+    mean: np.ndarray | None,
+    n_patches: int,
+    class_names: Sequence[str],
+    low_confidence_threshold: float,
+    selection: str = "ok",
+) -> dict[str, Any]:
+    """One output row from a unit's mean patch probabilities over `n_patches` patches.
 
     No patches (no tissue found) gives label "no tissue", null probabilities (valid JSON,
     unlike NaN) and the flag set: there is nothing to screen, and a reviewer should look at
     the slide. A fallback `selection` (no patch passed the tissue or gating threshold) is
     named and always flagged low-confidence.
     """
-    n = len(probabilities)
-    mean = probabilities.mean(axis=0) if n else None
-    row: dict[str, Any] = {"label": class_names[int(np.argmax(mean))] if n else NO_TISSUE}
+    n = int(n_patches)
+    row: dict[str, Any] = {"label": class_names[int(aggregation.decide(mean))] if n else NO_TISSUE}
     row.update(
         {f"probability_{c}": float(mean[i]) if n else None for i, c in enumerate(class_names)}
     )
     row["n_patches"] = n
     row["selection"] = selection
     row["low_confidence"] = bool(
-        not n or selection != "ok" or float(mean.max()) < low_confidence_threshold
+        not n or selection != "ok" or float(np.max(mean)) < low_confidence_threshold
     )
     return row
 

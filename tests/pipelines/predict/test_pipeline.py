@@ -165,7 +165,9 @@ def test_patient_rows_average_images_with_a_patient_id(predicted):
         (table["level"] == "image") & (table["patient"] == smith) & (table["task"] == "binary")
     ]
     assert row["n_images"] == 2
-    assert row["probability_ssc"] == pytest.approx(of_smith["probability_ssc"].mean())
+    # the study's rule: the mean over all of the patient's patches (images weigh by patch count)
+    weights = of_smith["n_patches"] / of_smith["n_patches"].sum()
+    assert row["probability_ssc"] == pytest.approx((of_smith["probability_ssc"] * weights).sum())
 
 
 def test_bad_file_is_quarantined_and_no_raw_name_leaves(predicted, new_images):

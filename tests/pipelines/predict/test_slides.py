@@ -137,7 +137,10 @@ def test_slides_get_rows_of_kind_slide_and_join_their_patient(catalog, inputs):
     patient = table[table["level"] == "patient"]
     assert len(patient) == 1 and patient["kind"].iloc[0] == "image+slide"
     assert patient["n_images"].iloc[0] == 2
-    assert patient["probability_ssc"].iloc[0] == pytest.approx(rows["probability_ssc"].mean())
+    weights = rows["n_patches"] / rows["n_patches"].sum()  # every patch counts once
+    assert patient["probability_ssc"].iloc[0] == pytest.approx(
+        (rows["probability_ssc"] * weights).sum()
+    )
     quarantine = catalog.load("predict_quarantine").to_csv()  # names kept, ids hidden
     for raw in ("SMITH07", "JONES42", "DOE99", str(inputs)):
         assert raw not in table.to_csv() and raw not in quarantine
