@@ -192,6 +192,7 @@ TASKS = {
 }
 ARCHITECTURES = {"cnn": {"name": "cnn", "input_size": SIZE}}
 PATCHES = {"patch_size": PATCH, "stride": PATCH, "min_tissue_fraction": 0.5, "min_saturation": 12}
+SAVED = PreprocessConfig(patch_size=PATCH, stride=PATCH)  # the training run's preprocess.json
 SOURCE = {"patient_id_regex": "^(?P<patient>[A-Za-z0-9]+)", "tiff_page": 0}
 CHECKS = {"min_tissue_fraction": 0.05}
 
@@ -250,7 +251,7 @@ def _predict(study, engine, runtime: str = "tflite") -> pd.DataFrame:
         "gradcam_images": 0,
         "num_threads": 2,
     }
-    images, _, _ = find_new_images(params, SOURCE, CHECKS, PATCHES)
+    images, _, _ = find_new_images(params, SOURCE, CHECKS, SAVED)
     return predict_new_images(
         images, config, unet, trained, params, TASKS, ARCHITECTURES, 0, engine
     )

@@ -17,6 +17,7 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.pipelines.cohort import create_pipeline
 from ssc_skin.pipelines.cohort.nodes import ingest_cohort
 from ssc_skin.pipelines.predict.nodes import find_new_images
+from ssc_skin.preprocessing.preprocess import PreprocessConfig
 
 CHECKS = {"min_tissue_fraction": 0.05, "allowed_labels": ["normal", "early", "late", "ssc"]}
 SPLIT = {
@@ -28,6 +29,7 @@ SPLIT = {
     "reuse_saved": False,
 }
 PATCHES = {"patch_size": 32, "min_saturation": 12}
+SAVED = PreprocessConfig(patch_size=32, stride=32)  # the training run's preprocess.json
 PREDICT = {"patient_ids": True, "patient_id_regex": None}
 
 
@@ -97,7 +99,7 @@ def test_predict_node_with_a_name_that_is_not_utf8(tmp_path):
     _save(tmp_path / os.fsdecode(b"P1_caf\xe9.png"), _section("normal", 1))
     (tmp_path / os.fsdecode(b"P2_\xff.png")).write_bytes(b"")
     images, report, linkage = find_new_images(
-        {**PREDICT, "input": str(tmp_path)}, {}, CHECKS, PATCHES
+        {**PREDICT, "input": str(tmp_path)}, {}, CHECKS, SAVED
     )
     assert len(images) == 1 and list(report["check"]) == ["empty_file"]
     _written(tmp_path, report, linkage)
@@ -191,7 +193,7 @@ def test_predict_report_without_patient_ids_shows_no_name(tmp_path):
     (tmp_path / "batch2" / "JONES42_b.png").write_bytes(b"")
     (tmp_path / "DOE99_c.png").write_text("not an image")
     params = {**PREDICT, "input": str(tmp_path), "patient_ids": False}
-    images, report, linkage = find_new_images(params, {}, CHECKS, PATCHES)
+    images, report, linkage = find_new_images(params, {}, CHECKS, SAVED)
     assert len(images) == 1 and images["patient"].isna().all()
     text = _written(tmp_path, report)
     for raw in ("SMITH07", "JONES42", "DOE99", "batch2", str(tmp_path)):
@@ -205,9 +207,9 @@ def test_predict_report_with_links_out_of_the_input_folder(tmp_path):
     folder = tmp_path / "new"
     _save(folder / "P1_a.png", _section("normal", 3))
     (folder / "elsewhere").symlink_to(outside, target_is_directory=True)
-    images, report, _ = find_new_images({**PREDICT, "input": str(folder)}, {}, CHECKS, PATCHES)
+    images, report, _ = find_new_images({**PREDICT, "input": str(folder)}, {}, CHECKS, SAVED)
     assert len(images) == 1 and list(report["check"]) == ["outside_root"]
     images, report, _ = find_new_images(
-        {**PREDICT, "input": str(folder)}, {"allow_outside_root": True}, CHECKS, PATCHES
+        {**PREDICT, "input": str(folder)}, {"allow_outside_root": True}, CHECKS, SAVED
     )
     assert len(images) == 2 and report.empty

@@ -33,6 +33,7 @@ THREE = {"name": "three_class", "classes": ["normal", "early", "late"]}
 TASKS = {"binary": BINARY, "three_class": THREE}
 CNN = {"name": "cnn", "input_size": SIZE}
 PATCHES = {"patch_size": PATCH, "stride": PATCH, "min_tissue_fraction": 0.5, "min_saturation": 12}
+SAVED = PreprocessConfig(patch_size=PATCH, stride=PATCH)  # the training run's preprocess.json
 SOURCE = {"patient_id_regex": "^(?P<patient>[A-Za-z0-9]+)", "tiff_page": 0}
 CHECKS = {"min_tissue_fraction": 0.05}
 
@@ -127,7 +128,7 @@ def predicted(new_images, study, tmp_path_factory):
     root, _ = new_images
     config, unet, trained = study
     params = _params(root)
-    images, quarantine, linkage = find_new_images(params, SOURCE, CHECKS, PATCHES)
+    images, quarantine, linkage = find_new_images(params, SOURCE, CHECKS, SAVED)
     table = predict_new_images(images, config, unet, trained.load(), params, TASKS, {"cnn": CNN})
     csv = tmp_path_factory.mktemp("out") / "predictions.csv"
     table.to_csv(csv, index=False)
@@ -203,7 +204,7 @@ def test_single_file_input_and_a_skipped_task(new_images, study, tmp_path):
     _classifier(2).save(tmp_path / "binary.cnn.keras")
     (tmp_path / "three_class.cnn.skipped.json").write_text(json.dumps({"reason": "binary"}))
     params = {**_params(root / "SMITH07_a.png"), "runtime": "keras"}
-    images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, PATCHES)
+    images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, SAVED)
     assert len(images) == 1 and quarantine.empty
     trained = TrainedModelsDataset(str(tmp_path), str(tmp_path / "reports")).load()
     table = predict_new_images(images, config, unet, trained, params, TASKS, {"cnn": CNN})
@@ -216,7 +217,7 @@ def test_folder_without_usable_images_gives_an_empty_table(study, tmp_path):
     (tmp_path / "notes.txt").write_text("stained 2019")
     Image.new("RGB", (96, 96), (250, 250, 250)).save(tmp_path / "glass.png")
     params = _params(tmp_path)
-    images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, PATCHES)
+    images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, SAVED)
     assert images.empty and set(quarantine["check"]) == {"not_image_extension", "no_tissue"}
     table = predict_new_images(images, config, unet, trained.load(), params, TASKS, {"cnn": CNN})
     assert table.empty and "probability_ssc" in table.columns
@@ -247,3 +248,16 @@ def test_the_predict_pipeline_runs_on_an_in_memory_catalog(new_images, study):
     assert isinstance(catalog.load("new_image_gradcam"), Figure)
     assert list(catalog.load("predict_quarantine")["check"]) == ["truncated"]
     assert _checksums(root) == before
+
+
+def test_images_are_checked_with_the_training_runs_saved_preprocessing(tmp_path):
+    """Today's `patches` parameters no longer reach predict's checks: a 48 px image passes
+    when the training run cut 32 px patches, however large `params:patches` says now, and
+    fails when the saved run cut 64 px ones."""
+    Image.fromarray(_section("normal", 9)[:48, :48]).save(tmp_path / "MRN-4471-Smith_a.png")
+    params = _params(tmp_path)
+    small, quarantine, _ = find_new_images(params, SOURCE, CHECKS, PreprocessConfig(32, 32))
+    assert len(small) == 1 and quarantine.empty
+    large, quarantine, _ = find_new_images(params, SOURCE, CHECKS, PreprocessConfig(64, 64))
+    assert large.empty and len(quarantine) == 1
+    assert "params:patches" not in create_pipeline().inputs()

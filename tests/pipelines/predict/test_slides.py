@@ -159,7 +159,6 @@ def test_fallback_mpp_admits_the_slide_without_metadata(inputs, study):
         _params(inputs / "JONES42_1.tif"),
         {**SOURCE, "microns_per_pixel": 0.5},
         CHECKS,
-        PATCHES,
         config,
     )
     assert list(images["kind"]) == ["slide"] and quarantine.empty

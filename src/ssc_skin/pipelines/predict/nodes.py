@@ -27,7 +27,7 @@ SLIDE, IMAGE = "slide", "image"
 
 
 def slide_settings(
-    preprocess_config: dict[str, Any] | None, source: dict[str, Any]
+    preprocess_config: PreprocessConfig | dict[str, Any] | None, source: dict[str, Any]
 ) -> SlideSettings:
     """How slides are cut: the TRAINING run's settings (its saved `preprocess_config`), with
     `cohort.source.microns_per_pixel` as the fallback for slides without metadata."""
@@ -39,11 +39,11 @@ def find_new_images(
     params: dict[str, Any],
     source: dict[str, Any],
     checks: dict[str, Any],
-    patch_params: dict[str, Any],
-    preprocess_config: dict[str, Any] | None = None,
+    preprocess_config: PreprocessConfig | dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Valid images and slides under `predict.input` (a folder or one file), with the
-    cohort's checks (slides: the slide checks, cut as the training run cut them).
+    cohort's checks; images and slides alike are measured with the TRAINING run's saved
+    preprocessing (patch size, glass threshold, slide geometry), never today's `patches`.
 
     Returns the images to predict (pseudonyms, paths kept in memory only, `kind` image or
     slide), the quarantine report of both (no raw id or path in it; without patient ids
@@ -59,19 +59,18 @@ def find_new_images(
         allow_outside_root=bool(source.get("allow_outside_root", False)),
     )
     is_slide = predict_slides.mark_slides(records)
+    config = PreprocessConfig.from_dict(preprocess_config or {})
     valid_images, quarantine_images = predict.validate_inputs(
         records[~is_slide],
-        min_side=patch_params["patch_size"],
+        min_side=config.patch_size,
         min_tissue_fraction=checks["min_tissue_fraction"],
-        min_saturation=patch_params.get("min_saturation", 12),
+        min_saturation=config.min_saturation,
         tiff_page=source.get("tiff_page", 0),
     )
     frames = [valid_images.assign(kind=IMAGE)]
     quarantines = [quarantine_images]
     if is_slide.any():
-        valid_slides, quarantine_slides = _validate_slides(
-            records[is_slide], patch_params, preprocess_config, source
-        )
+        valid_slides, quarantine_slides = _validate_slides(records[is_slide], config, source)
         frames.append(valid_slides.assign(kind=SLIDE))
         quarantines.append(quarantine_slides)
     valid = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
@@ -98,20 +97,15 @@ def find_new_images(
 
 
 def _validate_slides(
-    records: pd.DataFrame,
-    patch_params: dict[str, Any],
-    preprocess_config: dict[str, Any] | None,
-    source: dict[str, Any],
+    records: pd.DataFrame, config: PreprocessConfig, source: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cohort's slide checks with the training run's geometry; a slide qualifies with
     one tile of the fallback tissue share, as in the cohort stage (`ingest_slides`)."""
-    del patch_params  # the training run's saved preprocessing decides, not today's params
-    config = PreprocessConfig.from_dict(preprocess_config or {})
     return predict_slides.validate_slide_inputs(
         records,
         patch_size=config.patch_size,
         stride=config.stride,
-        settings=slide_settings(preprocess_config, source),
+        settings=slide_settings(config, source),
         min_tissue_fraction=config.lowest_tissue_fraction,
         min_saturation=config.min_saturation,
     )

@@ -19,7 +19,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:predict",
                     "params:cohort.source",
                     "params:cohort.checks",
-                    "params:patches",
                     "preprocess_config",
                 ],
                 ["new_images", "predict_quarantine", "predict_linkage"],
