@@ -361,10 +361,15 @@ def _split_problems(split: Any) -> list[str]:
 
 
 def _path_problems(source: Mapping[str, Any]) -> list[str]:
-    if source["layout"] == "folder" and not Path(source["root"]).expanduser().is_dir():
-        return [f"cohort.source.root is not a folder ({Path(source['root']).name})"]
-    if source["layout"] == "manifest" and not Path(source["manifest"]).expanduser().is_file():
-        return [f"cohort.source.manifest is not a file ({Path(source['manifest']).name})"]
+    for layout, key, kind in (("folder", "root", "folder"), ("manifest", "manifest", "file")):
+        if source["layout"] != layout:
+            continue
+        path = Path(source[key]).expanduser()
+        try:
+            if not ingest.path_exists(path, f"cohort.source.{key}", kind):
+                return [f"cohort.source.{key} is not a {kind} ({path.name})"]
+        except CohortConfigError as error:
+            return [str(error)]
     return []
 
 

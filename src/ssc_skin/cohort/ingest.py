@@ -42,6 +42,7 @@ Choices made here:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -410,6 +411,21 @@ def display_text(text: str) -> str:
     return text
 
 
+def path_exists(path: Path, key: str, kind: str) -> bool:
+    """Whether `path` is a file (kind "file") or folder; a path the OS cannot even look up
+    (too long, a NUL byte) is one CohortConfigError naming `key`, never the path itself."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except (OSError, ValueError) as error:
+        reason = (
+            f"is longer than this system allows ({len(str(path))} characters)"
+            if getattr(error, "errno", None) == errno.ENAMETOOLONG
+            else f"cannot be looked up ({type(error).__name__}"
+            f"{f' errno {error.errno}' if getattr(error, 'errno', None) else ''})"
+        )
+        raise CohortConfigError(f"{key} {reason}; use a shorter path") from None
+
+
 def read_manifest(
     path: str | os.PathLike[str],
     *,
@@ -423,9 +439,10 @@ def read_manifest(
     manifest's folder by default) unless `allow_outside_root`.
     """
     manifest = Path(path).expanduser()
-    key = f"cohort.source.manifest ({display_text(manifest.name)})"
-    if not manifest.is_file():
+    if not path_exists(manifest, "cohort.source.manifest", "file"):
+        key = f"cohort.source.manifest ({display_text(manifest.name)})"
         raise CohortConfigError(f"{key} is not a file")
+    key = f"cohort.source.manifest ({display_text(manifest.name)})"
     table = _manifest_table(manifest, key)
     table.columns = [str(column).strip().lower() for column in table.columns]
     missing = [column for column in MANIFEST_REQUIRED if column not in table.columns]
