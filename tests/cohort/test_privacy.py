@@ -21,6 +21,10 @@ def test_pseudonym_of_a_name_that_is_not_utf8():
     assert pseudonym(name, KEY) == pseudonym(name, KEY) != pseudonym("P1_cafe.png", KEY)
 
 
+def _im(path):
+    return "im-" + pseudonym(path, KEY)[3:]
+
+
 def _records(rows):
     return pd.DataFrame(rows, columns=["relative_path", "patient_id", "mask_relative_path"])
 
@@ -39,7 +43,10 @@ def test_common_words_in_reasons_are_never_rewritten():
         labels=("normal",),
     )
     assert report.loc[0, "reason"] == "not an image (format not recognised)"
-    assert report.loc[0, "file"] == f"normal/{pseudonym('image', KEY)}_01.png"
+    assert (
+        report.loc[0, "file"]
+        == f"normal/{pseudonym('image', KEY)}_{_im('normal/image_01.png')}.png"
+    )
 
 
 def test_paths_inside_reasons_are_pseudonymised_like_the_file_column():
@@ -58,8 +65,8 @@ def test_paths_inside_reasons_are_pseudonymised_like_the_file_column():
     )
     p1 = pseudonym("P1", KEY)
     assert list(report["reason"]) == [
-        f"duplicate of normal/{p1}_a.png",
-        f"mask file missing; image normal/{p1}_a.png kept without a mask",
+        f"duplicate of normal/{p1}_{_im('normal/P1_a.png')}.png",
+        f"mask file missing; image normal/{p1}_{_im('normal/P1_a.png')}.png kept without a mask",
     ]
     assert "P1" not in report.to_csv()
 
@@ -132,3 +139,30 @@ def test_redact_params_replaces_user_paths_by_a_keyed_hash():
     flat = redact_params({"cohort.source.root": "x/y", "other": "/abs/path", "n": 3}, KEY)
     assert flat["cohort.source.root"].startswith("path-")
     assert flat["other"].startswith("path-") and flat["n"] == 3
+
+
+# --- issue 22, item 2: no part of a user's file or folder name reaches the report -----------
+
+IDENTITY_NAMES = [
+    # (relative path, the patient id the regex read, parts that must not show)
+    ("normal/PAT_0042_JohnSmith_DOB19700101_white.png", "PAT_0042", ["John", "Smith", "1970"]),
+    ("normal/PAT_0042 (Jane Doe) white.png", "PAT_0042", ["Jane", "Doe", "white"]),
+    ("Müller/PAT_0042_Müller.png", "PAT_0042", ["Müller", "M\\xfc"]),
+    ("johnson_DOB-1970-01-01_white.png", None, ["johnson", "1970", "white"]),
+    ("secret_MRN-9999-Outsider.png", None, ["secret", "9999", "Outsider"]),
+    ("normal/MRN-4471-Smith_u.png", "MRN", ["4471", "Smith"]),
+]
+
+
+def test_no_part_of_a_file_or_folder_name_shows_in_the_report():
+    rows = [(path, "outside_root", f"{path} leads outside") for path, _, _ in IDENTITY_NAMES]
+    records = [(path, patient, None) for path, patient, _ in IDENTITY_NAMES]
+    report, linkage = _hide(rows, records, label_folders=True, labels=("normal",))
+    text = report.to_csv()
+    for path, patient, hidden in IDENTITY_NAMES:
+        for part in hidden + ([patient] if patient else []):
+            assert part not in text, (part, path)
+    assert all(f.split("/")[-1].startswith(("pt-", "im-")) for f in report["file"])
+    assert list(linkage["relative_path"]) == [path for path, _, _ in IDENTITY_NAMES]
+    # the same file keeps the same pseudonym in the file column and in its reason
+    assert all(r.startswith(f + " ") for f, r in zip(report["file"], report["reason"], strict=True))

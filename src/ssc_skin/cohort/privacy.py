@@ -4,10 +4,11 @@ Only `data/02_intermediate/*linkage.csv` (local, never logged) maps pseudonyms b
 
 - Patient ids become `pt-<hmac>`, images `im-<hmac>`, folders `dir-<hmac>`, paths in MLflow
   parameters `path-<hmac>`: keyed (HMAC-SHA256), stable for a key, not reversible.
-- Quarantine reports show paths with every id hidden: known ids are replaced where they are
-  whole tokens (any letter case); a file whose patient is not known (a name the regex cannot
-  read, `predict.patient_ids: false`) shows its image pseudonym instead of its name, and
+- Quarantine reports never show any part of a user's file name (the rest of a name, e.g.
+  `_JohnSmith_DOB19700101`, identifies as well as the id): a file shows as
+  `pt-<hmac>_im-<hmac>.png` (its patient's pseudonym, when known, then the image's) and
   folders other than the label folder show a folder pseudonym (a folder may be a patient's).
+  The local linkage file maps each shown name back to the relative path.
 - Reasons are never rewritten word by word (a patient called `image` must not turn
   "not an image" into "not an pt-..."): only the paths they quote are replaced, by the same
   hidden path as in the `file` column, and ids inside quoted values.
@@ -111,14 +112,21 @@ def hide_path(
             shown.append(hider(folder))
         else:
             shown.append(_tagged("/".join(folders[: depth + 1]), key, "dir-"))
-    if isinstance(patient_id, str) and patient_id.strip():
-        shown.append(hider(name))
-    else:
-        stem, extension = os.path.splitext(name)
-        shown.append(
-            _tagged(path, key, "im-")
-            + (extension if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", extension) else "")
-        )
+    # The file name itself never shows, not even with its id replaced: the rest of a name
+    # (`pt-…_JohnSmith_DOB19700101_white.png`, `MRN-4471-Smith` where the regex matched
+    # only `MRN`) can identify a patient as well as the id. A known patient shows as its
+    # pseudonym before the image's: `pt-<hmac>_im-<hmac>.png`.
+    stem, extension = os.path.splitext(name)
+    patient = (
+        pseudonym(patient_id, key) + "_"
+        if isinstance(patient_id, str) and patient_id.strip()
+        else ""
+    )
+    shown.append(
+        patient
+        + _tagged(path, key, "im-")
+        + (extension if re.fullmatch(r"\.[A-Za-z0-9]{1,5}", extension) else "")
+    )
     return "/".join(shown)
 
 
