@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from ssc_skin.models import training
+from ssc_skin.models import progress, training
 
 
 def _tiny_data(n: int = 32, size: int = 8, seed: int = 0):
@@ -173,3 +173,42 @@ def test_mirrored_training_on_two_logical_cpus_matches_single_device_training(tm
     np.testing.assert_allclose(runs["mirrored"]["loss"], runs["none"]["loss"], rtol=1e-4)
     for single, mirrored in zip(runs["none"]["weights"], runs["mirrored"]["weights"], strict=True):
         np.testing.assert_allclose(mirrored, single, atol=1e-5)
+
+
+def test_progress_lines_are_rate_limited_and_carry_an_eta(caplog):
+    ticks = iter(range(0, 10_000, 5))  # every clock read is 5 s later than the last
+    x, y = _tiny_data(n=80)  # 10 batches of 8 per epoch
+    model = _tiny_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    logger = progress.ProgressLogger("t", 3, len(x), 8, interval=12.0, clock=lambda: next(ticks))
+    with caplog.at_level("INFO", logger="ssc_skin.models.training"):
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[logger])
+    lines = [r.getMessage() for r in caplog.records]
+    assert all("ETA " in line and "patches/s" in line for line in lines)
+    ends = [line for line in lines if "10/10 batches" in line]
+    within = [line for line in lines if "10/10 batches" not in line]
+    assert len(ends) == 3 and ends[0].startswith("t epoch 1/3 · 10/10 batches")
+    assert ends[-1].split("ETA ")[1].startswith("0s")  # nothing left after the last epoch
+    # 10 batches x 5 s per epoch, a line at most every 12 s: 3 or 4 per epoch, not 10
+    assert 3 * 3 <= len(within) <= 3 * 4
+    assert "t epoch 1/3 · 3/10 batches · 2 patches/s · ETA 2m15s" in within  # 7 + 20 batches x 5 s
+
+
+def test_fit_logs_progress_through_logging(caplog):
+    with caplog.at_level("INFO", logger="ssc_skin.models.training"):
+        training.fit(
+            _tiny_model(),
+            _tiny_data(),
+            _tiny_data(seed=1),
+            name="p",
+            epochs=2,
+            progress_interval=0.0,
+            **FIT,
+        )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("p epoch")]
+    assert any("p epoch 2/2 · 4/4 batches" in line and "val_loss=" in line for line in lines)
+    assert all("ETA " in line for line in lines) and len(lines) >= 4
+
+
+def test_format_duration():
+    assert [progress.format_duration(s) for s in (4.4, 80, 3600 + 300)] == ["4s", "1m20s", "1h05m"]

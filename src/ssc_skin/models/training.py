@@ -14,6 +14,8 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
+from ssc_skin.models.progress import ProgressLogger
+
 logger = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("none", "mirrored")
@@ -80,31 +82,6 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-class _ProgressLogger(keras.callbacks.Callback):
-    """One log line per epoch, so long training shows progress; also times each epoch."""
-
-    def __init__(self, name: str, epochs: int) -> None:
-        super().__init__()
-        self.name, self.epochs = name, epochs
-        self.epoch_seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self.epoch_seconds.append(time.perf_counter() - self._start)
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
-        logger.info(
-            "%s epoch %d/%d (%.1f s): %s",
-            self.name,
-            epoch + 1,
-            self.epochs,
-            self.epoch_seconds[-1],
-            shown,
-        )
-
-
 class EpochMetrics(keras.callbacks.Callback):
     """Hands each epoch's logs (loss, accuracy, val_loss, ...) to `log` with a global step.
 
@@ -169,6 +146,7 @@ def fit(
     early_stopping_start: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     shuffle: bool = True,
+    progress_interval: float = 15.0,
 ) -> TrainingResult:
     """Compile and fit with early stopping on validation loss, restoring the best weights.
 
@@ -179,6 +157,8 @@ def fit(
     there): compiling creates the optimizer's variables, which must be mirrored as well.
     `callbacks`: extra Keras callbacks, e.g. `EpochMetrics` for a tracker. `shuffle=False`
     keeps the training order fixed (a distributed iterator shuffles in another order).
+    `progress_interval`: seconds between progress lines within an epoch (`ProgressLogger`;
+    Keras' own progress bar is off).
     """
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
@@ -186,7 +166,7 @@ def fit(
         *train, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
     )
     val_ds = make_dataset(*val, batch_size=batch_size, shuffle=False, seed=seed)
-    progress = _ProgressLogger(name, epochs)
+    progress = ProgressLogger(name, epochs, len(train[0]), batch_size, interval=progress_interval)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss",
