@@ -13,21 +13,34 @@ otherwise silently change which files are read).
 
 from __future__ import annotations
 
-import difflib
+import errno
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ssc_skin.cohort import ingest
-from ssc_skin.cohort.ingest import CohortConfigError
+from ssc_skin.cohort.schema import SOURCE_KEYS, unknown_key_problems
 from ssc_skin.cohort.synthetic import ARTEFACTS, STAIN_VECTORS
 from ssc_skin.constants import COHORT_LABELS, LABELS
 
 MASK_CHOICES = ("auto", "cohort", "pseudo")
+LAYOUTS = (
+    "folder",
+    "manifest",
+    "synthetic",
+    "slide_folder",
+    "slide_manifest",
+)  # slide_*: slides/wsi.py
+DEFAULT_PATIENT_ID_REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
+PATIENT_FROM = ("filename", "folder")
 STAINS = tuple(sorted(STAIN_VECTORS))
 
 Check = Callable[[Any], str | None]  # None when fine, else what is wrong (after the key)
+
+
+class CohortConfigError(ValueError):
+    """A cohort setting is wrong; the message names the key and what is allowed."""
 
 
 def validate_parameters(params: Mapping[str, Any], *, check_paths: bool = False) -> None:
@@ -74,205 +87,9 @@ def parameter_problems(params: Mapping[str, Any], *, check_paths: bool = False) 
     return problems
 
 
-# --- known keys --------------------------------------------------------------------------------
-
-ANY = "any"  # a free-form map: its keys are the user's (labels, names, options)
-_LEAF = None
-
-
-def _keys(*names: str, **blocks: Any) -> dict[str, Any]:
-    return {**dict.fromkeys(names, _LEAF), **blocks}
-
-
-_SYNTHETIC = _keys(
-    "images_per_patient",
-    "image_size",
-    "stain",
-    "difficulty",
-    "seed",
-    patients_per_class=ANY,
-    artefact_rate=ANY,
-)
-_TRAINING = _keys(
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "patience",
-    "early_stopping_start",
-    "frozen_epochs",
-    "fine_tune_layers",
-    "fine_tune_lr_factor",
-    "seed",
-    "max_train_patches",
-    "distribution",
-)
-# The schema of every parameter block conf/base/parameters_*.yml declares; "*" stands for
-# names the user chooses (tasks, architectures), ANY for a map whose keys are the user's.
-SCHEMA: dict[str, Any] = {
-    "cohort": _keys(
-        "target_microns_per_pixel",
-        "masks",
-        source=_keys(*ingest.SOURCE_KEYS, label_map=ANY),
-        checks=_keys("min_tissue_fraction", "allowed_labels"),
-        synthetic=_SYNTHETIC,
-        synthetic_slides=_keys(
-            "slides_per_patient",
-            "width",
-            "height",
-            "sections",
-            "mpp",
-            "style",
-            "seed",
-            "stain",
-            "difficulty",
-            patients_per_class=ANY,
-            artefact_rate=ANY,
-        ),
-        split=_keys("val_fraction", "test_fraction", "seed", "reuse_saved", "folds", "fold"),
-        colour_baseline=_keys("bins", "folds", "seed"),
-    ),
-    "patches": _keys(
-        "patch_size",
-        "stride",
-        "min_tissue_fraction",
-        "unet_min_tissue_fraction",
-        "min_saturation",
-        "target_microns_per_pixel",
-        stain=_keys("method", "max_fit_images"),
-        slide=_keys("max_thumbnail_pixels", "cells_per_tile", "batch_size"),
-    ),
-    "classification": _keys(
-        tasks={"*": _keys("name", "classes", label_map=ANY)},
-        architectures={
-            "*": _keys("name", "enabled", "input_size", options=ANY, training=_TRAINING)
-        },
-        training=_TRAINING,
-    ),
-    "cv": _keys("val_fraction", "seed", "folds"),
-    "engine": _keys(
-        "kind",
-        "scheduler",
-        "n_workers",
-        "threads_per_worker",
-        "max_in_flight",
-        "progress_seconds",
-    ),
-    "evaluation": _keys(
-        "bootstrap_resamples",
-        "confidence",
-        "bootstrap_metrics",
-        "seed",
-        "min_per_class",
-        "calibration_bins",
-        "alpha",
-        texture=_keys(
-            "colour_bins",
-            "gabor_wavelengths",
-            "gabor_orientations",
-            "lbp_radii",
-            "orientation_bins",
-            "C",
-        ),
-    ),
-    "export": _keys(
-        "representative_patches",
-        "agreement_patches",
-        "latency_patches",
-        "latency_rounds",
-        "agreement_threshold",
-        "int8",
-        "num_threads",
-        "batch_size",
-        "seed",
-        "log_predictor",
-    ),
-    "predict": _keys(
-        "input",
-        "architecture",
-        "runtime",
-        "tasks",
-        "patient_ids",
-        "patient_id_regex",
-        "low_confidence_threshold",
-        "gradcam_images",
-        "num_threads",
-    ),
-    "pretrain": _keys(
-        "architecture",
-        "targets",
-        "patch_size",
-        "min_tissue_fraction",
-        "max_patches",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "val_fraction",
-        "seed",
-        cohort=_SYNTHETIC,
-    ),
-    "registry": _keys("alias", "rank_by", "promote", model_names=ANY),
-    "segmentation": _keys(
-        unet=_keys(
-            "input_size",
-            "base_filters",
-            "depth",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "patience",
-            "seed",
-            "max_train_patches",
-            "quantize",
-            "representative_patches",
-        ),
-        selection=_keys("use_segmentation", "min_dermis_fraction"),
-    ),
-}
-
-
-def unknown_key_problems(params: Mapping[str, Any]) -> list[str]:
-    """One message per unknown key, by its dotted path, with a did-you-mean from `SCHEMA`.
-
-    A top-level name is only reported when it is close to a known block (`cohrt`); other
-    top-level names are not this project's blocks to judge. `cohort.source` is checked by
-    `ingest.source_config_problems` (one message there).
-    """
-    problems = []
-    for key in params:
-        if key not in SCHEMA:
-            close = difflib.get_close_matches(str(key), list(SCHEMA), n=1)
-            if close:
-                problems.append(_unknown(str(key), str(key), close))
-    for name, schema in SCHEMA.items():
-        problems += _walk(params.get(name), schema, name)
-    return problems
-
-
-def _walk(block: Any, schema: Any, path: str) -> list[str]:
-    if schema is ANY or schema is _LEAF or not isinstance(block, Mapping):
-        return []
-    if path == "cohort.source":
-        return []
-    if "*" in schema:
-        return [p for k, v in block.items() for p in _walk(v, schema["*"], f"{path}.{k}")]
-    problems = []
-    for key, value in block.items():
-        if key in schema:
-            problems += _walk(value, schema[key], f"{path}.{key}")
-        else:
-            close = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
-            problems.append(_unknown(f"{path}.{key}", str(key), close))
-    return problems
-
-
-def _unknown(path: str, key: str, close: list[str]) -> str:
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{path} is not a known key{hint}"
-
-
 def _cohort_problems(cohort: Mapping[str, Any], check_paths: bool) -> list[str]:
     source = cohort.get("source")
-    problems = ingest.source_config_problems(source)
+    problems = source_config_problems(source)
     checks = cohort.get("checks") or {}
     problems += _checked(
         checks,
@@ -285,7 +102,7 @@ def _cohort_problems(cohort: Mapping[str, Any], check_paths: bool) -> list[str]:
     allowed = checks.get("allowed_labels") if isinstance(checks, Mapping) else None
     if not problems and isinstance(allowed, list | tuple) and allowed:
         try:
-            ingest.check_labels((source or {}).get("label_map") or {}, allowed)
+            check_labels((source or {}).get("label_map") or {}, allowed)
         except CohortConfigError as error:
             problems.append(str(error))
     problems += _checked(
@@ -297,6 +114,7 @@ def _cohort_problems(cohort: Mapping[str, Any], check_paths: bool) -> list[str]:
         },
     )
     problems += _split_problems(cohort.get("split"))
+    problems += _checked(cohort.get("privacy"), "cohort.privacy", {"show_file_names": _boolean})
     problems += _checked(
         cohort.get("synthetic"),
         "cohort.synthetic",
@@ -320,7 +138,7 @@ def _cohort_problems(cohort: Mapping[str, Any], check_paths: bool) -> list[str]:
         },
     )
     if check_paths and not problems:
-        problems += _path_problems(ingest.check_source_config(source))
+        problems += _path_problems(check_source_config(source))
     return problems
 
 
@@ -366,11 +184,157 @@ def _path_problems(source: Mapping[str, Any]) -> list[str]:
             continue
         path = Path(source[key]).expanduser()
         try:
-            if not ingest.path_exists(path, f"cohort.source.{key}", kind):
+            if not path_exists(path, f"cohort.source.{key}", kind):
                 return [f"cohort.source.{key} is not a {kind} ({path.name})"]
         except CohortConfigError as error:
             return [str(error)]
     return []
+
+
+# --- cohort.source -----------------------------------------------------------------------------
+
+
+def check_source_config(source: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate `cohort.source` and fill defaults, so a typo fails before any file is read.
+
+    Every problem is named in one message (one line per key), not only the first.
+    """
+    problems = source_config_problems(source)
+    if problems:
+        raise CohortConfigError("; ".join(problems))
+    source = source or {}
+    return {
+        "layout": source.get("layout", "synthetic"),
+        "root": source.get("root"),
+        "manifest": source.get("manifest"),
+        "patient_id_regex": source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX,
+        "patient_from": source.get("patient_from") or "filename",
+        "label_map": dict(source.get("label_map") or {}),
+        "tiff_page": source.get("tiff_page", 0),
+        "microns_per_pixel": _positive_or_none(
+            source.get("microns_per_pixel"), "cohort.source.microns_per_pixel"
+        ),
+        "allow_outside_root": bool(source.get("allow_outside_root", False)),
+    }
+
+
+def source_config_problems(source: Mapping[str, Any] | None) -> list[str]:
+    """Each problem of `cohort.source`, one message per key that names it."""
+    source = {} if source is None else source
+    if not isinstance(source, Mapping):
+        return [f"cohort.source must be a mapping; got {type(source).__name__}"]
+    problems = []
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    if unknown:
+        problems.append(
+            f"cohort.source has unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(SOURCE_KEYS)}"
+        )
+    layout = source.get("layout", "synthetic")
+    if layout not in LAYOUTS:
+        problems.append(f"cohort.source.layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    required = {"folder": "root", "manifest": "manifest"}.get(layout)
+    if required and not _is_path(source.get(required)):
+        problems.append(
+            f"cohort.source.{required} must be a path when layout is {layout}; "
+            f"got {source.get(required)!r}"
+        )
+    if layout == "manifest" and source.get("root") is not None and not _is_path(source.get("root")):
+        problems.append(
+            "cohort.source.root must be a path or null (for a manifest: the folder "
+            f"its paths must stay inside); got {source.get('root')!r}"
+        )
+    try:
+        compile_patient_regex(source.get("patient_id_regex") or DEFAULT_PATIENT_ID_REGEX)
+    except CohortConfigError as error:
+        problems.append(str(error))
+    patient_from = source.get("patient_from") or "filename"
+    if patient_from not in PATIENT_FROM:
+        problems.append(
+            f"cohort.source.patient_from must be one of {', '.join(PATIENT_FROM)}; "
+            f"got {patient_from!r}"
+        )
+    label_map = source.get("label_map") or {}
+    if not isinstance(label_map, Mapping) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in label_map.items()
+    ):
+        problems.append(
+            "cohort.source.label_map must map raw label names to canonical "
+            f"label names (text to text); got {label_map!r}"
+        )
+    tiff_page = source.get("tiff_page", 0)
+    if isinstance(tiff_page, bool) or not isinstance(tiff_page, int) or tiff_page < 0:
+        problems.append(
+            f"cohort.source.tiff_page must be an integer >= 0 (0 = first page); got {tiff_page!r}"
+        )
+    try:
+        _positive_or_none(source.get("microns_per_pixel"), "cohort.source.microns_per_pixel")
+    except CohortConfigError as error:
+        problems.append(str(error))
+    if not isinstance(source.get("allow_outside_root", False), bool):
+        problems.append(
+            "cohort.source.allow_outside_root must be true or false; got "
+            f"{source.get('allow_outside_root')!r}"
+        )
+    return problems
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike) and bool(str(value).strip())
+
+
+def _positive_or_none(value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CohortConfigError(
+            f"{key} must be a positive number (microns per pixel) or null; got {value!r}"
+        )
+    return float(value)
+
+
+def compile_patient_regex(regex: str) -> re.Pattern[str]:
+    """Compile the file-name regex; it must have a named group `patient`."""
+    try:
+        pattern = re.compile(regex)
+    except (re.error, TypeError) as error:
+        raise CohortConfigError(
+            f"cohort.source.patient_id_regex does not compile ({error}); got {regex!r}"
+        ) from error
+    if "patient" not in pattern.groupindex:
+        raise CohortConfigError(
+            "cohort.source.patient_id_regex must have a named group "
+            f"'patient', e.g. {DEFAULT_PATIENT_ID_REGEX}; got {regex!r}"
+        )
+    return pattern
+
+
+def check_labels(label_map: Mapping[str, str], allowed_labels: list[str] | tuple[str, ...]) -> None:
+    """Every label-map target must be a canonical label, else every image would be unknown."""
+    if not allowed_labels:
+        raise CohortConfigError("the allowed (canonical) labels must not be empty")
+    allowed = ", ".join(sorted(allowed_labels))
+    for raw, canonical in label_map.items():
+        if canonical not in allowed_labels:
+            raise CohortConfigError(
+                f"cohort.source.label_map maps {raw!r} to {canonical!r}, "
+                f"which is not one of the allowed labels: {allowed}"
+            )
+
+
+def path_exists(path: Path, key: str, kind: str) -> bool:
+    """Whether `path` is a file (kind "file") or folder; a path the OS cannot even look up
+    (too long, a NUL byte) is one CohortConfigError naming `key`, never the path itself."""
+    try:
+        return path.is_file() if kind == "file" else path.is_dir()
+    except (OSError, ValueError) as error:
+        reason = (
+            f"is longer than this system allows ({len(str(path))} characters)"
+            if getattr(error, "errno", None) == errno.ENAMETOOLONG
+            else f"cannot be looked up ({type(error).__name__}"
+            f"{f' errno {error.errno}' if getattr(error, 'errno', None) else ''})"
+        )
+        raise CohortConfigError(f"{key} {reason}; use a shorter path") from None
 
 
 # --- checks of one value -----------------------------------------------------------------------
