@@ -105,10 +105,15 @@ def test_the_nested_run_is_a_child_named_after_the_model_and_spans_its_training(
 def test_each_epochs_loss_and_accuracy_are_logged_with_their_step(trained):
     _, summary, run, _ = trained
     client = MlflowClient()
-    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for key, name in [
+        ("loss", "train/loss"),
+        ("accuracy", "train/accuracy"),
+        ("val_loss", "val/loss"),
+        ("val_accuracy", "val/accuracy"),
+    ]:
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == list(range(summary["epochs_run"])), name
-        assert [m.value for m in history] == pytest.approx(summary["history"][name])
+        assert [m.value for m in history] == pytest.approx(summary["history"][key])
 
 
 def test_the_logged_model_is_named_after_task_and_architecture(trained):
@@ -124,8 +129,8 @@ def test_the_evaluation_reopens_the_run_and_keeps_its_training_duration(trained)
     parent_id, _, run, evaluated = trained
     assert evaluated.info.end_time == run.info.end_time
     assert evaluated.info.status == "FINISHED"
-    assert evaluated.data.metrics["test_patient_accuracy"] == 0.75
-    assert "test_patient_accuracy" not in run.data.metrics
+    assert evaluated.data.metrics["test/patient_accuracy"] == 0.75
+    assert "test/patient_accuracy" not in run.data.metrics
     note = evaluated.data.tags[tracking.NOTE_TAG]
     assert "binary.cnn" in note and "0.750 [0.300, 0.950]" in note and "4 test patients" in note
     children = MlflowClient().search_runs(
@@ -134,10 +139,46 @@ def test_the_evaluation_reopens_the_run_and_keeps_its_training_duration(trained)
     assert [c.info.run_id for c in children] == [run.info.run_id]  # no second run per model
 
 
+def test_a_nested_runs_metrics_are_grouped_by_split_and_static_values_are_params(trained):
+    # one chart section per split in MLflow, and no one-bar chart for a size or a count
+    _, summary, _, evaluated = trained
+    metrics, params = evaluated.data.metrics, evaluated.data.params
+    assert metrics and all(k.split("/")[0] in {"train", "val", "test"} for k in metrics), metrics
+    assert {"train/loss", "val/accuracy", "train/seconds", "test/patient_accuracy"} <= set(metrics)
+    for static in ("input_size", "parameters", "replicas", "epochs_run", "test_patients"):
+        assert static not in metrics and not any(k.endswith(static) for k in metrics), static
+        assert static in params, static
+    assert params["parameters"] == str(summary["parameters"])
+
+
+def test_split_evaluation_groups_measurements_and_keeps_settings_as_params():
+    metrics, params = tracking.split_evaluation(
+        {
+            "task": "binary",
+            "test_patient_accuracy": 0.8,
+            "val_patch_auc": 0.7,
+            "train_seconds": 1.5,
+            "patches_per_second": 100.0,
+            "test_patient_auc_ci_low": float("nan"),
+            "input_size": 64,
+            "test_patients": 9,
+            "C": 0.1,
+            "every_patient_tested_once": True,
+        }
+    )
+    assert metrics == {
+        "test/patient_accuracy": 0.8,
+        "val/patch_auc": 0.7,
+        "train/seconds": 1.5,
+        "train/patches_per_second": 100.0,
+    }
+    assert params == {"input_size": "64", "test_patients": "9", "C": "0.1"}
+
+
 def test_the_evaluation_metrics_are_linked_to_the_logged_model(trained):
     _, summary, _, _ = trained
     model = mlflow.get_logged_model(summary["model_uri"].removeprefix("models:/"))
-    assert "test_patient_accuracy" in {m.key for m in model.metrics}
+    assert "test/patient_accuracy" in {m.key for m in model.metrics}
 
 
 def test_an_unknown_run_id_gets_a_new_nested_run_with_the_model(trained):
@@ -156,7 +197,7 @@ def test_an_unknown_run_id_gets_a_new_nested_run_with_the_model(trained):
     assert len(children) == 2
     newest = children[0]
     assert (
-        newest.info.run_name == "binary.cnn" and newest.data.metrics["test_patient_accuracy"] == 0.5
+        newest.info.run_name == "binary.cnn" and newest.data.metrics["test/patient_accuracy"] == 0.5
     )
     assert newest.data.tags["model_uri"].startswith("models:/m-")
 

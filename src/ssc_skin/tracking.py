@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,15 +49,137 @@ def logged_model_name(name: str) -> str:
     return re.sub(r"[./:%\"']", "_", name)
 
 
+SPLITS = ("train", "val", "test")  # metric sections: MLflow groups charts by the part before '/'
+STATIC_FLOATS = frozenset({"C"})  # chosen settings, not measurements: params
+UNPREFIXED = {"patches_per_second": "train/patches_per_second"}
+
+
+def is_tracking() -> bool:
+    """Whether a run is active (kedro-mlflow opened one): nodes log nothing otherwise."""
+    return mlflow.active_run() is not None
+
+
+def epoch_metric_name(key: str) -> str:
+    """Keras' `loss`, `val_accuracy`, `learning_rate` -> `train/loss`, `val/accuracy`,
+    `train/learning_rate`: MLflow puts each split's curves in its own chart section."""
+    return f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+
+
+def metric_name(key: str) -> str:
+    """`test_patient_accuracy` -> `test/patient_accuracy` (the split is the chart section)."""
+    if key in UNPREFIXED:
+        return UNPREFIXED[key]
+    split, _, rest = key.partition("_")
+    return f"{split}/{rest}" if split in SPLITS and rest else f"model/{key}"
+
+
+def split_evaluation(evaluation: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, params) of one model's evaluation for its nested run.
+
+    Measurements (floats) become `/`-grouped metrics; static values (counts, sizes, chosen
+    settings: `input_size`, `parameters`, `replicas`, `test_patients`, `C`, ...) become params,
+    which MLflow lists instead of drawing each as a one-bar chart. Bools, NaN, text and
+    structures stay in the evaluation JSON artifact.
+    """
+    metrics: dict[str, float] = {}
+    params: dict[str, str] = {}
+    for key, value in evaluation.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if isinstance(value, int) or key in STATIC_FLOATS:
+            params[key] = str(value)
+        elif math.isfinite(value):
+            metrics[metric_name(key)] = float(value)
+    return metrics, params
+
+
 def epoch_logger(run_id: str | None) -> Callable[[dict[str, float], int], None] | None:
-    """`log(metrics, step)` into run `run_id` (for `training.EpochMetrics`); None without a run."""
+    """`log(metrics, step)` into run `run_id` (for `training.EpochMetrics`), names grouped by
+    split (`train/loss`, `val/loss`); None without a run."""
     if run_id is None:
         return None
 
     def log(metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics(metrics, step=step, run_id=run_id)
+        named = {epoch_metric_name(k): v for k, v in metrics.items()}
+        mlflow.log_metrics(named, step=step, run_id=run_id)
 
     return log
+
+
+def log_keras_model(model: Any, name: str, weights_source: str) -> str:
+    """The trained Keras model in the active (nested) run, named `<task>_<arch>` so the models
+    are told apart in MLflow's model lists; returns its URI (`models:/m-...`)."""
+    import keras  # noqa: PLC0415 (heavy; only runs that train need it)
+    import mlflow.keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    mlflow.log_param("weights_source", weights_source)
+    info = mlflow.keras.log_model(
+        model,
+        name=logged_model_name(name),
+        pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
+    )
+    mlflow.set_tag("model_uri", info.model_uri)
+    mlflow.clear_active_model()  # later metrics of the parent run are not this model's
+    return info.model_uri
+
+
+def log_evaluation(
+    evaluation: Mapping[str, Any],
+    params: Mapping[str, Any] | None = None,
+    model: Any = None,
+) -> None:
+    """One model's evaluation into its nested run: `/`-grouped metrics, static values as
+    params, the description. No-op without an active run or for a skipped model.
+
+    The run opened while the model was trained (`mlflow_run_id`) is reopened, keeping its
+    training-length duration; without it (trained elsewhere), a new nested run gets `params`
+    and, for a Keras `model`, the model itself. Metrics are linked to the logged model.
+    """
+    if not is_tracking() or "skipped" in evaluation:
+        return
+    name = f"{evaluation['task']}.{evaluation['architecture']}"
+    run_id = existing_run(evaluation.get("mlflow_run_id"))
+    tags = {"task": evaluation["task"], "architecture": evaluation["architecture"]}
+    context = reopened_run(run_id) if run_id else model_run(name, tags, params or tags)
+    with context as active_id:
+        model_uri = evaluation.get("model_uri") if run_id else None
+        if not model_uri and model is not None:
+            model_uri = log_keras_model(model, name, evaluation.get("weights_source", "random"))
+        model_id = (
+            model_uri.removeprefix("models:/")
+            if model_uri and model_uri.startswith("models:/m-")
+            else None
+        )
+        metrics, static = split_evaluation(evaluation)
+        known = MlflowClient().get_run(active_id).data.params
+        mlflow.log_params({k: v for k, v in static.items() if k not in known})
+        mlflow.log_metrics(metrics, model_id=model_id)
+        mlflow.set_tags(
+            {NOTE_TAG: model_note(evaluation), **({"model_uri": model_uri} if model_uri else {})}
+        )
+
+
+def tag_fold_runs(evaluations: Iterable[Mapping[str, Any]], fold: str) -> None:
+    """Name each model's nested run of this fold `<fold>.<task>.<arch>` and tag it with the
+    fold, so that MLflow tells the k runs of one model apart. No-op without a run."""
+    if not is_tracking():
+        return
+    client = MlflowClient()
+    for evaluation in evaluations:
+        run_id = evaluation.get("mlflow_run_id")
+        if not run_id:
+            continue
+        try:
+            client.set_tag(run_id, "fold", fold)
+            client.set_tag(run_id, "cv", "true")
+            client.set_tag(
+                run_id,
+                "mlflow.runName",
+                f"{fold}.{evaluation['task']}.{evaluation['architecture']}",
+            )
+        except MlflowException as error:
+            logger.warning("Could not tag MLflow run %s with its fold: %s", run_id, error)
 
 
 def existing_run(run_id: str | None) -> str | None:

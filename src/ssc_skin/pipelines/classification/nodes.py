@@ -6,11 +6,8 @@ import logging
 from typing import Any
 
 import keras
-import mlflow
-import mlflow.keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from ssc_skin import tracking
 from ssc_skin.constants import Skipped
@@ -104,10 +101,7 @@ def train_classifier(
         with strategy.scope():
             model, results = _build_and_fit(train, val, task, architecture, settings, run_id)
         weights_source = getattr(model, "weights_source", "random")
-        model_uri = None
-        if run_id:
-            mlflow.log_param("weights_source", weights_source)
-            model_uri = _log_keras_model(model, name)
+        model_uri = tracking.log_keras_model(model, name, weights_source) if run_id else None
     seconds = sum(r.seconds for r in results)
     epochs_run = sum(r.epochs_run for r in results)
     history: dict[str, list[float]] = {}
@@ -197,16 +191,3 @@ def _build_and_fit(
         learning_rate *= settings.get("fine_tune_lr_factor", 0.1)
     fit(settings["epochs"], learning_rate)
     return model, results
-
-
-def _log_keras_model(model: keras.Model, name: str) -> str:
-    """The model in the active (nested) run, named `<task>_<arch>` so four models are told
-    apart in MLflow's model lists (MLflow forbids '.' in logged model names); returns its
-    URI (`models:/m-...`)."""
-    info = mlflow.keras.log_model(
-        model,
-        name=tracking.logged_model_name(name),
-        pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
-    )
-    mlflow.set_tag("model_uri", info.model_uri)
-    return info.model_uri

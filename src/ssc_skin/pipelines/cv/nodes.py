@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mlflow
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
+from ssc_skin import tracking
 from ssc_skin.cohort import splits
 from ssc_skin.evaluation import report, scoring
 
@@ -167,20 +165,4 @@ def build_cv_report(
 def tag_fold_runs(*evaluations: dict[str, Any], fold: str) -> None:
     """Name each model's nested MLflow run of this fold `<fold>.<task>.<arch>` and tag it with
     the fold, so that MLflow tells the k runs of one model apart. No-op without a run."""
-    if mlflow.active_run() is None:
-        return
-    client = MlflowClient()
-    for evaluation in evaluations:
-        run_id = evaluation.get("mlflow_run_id")
-        if not run_id:
-            continue
-        try:
-            client.set_tag(run_id, "fold", fold)
-            client.set_tag(run_id, "cv", "true")
-            client.set_tag(
-                run_id,
-                "mlflow.runName",
-                f"{fold}.{evaluation['task']}.{evaluation['architecture']}",
-            )
-        except MlflowException as error:
-            logger.warning("Could not tag MLflow run %s with its fold: %s", run_id, error)
+    tracking.tag_fold_runs(evaluations, fold)

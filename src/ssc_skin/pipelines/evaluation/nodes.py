@@ -11,11 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import mlflow
-import mlflow.keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from matplotlib.figure import Figure
 from sklearn.pipeline import Pipeline as SklearnPipeline
 
@@ -206,18 +203,7 @@ def predict_texture_baseline(
 def log_texture_run(evaluation: dict[str, Any]) -> None:
     """The peer's evaluation into its nested MLflow run (opened while it was fitted), with the
     same metric names as the deep models'. No-op without an active run."""
-    if mlflow.active_run() is None or "skipped" in evaluation:
-        return
-    run_id = tracking.existing_run(evaluation.get("mlflow_run_id"))
-    name = f"{evaluation['task']}.texture"
-    context = (
-        tracking.reopened_run(run_id)
-        if run_id
-        else tracking.model_run(name, {"task": evaluation["task"], "architecture": "texture"}, {})
-    )
-    with context:
-        mlflow.log_metrics(_finite_numbers(evaluation))
-        mlflow.set_tags({tracking.NOTE_TAG: tracking.model_note(evaluation)})
+    tracking.log_evaluation(evaluation)
 
 
 # ---------- comparisons, figures, report ----------
@@ -413,40 +399,13 @@ def log_model_run(
     model, so MLflow's Compare view lines MobileNetV2 and CNN up directly.
 
     The run was opened by `train_classifier` (its id is in the training summary) and is
-    reopened here, keeping its training-length duration; the metrics are also linked to the
-    logged model `<task>_<arch>`. Without that run (training tracked elsewhere or not at all),
-    a new nested run gets the metrics and the model. No-op without an active run.
+    reopened here, keeping its training-length duration (`tracking.log_evaluation`). Without
+    that run, a new nested run gets these params, the metrics and the model. No-op without a run.
     """
-    if mlflow.active_run() is None or "skipped" in evaluation:
-        return
-    name = f"{evaluation['task']}.{evaluation['architecture']}"
-    run_id = tracking.existing_run(evaluation.get("mlflow_run_id"))
-    if run_id:
-        context = tracking.reopened_run(run_id)
-    else:
-        context = tracking.model_run(
-            name,
-            {"task": evaluation["task"], "architecture": evaluation["architecture"]},
-            {
-                "task": evaluation["task"],
-                "architecture": evaluation["architecture"],
-                "input_size": architecture["input_size"],
-                "weights_source": evaluation.get("weights_source", "random"),
-                **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
-            },
-        )
-    with context:
-        model_uri = evaluation.get("model_uri") if run_id else None
-        if not model_uri:
-            model_uri = mlflow.keras.log_model(
-                classifier,
-                name=tracking.logged_model_name(name),
-                pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
-            ).model_uri
-        model_id = (
-            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        )
-        mlflow.log_metrics(_finite_numbers(evaluation), model_id=model_id)
-        mlflow.set_tags(
-            {"model_uri": model_uri, tracking.NOTE_TAG: tracking.model_note(evaluation)}
-        )
+    params = {
+        "task": evaluation["task"],
+        "architecture": evaluation["architecture"],
+        "input_size": architecture["input_size"],
+        **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
+    }
+    tracking.log_evaluation(evaluation, params, classifier)
