@@ -22,7 +22,11 @@ from ssc_skin.distributed import EngineConfig, map_ordered
 from ssc_skin.imaging import stain
 from ssc_skin.inference import export
 from ssc_skin.models.builders import build_cnn, build_unet
-from ssc_skin.pipelines.predict.nodes import find_new_images, predict_new_images
+from ssc_skin.pipelines.predict.nodes import (
+    find_new_images,
+    load_predict_setup,
+    predict_new_inputs,
+)
 from ssc_skin.preprocessing import cutting
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from tests.distributed_tasks import add_shared, fail_on_three, pid_after, square_after
@@ -252,9 +256,8 @@ def _predict(study, engine, runtime: str = "tflite") -> pd.DataFrame:
         "num_threads": 2,
     }
     images, _, _ = find_new_images(params, SOURCE, CHECKS, SAVED)
-    return predict_new_images(
-        images, config, unet, trained, params, TASKS, ARCHITECTURES, 0, engine
-    )
+    setup = load_predict_setup(config, unet, trained, params, TASKS, ARCHITECTURES, SOURCE, engine)
+    return predict_new_inputs(images, setup)[0]
 
 
 def _same(left: pd.DataFrame, right: pd.DataFrame) -> None:

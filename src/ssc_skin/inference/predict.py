@@ -28,7 +28,8 @@ from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
 from ssc_skin.inference import export, fanout, serving
 from ssc_skin.models import gradcam
-from ssc_skin.preprocessing.preprocess import ImagePatches, Preprocessor
+from ssc_skin.preprocessing.preprocess import ImagePatches, PreprocessConfig, Preprocessor
+from ssc_skin.preprocessing.slides import SlideSettings
 
 if TYPE_CHECKING:
     import keras
@@ -210,6 +211,95 @@ def load_task_model(
     )
 
 
+def select_models(
+    trained: Mapping[str, TrainedModel],
+    params: Mapping[str, Any],
+    tasks: Mapping[str, Any],
+    architectures: Mapping[str, Any],
+) -> list[TaskModel]:
+    """The chosen architecture of every task asked for (`predict.tasks`, `.architecture`,
+    `.runtime`); tasks the training run skipped are left out with a warning."""
+    names = params.get("tasks") or list(tasks)
+    unknown = [n for n in names if n not in tasks]
+    if unknown or params["architecture"] not in architectures:
+        raise ValueError(
+            f"predict.tasks must be among {', '.join(tasks)} and "
+            f"predict.architecture one of {', '.join(architectures)}; got "
+            f"{names} and {params['architecture']!r}"
+        )
+    architecture = architectures[params["architecture"]]
+    models = []
+    for name in names:
+        model = load_task_model(
+            tasks[name], architecture, params["runtime"], trained, params.get("num_threads", 2)
+        )
+        if isinstance(model, Skipped):
+            logger.warning("Predict: task %s skipped (%s)", name, model.reason)
+            continue
+        logger.info("Predict: %s.%s on %s", model.task, model.architecture, model.runtime)
+        models.append(model)
+    if not models:
+        raise ValueError(
+            "no trained classifier for any of the tasks in predict.tasks; run `kedro run` first"
+        )
+    return models
+
+
+@dataclass
+class PredictSetup:
+    """Everything predict runs with, built once: the training run's preprocessing (its saved
+    config, gated by the UNet it exported), every task's classifier, how slides are cut, and
+    how images are fanned out. Nodes pass this one object instead of ten inputs."""
+
+    models: list[TaskModel]
+    preprocessor: Preprocessor
+    low_confidence_threshold: float
+    slide_settings: SlideSettings
+    tiff_page: int = 0
+    engine: distributed.EngineConfig | None = None
+    work: fanout.PredictWork | Skipped | None = None  # Dask workers' copy (TFLite bytes)
+
+    @property
+    def class_names(self) -> dict[str, tuple[str, ...]]:
+        return {m.task: tuple(m.class_names) for m in self.models}
+
+
+def build_setup(
+    preprocess_config: PreprocessConfig | Mapping[str, Any],
+    unet_tflite: bytes,
+    trained: Mapping[str, TrainedModel],
+    params: Mapping[str, Any],
+    tasks: Mapping[str, Any],
+    architectures: Mapping[str, Any],
+    source: Mapping[str, Any] | None = None,
+    engine: Mapping[str, Any] | None = None,
+) -> PredictSetup:
+    """`PredictSetup` from the training run's files and the `predict`, `classification`
+    (tasks, architectures), `cohort.source` (tiff page, fallback mpp) and `engine` parameters."""
+    source = source or {}
+    config = PreprocessConfig.from_dict(preprocess_config)
+    models = select_models(trained, params, tasks, architectures)
+    preprocessor = Preprocessor(config, export.tflite_segmenter(unet_tflite))
+    threshold = float(params["low_confidence_threshold"])
+    tiff_page = int(source.get("tiff_page", 0) or 0)
+    fan_out = distributed.as_engine(engine)
+    work = (
+        fanout.predict_work(
+            models,
+            trained,
+            config.to_dict(),
+            unet_tflite,
+            threshold,
+            tiff_page,
+            fan_out.threads_per_worker,
+        )
+        if fan_out.kind == distributed.DASK
+        else None
+    )
+    settings = SlideSettings.from_config(config, fallback_mpp=source.get("microns_per_pixel"))
+    return PredictSetup(models, preprocessor, threshold, settings, tiff_page, fan_out, work)
+
+
 # --- prediction: the table -------------------------------------------------------------------
 
 
@@ -322,11 +412,46 @@ def order_columns(table: pd.DataFrame, models: Sequence[TaskModel]) -> pd.DataFr
         "n_images",
         "selection",
         "low_confidence",
+        "microns_per_pixel",  # slides: level-0 resolution used and where it came from
+        "mpp_source",
     ]
     return table.reindex(columns=columns)
 
 
 # --- prediction: Grad-CAM ----------------------------------------------------------------------
+
+
+def gradcam_samples(
+    images: pd.DataFrame, predictions: pd.DataFrame, setup: PredictSetup, count: int
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(caption, image, heatmap) for the first `count` images with classified patches, for
+    the first task: where in each section the evidence for its predicted label lies. Slides
+    are never read whole (their heatmaps are the slide outputs)."""
+    by_image = predictions[predictions["level"] == "image"]
+    if "kind" in by_image.columns:
+        by_image = by_image[by_image["kind"] != "slide"]
+    if by_image.empty or count <= 0:
+        return []
+    model = next(m for m in setup.models if m.task == by_image["task"].iloc[0])
+    keras_model = model.keras_model()
+    rows = by_image[(by_image["task"] == model.task) & (by_image["n_patches"] > 0)]
+    samples = []
+    for row in rows.head(count).itertuples(index=False):
+        path = images.loc[images["image"] == row.image, "image_path"].iloc[0]
+        image, _ = ingest.read_rgb(path, setup.tiff_page)
+        heat = gradcam_heatmap(
+            keras_model,
+            setup.preprocessor(image),
+            image.shape,
+            model.input_size,
+            list(model.class_names).index(row.label),
+        )
+        probability = getattr(row, f"probability_{row.label}")
+        flags = "" if row.selection == "ok" else f" ({row.selection})"
+        samples.append(
+            (f"{row.image}: {model.task} {row.label} p={probability:.2f}{flags}", image, heat)
+        )
+    return samples
 
 
 def gradcam_heatmap(

@@ -1,29 +1,43 @@
-"""Results on the slide: a probability heatmap over the thumbnail and a QuPath GeoJSON.
+"""Results on the slide, and the files one predict run writes.
 
 A pathologist checks a slide-level call by looking at where on the slide it came from, so
-each slide gets:
+each slide gets, per task:
 
 - `probability_heatmap`: the thumbnail with each tile tinted by the probability of one class
-  (RGB uint8; the catalog writes it as PNG), glass and untiled tissue left as they are;
+  (RGB uint8), glass and untiled tissue left as they are; `heatmap_figure` adds the task
+  name, the slide's call, a colour legend and a scale bar (written as PNG);
 - `qupath_geojson`: a GeoJSON FeatureCollection that QuPath's *File > Import objects* reads:
-  the tissue outline as an `annotation` (polygons from the thumbnail mask, holes kept) and
-  every tile as a `detection` whose `classification` is its most probable class and whose
-  `measurements` hold `probability_<class>` per class and the tile's tissue fraction.
-  Coordinates are level-0 pixels, QuPath's own image coordinates.
+  the tissue outline as an `annotation` (polygons from the thumbnail mask, holes kept; the
+  slide-level probabilities of every task as its measurements) and every candidate tile as a
+  `detection` whose `classification` is its most probable class and whose `measurements`
+  hold `probability_<class>` per class, its tissue and dermis fraction; a tile that UNet
+  gating removed is `Not scored` with its dermis fraction. Coordinates are level-0 pixels,
+  QuPath's own image coordinates.
 
-Inputs are plain arrays and a tile table (level-0 `x`, `y`, `size` and one
-`probability_<class>` column per class), so this knows nothing of Kedro or of OpenSlide.
+Output formats are one mapping, `OUTPUT_FORMATS` (name -> function from a `SlideResult` to
+its files as bytes): adding a format is one function and one entry; `run_files` lays out
+one predict run's folder (`<run_id>/...` plus `latest.json`), which the catalog writes as
+a partitioned dataset without ever deleting an earlier run.
+
+Inputs are plain arrays and tile tables, so this knows nothing of Kedro or of OpenSlide.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
 
 # QuPath's colours are RGB integer triples; these read on H&E and on the heatmap.
 DEFAULT_COLOURS = {
@@ -175,13 +189,17 @@ def qupath_geojson(
     *,
     slide_name: str = "slide",
     colours: Mapping[str, tuple[int, int, int]] | None = None,
-    extra_measurements: Sequence[str] = ("tissue_fraction",),
+    extra_measurements: Sequence[str] = ("tissue_fraction", "dermis_fraction"),
+    tissue_measurements: Mapping[str, float] | None = None,
+    tissue_name: str = "Tissue",
 ) -> dict[str, Any]:
     """A FeatureCollection for QuPath: the tissue outline (annotation) + one detection per tile.
 
     `slide_name` only seeds the feature ids (keep it free of patient ids: it is not written
     anywhere else). A tile with a NaN probability (not scored, e.g. gated out as not dermis)
-    is classified `Not scored` and has no probability measurements, rather than made-up ones.
+    is classified `Not scored` and has no probability measurements, rather than made-up ones;
+    its tissue and dermis fractions are kept. `tissue_measurements` (e.g. the slide-level
+    probabilities) go on the tissue annotation, named `tissue_name`.
     """
     _check_tiles(tiles, classes)
     if not classes:
@@ -201,13 +219,17 @@ def qupath_geojson(
                     geometry,
                     {
                         "objectType": "annotation",
-                        "name": "Tissue",
+                        "name": tissue_name,
                         "classification": {
                             "name": "Tissue",
                             "color": list(DEFAULT_COLOURS["tissue"]),
                         },
                         "isLocked": True,
-                        "measurements": {},
+                        "measurements": {
+                            name: round(float(v), 6)
+                            for name, v in (tissue_measurements or {}).items()
+                            if v is not None and np.isfinite(v)
+                        },
                     },
                     f"{slide_name}/tissue",
                 )
@@ -247,6 +269,203 @@ def qupath_geojson(
             )
         )
     return {"type": "FeatureCollection", "features": features}
+
+
+# --- one slide's result, and the output formats --------------------------------------------------
+
+
+def task_column(task: str, class_name: str) -> str:
+    """A tile table's probability column of one task's class (every task in one table)."""
+    return f"{task}.{probability_column(class_name)}"
+
+
+@dataclass
+class SlideResult:
+    """What predict found on one slide, in plain values: all any output format needs.
+
+    `tiles` holds every candidate tile (level-0 `x`, `y`, `size`, `tissue_fraction`,
+    `dermis_fraction`, `scored`) and `task_column(task, class)` probabilities, NaN where the
+    tile was not scored (gated out). `calls` is each task's slide row (label, probabilities,
+    patch count, selection), as in the predictions table.
+    """
+
+    name: str  # the slide's pseudonym
+    tiles: pd.DataFrame
+    thumbnail: np.ndarray
+    mask: np.ndarray
+    downsample: float  # level-0 pixels per thumbnail pixel
+    microns_per_pixel: float  # level 0
+    tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def task_tiles(self, task: str) -> pd.DataFrame:
+        """The tile table of one task, its columns named `probability_<class>`."""
+        columns = {task_column(task, c): probability_column(c) for c in self.tasks[task]}
+        keep = [c for c in self.tiles.columns if "." not in c]
+        return self.tiles[[*keep, *columns]].rename(columns=columns)
+
+    def shown_class(self, task: str) -> str:
+        """The class a heatmap shows: `ssc` where the task has it, else its last class."""
+        classes = self.tasks[task]
+        return "ssc" if "ssc" in classes else classes[-1]
+
+    def slide_measurements(self) -> dict[str, float]:
+        """Slide-level probabilities of every task, as QuPath measurements."""
+        return {
+            f"{task}: P({c})": float(row[probability_column(c)])
+            for task, row in self.calls.items()
+            for c in self.tasks[task]
+            if row.get(probability_column(c)) is not None
+        }
+
+    def call_text(self, task: str) -> str:
+        row = self.calls.get(task, {})
+        shown = self.shown_class(task)
+        p = row.get(probability_column(shown))
+        return f"{task}: {row.get('label', '?')}" + (
+            f" (P({shown})={p:.2f})" if p is not None and np.isfinite(p) else ""
+        )
+
+
+_SCALE_BARS_UM = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+
+
+def scale_bar_microns(width_um: float) -> int:
+    """A round scale-bar length near a fifth of the image width."""
+    fitting = [length for length in _SCALE_BARS_UM if length <= width_um / 5]
+    return fitting[-1] if fitting else _SCALE_BARS_UM[0]
+
+
+def _length_text(microns: int) -> str:
+    return f"{microns // 1000} mm" if microns >= 1000 and microns % 1000 == 0 else f"{microns} µm"
+
+
+def heatmap_figure(result: SlideResult, task: str, alpha: float = 0.55) -> Figure:
+    """The slide's heatmap of one task with its name, the slide's call, a colour legend
+    (P(class) from 0 to 1, untinted = glass or not scored) and a scale bar."""
+    shown = result.shown_class(task)
+    tiles = result.task_tiles(task)
+    scored = tiles[tiles[probability_column(shown)].notna()]
+    image = probability_heatmap(result.thumbnail, result.downsample, scored, shown, alpha)
+    height, width = image.shape[:2]
+    scale = max(width, height) / 8.0
+    figure = Figure(figsize=(max(width / scale, 4.0) + 1.5, max(height / scale, 3.0) + 0.8))
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.02, 0.04, 0.78, 0.84))
+    axes.imshow(image, interpolation="nearest")
+    axes.set_axis_off()
+    axes.set_title(f"{task}: P({shown}) per tile - {result.call_text(task)}", fontsize=9)
+    microns = scale_bar_microns(width * result.downsample * result.microns_per_pixel)
+    bar = microns / (result.downsample * result.microns_per_pixel)
+    x0, y0 = width * 0.04, height * 0.95
+    axes.plot([x0, x0 + bar], [y0, y0], color="black", linewidth=3, solid_capstyle="butt")
+    axes.text(x0 + bar / 2, y0 - height * 0.02, _length_text(microns), ha="center", va="bottom")
+    colours = [np.array(c) / 255 for c in ((33, 102, 172), (247, 247, 247), (178, 24, 43))]
+    cmap = LinearSegmentedColormap.from_list("probability", colours)
+    legend_axes = figure.add_axes((0.84, 0.12, 0.03, 0.7))
+    bar_image = legend_axes.imshow(np.linspace(1, 0, 256)[:, None], aspect="auto", cmap=cmap)
+    bar_image.set_extent((0, 1, 0, 1))
+    legend_axes.set_xticks([])
+    legend_axes.yaxis.tick_right()
+    legend_axes.yaxis.set_label_position("right")
+    legend_axes.set_ylabel(f"P({shown}) [{task}]; untinted: glass or not scored")
+    return figure
+
+
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def heatmap_files(result: SlideResult) -> dict[str, bytes]:
+    """One heatmap PNG per task."""
+    return {
+        f"heatmap_{task}.png": figure_png(heatmap_figure(result, task)) for task in result.tasks
+    }
+
+
+def qupath_files(result: SlideResult) -> dict[str, bytes]:
+    """One QuPath GeoJSON per task (tiles classified by that task; every task's slide-level
+    probabilities on the tissue annotation)."""
+    name = "Tissue - " + "; ".join(result.call_text(task) for task in result.tasks)
+    return {
+        f"qupath_{task}.geojson": json.dumps(
+            qupath_geojson(
+                result.task_tiles(task),
+                result.tasks[task],
+                result.mask,
+                result.downsample,
+                slide_name=f"{result.name}/{task}",
+                tissue_measurements=result.slide_measurements(),
+                tissue_name=name,
+            )
+        ).encode()
+        for task in result.tasks
+    }
+
+
+def tiles_files(result: SlideResult) -> dict[str, bytes]:
+    """Every candidate tile with every task's probabilities, as CSV."""
+    return {"tiles.csv": result.tiles.to_csv(index=False).encode()}
+
+
+SlideFormat = Callable[[SlideResult], dict[str, bytes]]
+# name -> files of one slide (file name -> bytes). Adding a format: one function, one entry.
+OUTPUT_FORMATS: dict[str, SlideFormat] = {
+    "heatmap": heatmap_files,
+    "qupath": qupath_files,
+    "tiles": tiles_files,
+}
+
+
+# --- one predict run's folder ------------------------------------------------------------------
+
+LATEST = "latest.json"
+
+
+def new_run_id(now: datetime | None = None, token: str | None = None) -> str:
+    """`<UTC time>-<6 hex>`: sorts by time, and two runs in one second still differ."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{(token or uuid.uuid4().hex)[:6]}"
+
+
+def run_files(
+    run_id: str,
+    predictions: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    results: Mapping[str, SlideResult],
+    gradcam_png: bytes | None = None,
+    formats: Mapping[str, SlideFormat] | None = None,
+) -> dict[str, bytes]:
+    """Every file of one predict run under `<run_id>/`, and `latest.json` naming that run.
+
+    Earlier runs' folders are left alone (the catalog's dataset never deletes); `latest.json`
+    is the one file a new run replaces.
+    """
+    formats = OUTPUT_FORMATS if formats is None else formats
+    files = {
+        "predictions.csv": predictions.to_csv(index=False).encode(),
+        "quarantine.csv": quarantine.to_csv(index=False).encode(),
+    }
+    if gradcam_png:
+        files["gradcam.png"] = gradcam_png
+    for name, result in sorted(results.items()):
+        for make in formats.values():
+            files.update({f"slides/{name}/{file}": data for file, data in make(result).items()})
+    summary = {
+        "run_id": run_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": len(predictions),
+        "quarantined": len(quarantine),
+        "slides": sorted(results),
+        "formats": list(formats),
+        "files": sorted([*files, "run.json"]),
+    }
+    files["run.json"] = json.dumps(summary, indent=2).encode()
+    out = {f"{run_id}/{path}": data for path, data in files.items()}
+    out[LATEST] = json.dumps({"run_id": run_id, "folder": run_id}, indent=2).encode()
+    return out
 
 
 # The shape QuPath's GeoJSON import expects (objects exported by QuPath 0.3-0.5 look alike).

@@ -20,7 +20,8 @@ from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.predict.nodes import (
     find_new_images,
     gradcam_new_images,
-    predict_new_images,
+    load_predict_setup,
+    predict_new_inputs,
 )
 from ssc_skin.pipelines.predict.pipeline import create_pipeline
 from ssc_skin.preprocessing.preprocess import PreprocessConfig
@@ -36,6 +37,12 @@ PATCHES = {"patch_size": PATCH, "stride": PATCH, "min_tissue_fraction": 0.5, "mi
 SAVED = PreprocessConfig(patch_size=PATCH, stride=PATCH)  # the training run's preprocess.json
 SOURCE = {"patient_id_regex": "^(?P<patient>[A-Za-z0-9]+)", "tiff_page": 0}
 CHECKS = {"min_tissue_fraction": 0.05}
+
+
+def _predict(images, config, unet, trained, params) -> object:
+    """The predict node's table, with the setup node's one object."""
+    setup = load_predict_setup(config, unet, trained, params, TASKS, {"cnn": CNN}, SOURCE)
+    return predict_new_inputs(images, setup)[0]
 
 
 def _classifier(n_classes: int, seed: int = 0) -> keras.Model:
@@ -129,7 +136,7 @@ def predicted(new_images, study, tmp_path_factory):
     config, unet, trained = study
     params = _params(root)
     images, quarantine, linkage = find_new_images(params, SOURCE, CHECKS, SAVED)
-    table = predict_new_images(images, config, unet, trained.load(), params, TASKS, {"cnn": CNN})
+    table = _predict(images, config, unet, trained.load(), params)
     csv = tmp_path_factory.mktemp("out") / "predictions.csv"
     table.to_csv(csv, index=False)
     return images, quarantine, linkage, table, csv
@@ -192,9 +199,9 @@ def test_bad_file_is_quarantined_and_no_raw_name_leaves(predicted, new_images):
 def test_gradcam_figure_of_new_images(predicted, study, new_images):
     images, _, _, table, _ = predicted
     config, unet, trained = study
-    figure = gradcam_new_images(
-        images, table, config, unet, trained.load(), _params(new_images[0]), TASKS, {"cnn": CNN}
-    )
+    params = _params(new_images[0])
+    setup = load_predict_setup(config, unet, trained.load(), params, TASKS, {"cnn": CNN}, SOURCE)
+    figure = gradcam_new_images(images, table, setup, params)
     assert isinstance(figure, Figure)
     assert sum(ax.get_visible() for ax in figure.axes) == 2
 
@@ -208,7 +215,7 @@ def test_single_file_input_and_a_skipped_task(new_images, study, tmp_path):
     images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, SAVED)
     assert len(images) == 1 and quarantine.empty
     trained = TrainedModelsDataset(str(tmp_path), str(tmp_path / "reports")).load()
-    table = predict_new_images(images, config, unet, trained, params, TASKS, {"cnn": CNN})
+    table = _predict(images, config, unet, trained, params)
     assert list(table["level"]) == ["image", "patient"]
     assert set(table["task"]) == {"binary"} and set(table["runtime"]) == {"keras"}
 
@@ -220,7 +227,7 @@ def test_folder_without_usable_images_gives_an_empty_table(study, tmp_path):
     params = _params(tmp_path)
     images, quarantine, _ = find_new_images(params, SOURCE, CHECKS, SAVED)
     assert images.empty and set(quarantine["check"]) == {"not_image_extension", "no_tissue"}
-    table = predict_new_images(images, config, unet, trained.load(), params, TASKS, {"cnn": CNN})
+    table = _predict(images, config, unet, trained.load(), params)
     assert table.empty and "probability_ssc" in table.columns
 
 

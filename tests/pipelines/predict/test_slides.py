@@ -1,7 +1,9 @@
-"""The `predict` pipeline on whole-slide images: slide rows, heatmaps and QuPath GeoJSON."""
+"""The `predict` pipeline on whole-slide images: slide rows, and per run and slide every
+output format (heatmaps and QuPath GeoJSON of every task, the tile table)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,7 +12,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from kedro_datasets.partitions import PartitionedDataset
+import yaml
+from kedro.io import DataCatalog
 from PIL import Image
 
 from ssc_skin.cohort import synthetic
@@ -26,7 +29,8 @@ from tests.pipelines.runner import run_pipeline
 
 SIZE, PATCH = 32, 64
 BINARY = {"name": "binary", "classes": ["normal", "ssc"]}
-TASKS = {"binary": BINARY}
+THREE = {"name": "three_class", "classes": ["normal", "early", "late"]}
+TASKS = {"binary": BINARY, "three_class": THREE}
 CNN = {"name": "cnn", "input_size": SIZE}
 # Today's params differ from the training run's on purpose: slides must be cut as trained.
 PATCHES = {
@@ -63,6 +67,7 @@ def inputs(tmp_path_factory) -> Path:
 def study():
     keras.utils.set_random_seed(0)
     classifier = build_cnn(input_size=SIZE, n_classes=2, filters=(8,), dense_units=8)
+    three = build_cnn(input_size=SIZE, n_classes=3, filters=(8,), dense_units=8)
     unet = export.to_tflite(build_unet(32, 4, base_filters=4, depth=2))
     patient = synthetic.make_patient("x", "normal", np.random.default_rng(9))
     section = synthetic.render_section(patient, 0, (192, 192), artefact_rate=0.0).image
@@ -74,7 +79,7 @@ def study():
         min_dermis_fraction=0.0,
         slide={"target_microns_per_pixel": 2.0, "batch_size": 8},
     )
-    trained = {"binary.cnn": _Trained(classifier)}
+    trained = {"binary.cnn": _Trained(classifier), "three_class.cnn": _Trained(three)}
     return config.to_dict(), unet, trained
 
 
@@ -82,7 +87,7 @@ class _Trained:
     """What `TrainedModelsDataset` gives for one model (Keras only, not exported)."""
 
     def __init__(self, model: keras.Model) -> None:
-        self.name, self.tflite, self.export_summary, self.skipped = "binary.cnn", None, None, None
+        self.name, self.tflite, self.export_summary, self.skipped = "cnn", None, None, None
         self.keras = lambda: model
 
 
@@ -129,12 +134,13 @@ def test_slides_get_rows_of_kind_slide_and_join_their_patient(catalog, inputs):
     table = catalog.load("new_image_predictions")
     images = catalog.load("new_images")
     assert sorted(images["kind"]) == ["image", "slide"]
-    rows = table[table["level"] == "image"]
+    rows = table[(table["level"] == "image") & (table["task"] == "binary")]
     assert sorted(rows["kind"]) == ["image", "slide"]
     slide = rows[rows["kind"] == "slide"].iloc[0]
+    assert slide["mpp_source"] == "metadata" and slide["microns_per_pixel"] == pytest.approx(0.5)
     assert slide["n_patches"] > 0 and slide["n_tissue_patches"] >= slide["n_patches"]
     assert slide["probability_normal"] + slide["probability_ssc"] == pytest.approx(1, abs=1e-4)
-    patient = table[table["level"] == "patient"]
+    patient = table[(table["level"] == "patient") & (table["task"] == "binary")]
     assert len(patient) == 1 and patient["kind"].iloc[0] == "image+slide"
     assert patient["n_images"].iloc[0] == 2
     weights = rows["n_patches"] / rows["n_patches"].sum()  # every patch counts once
@@ -164,25 +170,49 @@ def test_fallback_mpp_admits_the_slide_without_metadata(inputs, study):
     assert list(images["kind"]) == ["slide"] and quarantine.empty
 
 
-def test_heatmap_and_geojson_per_slide(catalog):
+def _run_files(catalog) -> tuple[str, dict[str, bytes]]:
+    files = catalog.load("predict_runs")
+    run = json.loads(files["latest.json"])["run_id"]
+    return run, files
+
+
+def test_every_task_gets_a_heatmap_and_a_qupath_geojson_per_slide(catalog):
     table = catalog.load("new_image_predictions")
-    slide = table[(table["level"] == "image") & (table["kind"] == "slide")].iloc[0]
-    heatmaps, geojson = catalog.load("slide_heatmaps"), catalog.load("slide_geojson")
-    assert set(heatmaps) == set(geojson) == {slide["image"]}
-    heatmap = np.asarray(heatmaps[slide["image"]])
-    assert heatmap.ndim == 3 and heatmap.shape[2] == 3 and heatmap.dtype == np.uint8
-    collection = geojson[slide["image"]]
-    jsonschema.validate(collection, slide_outputs.QUPATH_GEOJSON_SCHEMA)
-    kinds = [f["properties"]["objectType"] for f in collection["features"]]
-    assert kinds.count("annotation") == 1
-    assert kinds.count("detection") == slide["n_patches"]
-    detection = next(
-        f for f in collection["features"] if f["properties"]["objectType"] == "detection"
-    )
-    assert set(detection["properties"]["measurements"]) >= {"probability_normal", "probability_ssc"}
-    ring = detection["geometry"]["coordinates"][0]
-    side = ring[1][0] - ring[0][0]
-    assert side == pytest.approx(64 * 2.0 / 0.5, abs=1)  # cut as trained: 2 um/px, not 4
+    slide = table[(table["level"] == "image") & (table["kind"] == "slide")]
+    name = slide["image"].iloc[0]
+    run, files = _run_files(catalog)
+    folder = f"{run}/slides/{name}/"
+    assert {p[len(folder) :] for p in files if p.startswith(folder)} == {
+        "heatmap_binary.png",
+        "heatmap_three_class.png",
+        "qupath_binary.geojson",
+        "qupath_three_class.geojson",
+        "tiles.csv",
+    }
+    for task in TASKS:
+        heatmap = np.asarray(Image.open(io.BytesIO(files[f"{folder}heatmap_{task}.png"])))
+        assert heatmap.ndim == 3 and heatmap.dtype == np.uint8
+        collection = json.loads(files[f"{folder}qupath_{task}.geojson"])
+        jsonschema.validate(collection, slide_outputs.QUPATH_GEOJSON_SCHEMA)
+        features = collection["features"]
+        [tissue] = [f for f in features if f["properties"]["objectType"] == "annotation"]
+        assert set(tissue["properties"]["measurements"]) == {
+            "binary: P(normal)",
+            "binary: P(ssc)",
+            "three_class: P(normal)",
+            "three_class: P(early)",
+            "three_class: P(late)",
+        }
+        detections = [f for f in features if f["properties"]["objectType"] == "detection"]
+        row = slide[slide["task"] == task].iloc[0]
+        scored = [
+            d for d in detections if d["properties"]["classification"]["name"] != "Not scored"
+        ]
+        assert len(scored) == row["n_patches"]
+        classes = {d["properties"]["classification"]["name"] for d in scored}
+        assert classes <= set(TASKS[task]["classes"])
+        ring = detections[0]["geometry"]["coordinates"][0]
+        assert ring[1][0] - ring[0][0] == pytest.approx(64 * 2.0 / 0.5, abs=1)  # as trained
 
 
 def test_gradcam_skips_slides(catalog):
@@ -190,32 +220,35 @@ def test_gradcam_skips_slides(catalog):
     assert sum(ax.get_visible() for ax in figure.axes) == 1  # the plain image only
 
 
-def test_partitioned_outputs_save_files_and_an_empty_dict(catalog, tmp_path):
-    heatmaps = PartitionedDataset(
-        path=str(tmp_path / "heatmaps"),
-        dataset="pillow.ImageDataset",
-        filename_suffix=".png",
-        overwrite=True,
-    )
-    geojson = PartitionedDataset(
-        path=str(tmp_path / "geojson"),
-        dataset="json.JSONDataset",
-        filename_suffix=".geojson",
-        overwrite=True,
-    )
-    heatmaps.save(catalog.load("slide_heatmaps"))
-    geojson.save(catalog.load("slide_geojson"))
-    [written] = list((tmp_path / "geojson").glob("*.geojson"))
-    assert json.loads(written.read_text())["type"] == "FeatureCollection"
-    assert list((tmp_path / "heatmaps").glob("*.png"))
-    heatmaps.save({})  # no slide in predict.input: nothing written, no error
-    geojson.save({})
-    assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("*.geojson"))
+def _runs_dataset(path: Path):
+    """`predict_runs` exactly as conf/base declares it, in a temporary folder."""
+    conf = Path(__file__).parents[3] / "conf" / "base" / "catalog_export_predict.yml"
+    entry = yaml.safe_load(conf.read_text())["predict_runs"]
+    return DataCatalog.from_config({"predict_runs": {**entry, "path": str(path)}})
+
+
+def test_a_second_run_keeps_the_first_runs_outputs(catalog, inputs, study, tmp_path):
+    """Finding 9: a run used to delete the previous run's heatmaps and GeoJSON."""
+    runs = _runs_dataset(tmp_path / "predict")
+    runs.save("predict_runs", catalog.load("predict_runs"))
+    first, _ = _run_files(catalog)
+    again = _run(study, inputs, SOURCE)
+    runs.save("predict_runs", again.load("predict_runs"))
+    second, _ = _run_files(again)
+    assert first != second
+    for run in (first, second):
+        assert (tmp_path / "predict" / run / "predictions.csv").is_file()
+        assert list((tmp_path / "predict" / run / "slides").rglob("*.geojson"))
+        assert (tmp_path / "predict" / run / "run.json").is_file()
+    latest = json.loads((tmp_path / "predict" / "latest.json").read_text())
+    assert latest["run_id"] == second
 
 
 def test_images_only_input_gives_no_slide_outputs(inputs, study, tmp_path):
     (tmp_path / "SMITH07_a.png").write_bytes((inputs / "SMITH07_a.png").read_bytes())
     catalog = _run(study, tmp_path, SOURCE)
-    assert catalog.load("slide_heatmaps") == {} and catalog.load("slide_geojson") == {}
+    assert catalog.load("slide_results") == {}
+    run, files = _run_files(catalog)
+    assert not [p for p in files if "/slides/" in p] and f"{run}/predictions.csv" in files
     assert set(catalog.load("new_image_predictions")["kind"]) == {"image"}
     assert isinstance(catalog.load("new_image_predictions"), pd.DataFrame)
