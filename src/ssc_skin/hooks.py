@@ -23,7 +23,6 @@ import time
 from pathlib import PurePath
 from typing import Any
 
-import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
@@ -37,23 +36,38 @@ READS_COHORT = "ingest_cohort"  # the node whose run needs the cohort's files to
 
 
 class NodeTimingHook:
-    """Log `node_seconds.<node name>` for each node and `pipeline_seconds` for the run, and tag
-    the run with what people filter by: runner class name (kedro-mlflow's `runner` tag is the
-    object's repr), configuration env, git commit.
+    """Time every node and the run; name, tag and describe the run for the people who read it.
 
-    kedro-mlflow opens the run in its own `before_pipeline_run`; `trylast` puts ours after it.
-    Where no run is active yet, the tags go in at the first node instead.
+    - The git commit is read in `after_context_created`, from the real project path, before
+      `InputSafetyHook` replaces `project_path` by the folder's bare name.
+    - kedro-mlflow opens the run in its own `before_pipeline_run`; `trylast` puts ours after
+      it: the run gets a name (`<pipeline> · <env> · <date>`, not `__default__`), readable
+      tags (runner class, env, commit) and the experiment a description and the kind that
+      opens MLflow's model-training view. Where no run is active yet, the tags go in at the
+      first node instead.
+    - Node times go to one artifact (`timing/node_seconds.json`, rewritten after each node) and
+      the metric `time/pipeline_seconds`: the parent run's charts stay the study's numbers.
     """
 
     def __init__(self) -> None:
         self._starts: dict[str, float] = {}
         self._pipeline_start = 0.0
         self._pending_tags: dict[str, str] = {}
+        self._git: dict[str, str] = {}
+        self._node_seconds: dict[str, float] = {}
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._git = tracking.git_state(getattr(context, "project_path", None))
 
     @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         self._pipeline_start = time.perf_counter()
-        self._pending_tags = tracking.run_tags(run_params)
+        self._node_seconds = {}
+        self._pending_tags = {
+            **tracking.run_tags(run_params, git=self._git or None),
+            "mlflow.runName": tracking.run_name(run_params),
+        }
         self._flush_tags()
 
     @hook_impl
@@ -65,13 +79,12 @@ class NodeTimingHook:
     def after_node_run(self, node: Node) -> None:
         seconds = time.perf_counter() - self._starts.pop(node.name, time.perf_counter())
         logger.info("Node %s took %.1f s", node.name, seconds)
-        if mlflow.active_run() is not None:
-            mlflow.log_metric(f"node_seconds.{node.name}", seconds)
-            mlflow.log_metric("pipeline_seconds", time.perf_counter() - self._pipeline_start)
+        self._node_seconds[node.name] = round(seconds, 3)
+        tracking.log_node_seconds(self._node_seconds, time.perf_counter() - self._pipeline_start)
 
     def _flush_tags(self) -> None:
-        if self._pending_tags and mlflow.active_run() is not None:
-            mlflow.set_tags(self._pending_tags)
+        if self._pending_tags and tracking.is_tracking():
+            tracking.tag_run(self._pending_tags)
             self._pending_tags = {}
 
 

@@ -14,6 +14,7 @@ import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,14 +240,77 @@ def git_state(project_path: str | Path | None) -> dict[str, str]:
     }  # MLflow's own column in the runs table
 
 
-def run_tags(run_params: Mapping[str, Any], default_env: str = "local") -> dict[str, str]:
-    """Tags a person can read in the runs table: runner class, configuration env, git commit."""
+def run_tags(
+    run_params: Mapping[str, Any],
+    default_env: str = "local",
+    git: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Tags a person can read in the runs table: runner class, configuration env, git commit.
+
+    `git`: the commit read earlier (`git_state`), e.g. before `project_path` was redacted;
+    without it, the commit is read from `run_params["project_path"]`.
+    """
     tags = {
         "runner": runner_name(run_params.get("runner")) or "SequentialRunner",
         "config_env": str(run_params.get("env") or default_env),
     }
-    tags.update(git_state(run_params.get("project_path")))
+    tags.update(git if git is not None else git_state(run_params.get("project_path")))
     return tags
+
+
+def run_name(run_params: Mapping[str, Any], now: datetime | None = None) -> str:
+    """What the run is: `study · local · 2026-12-06 04:30 UTC` for `kedro run`, the pipeline's
+    name otherwise (`cv · test · ...`), instead of kedro-mlflow's `__default__`."""
+    names = run_params.get("pipeline_names") or run_params.get("pipeline_name") or []
+    names = [names] if isinstance(names, str) else list(names)
+    pipeline = "+".join("study" if n == "__default__" else n for n in names) or "study"
+    env = run_params.get("env") or "local"
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{pipeline} · {env} · {stamp}"
+
+
+def tag_run(tags: Mapping[str, str]) -> None:
+    """Tags on the active run (the run name among them), and the experiment described."""
+    mlflow.set_tags(dict(tags))
+    describe_experiment(mlflow.active_run().info.experiment_id)
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3 UI: which view the experiment opens in
+EXPERIMENT_KIND = "custom_model_development"  # model training (runs, charts), not GenAI traces
+EXPERIMENT_NOTE = (
+    "**ssc-skin**: screening of systemic sclerosis in stained skin-biopsy images "
+    "(normal vs SSc; normal / early / late), reproducing Akay et al. 2021 with patient-level "
+    "evaluation.\n\n"
+    "- One parent run per `kedro run`, named `<pipeline> · <env> · <date>`: the study's "
+    "headline numbers per model, the report (`report.html` shows its figures) and the node "
+    "times (`timing/node_seconds.json`).\n"
+    "- One nested run per task x architecture (e.g. `binary.mobilenetv2`), lasting its "
+    "training: per-epoch curves in `train/` and `val/`, test metrics in `test/`, sizes and "
+    "settings as parameters, the trained model.\n"
+    "- Registered models `ssc-skin-binary` and `ssc-skin-three-class`: alias `champion` is "
+    "the model chosen on validation patients; each version links to the nested run that "
+    "trained it."
+)
+
+
+def describe_experiment(experiment_id: str, note: str = EXPERIMENT_NOTE) -> None:
+    """Give the experiment a description and the model-training kind, unless someone already
+    set them (a description edited in the UI stays)."""
+    client = MlflowClient()
+    tags = client.get_experiment(experiment_id).tags
+    if NOTE_TAG not in tags:
+        client.set_experiment_tag(experiment_id, NOTE_TAG, note)
+    if EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def log_node_seconds(node_seconds: Mapping[str, float], pipeline_seconds: float) -> None:
+    """Every node's wall time so far as one artifact, and the run's time as one metric (not a
+    chart per node). No-op without an active run."""
+    if not is_tracking():
+        return
+    mlflow.log_dict(dict(node_seconds), "timing/node_seconds.json")
+    mlflow.log_metric("time/pipeline_seconds", pipeline_seconds)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
