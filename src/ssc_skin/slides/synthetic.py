@@ -11,10 +11,13 @@ gigapixel pyramids to be tested without downloads, so this module writes them:
   by nearest-neighbour index mapping, so each coarser level is an exact block mean away.
 - The file is written tile by tile from a generator, one strip of tiles at a time: memory
   is one strip plus the rendered sections, whatever the slide size (40000 x 40000 and more).
-- Three description styles, all read by OpenSlide: `aperio` (the fake Aperio description
-  tiffslide's own tests use: `Aperio Image Library ...` and `|MPP = 0.5`), `generic` (a plain
-  tiled TIFF whose mpp, if any, is in its resolution tags) and `philips` (Philips TIFF XML
-  with DICOM pixel spacing per level). `mpp=None` writes a slide with no resolution at all.
+- Five styles: `aperio` (the fake Aperio description tiffslide's own tests use: `Aperio
+  Image Library ...` and `|MPP = 0.5`), `generic` (a plain tiled TIFF whose mpp, if any, is
+  in its resolution tags), `philips` (Philips TIFF XML with DICOM pixel spacing per level),
+  all read by OpenSlide as pyramids; and `ome` (OME-TIFF, `PhysicalSizeX/Y` in its OME-XML)
+  and `subifd` (resolution tags), whose reduced levels are sub-IFDs of level 0, which
+  OpenSlide 4 opens as one level and `slides.readers` reads through tifffile. `mpp=None`
+  writes a slide with no resolution at all.
 
 Pure numpy/OpenCV/tifffile; no Kedro.
 """
@@ -39,8 +42,15 @@ SECTION_MICRONS_PER_PIXEL = 2.0
 # The simulator's glass: 255 * exp(-0.03) (it absorbs a little); sections blend into it.
 GLASS_RGB = (247, 247, 247)
 TILE = 512
-STYLES = ("aperio", "generic", "philips")
-SUFFIX = {"aperio": ".svs", "generic": ".tif", "philips": ".tiff"}
+STYLES = ("aperio", "generic", "philips", "ome", "subifd")
+SUFFIX = {
+    "aperio": ".svs",
+    "generic": ".tif",
+    "philips": ".tiff",
+    "ome": ".ome.tif",
+    "subifd": ".tif",
+}
+SUBIFD_STYLES = ("ome", "subifd")  # reduced levels as sub-IFDs of level 0 (one top page)
 
 
 @dataclass(frozen=True)
@@ -273,7 +283,7 @@ def write_slide(
         "buffersize": 32 << 20,
     }  # tifffile's default read-ahead is ~0.5 GB of tiles
     partial = path.with_name(path.name + ".partial")  # a crash never leaves a plausible slide
-    with tifffile.TiffWriter(partial, bigtiff=True) as tif:
+    with tifffile.TiffWriter(partial, bigtiff=True, ome=style == "ome") as tif:
         for index, (w, h) in enumerate(sizes):
             downsample = 2**index
             extra: dict[str, object] = {"subfiletype": 1} if index else {}
@@ -289,14 +299,19 @@ def write_slide(
                 extra.update(
                     description=philips_description(sizes, mpp), software="Philips DP v1.0"
                 )
-            if style == "generic" and mpp is not None:
+            if style in SUBIFD_STYLES and index == 0:
+                extra["subifds"] = len(sizes) - 1
+            if style == "ome" and index == 0:
+                extra["metadata"] = {"axes": "YXS"} | (
+                    {"PhysicalSizeX": mpp, "PhysicalSizeY": mpp} if mpp is not None else {}
+                )
+            if style in ("generic", "subifd") and mpp is not None:
                 pixels_per_cm = 1e4 / (mpp * downsample)
                 extra.update(resolution=(pixels_per_cm, pixels_per_cm), resolutionunit="CENTIMETER")
             tif.write(
                 _tiles(_level_sections(placements, downsample), w, h, tile),
                 shape=(h, w, 3),
-                **common,
-                **extra,
+                **(common | extra),
             )
     partial.replace(path)
     return path
