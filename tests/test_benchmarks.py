@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,107 @@ def test_benchmark_quick_writes_json_and_markdown(tmp_path):
     assert len(data["memory"]["runs"]) == 2 and data["memory"]["runs"][0]["patches"] > 0
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert markdown.startswith("# ") and "| " in markdown
+
+
+# ---------- benchmarks/robustness.py: stain and scanner shift ----------
+
+
+def _robustness():
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    import robustness  # noqa: PLC0415
+
+    return robustness
+
+
+def test_robustness_score_uses_the_study_patient_rule_and_counts():
+    robustness = _robustness()
+    # PAT_0042: image A has 3 patches leaning ssc (0.7), image B one patch normal (0.9).
+    # Mean over all patches: ssc 0.55 -> ssc (right); the mean of image means would say
+    # normal (0.4). PAT_0043 (normal) is called normal.
+    probs = np.array([[0.3, 0.7]] * 3 + [[0.9, 0.1]] + [[0.8, 0.2]] * 2)
+    truth = np.array([1, 1, 1, 1, 0, 0])
+    patients = np.array(["PAT_0042"] * 4 + ["PAT_0043"] * 2)
+    result = robustness.score(probs, truth, patients, n_patients=3)
+    assert (result["patient_correct"], result["patient_n"], result["patients_total"]) == (2, 2, 3)
+    assert (result["patch_correct"], result["patch_n"]) == (5, 6)
+    empty = robustness.score(np.zeros((0, 2)), np.zeros(0, int), np.zeros(0, str), n_patients=3)
+    assert (empty["patient_n"], empty["patch_n"], empty["patients_total"]) == (0, 0, 3)
+
+
+def test_robustness_evaluate_shifts_same_image_for_every_model_and_none_dropped():
+    robustness = _robustness()
+    rng = np.random.default_rng(0)
+    pink = np.full((16, 16, 3), (230, 150, 220), np.uint8)
+    glass = np.full((16, 16, 3), 245, np.uint8)
+    images = [
+        (
+            "MRN-4471-Smith_DOB19700101",
+            "PAT_0042",
+            1,
+            pink + rng.integers(0, 3, pink.shape, np.uint8),
+        ),
+        ("im-glass", "PAT_0043", 0, glass),
+    ]
+    seen: dict[str, list[np.ndarray]] = {"a": [], "b": []}
+
+    def preprocess(image):  # glass has no tissue patch: not assessed, but counted
+        return image[None, :8, :8] if image.mean() < 240 else np.zeros((0, 8, 8, 3), np.uint8)
+
+    def predictor(name):
+        def predict(patches):
+            seen[name].append(patches.copy())
+            return np.tile([0.2, 0.8], (len(patches), 1))
+
+        return predict
+
+    rows = robustness.evaluate_shifts(
+        images,
+        preprocess,
+        {"a": predictor("a"), "b": predictor("b")},
+        {"mean": lambda probs: (probs["a"] + probs["b"]) / 2},
+        {"hed": (0.0, 2.0), "jpeg": (50.0,)},
+        n_patients=2,
+    )
+    assert len(rows) == 3 * 3  # conditions x models
+    assert all(np.array_equal(x, y) for x, y in zip(seen["a"], seen["b"], strict=True))
+    hed0 = [r for r in rows if r["shift"] == "hed" and r["strength"] == 0.0]
+    assert all(r["mean_colour_distance"] == 0.0 for r in hed0)
+    for r in rows:
+        assert (r["images_total"], r["images_not_assessed"]) == (2, 1)
+        assert (r["patient_correct"], r["patient_n"], r["patients_total"]) == (1, 1, 2)
+    hed2 = next(r for r in rows if r["strength"] == 2.0)
+    assert hed2["mean_colour_distance"] > 0
+
+
+@pytest.mark.e2e  # a tiny `kedro run` (conf/test) and 1-epoch models: about a minute
+def test_robustness_quick_writes_table_json_and_figure(tmp_path):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "benchmarks/robustness.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=PROJECT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "robustness.json").read_text())
+    rows = data["tasks"]["binary"]["rows"]
+    models = {r["model"] for r in rows}
+    assert {"mobilenetv2", "cnn", "texture"} <= models
+    assert {(r["shift"], r["strength"]) for r in rows} == {
+        ("hed", 0.0),
+        ("hed", 2.0),
+        ("masson", 1.0),
+        ("jpeg", 50.0),
+    }
+    assert all(r["patch_n"] > 0 and r["patients_total"] > 0 for r in rows)
+    assert "| HED 0 |" in (tmp_path / "robustness.md").read_text()
+    assert (tmp_path / "robustness.png").stat().st_size > 10_000
