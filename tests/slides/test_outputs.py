@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -186,3 +188,116 @@ def test_whole_slide_to_geojson_and_heatmap(tmp_path):
     heat = so.probability_heatmap(tissue.thumbnail, tissue.plan.thumbnail_downsample, tiles, "ssc")
     assert heat.shape == tissue.thumbnail.shape
     assert (heat != tissue.thumbnail).any(axis=2).mean() > 0.1
+
+
+# --- one slide's result: every task, every format (finding 12, issue 18) --------------------------
+
+TASKS = {"binary": ("normal", "ssc"), "three_class": ("normal", "early", "late")}
+
+
+def slide_result() -> so.SlideResult:
+    """Three scored tiles and one gated out (NaN probabilities, its dermis fraction kept)."""
+    tiles = pd.DataFrame(
+        {
+            "x": [0, 256, 512, 768],
+            "y": [0, 0, 256, 256],
+            "size": 256,
+            "tissue_fraction": 0.8,
+            "dermis_fraction": [0.9, 0.7, 0.6, 0.1],
+            "scored": [True, True, True, False],
+        }
+    )
+    rng = np.random.default_rng(1)
+    calls = {}
+    for task, classes in TASKS.items():
+        p = rng.dirichlet(np.ones(len(classes)), size=4)
+        p[3] = np.nan
+        for i, c in enumerate(classes):
+            tiles[so.task_column(task, c)] = p[:, i]
+        mean = np.nanmean(p, axis=0)
+        calls[task] = {
+            "label": classes[int(np.argmax(mean))],
+            **{so.probability_column(c): float(mean[i]) for i, c in enumerate(classes)},
+        }
+    mask = np.zeros((40, 50), bool)
+    mask[2:30, 2:45] = True
+    thumbnail = np.full((40, 50, 3), 230, np.uint8)
+    return so.SlideResult("im-0123abcd", tiles, thumbnail, mask, 32.0, 0.5, dict(TASKS), calls)
+
+
+def test_heatmap_figure_names_the_task_and_has_a_legend_and_a_scale_bar():
+    result = slide_result()
+    figure = so.heatmap_figure(result, "three_class")
+    image_axes, legend = figure.axes
+    assert "three_class" in image_axes.get_title() and "P(late)" in image_axes.get_title()
+    assert result.calls["three_class"]["label"] in image_axes.get_title()
+    assert "P(late)" in legend.get_ylabel() and "not scored" in legend.get_ylabel()
+    # 50 thumbnail px x 32 x 0.5 um = 800 um wide: a 100 um bar (a fifth is 160 um)
+    assert [t.get_text() for t in image_axes.texts] == ["100 µm"]
+    png = so.figure_png(figure)
+    assert png.startswith(b"\x89PNG")
+
+
+def test_scale_bar_lengths_are_round():
+    assert so.scale_bar_microns(800) == 100
+    assert so.scale_bar_microns(20_000) == 2000
+    assert so.scale_bar_microns(10) == 10  # never zero
+    assert so._length_text(2000) == "2 mm" and so._length_text(500) == "500 µm"
+
+
+def test_every_task_gets_its_heatmap_and_geojson_with_slide_probabilities():
+    result = slide_result()
+    files = {
+        name: data for make in so.OUTPUT_FORMATS.values() for name, data in make(result).items()
+    }
+    assert set(files) == {
+        "heatmap_binary.png",
+        "heatmap_three_class.png",
+        "qupath_binary.geojson",
+        "qupath_three_class.geojson",
+        "tiles.csv",
+    }
+    for task, classes in TASKS.items():
+        collection = json.loads(files[f"qupath_{task}.geojson"])
+        check_qupath(collection, tiles=4)
+        tissue = collection["features"][0]["properties"]
+        assert tissue["measurements"]["binary: P(ssc)"] == pytest.approx(
+            result.calls["binary"]["probability_ssc"], abs=1e-6
+        )
+        assert "three_class: P(early)" in tissue["measurements"]
+        assert task in tissue["name"]
+        names = [f["properties"]["classification"]["name"] for f in collection["features"][1:]]
+        assert names[3] == so.NOT_SCORED and set(names[:3]) <= set(classes)
+        gated = collection["features"][4]["properties"]["measurements"]
+        assert gated == {"tissue_fraction": 0.8, "dermis_fraction": 0.1}
+    table = pd.read_csv(io.BytesIO(files["tiles.csv"]))
+    assert list(table["scored"]) == [True, True, True, False]
+
+
+def test_run_files_keep_one_folder_per_run_and_name_the_latest():
+    result = slide_result()
+    predictions = pd.DataFrame({"image": ["im-0123abcd"], "label": ["ssc"]})
+    quarantine = pd.DataFrame(columns=["file", "check", "reason"])
+    run = so.new_run_id(datetime(2026, 12, 6, 4, 30, tzinfo=UTC), "abcdef1234")
+    assert run == "20261206T043000Z-abcdef"
+    files = so.run_files(run, predictions, quarantine, {"im-0123abcd": result}, b"\x89PNG")
+    assert json.loads(files["latest.json"])["run_id"] == run
+    assert {p for p in files if not p.startswith(f"{run}/")} == {"latest.json"}
+    summary = json.loads(files[f"{run}/run.json"])
+    assert summary["slides"] == ["im-0123abcd"] and summary["formats"] == list(so.OUTPUT_FORMATS)
+    assert f"{run}/slides/im-0123abcd/qupath_binary.geojson" in files
+    assert f"{run}/gradcam.png" in files and f"{run}/predictions.csv" in files
+
+
+def test_a_new_format_is_one_function():
+    def outline_only(result: so.SlideResult) -> dict[str, bytes]:
+        return {"outline.json": json.dumps(so.tissue_polygons(result.mask, 32.0)).encode()}
+
+    files = so.run_files(
+        "r1",
+        pd.DataFrame(),
+        pd.DataFrame(),
+        {"im-1": slide_result()},
+        formats={**so.OUTPUT_FORMATS, "outline": outline_only},
+    )
+    assert "r1/slides/im-1/outline.json" in files and "r1/slides/im-1/tiles.csv" in files

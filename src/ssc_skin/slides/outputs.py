@@ -354,7 +354,8 @@ def heatmap_figure(result: SlideResult, task: str, alpha: float = 0.55) -> Figur
     axes = figure.add_axes((0.02, 0.04, 0.78, 0.84))
     axes.imshow(image, interpolation="nearest")
     axes.set_axis_off()
-    axes.set_title(f"{task}: P({shown}) per tile - {result.call_text(task)}", fontsize=9)
+    call = result.call_text(task).split(": ", 1)[1]
+    axes.set_title(f"{task}: P({shown}) per tile; slide call {call}", fontsize=9)
     microns = scale_bar_microns(width * result.downsample * result.microns_per_pixel)
     bar = microns / (result.downsample * result.microns_per_pixel)
     x0, y0 = width * 0.04, height * 0.95

@@ -218,7 +218,7 @@ def apply_slide_manifest(records: pd.DataFrame, manifest: pd.DataFrame) -> pd.Da
     matched = resolved.isin(by_path.index)
     for index in records.index[matched]:
         row = by_path.loc[resolved[index]]
-        if row["problem"]:
+        if isinstance(row["problem"], str):
             records.loc[index, ["problem_check", "problem"]] = ["invalid_mpp", row["problem"]]
         else:
             records.at[index, "microns_per_pixel"] = float(row["microns_per_pixel"])
