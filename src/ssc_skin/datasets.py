@@ -11,11 +11,13 @@ from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset
 
 from ssc_skin.constants import Skipped
 from ssc_skin.inference.predict import TrainedModel
+from ssc_skin.preprocessing.patch_store import take_staged
 from ssc_skin.preprocessing.preprocess import PreprocessConfig
 from ssc_skin.slides.synthetic import write_slide_cohort
 
@@ -205,3 +207,42 @@ class PreprocessConfigDataset(AbstractDataset[PreprocessConfig, PreprocessConfig
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class PatchArraysDataset(AbstractDataset[dict[str, np.ndarray], dict[str, np.ndarray]]):
+    """The patch arrays (`images`, `masks`, ...) as `<path>/<name>.npy`, memory-mapped on load
+    so nodes read only the rows they use.
+
+    Saving moves the files a `preprocessing.patch_store.PatchStore` staged while the patches
+    were cut (a rename, not a copy through memory): the patches stage never holds the cohort's
+    patches at once. Any other array is written with `numpy.save`. Each file is written beside
+    its target and renamed into place; `.npy` files of names no longer saved are removed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = Path(path)
+
+    def _save(self, data: dict[str, np.ndarray]) -> None:
+        self._path.mkdir(parents=True, exist_ok=True)
+        for name, array in data.items():
+            target = self._path / f"{name}.npy"
+            partial = target.with_name(f"{name}.npy.partial")
+            if not take_staged(array, partial):
+                with partial.open("wb") as handle:
+                    np.save(handle, np.asarray(array), allow_pickle=False)
+            partial.replace(target)
+        for old in self._path.glob("*.npy"):
+            if old.stem not in data:
+                old.unlink()
+
+    def _load(self) -> dict[str, np.ndarray]:
+        return {
+            path.stem: np.load(path, mmap_mode="r", allow_pickle=False)
+            for path in sorted(self._path.glob("*.npy"))
+        }
+
+    def _exists(self) -> bool:
+        return any(self._path.glob("*.npy"))
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

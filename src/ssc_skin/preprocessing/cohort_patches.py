@@ -16,6 +16,7 @@ from ssc_skin import distributed
 from ssc_skin.cohort.ingest import ImageProblem
 from ssc_skin.imaging import stain
 from ssc_skin.preprocessing.cutting import cut_image_on_worker, cut_work
+from ssc_skin.preprocessing.patch_store import PatchStore
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.preprocessing.slides import SlideSettings, cut_slide, slide_tiles
 
@@ -51,6 +52,7 @@ def cut_cohort(
     config: PreprocessConfig,
     slide_files: Mapping[str, str],
     engine: Any = None,
+    staging_dir: str | None = None,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Tile every image's tissue into stain-normalised patches with their masks.
 
@@ -60,10 +62,15 @@ def cut_cohort(
     the classifiers normally see `classifiable` ones. Each patch keeps its provenance (image,
     patient, x, y, split) and its mask source: `cohort` masks (drawn, or the synthetic ground
     truth) or `pseudo` masks from colour deconvolution (weaker; see `stain.pseudo_mask`).
+
+    Patches go to disk as they are cut (`patch_store.PatchStore`, in `staging_dir` or the
+    system's temporary folder): memory holds one image's patches, or one slide batch's, never
+    the cohort's. The arrays come back as read-only memory maps of the staged files, which
+    the catalog's `PatchArraysDataset` moves into place.
     """
     preprocessor = Preprocessor(config)
-    size = config.patch_size
-    patch_images, patch_masks, rows = [], [], []
+    store = PatchStore(config.patch_size, staging_dir)
+    rows: list[dict[str, Any]] = []
     settings = SlideSettings.from_config(config)
     plain = [r for r in manifest.itertuples(index=False) if r.image not in slide_files]
     # images are read here (the catalog's loaders stay in this process) and cut where the
@@ -87,14 +94,12 @@ def cut_cohort(
                 preprocessor,
                 settings,
                 split_of[record.patient],
-                patch_images,
-                patch_masks,
+                store,
                 rows,
             )
             continue
         cut = next(cuts)
-        patch_images.extend(cut.patches)
-        patch_masks.extend(cut.masks)
+        store.add(cut.patches, cut.masks)
         for tile in cut.tiles:
             rows.append(
                 {
@@ -114,12 +119,7 @@ def cut_cohort(
     index = pd.DataFrame(
         rows, columns=PATCH_INDEX_COLUMNS + (SLIDE_INDEX_COLUMNS if slide_files else [])
     )
-    empty = np.zeros((0, size, size), np.uint8)
-    arrays = {
-        "images": np.stack(patch_images) if patch_images else empty[..., None].repeat(3, -1),
-        "masks": np.stack(patch_masks) if patch_masks else empty,
-    }
-    return arrays, index
+    return store.finish(), index
 
 
 def _add_slide_patches(
@@ -128,20 +128,20 @@ def _add_slide_patches(
     preprocessor: Preprocessor,
     settings: SlideSettings,
     split: str,
-    patch_images: list[np.ndarray],
-    patch_masks: list[np.ndarray],
+    store: PatchStore,
     rows: list[dict[str, Any]],
 ) -> None:
     """A slide's share of `extract_patches`: `slide_preprocess.cut_slide` (every tile with
     the fallback tissue share, normalised with the thumbnail's stain map), pseudo-masks per
-    raw patch. A slide that fails mid-read is dropped whole (logged by pseudonym)."""
+    raw patch, written batch by batch. A slide that fails mid-read is dropped whole (its
+    patches so far truncated away; logged by pseudonym)."""
     config = preprocessor.config
-    images, masks, found_rows = [], [], []
+    before, found_rows = len(store), []
     try:
         found = slide_tiles(path, config, settings, record.microns_per_pixel)
         scale = 1.0 / found.tissue.plan.thumbnail_downsample
         for normalised, raw, tiles in cut_slide(path, preprocessor, found, settings.batch_size):
-            images.extend(normalised)
+            masks = []
             for patch, tile in zip(raw, tiles.itertuples(index=False), strict=True):
                 masks.append(
                     stain.pseudo_mask(patch)
@@ -165,17 +165,21 @@ def _add_slide_patches(
                         "size0": int(tile.size),
                     }
                 )
+            size = config.patch_size
+            store.add(
+                np.asarray(normalised).reshape(-1, size, size, 3),
+                np.asarray(masks, np.uint8).reshape(-1, size, size),
+            )
     except ImageProblem as problem:
         logger.warning(
             "Patches: slide %s dropped (%s: %s); its %d patch(es) so far discarded",
             record.image,
             problem.check,
             problem.reason,
-            len(images),
+            len(store) - before,
         )
+        store.truncate(before)
         return
     for row in found_rows:
         row["row"] = len(rows)
         rows.append(row)
-    patch_images.extend(images)
-    patch_masks.extend(masks)
