@@ -18,9 +18,10 @@ from ssc_skin.constants import DERMIS
 from ssc_skin.preprocessing import slides as slide_preprocess
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 from ssc_skin.preprocessing.slides import SlideSettings
-from ssc_skin.slides import outputs, wsi
+from ssc_skin.slides import outputs
 from ssc_skin.slides import predict as sp
 from ssc_skin.slides import synthetic as synthetic_slides
+from ssc_skin.slides import tiles as wsi_tiles
 
 REGEX = r"^(?P<patient>[A-Za-z0-9]+)"
 CONFIG = PreprocessConfig(
@@ -105,6 +106,19 @@ def test_mirax_data_files_belong_to_their_slide(tmp_path):
     assert "not_image_extension" not in set(quarantine["check"]) and len(quarantine) == 1
 
 
+def test_ome_and_sub_ifd_pyramids_are_predicted_as_slides(tmp_path):
+    """Finding 6 on predict's side: the slide readers' `is_slide` decides, so an OME-TIFF is
+    a slide (it used to go to the image decoder and be quarantined `too_large`)."""
+    for style in ("ome", "subifd"):
+        synthetic_slides.write_synthetic_slide(
+            tmp_path / f"MRN-4471-Smith_{style}.tif", 1600, 1200, 2, mpp=0.5, style=style, seed=1
+        )
+    images, quarantine, _ = sp.find_inputs(
+        {**PARAMS, "input": str(tmp_path)}, SOURCE, CHECKS, CONFIG
+    )
+    assert list(images["kind"]) == ["slide", "slide"] and quarantine.empty
+
+
 # --- finding 11: the slide manifest's per-slide mpp ---------------------------------------------
 
 
@@ -186,7 +200,7 @@ def large_slide(tmp_path_factory) -> Path:
 def test_patches_held_at_once_are_bounded_by_the_batch_size(large_slide, monkeypatch):
     """Instrument the batch generator: when it reads a new batch, at most the previous
     batch may still be alive (the old path kept every candidate, raw and normalised)."""
-    original, alive, held = wsi.iter_patches, [], []
+    original, alive, held = wsi_tiles.iter_patches, [], []
 
     def counting(*args, **kwargs):
         for batch in original(*args, **kwargs):
@@ -194,7 +208,7 @@ def test_patches_held_at_once_are_bounded_by_the_batch_size(large_slide, monkeyp
             held.append(sum(len(r()) for r in alive if r() is not None))
             yield batch
 
-    monkeypatch.setattr(wsi, "iter_patches", counting)
+    monkeypatch.setattr(wsi_tiles, "iter_patches", counting)
     settings = SlideSettings.from_config(CONFIG)
     preprocessor = Preprocessor(CONFIG, parity_unet)
     rows, result = sp.predict_slide(

@@ -28,7 +28,12 @@ import pandas as pd
 PSEUDONYM_KEY_ENV = "SSC_SKIN_PSEUDONYM_KEY"
 DEFAULT_PSEUDONYM_KEY = "ssc-skin-default-key"  # public: set your own secret in the env
 # Parameters that hold a user's path, wherever they sit (dotted, as kedro-mlflow flattens).
-PATH_PARAMS = ("cohort.source.root", "cohort.source.manifest", "predict.input")
+PATH_PARAMS = (
+    "cohort.source.root",
+    "cohort.source.manifest",
+    "predict.input",
+    "predict.slide_manifest",
+)
 _ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
 

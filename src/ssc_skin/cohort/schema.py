@@ -143,6 +143,7 @@ SCHEMA: dict[str, Any] = {
         "low_confidence_threshold",
         "gradcam_images",
         "num_threads",
+        "slide_manifest",
     ),
     "pretrain": _keys(
         "architecture",

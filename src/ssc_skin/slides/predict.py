@@ -38,8 +38,8 @@ from ssc_skin.preprocessing.preprocess import (
     selection_counts,
 )
 from ssc_skin.preprocessing.slides import SlideSettings
-from ssc_skin.slides import outputs
-from ssc_skin.slides import wsi as slides
+from ssc_skin.slides import checks, discovery, metadata, outputs, readers
+from ssc_skin.slides import tiles as wsi_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +56,11 @@ class SlideManifestError(ValueError):
 # --- which files ---------------------------------------------------------------------------------
 
 
-def is_slide(path: str) -> bool:
-    """Whether a file is read as a slide (the slide readers' own test: OpenSlide, or the
-    TIFF pyramid reader where OpenSlide sees one level)."""
-    test = getattr(slides, "is_slide", None) or slides.is_slide_file
-    return bool(test(path))
-
-
 def mark_slides(records: pd.DataFrame) -> pd.Series:
     """Which discovered files are slides; their 'not an image extension' flag is lifted in
     place, since they are read as slides."""
     is_slide_row = (
-        records["image_path"].map(lambda p: isinstance(p, str) and is_slide(p)).astype(bool)
+        records["image_path"].map(lambda p: isinstance(p, str) and readers.is_slide(p)).astype(bool)
     )
     lifted = is_slide_row & (records["problem_check"] == "not_image_extension")
     records.loc[lifted, ["problem_check", "problem"]] = None
@@ -83,10 +76,10 @@ def group_multi_file_slides(
     allow_outside_root: bool = False,
 ) -> pd.DataFrame:
     """`records` of a folder with multi-file slides counted once, by the cohort's slide
-    discovery (`slides.discover_slide_folder`): the files of a MIRAX data folder or a .vms
+    discovery (`slides.discovery.discover_slide_folder`): the files of a MIRAX data folder or a .vms
     list are parts of their slide (dropped), and the .dcm files of one folder are one slide
     named by the folder (its patient id from the folder's name, not a UID-style file name)."""
-    grouped = slides.discover_slide_folder(
+    grouped = discovery.discover_slide_folder(
         root,
         patient_id_regex or ingest.DEFAULT_PATIENT_ID_REGEX,
         allow_outside_root=allow_outside_root,
@@ -190,7 +183,7 @@ def read_slide_manifest(path: str | Path | None) -> pd.DataFrame:
 
 
 def _manifest_mpp(text: str, line: int) -> tuple[float, str | None]:
-    low, high = slides.PLAUSIBLE_MPP
+    low, high = metadata.PLAUSIBLE_MPP
     try:
         value = float(text)
     except ValueError:
@@ -244,13 +237,13 @@ def validate_slide_inputs(
     min_tissue_fraction: float,
     min_saturation: int = 12,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`validate_inputs` for slides: the cohort's slide checks (`slides.validate_slides`);
+    """`validate_inputs` for slides: the cohort's slide checks (`slides.checks.validate_slides`);
     a manifest's `microns_per_pixel` wins over the fallback, and `mpp_source` says which."""
     records = records.copy()
     records["patient_id"] = records["patient_id"].where(records["patient_id"].notna(), _NO_PATIENT)
     if "microns_per_pixel" not in records.columns:
         records["microns_per_pixel"] = None
-    valid, quarantine = slides.validate_slides(
+    valid, quarantine = checks.validate_slides(
         records,
         label_map={},
         allowed_labels=(UNLABELLED,),
@@ -342,12 +335,12 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def candidate_batches(
     path: str, found: slide_preprocess.SlideTiles, tiles: pd.DataFrame, batch_size: int
-) -> Iterator[slides.PatchBatch]:
+) -> Iterator[wsi_tiles.PatchBatch]:
     """Raw candidate patches of one slide, `batch_size` at a time (the slide is opened once)."""
     if tiles.empty:
         return
-    with slides.open_slide(path) as slide:
-        yield from slides.iter_patches(slide, found.tissue.plan, iter([tiles]), batch_size)
+    with readers.open_slide(path) as slide:
+        yield from wsi_tiles.iter_patches(slide, found.tissue.plan, iter([tiles]), batch_size)
 
 
 def _classify_stream(
@@ -426,7 +419,7 @@ def predict_slide(
         )
     for p in probabilities:
         p[~used] = np.nan  # a tile is scored only where the rule uses it
-    result_tiles = table[slides.TILE_COLUMNS].assign(
+    result_tiles = table[wsi_tiles.TILE_COLUMNS].assign(
         dermis_fraction=dermis if dermis is not None else np.nan, scored=used
     )
     rows, calls = [], {}
