@@ -210,6 +210,23 @@ def reopened_run(run_id: str) -> Iterator[str]:
     client.set_terminated(run_id, status=info.status, end_time=info.end_time)
 
 
+@contextmanager
+def within(run_id: str | None) -> Iterator[str | None]:
+    """Inside the nested run `run_id` (reopened, its duration kept) for the block, or in the
+    active run where `run_id` is None."""
+    if run_id is None:
+        yield None
+        return
+    with reopened_run(run_id):
+        yield run_id
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Tags on the active run; no-op without one."""
+    if is_tracking():
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
 def runner_name(runner: Any) -> str:
     """`SequentialRunner` for a runner, its class or the repr Kedro puts in `run_params`."""
     if runner is None:
@@ -350,6 +367,48 @@ def parent_run_tags(run_id: str | None) -> dict[str, str]:
         return {}
 
 
+HEADLINE = (  # the parent run's charts: per model, the numbers the report's headline shows
+    "test_patient_accuracy",
+    "test_patient_balanced_accuracy",
+    "test_patient_auc",
+    "val_patient_balanced_accuracy",
+    "train_seconds",
+)
+
+
+def headline_metrics(evaluations: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """`<task>.<arch>/<metric>` for the study's headline numbers of every model that ran: one
+    chart section per model in the parent run, instead of every number of every model."""
+    out = {}
+    for e in evaluations:
+        if "skipped" in e:
+            continue
+        for key in HEADLINE:
+            value = e.get(key)
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                out[f"{e['task']}.{e['architecture']}/{key}"] = float(value)
+    return out
+
+
+def log_headline(evaluations: Iterable[Mapping[str, Any]], note: str | None = None) -> None:
+    """The study's headline numbers (and description) on the active (parent) run."""
+    if not is_tracking():
+        return
+    mlflow.log_metrics(headline_metrics(evaluations))
+    if note is not None:
+        mlflow.set_tag(NOTE_TAG, note)
+
+
+def active_run_tags() -> dict[str, str]:
+    """The active run's tags ({} without one)."""
+    run = mlflow.active_run()
+    return dict(MlflowClient().get_run(run.info.run_id).data.tags) if run else {}
+
+
 def register_model(
     uri: str,
     name: str,
@@ -359,18 +418,27 @@ def register_model(
     tags: Mapping[str, str],
     description: str,
     promote: str = "if_better",
+    model_description: str | None = None,
+    model_tags: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
     """Register `uri` as a new version of `name`; returns (its version, the alias's version).
 
     `promote`: `always` moves `alias` to the new version; `if_better` only when `score` (the
     value of `metric`, recorded on each version) is at least the current alias holder's, so
-    a quick test run on a shared server does not replace a good model.
+    a quick test run on a shared server does not replace a good model. The registered model
+    gets `model_description` and `model_tags` (what it is, how to call it); the version
+    `description` and `tags` (why this one). A `models:/m-...` URI links the version to the
+    run that logged the model.
     """
     if promote not in {"always", "if_better"}:
         raise ValueError(f"registry.promote must be one of always, if_better; got {promote!r}")
     client = MlflowClient()
     version = mlflow.register_model(uri, name, tags={k: str(v) for k, v in tags.items()}).version
     client.update_model_version(name, version, description=description)
+    if model_description:
+        client.update_registered_model(name, description=model_description)
+    for key, value in (model_tags or {}).items():
+        client.set_registered_model_tag(name, key, str(value))
     current = _alias_holder(client, name, alias)
     if promote == "if_better" and current is not None:
         held = _float(current.tags.get(metric))

@@ -341,5 +341,8 @@ def log_predictor(
         registered_model_name=registered_model_name,
         metadata={"predictor_config": asdict(config)},
     )
+    # Inferring the signature loaded the model, which made it MLflow's "active model": the
+    # run's later metrics would be linked to it (and shown as its metrics) without this.
+    mlflow.clear_active_model()
     logger.info("logged whole-image predictor %s (%s)", info.model_uri, Path(classifier_path).name)
     return info

@@ -7,6 +7,7 @@ import json
 
 import keras
 import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from ssc_skin.models.builders import build_cnn
 from ssc_skin.pipelines.export.nodes import export_classifier, log_whole_image_predictor
 from ssc_skin.pipelines.export.pipeline import create_pipeline
 from ssc_skin.preprocessing.preprocess import PreprocessConfig
+from tests.helpers import sqlite_tracking
 from tests.pipelines.runner import run_pipeline
 
 SIZE = 32  # classifier input
@@ -163,6 +165,8 @@ def test_the_export_pipeline_runs_for_every_model_on_an_in_memory_catalog(patch_
             "unet_tflite": b"",
             "binary.cnn.classifier": trained,
             "three_class.cnn.classifier": Skipped("binary cohort"),
+            "binary.cnn.training_summary": {"mlflow_run_id": None},
+            "three_class.cnn.training_summary": {"skipped": "binary cohort"},
             "params:export": {**EXPORT, "int8": False},
             "params:export.log_predictor": True,
             "params:predict.low_confidence_threshold": 0.6,
@@ -176,3 +180,41 @@ def test_the_export_pipeline_runs_for_every_model_on_an_in_memory_catalog(patch_
     assert catalog.load("binary.cnn.tflite_float32")[4:8] == b"TFL3"
     assert isinstance(catalog.load("binary.cnn.tflite_int8"), Skipped)
     assert catalog.load("three_class.cnn.export_summary")["skipped"] == "binary cohort"
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_the_predictor_goes_into_the_nested_run_that_trained_the_model(
+    exported, trained, monkeypatch, tmp_path
+):
+    """So the registered version links to the training run, and the parent keeps a tag."""
+
+    def log_predictor(path, config, unet_path, name):
+        return mlflow.pyfunc.log_model(name=name, python_model=_Echo(), pip_requirements=[])
+
+    monkeypatch.setattr(serving, "log_predictor", log_predictor)
+    float32, _, summary, _ = exported
+    with sqlite_tracking(tmp_path), mlflow.start_run() as parent:
+        with mlflow.start_run(run_name="binary.cnn", nested=True) as child:
+            pass
+        result = log_whole_image_predictor(
+            trained,
+            float32,
+            summary,
+            BINARY,
+            CNN,
+            PREPROCESS,
+            b"",
+            0.6,
+            True,
+            {"mlflow_run_id": child.info.run_id},
+        )
+        model = mlflow.get_logged_model(result["uri"].removeprefix("models:/"))
+        assert model.source_run_id == child.info.run_id
+        tags = mlflow.get_run(parent.info.run_id).data.tags
+        assert tags["binary.cnn.whole_image_predictor_uri"] == result["uri"]
+        assert mlflow.get_run(child.info.run_id).info.status == "FINISHED"
+        assert mlflow.active_run().info.run_id == parent.info.run_id

@@ -198,3 +198,39 @@ def test_the_predictor_the_export_stage_reports_is_registered_for_its_champion(s
         registered = register_champions(PARAMS, *evaluations, *predictors)
     assert registered["three_class"]["uri"] == own
     assert registered["three_class"]["registered"] == "three_class.cnn whole-image predictor"
+
+
+def test_a_version_links_to_the_nested_run_that_trained_it_and_is_described(store):
+    """Export logs the predictor into the model's nested run: the version links there, not to
+    the parent; the model and the version say what they are; the parent shows headlines."""
+    with mlflow.start_run(run_name="study") as parent:
+        with mlflow.start_run(run_name="binary.cnn", nested=True) as child:
+            pass
+        with tracking.within(child.info.run_id):  # as log_whole_image_predictor does
+            uri = _logged_model("binary_cnn_whole_image_predictor")
+        evaluation = _evaluation(
+            "binary",
+            "cnn",
+            0.8,
+            classes=["normal", "ssc"],
+            mlflow_run_id=child.info.run_id,
+            test_patient_accuracy=0.75,
+            test_patient_auc=0.9,
+            test_patients=8,
+        )
+        registered = register_champions(PARAMS, evaluation, {"uri": uri})
+    client = MlflowClient()
+    version = client.get_model_version("ssc-skin-binary", registered["binary"]["version"])
+    assert version.run_id == child.info.run_id != parent.info.run_id
+    assert "binary.cnn" in version.description and "0.750" in version.description
+    assert "whole-image predictor" in version.description
+    model = client.get_registered_model("ssc-skin-binary")
+    assert "base64" in model.description and "normal, ssc" in model.description
+    assert "models:/ssc-skin-binary@champion" in model.description
+    assert model.tags["task"] == "binary" and model.tags["project"] == "ssc-skin"
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    assert metrics == {
+        "binary.cnn/test_patient_accuracy": 0.75,
+        "binary.cnn/test_patient_auc": 0.9,
+        "binary.cnn/val_patient_balanced_accuracy": 0.8,
+    }  # headline numbers only, grouped per model; counts and sizes are not charts

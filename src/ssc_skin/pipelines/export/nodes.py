@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 import pandas as pd
 
+from ssc_skin import tracking
 from ssc_skin.constants import Skipped
 from ssc_skin.inference import export, serving
 
@@ -87,15 +87,19 @@ def log_whole_image_predictor(
     unet_tflite: bytes,
     low_confidence_threshold: float,
     enabled: bool = True,
+    training_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole-image pyfunc on the runtime export chose, in the active MLflow run, so that
+    """The whole-image pyfunc on the runtime export chose, so that
     `mlflow models serve -m <model uri>` answers REST requests. It carries the training run's
     preprocessing (`preprocess.json`) and gating UNet, so it sees the patches training saw.
+
+    It goes into the model's nested run (`training_summary["mlflow_run_id"]`), so a registered
+    version links to the run that trained it; the parent run gets a tag with its URI.
     Returns where it went (the registry reads it); nothing is logged without a run."""
-    if mlflow.active_run() is None or not enabled or "skipped" in summary:
+    if not tracking.is_tracking() or not enabled or "skipped" in summary:
         why = (
             "no active MLflow run"
-            if mlflow.active_run() is None
+            if not tracking.is_tracking()
             else "export.log_predictor is false"
             if not enabled
             else summary["skipped"]
@@ -108,7 +112,8 @@ def log_whole_image_predictor(
         low_confidence_threshold=low_confidence_threshold,
     )
     name = f"{task['name']}.{architecture['name']}"
-    with tempfile.TemporaryDirectory() as folder:  # pyfunc copies its artifacts from files
+    run_id = tracking.existing_run((training_summary or {}).get("mlflow_run_id"))
+    with tempfile.TemporaryDirectory() as folder, tracking.within(run_id):
         if summary["runtime"] == export.FLOAT32 and not isinstance(float32, Skipped):
             path = Path(folder) / f"{name}.float32.tflite"
             path.write_bytes(float32)
@@ -123,6 +128,6 @@ def log_whole_image_predictor(
             unet_path,
             name=f"{task['name']}_{architecture['name']}_whole_image_predictor",
         )
-    # `mlflow models serve -m <this uri>`: the tag finds it from the run page
-    mlflow.set_tag(f"{name}.whole_image_predictor_uri", info.model_uri)
-    return {"uri": info.model_uri, "runtime": summary["runtime"]}
+    # `mlflow models serve -m <this uri>`: the tag finds it from the parent run's page
+    tracking.set_tags({f"{name}.whole_image_predictor_uri": info.model_uri})
+    return {"uri": info.model_uri, "runtime": summary["runtime"], "run_id": run_id}

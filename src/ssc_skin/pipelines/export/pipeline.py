@@ -35,6 +35,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "unet_tflite",
                     "params:predict.low_confidence_threshold",
                     "params:export.log_predictor",
+                    "training_summary",
                 ],
                 "whole_image_predictor",
                 name="log_whole_image_predictor",

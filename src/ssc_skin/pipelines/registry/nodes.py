@@ -6,8 +6,6 @@ import logging
 import math
 from typing import Any
 
-import mlflow
-
 from ssc_skin import tracking
 
 logger = logging.getLogger(__name__)
@@ -106,20 +104,46 @@ def run_note(
     return "\n".join(lines)
 
 
+def model_description(
+    name: str, task: str, classes: list[str], alias: str, rank_by: list[str]
+) -> str:
+    """The registered model's description (Markdown): what it takes, what it answers, how the
+    alias is chosen, how to serve it."""
+    return (
+        f"**{name}**: screening of stained skin-biopsy images for systemic sclerosis, "
+        f"task `{task}` ({', '.join(classes)}).\n\n"
+        "Input: a table with one column `image`, each row a whole image as base64 PNG/JPEG. "
+        "Output per image: `label`, one `probability_<class>` per class (the mean over the "
+        "image's tissue patches, the training run's preprocessing applied), `n_patches`, "
+        "`selection` and `low_confidence`.\n\n"
+        f"Alias `{alias}`: the version ranked highest on validation patients by "
+        f"{', then '.join(rank_by)} (test patients never choose a model). Each version links "
+        "to the nested run that trained it; its description has the test numbers.\n\n"
+        f"Serve: `mlflow models serve -m models:/{name}@{alias} --env-manager local -p 5001`"
+    )
+
+
+def version_description(champion: dict[str, Any], what: str, reason: str) -> str:
+    """A version's description: its headline numbers, what was registered and why."""
+    return f"{tracking.model_note(champion)}\n\nRegistered: {what} ({reason})."
+
+
 def register_champions(
     params: dict[str, Any], *inputs: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """Register each task's champion (best validation patients) in the MLflow Model Registry
-    as `params.model_names[task]`, move `params.alias` to it (policy `params.promote`), and
-    write the headline numbers into the run's description. No-op without an active run.
+    as `params.model_names[task]` (described, tagged, the version linked to the nested run that
+    trained it), move `params.alias` to it (policy `params.promote`), and put the study's
+    headline numbers on the parent run: its description and one chart section per model
+    (`<task>.<arch>/test_patient_accuracy`, ...). No-op without an active run.
 
     `inputs`: every model's evaluation, then the whole-image predictor the export stage
     logged for it (same order): reading them makes the registry wait for the export.
     """
     evaluations, predictors = inputs[: len(inputs) // 2], inputs[len(inputs) // 2 :]
-    active = mlflow.active_run()
-    if active is None:
+    if not tracking.is_tracking():
         return {}
+    run_tags = tracking.active_run_tags()
     logged = {
         f"{e['task']}.{e['architecture']}": p.get("uri")
         for e, p in zip(evaluations, predictors, strict=True)
@@ -130,7 +154,7 @@ def register_champions(
     registered: dict[str, dict[str, Any]] = {}
     for task, champion in champions.items():
         name = params["model_names"][task]
-        tags = dict(tracking.parent_run_tags(champion.get("mlflow_run_id")) or active.data.tags)
+        tags = dict(tracking.parent_run_tags(champion.get("mlflow_run_id")) or run_tags)
         for model, uri in logged.items():  # what the export stage returned wins over tags
             if uri:
                 tags[PREDICTOR_TAG.format(task=model.split(".")[0], arch=model.split(".")[1])] = uri
@@ -154,8 +178,17 @@ def register_champions(
             rank[0],
             rank_by[0],
             version_tags,
-            tracking.model_note(champion),
+            version_description(champion, what, reason),
             promote=params.get("promote", "if_better"),
+            model_description=model_description(
+                name, task, list(champion.get("classes", [])), params["alias"], rank_by
+            ),
+            model_tags={
+                "project": "ssc-skin",
+                "task": task,
+                "input": "image (base64 PNG/JPEG)",
+                "alias_chosen_by": ", ".join(rank_by),
+            },
         )
         registered[task] = {
             "model_name": name,
@@ -178,5 +211,5 @@ def register_champions(
             params["alias"],
             alias_version,
         )
-    mlflow.set_tag(tracking.NOTE_TAG, run_note(champions, list(evaluations), registered, rank_by))
+    tracking.log_headline(evaluations, run_note(champions, list(evaluations), registered, rank_by))
     return registered
