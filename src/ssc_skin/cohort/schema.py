@@ -51,6 +51,8 @@ _TRAINING = _keys(
     "seed",
     "max_train_patches",
     "distribution",
+    "lr_schedule",
+    "stain_augmentation",
 )
 # The schema of every parameter block conf/base/parameters_*.yml declares; "*" stands for
 # names the user chooses (tasks, architectures), ANY for a map whose keys are the user's.
@@ -112,6 +114,7 @@ SCHEMA: dict[str, Any] = {
         "min_per_class",
         "calibration_bins",
         "alpha",
+        hybrid=_keys("C", "folds", "max_iter", "seed"),
         texture=_keys(
             "colour_bins",
             "gabor_wavelengths",

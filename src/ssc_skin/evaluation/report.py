@@ -150,6 +150,77 @@ def headline_section(
     return lines
 
 
+PEER, HYBRID = "texture", "hybrid"
+
+
+def _pick_on_validation(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The candidate with the best validation patient balanced accuracy (then AUC): the way a
+    recipe is chosen here, never on the test patients."""
+
+    def key(ev: dict[str, Any]) -> tuple[float, float]:
+        values = [ev.get("val_patient_balanced_accuracy"), ev.get("val_patient_auc")]
+        return tuple(
+            float(v) if isinstance(v, int | float) and not math.isnan(v) else -1.0 for v in values
+        )
+
+    return max(candidates, key=key) if candidates else None
+
+
+def _beats(ev: dict[str, Any], peer: dict[str, Any]) -> bool:
+    """At least the peer's test patient and image accuracy, and better on one of them."""
+    pairs = [
+        (ev.get(f"test_{level}_accuracy"), peer.get(f"test_{level}_accuracy"))
+        for level in ("patient", "image")
+    ]
+    if any(not isinstance(a, int | float) or not isinstance(b, int | float) for a, b in pairs):
+        return False
+    return all(a >= b for a, b in pairs) and any(a > b for a, b in pairs)
+
+
+def verdict_section(
+    evaluations: list[dict[str, Any]], comparisons: dict[str, Any], confidence: float = 0.95
+) -> list[str]:
+    """Per task, in plain words: does the best deep model (chosen on validation patients) beat
+    the colour + texture peer, and does the hybrid; with the paired test on the same patients."""
+    evaluations, _ = _split(evaluations)
+    lines = ["## Verdict: do the deep models beat the classical peer?", ""]
+    for task in dict.fromkeys(ev["task"] for ev in evaluations):
+        mine = [ev for ev in evaluations if ev["task"] == task]
+        peer = next((ev for ev in mine if ev["architecture"] == PEER), None)
+        deep = _pick_on_validation([ev for ev in mine if ev["architecture"] not in (PEER, HYBRID)])
+        hybrid = next((ev for ev in mine if ev["architecture"] == HYBRID), None)
+        if peer is None or deep is None:
+            lines.append(f"- **{task}**: no peer or no deep model ran; nothing to compare.")
+            continue
+        for label, ev in (("best deep model", deep), ("hybrid", hybrid)):
+            if ev is None:
+                continue
+            arch = ev["architecture"]
+            pair = comparisons.get(f"{task}.{arch}_vs_{PEER}") or comparisons.get(
+                f"{task}.{PEER}_vs_{arch}", {}
+            )
+            test = pair.get("conclusion", "no paired test")
+            answer = "**yes**" if _beats(ev, peer) else "**no**"
+            lines.append(
+                f"- **{task}**, {label} ({_model(ev)}): beats the peer? {answer}. Patients "
+                f"{_of(ev, 'test_patient_correct', 'test_patient_n')} vs "
+                f"{_of(peer, 'test_patient_correct', 'test_patient_n')}, images "
+                f"{_of(ev, 'test_image_correct', 'test_image_n')} vs "
+                f"{_of(peer, 'test_image_correct', 'test_image_n')} right; paired test on the "
+                f"same patients: {test}."
+            )
+    lines += [
+        "",
+        "*Beats* = at least the peer's test patient and image accuracy and more on one of "
+        "them; the best deep model is the one with the best validation patient balanced "
+        "accuracy (recipes and models are chosen on validation patients only). The paired "
+        "test is McNemar on the patients only one model called right plus a paired "
+        f"bootstrap {100 * confidence:.0f}% interval of the AUC difference.",
+        "",
+    ]
+    return lines
+
+
 def comparison_section(comparisons: dict[str, Any], confidence: float = 0.95) -> list[str]:
     """The paired comparisons as sentences, per task."""
     lines = ["## Paired comparison on the same patients", ""]
@@ -486,6 +557,9 @@ def build_markdown(
     lines = [
         *header_section(run_facts),
         *headline_section(evaluations),
+        *verdict_section(
+            evaluations, run_facts.get("comparison") or {}, run_facts.get("confidence", 0.95)
+        ),
         *comparison_section(run_facts.get("comparison") or {}, confidence),
         *accounting_section(evaluations),
         *paper_section(evaluations),
@@ -563,6 +637,7 @@ def build_cv_markdown(
     lines = [
         *header_section(run_facts, "ssc-skin cross-validation report"),
         *headline_section(pooled, "Headline: every patient, pooled out-of-fold", intro),
+        *verdict_section(pooled, run_facts.get("comparison") or {}, confidence),
         *fold_spread_section(folds),
         *comparison_section(run_facts.get("comparison") or {}, confidence),
         *accounting_section(pooled),

@@ -150,7 +150,19 @@ class StainNormalizer:
         the patches cut from it (N x H x W x 3) with the same result pixel for pixel. That is
         what lets training, `predict`, serving and slides share one preprocessing step.
         """
+        return self.transform_from(self.estimate(image))
+
+    def estimate(self, image: np.ndarray) -> dict[str, list] | None:
+        """The image's own stain statistics (no fitted state): what `transform_from` needs.
+
+        Per-image work that no fold's fitting touches: cross-validation estimates it once per
+        image and applies each fold's fitted target to the same estimate. JSON-able; None
+        where the image leaves too little to estimate (it is then left as it is)."""
         check_rgb(image)
+        return None
+
+    def transform_from(self, estimate: Mapping[str, Any] | None) -> PixelTransform:
+        """The per-pixel map for an image whose statistics are `estimate` (see `estimate`)."""
         return _identity
 
     def params(self) -> dict[str, Any]:
@@ -184,12 +196,18 @@ class ReinhardNormalizer(StainNormalizer):
     std: tuple[float, ...] = (10.0, 10.0, 8.0)
     n_images: int = 0
 
-    def pixel_transform(self, image: np.ndarray) -> PixelTransform:
+    def estimate(self, image: np.ndarray) -> dict[str, list] | None:
         stats = _lab_stats(_lab(check_rgb(image)), tissue_pixels(image))
         if stats is None:
+            return None
+        return {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]}
+
+    def transform_from(self, estimate: Mapping[str, Any] | None) -> PixelTransform:
+        if estimate is None:
             return _identity
-        scale = np.asarray(self.std) / np.maximum(stats[1], 1e-3)
-        offset = np.asarray(self.mean) - stats[0] * scale
+        mean, std = np.asarray(estimate["mean"]), np.asarray(estimate["std"])
+        scale = np.asarray(self.std) / np.maximum(std, 1e-3)
+        offset = np.asarray(self.mean) - mean * scale
         affine = np.hstack([np.diag(scale), offset[:, None]]).astype(np.float32)
 
         def apply(pixels: np.ndarray) -> np.ndarray:
@@ -232,17 +250,24 @@ class MacenkoNormalizer(StainNormalizer):
     max_concentrations: tuple[float, ...] = (1.0, 1.0)
     n_images: int = 0
 
-    def pixel_transform(self, image: np.ndarray) -> PixelTransform:
+    def estimate(self, image: np.ndarray) -> dict[str, list] | None:
         check_rgb(image)
         sample = _tissue_sample(image, ESTIMATE_PIXELS)
         if len(sample) < MIN_TISSUE_PIXELS:
-            return _identity
+            return None
         source = stain_vectors(sample)
         if float(source[0] @ source[1]) > MAX_STAIN_COSINE:
             logger.debug("one stain only in this image: left as it is")
-            return _identity
+            return None
         unmix = np.linalg.pinv(source)  # 3x2: least-squares concentrations, as in the paper
         source_max = np.percentile(sample @ unmix, MAX_CONCENTRATION_PERCENTILE, axis=0)
+        return {"stains": source.tolist(), "max_concentrations": source_max.tolist()}
+
+    def transform_from(self, estimate: Mapping[str, Any] | None) -> PixelTransform:
+        if estimate is None:
+            return _identity
+        unmix = np.linalg.pinv(np.asarray(estimate["stains"], np.float64))
+        source_max = np.asarray(estimate["max_concentrations"], np.float64)
         scale = np.asarray(self.max_concentrations) / np.maximum(source_max, 1e-3)
         # unmix, rescale and remix with the target's stains: one 3x3 map in OD space (and so
         # in -OD space); OD off the stain plane is dropped, as in the paper.

@@ -31,23 +31,59 @@ class TrainingResult:
     epochs_run: int = 0
 
 
-def _augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Flips, 90-degree rotations and stain/colour jitter.
+# Ruifrok & Johnston's stain OD vectors (rows H, E, DAB), as `imaging.stain` uses them.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_RGB_FROM_HED = _RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+
+
+def hed_jitter(pixels: tf.Tensor, seed: tf.Tensor, sigma: float, bias: float) -> tf.Tensor:
+    """Random stain intensities in HED space (Tellez et al. 2018) on float RGB in [0, 1].
+
+    Each stain's concentration is scaled by U(1-sigma, 1+sigma) and shifted by U(-bias, bias)
+    (OD units, on stained pixels only, so glass stays white): a lab's stain batch, section
+    thickness or scanner, which flips and hue jitter do not imitate.
+    """
+    od = -tf.math.log((pixels * 255.0 + 1.0) / 256.0)
+    hed = tf.tensordot(od, tf.constant(_HED_FROM_RGB, tf.float32), 1)
+    scale = tf.random.stateless_uniform([3], seed, 1.0 - sigma, 1.0 + sigma)
+    shift = tf.random.stateless_uniform([3], seed + 7, -bias, bias)
+    stained = tf.clip_by_value(tf.reduce_max(od, axis=-1, keepdims=True) / 0.3, 0.0, 1.0)
+    hed = hed * scale + stained * shift
+    od = tf.tensordot(hed, tf.constant(_RGB_FROM_HED, tf.float32), 1)
+    return tf.clip_by_value((256.0 * tf.exp(-od) - 1.0) / 255.0, 0.0, 1.0)
+
+
+def classifier_augmentation(
+    stain: dict[str, float] | None = None,
+) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """Flips, 90-degree rotations and colour jitter; with `stain` ({sigma, bias}), HED stain
+    jitter too.
 
     A histology patch has no preferred orientation, and stain colour varies by lab and patient:
     jitter keeps the models from telling patients apart by colour instead of by structure.
     """
-    image = tf.image.stateless_random_flip_left_right(image, seed)
-    image = tf.image.stateless_random_flip_up_down(image, seed + 1)
-    k = tf.random.stateless_uniform([], seed + 2, 0, 4, dtype=tf.int32)
-    image = tf.image.rot90(image, k)
-    pixels = tf.cast(image, tf.float32) / 255.0
-    pixels = tf.image.stateless_random_hue(pixels, 0.04, seed + 3)
-    pixels = tf.image.stateless_random_saturation(pixels, 0.7, 1.3, seed + 4)
-    pixels = tf.image.stateless_random_brightness(pixels, 0.08, seed + 5)
-    pixels = tf.image.stateless_random_contrast(pixels, 0.8, 1.2, seed + 6)
-    image = tf.cast(tf.clip_by_value(pixels, 0.0, 1.0) * 255.0, image.dtype)
-    return image, label
+    sigma = float((stain or {}).get("sigma", 0.0))
+    bias = float((stain or {}).get("bias", 0.0))
+
+    def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image_ = tf.image.stateless_random_flip_left_right(image, seed)
+        image_ = tf.image.stateless_random_flip_up_down(image_, seed + 1)
+        k = tf.random.stateless_uniform([], seed + 2, 0, 4, dtype=tf.int32)
+        image_ = tf.image.rot90(image_, k)
+        pixels = tf.cast(image_, tf.float32) / 255.0
+        if sigma > 0 or bias > 0:
+            pixels = hed_jitter(pixels, seed + 8, sigma, bias)
+        pixels = tf.image.stateless_random_hue(pixels, 0.04, seed + 3)
+        pixels = tf.image.stateless_random_saturation(pixels, 0.7, 1.3, seed + 4)
+        pixels = tf.image.stateless_random_brightness(pixels, 0.08, seed + 5)
+        pixels = tf.image.stateless_random_contrast(pixels, 0.8, 1.2, seed + 6)
+        return tf.cast(tf.clip_by_value(pixels, 0.0, 1.0) * 255.0, image.dtype), label
+
+    return augment
+
+
+_augment = classifier_augmentation()
 
 
 def _augment_pair(
@@ -67,13 +103,20 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     augment: str | None = None,
+    stain_augmentation: dict[str, float] | None = None,
 ) -> tf.data.Dataset:
-    """A prefetched tf.data pipeline over arrays, with optional seeded augmentation."""
+    """A prefetched tf.data pipeline over arrays, with optional seeded augmentation
+    (`classifier`: geometry, colour and, with `stain_augmentation`, HED jitter; else the
+    UNet's paired flips)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment:
-        fn = _augment if augment == "classifier" else _augment_pair
+        fn = (
+            classifier_augmentation(stain_augmentation)
+            if augment == "classifier"
+            else _augment_pair
+        )
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda xy, s: fn(xy[0], xy[1], tf.cast(s, tf.int32) % (2**30)),
@@ -147,6 +190,8 @@ def fit(
     callbacks: list[keras.callbacks.Callback] | None = None,
     shuffle: bool = True,
     progress_interval: float = 15.0,
+    lr_schedule: str = "constant",
+    stain_augmentation: dict[str, float] | None = None,
 ) -> TrainingResult:
     """Compile and fit with early stopping on validation loss, restoring the best weights.
 
@@ -158,12 +203,25 @@ def fit(
     `callbacks`: extra Keras callbacks, e.g. `EpochMetrics` for a tracker. `shuffle=False`
     keeps the training order fixed (a distributed iterator shuffles in another order).
     `progress_interval`: seconds between progress lines within an epoch (`ProgressLogger`;
-    Keras' own progress bar is off).
+    Keras' own progress bar is off). `lr_schedule`: `constant`, or `cosine` (decay to zero over
+    `epochs`, so a short budget still ends on small steps). `stain_augmentation`: HED jitter
+    ({sigma, bias}) on top of the classifier augmentation.
     """
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_schedule(lr_schedule, learning_rate, epochs * -(-len(train[0]) // batch_size))
+        ),
+        loss=loss,
+        metrics=metrics,
+    )
     train_ds = make_dataset(
-        *train, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
+        *train,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        augment=augment,
+        stain_augmentation=stain_augmentation,
     )
     val_ds = make_dataset(*val, batch_size=batch_size, shuffle=False, seed=seed)
     progress = ProgressLogger(name, epochs, len(train[0]), batch_size, interval=progress_interval)
@@ -197,6 +255,23 @@ def fit(
         patches_per_second=len(train[0]) / max(float(np.median(steady)), 1e-9),
         epochs_run=epochs_run,
     )
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_schedule(
+    name: str, learning_rate: float, steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The optimizer's learning rate: fixed, or cosine-decayed over `steps`."""
+    if name not in SCHEDULES:
+        raise ValueError(
+            f"classification.training.lr_schedule must be one of {', '.join(SCHEDULES)}; "
+            f"got {name!r}"
+        )
+    if name == "constant" or steps <= 0:
+        return learning_rate
+    return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
 
 
 def subsample(

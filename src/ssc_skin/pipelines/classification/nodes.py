@@ -161,6 +161,8 @@ def _build_and_fit(
         "patience": settings["patience"],
         "early_stopping_start": settings.get("early_stopping_start", 0),
         "class_weight": training.balanced_class_weights(train[1], len(task["classes"])),
+        "lr_schedule": settings.get("lr_schedule", "constant"),
+        "stain_augmentation": settings.get("stain_augmentation"),
     }
     log = tracking.epoch_logger(run_id)
     learning_rate = settings["learning_rate"]

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 from ssc_skin import tracking
 from ssc_skin.cohort import splits
@@ -16,13 +17,14 @@ logger = logging.getLogger(__name__)
 
 
 def assign_folds(
-    manifest: pd.DataFrame, params: dict[str, Any], *, folds: int
+    manifest: pd.DataFrame, params: dict[str, Any], *, folds: int, final: bool = False
 ) -> tuple[pd.DataFrame, ...]:
     """One patient-split table per fold: patient-grouped, label-stratified k folds, fold k the
     test patients of namespace `fold_k`, validation drawn from the other patients.
 
     Every patient is a test patient of exactly one fold (checked). A manifest's fixed splits
-    do not apply: cross-validation tests every patient.
+    do not apply: cross-validation tests every patient. With `final`, one more table: the final
+    fit's train / val split of every patient (no test patients; the folds are the test).
     """
     cohort = manifest.rename(columns={"patient": "patient_id"})
     if "fixed_split" in cohort and cohort["fixed_split"].notna().any():
@@ -52,7 +54,27 @@ def assign_folds(
             int((table["split"] == "train").sum()),
             int((table["split"] == "val").sum()),
         )
+    if final:
+        tables.append(final_split(manifest, params))
     return tuple(tables)
+
+
+def final_split(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Every patient in train or val (label-stratified, `val_fraction` of them in val: early
+    stopping, thresholds and the hybrid's weights), for the models a user deploys."""
+    patients = splits.patient_table(manifest.rename(columns={"patient": "patient_id"}))
+    n_val = max(patients["label"].nunique(), round(params["val_fraction"] * len(patients)))
+    train, val = train_test_split(
+        patients, test_size=n_val, stratify=patients["label"], random_state=params["seed"]
+    )
+    table = pd.concat([train.assign(split="train"), val.assign(split="val")])
+    logger.info("Final fit: %d train and %d val patients, no test patients", len(train), len(val))
+    return (
+        table.sort_values("patient_id")
+        .reset_index(drop=True)
+        .rename(columns={"patient_id": "patient"})
+        .assign(settings=f"final fit val_fraction={params['val_fraction']} seed={params['seed']}")
+    )
 
 
 def pool_selection(*selections: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +113,7 @@ def pool_model(
         ],
         ignore_index=True,
     )
-    summary.update(scoring.score_model(pooled, selection, task, params, splits=("test",)))
+    summary.update(scoring.score_model(pooled, selection, task, params, splits=("val", "test")))
     for key in ("train_seconds", "train_patches", "epochs_run", "parameters"):
         values = [s.get(key) for s in summaries if isinstance(s.get(key), int | float)]
         if values:

@@ -17,17 +17,28 @@ from functools import partial
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ssc_skin.model_grid import active
-from ssc_skin.pipelines import classification, cohort, patches, segmentation
+from ssc_skin.pipelines import classification, cohort, segmentation
 from ssc_skin.pipelines.evaluation import pipeline as evaluation
+from ssc_skin.pipelines.patches import pipeline as patches
 
 from .nodes import assign_folds, build_cv_report, pool_model, pool_selection, tag_fold_runs
 
-SHARED = {"cohort_images", "cohort_masks", "manifest", "linkage"}  # read once, used by every fold
+# Read or made once per run and used by every fold: the cohort, and the per-image work no
+# fold's fitting touches (raw crops, masks, provenance, each image's stain statistics).
+SHARED = {
+    "cohort_images",
+    "cohort_masks",
+    "manifest",
+    "linkage",
+    "shared_patches",
+    "shared_patch_index",
+    "stain_estimates",
+}
 
 
-def _cohort() -> Pipeline:
-    """The cohort stage without its single-split table (whose saved copy later default runs
-    reuse): cross-validation makes its own folds."""
+def cohort_stage() -> Pipeline:
+    """The cohort stage without its single-split table (whose saved copy later single-split
+    runs reuse): cross-validation makes its own folds."""
     stage = cohort.create_pipeline()
     return stage.only_nodes(*[n.name for n in stage.nodes if "patient_splits" not in n.outputs])
 
@@ -41,8 +52,9 @@ def _segmentation() -> Pipeline:
 
 
 def fold_stages(fold: str) -> Pipeline:
-    """What one fold runs: the existing stages, their node functions untouched, and the fold
-    tag on each model's MLflow run."""
+    """What one fold runs: the fitted part of every stage (stain normaliser on the shared
+    crops, UNet, classifiers, peer, hybrid) on its own patient split, and the fold tag on each
+    model's MLflow run."""
     tag = node(
         partial(tag_fold_runs, fold=fold),
         [f"{ns}.evaluation" for ns in evaluation.evaluated_namespaces()],
@@ -50,7 +62,7 @@ def fold_stages(fold: str) -> Pipeline:
         name="tag_fold_runs",
     )
     return (
-        patches.create_pipeline()
+        patches.fold_pipeline()
         + _segmentation()
         + classification.create_pipeline()
         + evaluation.per_model_pipeline(gradcam=False)
@@ -65,6 +77,21 @@ def _fold(k: int) -> Pipeline:
     return pipeline(
         stages, namespace=namespace, inputs=SHARED & stages.inputs(), parameters=parameters
     )
+
+
+def final_fit() -> Pipeline:
+    """The models a user deploys: the same fitted stages on every patient (train and val, no
+    test: the pooled folds are the evaluation), under the study's usual dataset names, so that
+    `export`, `registry` and `predict` read them as they read a single-split study's."""
+    stages = (
+        patches.fold_pipeline()
+        + segmentation.create_pipeline()
+        + classification.create_pipeline()
+        + evaluation.fitting_pipeline()
+    )
+    overlays = [n.name for n in stages.nodes if "segmentation_overlays" in n.outputs]
+    stages = stages.only_nodes(*[n.name for n in stages.nodes if n.name not in overlays])
+    return pipeline(stages, inputs={"patient_splits": "final_patient_splits"})
 
 
 def _pooled(folds: int) -> Pipeline:
@@ -124,20 +151,22 @@ def _pooled(folds: int) -> Pipeline:
     )
 
 
-def create_pipeline(folds: int | None = None, **kwargs) -> Pipeline:
+def create_pipeline(folds: int | None = None, final: bool = False, **kwargs) -> Pipeline:
+    """Cohort, shared cut, k folds and their pooled evaluation; with `final`, also the final
+    fit on every patient (the study's default run adds export and registry to it)."""
     folds = folds or active().folds
+    outputs = [f"fold_{k}.patient_splits" for k in range(folds)]
+    assign = node(
+        partial(assign_folds, folds=folds, final=final),
+        ["manifest", "params:cv"],
+        [*outputs, "final_patient_splits"] if final else outputs,
+        name="cv.assign_folds",
+    )
     return (
-        _cohort()
+        cohort_stage()
+        + patches.shared_cut_pipeline()
         + sum((_fold(k) for k in range(folds)), Pipeline([]))
-        + Pipeline(
-            [
-                node(
-                    partial(assign_folds, folds=folds),
-                    ["manifest", "params:cv"],
-                    [f"fold_{k}.patient_splits" for k in range(folds)],
-                    name="cv.assign_folds",
-                )
-            ]
-        )
+        + Pipeline([assign])
         + _pooled(folds)
+        + (final_fit() if final else Pipeline([]))
     )

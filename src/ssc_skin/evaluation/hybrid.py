@@ -1,0 +1,127 @@
+"""The hybrid: the deep models and the colour + texture peer stacked into one classifier.
+
+The peer reads colour and hand-made texture statistics; the CNNs learn their own filters.
+Where their mistakes differ, a weighted vote beats both. The weights are a small multinomial
+logistic regression on the component models' log-probabilities, fitted on the **validation**
+patients only (the component models never trained on them; their test patients are never
+seen), so it is chosen the way the deep models early-stop and the peer picks its C.
+
+Everything here is plain numpy / scikit-learn: `fit` takes the components' validation
+probabilities and labels, `predict_proba` their probabilities for any patches, in the same
+component order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+EPSILON = 1e-4  # probabilities are clipped to [eps, 1]: log(0) would dominate the vote
+DEFAULTS: dict[str, Any] = {"C": [0.01, 0.1, 1.0], "folds": 3, "max_iter": 2000}
+
+
+def stack(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """The stacker's input: every component's clipped log-probabilities side by side
+    (N x sum of classes)."""
+    if not probabilities:
+        raise ValueError("the hybrid needs at least one component model")
+    n = {len(p) for p in probabilities}
+    if len(n) != 1:
+        raise ValueError(f"components disagree on the number of patches: {sorted(n)}")
+    return np.concatenate(
+        [np.log(np.clip(np.asarray(p, np.float64), EPSILON, 1.0)) for p in probabilities], axis=1
+    )
+
+
+def _model(c: float, seed: int, max_iter: int) -> Pipeline:
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, random_state=seed),
+    )
+
+
+def _full_proba(model: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities with a column per class, even for a class absent from the fit."""
+    proba = np.zeros((len(x), n_classes))
+    if len(x):
+        proba[:, model[-1].classes_.astype(int)] = model.predict_proba(x)
+    return proba
+
+
+def choose_c(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_classes: int,
+    options: dict[str, Any],
+    seed: int,
+) -> tuple[float, dict[str, float]]:
+    """The regularisation with the lowest patient-grouped cross-validated log-loss on the
+    validation patches (a patient's patches never inform their own score)."""
+    folds = min(int(options["folds"]), len(np.unique(groups)))
+    losses: dict[str, float] = {}
+    if folds < 2:
+        return float(options["C"][-1]), losses
+    for c in options["C"]:
+        held_out = np.zeros((len(y), n_classes))
+        for train, test in GroupKFold(folds).split(x, y, groups):
+            if len(np.unique(y[train])) < 2:
+                held_out[test] = 1.0 / n_classes
+                continue
+            model = _model(float(c), seed, int(options["max_iter"])).fit(x[train], y[train])
+            held_out[test] = _full_proba(model, x[test], n_classes)
+        held_out = np.clip(held_out, EPSILON, 1.0)
+        held_out /= held_out.sum(axis=1, keepdims=True)
+        losses[str(c)] = float(log_loss(y, held_out, labels=list(range(n_classes))))
+    best = min(losses, key=losses.__getitem__)
+    return float(best), losses
+
+
+def fit(
+    val_probabilities: Sequence[np.ndarray],
+    val_labels: np.ndarray,
+    val_patients: np.ndarray,
+    n_classes: int,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[Pipeline, dict[str, Any]]:
+    """The stacker fitted on the validation patches: C by patient-grouped CV among them, then
+    refitted on all of them. Returns the model and what was chosen (C, losses, weights)."""
+    settings = {**DEFAULTS, **(options or {})}
+    start = time.perf_counter()
+    x, y = stack(val_probabilities), np.asarray(val_labels, int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("the hybrid needs validation patches of at least two classes")
+    c, losses = choose_c(x, y, np.asarray(val_patients), n_classes, settings, seed)
+    model = _model(c, seed, int(settings["max_iter"])).fit(x, y)
+    return model, {
+        "C": c,
+        "val_log_loss_by_C": losses,
+        "components": len(val_probabilities),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def predict_proba(
+    model: Pipeline, probabilities: Sequence[np.ndarray], n_classes: int
+) -> np.ndarray:
+    """The hybrid's class probabilities from its components' (same order as in `fit`)."""
+    return _full_proba(model, stack(probabilities), n_classes)
+
+
+def component_weights(model: Pipeline, names: Sequence[str], classes: Sequence[str]) -> dict:
+    """How much the stacker leans on each component: the L2 norm of its standardised
+    coefficients (for the report: a hybrid that ignores the deep models says so)."""
+    coef = np.atleast_2d(model[-1].coef_)
+    width = len(classes)
+    norms = [float(np.linalg.norm(coef[:, i * width : (i + 1) * width])) for i in range(len(names))]
+    total = sum(norms) or 1.0
+    return {name: round(norm / total, 3) for name, norm in zip(names, norms, strict=True)}

@@ -1,0 +1,95 @@
+"""Nodes of the hybrid (`{task}.hybrid`): the task's deep models and colour + texture peer
+stacked on the validation patients (`evaluation.hybrid`), scored like every other model."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ssc_skin.constants import Skipped
+from ssc_skin.evaluation import hybrid, scoring
+
+logger = logging.getLogger(__name__)
+
+
+def _components(inputs: tuple[Any, ...]) -> list[tuple[str, pd.DataFrame]]:
+    """(name, predictions) of every component that was not skipped; `inputs` holds every
+    component's predictions, then every component's training summary, in the same order."""
+    half = len(inputs) // 2
+    return [
+        (f"{s['task']}.{s['architecture']}", p)
+        for p, s in zip(inputs[:half], inputs[half:], strict=True)
+        if "skipped" not in s and not p.empty
+    ]
+
+
+def _aligned(components: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The first component's rows (provenance and truth), in an order every component shares:
+    patches are matched by their `row` in the patch array, never by position."""
+    reference = components[0][1].sort_values("row").reset_index(drop=True)
+    for name, frame in components[1:]:
+        if not np.array_equal(np.sort(frame["row"].to_numpy()), reference["row"].to_numpy()):
+            raise ValueError(f"hybrid: {name} predicted other patches than {components[0][0]}")
+    return reference
+
+
+def _probabilities(frame: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> np.ndarray:
+    return frame.set_index("row").loc[rows, columns].to_numpy(np.float64)
+
+
+def fit_hybrid(
+    task: dict[str, Any], params: dict[str, Any], *inputs: Any
+) -> tuple[Any, dict[str, Any], pd.DataFrame]:
+    """Stack the task's models on their validation predictions; predict every patch.
+
+    Returns the stacker (or `Skipped`), its training summary and its predictions (the frame
+    every model's evaluation reads). Skipped when fewer than two components ran.
+    """
+    base = {"task": task["name"], "architecture": "hybrid", "classes": list(task["classes"])}
+    columns = scoring.probability_columns(task["classes"])
+    components = _components(inputs)
+    if len(components) < 2:
+        reason = f"the hybrid needs two or more models of {task['name']}; {len(components)} ran"
+        logger.info("%s.hybrid skipped: %s", task["name"], reason)
+        empty = pd.DataFrame(columns=[*inputs[0].columns]) if inputs else pd.DataFrame()
+        return Skipped(reason), {**base, "skipped": reason}, empty
+    frame = _aligned(components)
+    rows = frame["row"].to_numpy()
+    probabilities = [_probabilities(p, rows, columns) for _, p in components]
+    val = (frame["split"] == "val").to_numpy()
+    options = params.get("hybrid", {})
+    model, fitted = hybrid.fit(
+        [p[val] for p in probabilities],
+        frame.loc[val, "y_true"].to_numpy(int),
+        frame.loc[val, "patient"].to_numpy(),
+        len(task["classes"]),
+        options,
+        seed=int(options.get("seed", 0)),
+    )
+    out = frame.drop(columns=columns)
+    out[columns] = hybrid.predict_proba(model, probabilities, len(task["classes"]))
+    names = [name for name, _ in components]
+    weights = hybrid.component_weights(model, names, task["classes"])
+    logger.info(
+        "%s.hybrid stacked on %d validation patches: weights %s (C=%s)",
+        task["name"],
+        int(val.sum()),
+        weights,
+        fitted["C"],
+    )
+    summary = {
+        **base,
+        "components": names,
+        "component_weights": weights,
+        "weights_source": "stacked on validation patients",
+        "train_patches": 0,
+        "val_patches": int(val.sum()),
+        "train_seconds": fitted["seconds"],
+        "epochs_run": 0,
+        "C": fitted["C"],
+        "history": {},
+    }
+    return {"model": model, "components": names}, summary, out
