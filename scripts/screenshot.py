@@ -5,7 +5,8 @@ or a side panel first; this drives one Chromium for all shots: load, wait, click
 type into a field, scroll, capture. Used by scripts/screenshots.sh; not part of the tests.
 
     python scripts/screenshot.py shots.json   # [{"name", "url", "out", "width", "height",
-                                              #   "wait", "click": [...], "type": [sel, text],
+                                              #   "wait", "click": [...], "expand": css,
+                                              #   "expect_row": run id, "type": [sel, text],
                                               #   "scroll_to": text}, ...]
 """
 
@@ -24,10 +25,21 @@ from typing import Any
 
 from websockets.sync.client import connect
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-         "--hide-scrollbars", "--disable-breakpad", "--disable-crash-reporter",
-         "--remote-debugging-port=0", "about:blank"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--hide-scrollbars",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+    "--remote-debugging-port=0",
+    "about:blank",
+]
 
 CLICK = """(labels) => {  // a button's text or aria-label, or "css:<selector>"
   let clicked = 0;
@@ -49,13 +61,24 @@ SCROLL = """(text) => {
 }"""
 
 
+EXPAND = """(selector) => {
+  const el = document.querySelector(selector);
+  if (el) { el.click(); return true; }
+  return false;
+}"""
+
+HAS_ROW = """(id) => document.querySelector(`.ag-row[row-id="${id}"]`) !== null"""
+
+
 class Page:
     """One tab of a Chromium started with a DevTools port; `call` sends one command."""
 
     def __init__(self, chromium: str, profile: Path) -> None:
-        self.process = subprocess.Popen([chromium, *FLAGS[:-1], f"--user-data-dir={profile}",
-                                         FLAGS[-1]], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [chromium, *FLAGS[:-1], f"--user-data-dir={profile}", FLAGS[-1]],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = profile / "DevToolsActivePort"
         for _ in range(200):
             if port_file.exists() and port_file.read_text().strip():
@@ -79,8 +102,11 @@ class Page:
 
     def run(self, function: str, *args: Any) -> Any:
         expression = f"({function})(...{json.dumps(list(args))})"
-        return self.call("Runtime.evaluate", expression=expression,
-                         returnByValue=True).get("result", {}).get("value")
+        return (
+            self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+            .get("result", {})
+            .get("value")
+        )
 
     def close(self) -> None:
         self.socket.close()
@@ -93,14 +119,27 @@ class Page:
 
 
 def shoot(page: Page, shot: dict[str, Any]) -> None:
-    page.call("Emulation.setDeviceMetricsOverride", width=shot.get("width", 1600),
-              height=shot.get("height", 1000), deviceScaleFactor=1, mobile=False)
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=shot.get("width", 1600),
+        height=shot.get("height", 1000),
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     page.call("Page.navigate", url=shot["url"])
     time.sleep(shot.get("wait", 8))
     for _ in range(2):  # a second pass closes what the first one opened behind
         if shot.get("click"):
             page.run(CLICK, shot["click"])
             time.sleep(1.5)
+    if shot.get("expand"):  # the first match only, once: a second click folds it again
+        page.run(EXPAND, shot["expand"])
+        time.sleep(2)
+    if shot.get("expect_row") and not page.run(HAS_ROW, shot["expect_row"]):
+        raise RuntimeError(
+            f"{shot['name']}: row {shot['expect_row']} is not in the table "
+            f"(the row did not expand: does {shot.get('expand')!r} still match MLflow's page?)"
+        )
     if shot.get("type"):
         selector, text = shot["type"]
         page.run("(s) => document.querySelector(s).focus()", selector)

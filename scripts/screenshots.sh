@@ -7,7 +7,9 @@
 # Needs a finished `kedro run` (or `kedro run --env test`) in PROJECT_DIR (default: this
 # project) whose runs are in PROJECT_DIR/mlflow.db, or MLFLOW_TRACKING_URI=http://... to read
 # a running tracking server instead of starting `mlflow ui`. Chromium: `apt-get install -y
-# chromium`. Both servers listen on 127.0.0.1 only and are stopped at the end.
+# chromium`. Both servers listen on 127.0.0.1 only; each runs in its own process group, which
+# is stopped at the end (scripts/servers.sh); the script stops with an error when a port is
+# already taken before it starts (a stale server) or is still taken after it stopped.
 # Writes docs/pipeline_graph.png, docs/mlflow_runs.png, docs/mlflow_compare.png,
 # docs/mlflow_epoch_charts.png, docs/mlflow_registry.png (palette PNGs, small).
 set -euo pipefail
@@ -29,15 +31,23 @@ if [[ -z "${MLFLOW_TRACKING_URI:-}" ]]; then
 else
   TRACKING_URI="$MLFLOW_TRACKING_URI"
 fi
+# shellcheck source=scripts/servers.sh
+source "$ROOT/scripts/servers.sh"
+PORTS=("$VIZ_PORT")
+[[ "$TRACKING_URI" == http* ]] || PORTS+=("$UI_PORT")
+for port in "${PORTS[@]}"; do  # a server left from an earlier run would be photographed
+  port_free "$port" || die "port $port on 127.0.0.1 is in use (a server from an earlier run?): stop it, or set VIZ_PORT / UI_PORT"
+done
 mkdir -p "$OUT"
 WORK="$(mktemp -d)"
-PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local status=$?
+  stop_groups "${PORTS[@]}" || status=1
   rm -rf "$WORK"
+  exit "$status"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 wait_for() {  # url, seconds, log
   for _ in $(seq 1 "$2"); do
@@ -48,15 +58,13 @@ wait_for() {  # url, seconds, log
   die "no answer from $1"
 }
 
-(cd "$PROJECT_DIR" && exec "$BIN/kedro" viz run --host 127.0.0.1 --port "$VIZ_PORT" --no-browser) \
-  >"$WORK/viz.log" 2>&1 &
-PIDS+=($!)
+start_group "$WORK/viz.log" bash -c 'cd "$1" && exec "$2/kedro" viz run --host 127.0.0.1 --port "$3" --no-browser' \
+  _ "$PROJECT_DIR" "$BIN" "$VIZ_PORT"
 if [[ "$TRACKING_URI" == http* ]]; then
   UI="$TRACKING_URI"
 else
-  "$BIN/mlflow" ui --backend-store-uri "$TRACKING_URI" --host 127.0.0.1 --port "$UI_PORT" \
-    --workers 1 >"$WORK/ui.log" 2>&1 &
-  PIDS+=($!)
+  start_group "$WORK/ui.log" "$BIN/mlflow" ui --backend-store-uri "$TRACKING_URI" \
+    --host 127.0.0.1 --port "$UI_PORT" --workers 1
   UI="http://127.0.0.1:$UI_PORT"
 fi
 wait_for "$UI/health" 120 "$WORK/ui.log"
@@ -94,13 +102,14 @@ cat >"$WORK/shots.json" <<EOF
   "out": "$WORK/pipeline_graph.png", "width": 1600, "height": 1000, "wait": 12,
   "click": ["Dismiss", "css:.feature-hints__close"]},
  {"name": "mlflow_runs",
-  "url": "$UI/#/experiments/$EXPERIMENT/runs?searchFilter=params.architecture%20!%3D%20%27none%27",
+  "url": "$UI/#/experiments/$EXPERIMENT/runs?workflowType=machine_learning",
   "out": "$WORK/mlflow_runs.png", "width": 1600, "height": 800, "wait": 10,
-  "click": ["Close", "css:[aria-label='Expand row']"]},
+  "click": ["Close"], "expand": "[col-id*='Run Name'] button[data-component-id*='runnamecellrenderer']",
+  "expect_row": "$CHILD"},
  {"name": "mlflow_compare", "url": "$UI/#/$COMPARE", "out": "$WORK/mlflow_compare.png",
   "width": 1600, "height": 1200, "wait": 10, "click": ["Close"], "scroll_to": "Run details"},
  {"name": "mlflow_epoch_charts",
-  "url": "$UI/#/experiments/$EXPERIMENT/runs/$CHILD/model-metrics",
+  "url": "$UI/#/experiments/$EXPERIMENT/runs/$CHILD/model-metrics?workflowType=machine_learning",
   "out": "$WORK/mlflow_epoch_charts.png", "width": 1600, "height": 900, "wait": 10,
   "click": ["Close"], "type": ["input[placeholder^='Search metric charts']", "loss"],
   "after_type": 8},
