@@ -6,9 +6,10 @@ import pytest
 
 from ssc_skin import model_grid
 from ssc_skin.pipeline_registry import register_pipelines
-from ssc_skin.pipelines import classification, cv, patches, segmentation
+from ssc_skin.pipelines import classification, cv, segmentation
 from ssc_skin.pipelines.cv.pipeline import create_pipeline
 from ssc_skin.pipelines.evaluation import pipeline as evaluation
+from ssc_skin.pipelines.patches import pipeline as patches_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def three_folds():
 
 def test_each_fold_runs_the_existing_stages_unchanged_in_its_namespace(three_folds):
     stages = (
-        patches.create_pipeline()
+        patches_pipeline.fold_pipeline()
         + segmentation.create_pipeline()
         + classification.create_pipeline()
         + evaluation.per_model_pipeline(gradcam=False)
@@ -32,22 +33,29 @@ def test_each_fold_runs_the_existing_stages_unchanged_in_its_namespace(three_fol
                 assert functions[bare] is n.func, bare  # the stage's own node function
         names = {n.name.removeprefix(f"fold_{k}.") for n in fold}
         assert {
-            "extract_patches",
+            "fit_stain_normalizer",
+            "fold_patches",
             "train_unet",
             "binary.mobilenetv2.train_classifier",
             "three_class.cnn.evaluate_predictions",
             "binary.texture.train_texture_baseline",
+            "binary.hybrid.fit_hybrid",
             "tag_fold_runs",
         } <= names
         assert "segmentation_overlays" not in names and "binary.cnn.gradcam_examples" not in names
+        assert "extract_patches" not in names  # per-image work is cut once, not per fold
         assert f"fold_{k}.patient_splits" in three_folds.all_outputs()
 
 
-def test_folds_share_the_cohort_and_write_no_single_split_table(three_folds):
+def test_folds_share_the_cohort_and_the_cut_and_write_no_single_split_table(three_folds):
     outputs = three_folds.all_outputs()
-    assert "patient_splits" not in outputs  # later default runs reuse that saved table
-    assert {"cohort_images", "manifest"} <= outputs
-    assert not any(o.startswith("fold_0.cohort_images") for o in outputs)
+    assert "patient_splits" not in outputs  # later single-split runs reuse that saved table
+    assert {"cohort_images", "manifest", "shared_patches", "stain_estimates"} <= outputs
+    assert not any(o.startswith(("fold_0.cohort_images", "fold_0.shared_")) for o in outputs)
+    for k in range(3):
+        fold = next(n for n in three_folds.nodes if n.name == f"fold_{k}.fold_patches")
+        assert {"shared_patches", "shared_patch_index", "stain_estimates"} <= set(fold.inputs)
+        assert f"fold_{k}.preprocess_config" in fold.inputs  # its own fitted normaliser
     free = {i for i in three_folds.inputs() if not i.startswith("params:")}
     assert free == {"cv.report_figures"}
 
@@ -63,11 +71,11 @@ def test_every_model_is_pooled_and_reported(three_folds):
     assert {"cv.report", "cv.report_html", "cv.model_comparison"} <= outputs
 
 
-def test_cv_is_registered_but_not_part_of_the_default_run():
+def test_cv_is_the_default_run_and_pretraining_is_not():
     pipelines = register_pipelines()
     assert "cv" in pipelines and "pretrain" in pipelines
     default = {n.name for n in pipelines["__default__"].nodes}
-    assert not any(n.name.startswith(("fold_", "cv.")) for n in pipelines["__default__"].nodes)
+    assert {n.name for n in pipelines["cv"].nodes} <= default
     assert "pretrain_backbone" not in default
 
 
