@@ -33,7 +33,7 @@ def test_valid_slide_facts(aperio):
     facts, tissue = slides.validate_slide(aperio.path, 64, 2.0)
     assert facts["microns_per_pixel"] == 0.5 and facts["mpp_source"] == "metadata"
     assert facts["vendor"] == "aperio" and facts["level_count"] == 3
-    assert facts["read_level"] == 2 and facts["tile_size"] == 256
+    assert facts["read_level"] == 1 and facts["tile_size"] == 256  # 1 um/px for 2 um/px patches
     assert facts["tiles"] == count_tiles(tissue.mask, tissue.plan, 0.5, (4000, 3000))
     assert facts["content_hash"]
     assert tissue.thumbnail.shape[:2] == tissue.mask.shape == tissue.plan.thumbnail_shape

@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from ssc_skin.cohort.checks import ImageProblem
+from ssc_skin.cohort.synthetic import make_patient, render_section
 from ssc_skin.slides import checks
 from ssc_skin.slides import synthetic as ss
 from ssc_skin.slides import tiles as slides
@@ -16,15 +17,18 @@ from ssc_skin.slides.metadata import SlideInfo
 
 
 @pytest.mark.parametrize(
-    ("target", "level"), [(0.25, 0), (0.5, 0), (1.0, 1), (2.0, 1), (4.0, 2), (10.0, 2), (0.97, 0)]
+    ("target", "level"),
+    [(0.25, 0), (0.5, 0), (1.0, 0), (2.0, 1), (4.0, 1), (8.0, 2), (10.0, 2), (0.97, 0)],
 )
-def test_best_level_is_coarsest_at_least_as_fine(target, level):
+def test_best_level_is_the_coarsest_at_least_twice_as_fine(target, level):
+    """Levels of 0.25, 1 and 4 um/px: patches at 2 um/px come from 1 um/px, never straight
+    from a level at the target (4 um/px patches from the 1 um/px level, not the 4 um/px one)."""
     assert slides.best_level((1.0, 4.0, 16.0), 0.25, target) == level
 
 
 def test_best_level_tolerates_scanner_rounding():
-    assert slides.best_level((1.0, 4.0), 0.2527, 1.0) == 1  # 1.0108 um/px counts as 1.0
-    assert slides.best_level((1.0, 4.0), 0.2527, 1.0, tolerance=0) == 0
+    assert slides.best_level((1.0, 4.0), 0.2527, 2.0) == 1  # 1.0108 um/px counts as 1.0
+    assert slides.best_level((1.0, 4.0), 0.2527, 2.0, tolerance=0) == 0
 
 
 def info(width=40_000, height=30_000, mpp=0.25, downsamples=(1.0, 4.0, 16.0)):
@@ -71,10 +75,12 @@ def all_batches(path, target=2.0, **options):
     return list(slides.iter_slide_batches(path, 64, target, **options))
 
 
-@pytest.mark.parametrize(("target", "page", "factor"), [(2.0, 2, 4), (1.0, 1, 2), (1.5, 1, 2)])
+@pytest.mark.parametrize(
+    ("target", "page", "factor"), [(4.0, 2, 4), (2.0, 1, 2), (1.0, 0, 1), (1.5, 0, 1)]
+)
 def test_patches_are_the_pixels_at_the_target_resolution(aperio, target, page, factor):
-    """Each patch equals the tile cut from the right pyramid page (read independently with
-    tifffile) and resized to 64 px."""
+    """Each patch equals the tile cut from the pyramid page at least twice as fine as the
+    target (read independently with tifffile), shrunk to 64 px with INTER_AREA."""
     batches = all_batches(aperio.path, target, batch_size=50)
     with tifffile.TiffFile(aperio.path) as tiff:
         level = tiff.pages[page].asarray()
@@ -90,7 +96,7 @@ def test_patches_are_the_pixels_at_the_target_resolution(aperio, target, page, f
                 expected = cv2.resize(expected, (64, 64), interpolation=cv2.INTER_AREA)
             assert np.array_equal(image, expected)
             checked += 1
-    assert checked > 20
+    assert checked >= 10
 
 
 def test_batches_are_lazy_sized_and_cover_each_section(aperio):
@@ -167,3 +173,50 @@ def test_jpeg_immunohistochemistry_slide(tmp_path):
         y : y + 64, x : x + 64
     ]
     assert np.abs(batch.images[0].astype(int) - expected).mean() < 8  # JPEG loss only
+
+
+def scanned(path, level0: np.ndarray, mpp: float) -> str:
+    """An Aperio-like slide of `level0` whose pyramid the 'scanner' made: levels 4x apart,
+    shrunk with bilinear interpolation (not a box average), as many scanners do."""
+    levels = [level0]
+    while max(levels[-1].shape[:2]) > 600:
+        h, w = levels[-1].shape[:2]
+        levels.append(cv2.resize(levels[-1], (w // 4, h // 4), interpolation=cv2.INTER_LINEAR))
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for index, level in enumerate(levels):
+            h, w = level.shape[:2]
+            tif.write(
+                level,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="zlib",
+                metadata=None,
+                subfiletype=1 if index else 0,
+                description=ss.aperio_description(w, h, mpp * 4**index, 256),
+            )
+    return str(path)
+
+
+def test_same_tissue_at_two_scan_resolutions_gives_the_same_patches(tmp_path):
+    """Issue 22 finding 7: one tissue scanned at 0.25 and at 0.5 um/px. At 2 um/px the 0.5
+    scan has a pyramid level right at the target and the 0.25 scan does not (1 and 4 um/px):
+    read straight from the scanner's level, the patches differed by 3.2 grey levels on
+    average; area-averaged from a level at least 2x finer, as for every slide, by ~1.2."""
+    rng = np.random.default_rng(0)
+    section = render_section(make_patient("PAT_0042", "late", rng, 0.5), 0, (256, 320)).image
+    tissue = cv2.resize(section, None, fx=8, fy=8, interpolation=cv2.INTER_CUBIC)  # 0.25 um/px
+    grain = cv2.GaussianBlur(rng.normal(0, 28, tissue.shape[:2]), (0, 0), 1.0)[..., None]
+    tissue = np.clip(tissue + grain, 0, 255).astype(np.uint8)  # detail down to the optics' limit
+    fine = scanned(tmp_path / "MRN-4471-Smith_40x.svs", tissue, 0.25)
+    half = cv2.resize(tissue, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    coarse = scanned(tmp_path / "MRN-4471-Smith_20x.svs", half, 0.5)
+    patches = []
+    for path, scale in ((fine, 1), (coarse, 2)):
+        facts, _ = checks.validate_slide(path, 64, 2.0)
+        assert facts["read_downsample"] * facts["microns_per_pixel"] <= 1.0  # >= 2x finer
+        batches = all_batches(path, 2.0)
+        tiles = pd.concat([b.tiles for b in batches], ignore_index=True)
+        order = np.lexsort((tiles["x"] * scale, tiles["y"] * scale))
+        patches.append(np.concatenate([b.images for b in batches])[order].astype(np.int16))
+    assert len(patches[0]) == len(patches[1]) >= 12
+    assert np.abs(patches[0] - patches[1]).mean() < 2.0

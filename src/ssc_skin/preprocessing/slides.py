@@ -3,8 +3,11 @@
 A slide is never decoded whole, so `Preprocessor.__call__`/`cut` (which take an image) cannot
 run on it; this module feeds the same `Preprocessor` from the slide instead:
 
-- the stain map is `normalizer.pixel_transform(thumbnail)` (the slide's thumbnail stands in
-  for the whole image the map is estimated on);
+- the stain map is `normalizer.pixel_transform` of a mosaic of up to `STAIN_SAMPLE_TILES`
+  tissue tiles read at patch resolution, evenly spread over the slide (`stain_sample`): an
+  image's map is estimated on pixels at patch resolution, and so is a slide's. It used to be
+  the thumbnail, whose scale follows the slide's size (bounded pixel count), so the same
+  tissue on a larger slide got another map;
 - tiles are the thumbnail mask's grid cells (`slides.iter_tiles`) with at least the fallback
   share of tissue, as `Preprocessor.tiles` gives for an image;
 - training (`cut_slide`) streams ALL those tiles, stain-normalised, batch by batch, as
@@ -18,6 +21,7 @@ pixels than `patch_size`. No Kedro here.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,7 +32,11 @@ import pandas as pd
 
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.preprocessing.preprocess import ImagePatches, PreprocessConfig, Preprocessor
-from ssc_skin.slides import wsi as slides
+from ssc_skin.slides import tiles as slides
+from ssc_skin.slides.metadata import slide_info
+from ssc_skin.slides.readers import SlideReader, open_slide
+
+STAIN_SAMPLE_TILES = 64  # tiles the stain map is estimated on (64 x 224 px ~ 10 MB at most)
 
 
 @dataclass(frozen=True)
@@ -109,35 +117,71 @@ def slide_tiles(
     settings: SlideSettings,
     manifest_mpp: float | None = None,
 ) -> SlideTiles:
-    """Thumbnail, tissue and every tile with at least `config.lowest_tissue_fraction`.
+    """Thumbnail, tissue, every tile with at least `config.lowest_tissue_fraction`, and the
+    stain sample (`stain_sample`), with the slide opened once.
 
     The tile table is a few numbers per tile (not pixels), so it is built whole.
     """
-    tissue = slides.read_tissue(
-        path,
-        config.patch_size,
-        settings.target_mpp,
-        stride=config.stride,
-        min_saturation=config.min_saturation,
-        manifest_mpp=manifest_mpp,
-        fallback_mpp=settings.fallback_mpp,
-        cells_per_tile=settings.cells_per_tile,
-        max_thumbnail_pixels=settings.max_thumbnail_pixels,
-    )
-    with slides.open_slide(path) as slide:
-        width, height = (int(v) for v in slide.dimensions)
-    bands = list(
-        slides.iter_tiles(tissue.mask, tissue.plan, config.lowest_tissue_fraction, (width, height))
-    )
-    table = (
-        pd.concat(bands, ignore_index=True) if bands else pd.DataFrame(columns=slides.TILE_COLUMNS)
-    )
-    return SlideTiles(tissue, table, (width, height))
+    with open_slide(path) as slide:
+        info = slide_info(slide, manifest_mpp, settings.fallback_mpp)
+        plan = slides.plan_tiles(
+            info,
+            config.patch_size,
+            settings.target_mpp,
+            config.stride,
+            settings.cells_per_tile,
+            settings.max_thumbnail_pixels,
+        )
+        tissue = slides.detect_tissue(slide, info, plan, config.min_saturation)
+        size = (info.width, info.height)
+        bands = list(slides.iter_tiles(tissue.mask, plan, config.lowest_tissue_fraction, size))
+        table = (
+            pd.concat(bands, ignore_index=True)
+            if bands
+            else pd.DataFrame(columns=slides.TILE_COLUMNS)
+        )
+        tissue.stain_sample = stain_sample(
+            slide, plan, table, config, batch_size=settings.batch_size
+        )
+    return SlideTiles(tissue, table, size)
+
+
+def stain_sample(
+    slide: SlideReader,
+    plan: slides.TilePlan,
+    table: pd.DataFrame,
+    config: PreprocessConfig,
+    count: int = STAIN_SAMPLE_TILES,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Up to `count` tiles, evenly spread in tile order over those a classifier would take
+    (else all), read at patch resolution like every patch (in `batch_size` batches) and laid
+    side by side on glass: at most `count` patches in memory."""
+    classifiable = table[table["tissue_fraction"] >= config.min_tissue_fraction]
+    pool = classifiable if len(classifiable) else table
+    size = plan.patch_size
+    if pool.empty:
+        return np.full((size, size, 3), 255, np.uint8)
+    picked = np.unique(np.linspace(0, len(pool) - 1, min(count, len(pool))).round().astype(int))
+    chosen = pool.iloc[picked].reset_index(drop=True)
+    columns = math.ceil(math.sqrt(len(chosen)))
+    rows = math.ceil(len(chosen) / columns)
+    mosaic = np.full((rows * size, columns * size, 3), 255, np.uint8)
+    index = 0
+    for batch in slides.iter_patches(slide, plan, iter([chosen]), batch_size):
+        for patch in batch.images:
+            row, column = divmod(index, columns)
+            mosaic[row * size : (row + 1) * size, column * size : (column + 1) * size] = patch
+            index += 1
+    return mosaic
 
 
 def stain_map(preprocessor: Preprocessor, tissue: slides.SlideTissue) -> stain.PixelTransform:
-    """The slide's stain map, estimated on its thumbnail (bounded size, all of its tissue)."""
-    return preprocessor.normalizer.pixel_transform(tissue.thumbnail)
+    """The slide's stain map, estimated on its stain sample: tissue tiles at patch
+    resolution (`slide_tiles` reads it), whatever the slide's size."""
+    if tissue.stain_sample is None:
+        raise ValueError("the slide's stain sample was not read: use slide_tiles()")
+    return preprocessor.normalizer.pixel_transform(tissue.stain_sample)
 
 
 def cut_slide(
@@ -149,12 +193,12 @@ def cut_slide(
     """`Preprocessor.cut` for a slide, streamed: (normalised, raw, tiles) per read batch.
 
     Every tile with at least the fallback tissue share (the UNet learns from border and fat
-    patches), stain-normalised with the thumbnail's map; memory is one batch.
+    patches), stain-normalised with the slide's map (`stain_map`); memory is one batch.
     """
     if found.table.empty:
         return
     transform = stain_map(preprocessor, found.tissue)
-    with slides.open_slide(path) as slide:
+    with open_slide(path) as slide:
         for batch in slides.iter_patches(slide, found.tissue.plan, iter([found.table]), batch_size):
             yield transform(batch.images), batch.images, batch.tiles
 
@@ -176,7 +220,7 @@ def preprocess_slide(
     size = preprocessor.config.patch_size
     raw, read = [], []
     if len(wanted):
-        with slides.open_slide(path) as slide:
+        with open_slide(path) as slide:
             for batch in slides.iter_patches(
                 slide, found.tissue.plan, iter([wanted]), settings.batch_size
             ):

@@ -45,7 +45,7 @@ CELLS_PER_TILE = 16
 MAX_THUMBNAIL_PIXELS = 1_000_000
 READ_BLOCK = 1024  # level pixels per side of one read (patches and thumbnail)
 GLASS_FRAME = 32  # thumbnail pixels of glass around the thumbnail during tissue detection
-MIN_OVERSAMPLE = 1.0  # patches are area-averaged from a level at least this much finer
+MIN_OVERSAMPLE = 2.0  # patches are area-averaged from a level at least this much finer
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,9 @@ class SlideTissue:
     thumbnail: np.ndarray  # H x W x 3 uint8
     mask: np.ndarray  # H x W bool
     notes: list[str] = field(default_factory=list)
+    # tissue tiles at patch resolution, side by side: what the slide's stain map is estimated
+    # on (filled by `preprocessing.slides.slide_tiles`; None when not read)
+    stain_sample: np.ndarray | None = None
 
 
 # --- planning ---
@@ -91,16 +94,16 @@ def best_level(
     mpp: float,
     target_mpp: float,
     tolerance: float = 0.02,
-    oversample: float = MIN_OVERSAMPLE,
+    oversample: float | None = None,
 ) -> int:
-    """The coarsest level at least `oversample` times finer than the target (level mpp *
+    """The coarsest level at least `oversample` (default MIN_OVERSAMPLE) times finer than the target (level mpp *
     oversample <= target); with none that fine, level 0.
 
     `tolerance` lets a 0.2525 um/px scan count as 0.25. Reading finer than the target and
     shrinking with INTER_AREA makes every slide's patches the same box average of its finest
     data, instead of the scanner's downsampling where a level happens to sit at the target.
     """
-    limit = target_mpp * (1 + tolerance) / oversample
+    limit = target_mpp * (1 + tolerance) / (MIN_OVERSAMPLE if oversample is None else oversample)
     fine_enough = [i for i, d in enumerate(downsamples) if mpp * d <= limit]
     return max(fine_enough, key=lambda i: downsamples[i]) if fine_enough else 0
 
