@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
@@ -93,6 +95,63 @@ def _table(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> pd.Dat
     return table.sort_values("patient_id").reset_index(drop=True)
 
 
+def assign_splits(
+    manifest: pd.DataFrame, params: Mapping[str, Any], previous: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Stratified patient-level split (or k-fold) of a cohort manifest, checked for leaks.
+
+    `manifest` has `patient`, `label`, `fixed_split` and `content_hash`; `previous` is the
+    table an earlier run saved. With `reuse_saved`, patients still present keep their saved
+    split (same settings) and only new patients are split; a manifest `split` column wins.
+    """
+    if manifest.empty:
+        raise ValueError(
+            "no usable image in the cohort: every file was quarantined; see "
+            "data/08_reporting/quarantine.csv for the reason of each"
+        )
+    cohort = manifest.rename(columns={"patient": "patient_id"})
+    if params.get("folds", 0):
+        table = kfold_split(
+            cohort, params["folds"], params["fold"], params["val_fraction"], params["seed"]
+        )
+    else:
+        table = split_patients(
+            cohort, params["val_fraction"], params["test_fraction"], params["seed"]
+        )
+    settings = split_settings(params)
+    saved = _saved_split(previous, settings) if params.get("reuse_saved", False) else None
+    table = reuse_saved_split(table, saved)
+    fixed = cohort.dropna(subset=["fixed_split"]).groupby("patient_id")["fixed_split"].first()
+    table = apply_fixed_splits(table, fixed)
+    assert_no_patient_leak(table)
+    assert_every_split_has_every_class(table, saved=saved, fixed=fixed)
+    assert_no_duplicate_leak(cohort.merge(table[["patient_id", "split"]], on="patient_id"))
+    for split, part in table.groupby("split"):
+        logger.info(
+            "Split %s: %d patients (%s)",
+            split,
+            len(part),
+            ", ".join(f"{k}={v}" for k, v in part["label"].value_counts().sort_index().items()),
+        )
+    return table.rename(columns={"patient_id": "patient"}).assign(settings=settings)
+
+
+def split_settings(params: Mapping[str, Any]) -> str:
+    """The settings a saved table was made with, as one comparable text."""
+    keys = ("val_fraction", "test_fraction", "seed", "folds", "fold")
+    return ",".join(f"{k}={params.get(k)}" for k in keys)
+
+
+def _saved_split(saved: pd.DataFrame | None, settings: str) -> pd.DataFrame | None:
+    """The split table an earlier run saved with the same settings, if any."""
+    if saved is None or saved.empty:
+        return None
+    if "settings" not in saved or set(saved["settings"]) != {settings}:
+        logger.info("The saved split table has other settings; splitting afresh")
+        return None
+    return saved.rename(columns={"patient": "patient_id"})[["patient_id", "label", "split"]]
+
+
 def apply_fixed_splits(table: pd.DataFrame, fixed: pd.Series) -> pd.DataFrame:
     """Patients the user assigned (a manifest `split` column) keep their split."""
     fixed = fixed.dropna()
@@ -147,17 +206,54 @@ def assert_no_duplicate_leak(images: pd.DataFrame) -> None:
         raise ValueError(f"{len(leaked)} identical image(s) appear in more than one split")
 
 
-def assert_every_split_has_every_class(split_table: pd.DataFrame) -> None:
-    """Each class must have a patient in train, val and test, or training cannot be judged."""
+def missing_cells(split_table: pd.DataFrame) -> list[str]:
+    """Each `label/split` with no patient, e.g. ``normal/val``."""
     present = split_table.groupby(["label", "split"]).size()
-    missing = [
+    return [
         f"{label}/{split}"
         for label in sorted(split_table["label"].unique())
         for split in SPLITS
         if (label, split) not in present.index
     ]
-    if missing:
+
+
+def assert_every_split_has_every_class(
+    split_table: pd.DataFrame,
+    *,
+    saved: pd.DataFrame | None = None,
+    fixed: pd.Series | None = None,
+) -> None:
+    """Each class must have a patient in train, val and test, or training cannot be judged.
+
+    The message names the cause: patients of the saved split table (`saved`, reused with
+    `cohort.split.reuse_saved`) who are gone from the cohort, or the manifest's fixed splits
+    (`fixed`), or too few patients.
+    """
+    missing = missing_cells(split_table)
+    if not missing:
+        return
+    cells = ", ".join(missing)
+    gone = _gone_from_saved(split_table, saved, missing)
+    if gone:
         raise ValueError(
-            "no patient of " + ", ".join(missing) + " after the split; add "
-            "patients or change the manifest's fixed splits"
+            f"no patient of {cells} after the split: the saved split table is reused "
+            "(cohort.split.reuse_saved: true) and keeps every remaining patient where an "
+            f"earlier run put it, but {gone} patient(s) it had in {cells} are no longer in "
+            "the cohort (removed or quarantined); set cohort.split.reuse_saved: false to "
+            "split all patients afresh, or add patients of that class"
         )
+    if fixed is not None and len(fixed.dropna()):
+        raise ValueError(
+            f"no patient of {cells} after the split; add patients or change the manifest's "
+            "fixed splits (its split column)"
+        )
+    raise ValueError(f"no patient of {cells} after the split; add patients of that class")
+
+
+def _gone_from_saved(table: pd.DataFrame, saved: pd.DataFrame | None, missing: list[str]) -> int:
+    """How many patients of the saved table sat in the empty cells and are gone now."""
+    if saved is None or saved.empty:
+        return 0
+    cells = {tuple(cell.split("/")) for cell in missing}
+    gone = saved[~saved["patient_id"].isin(table["patient_id"])]
+    return int(sum((row.label, row.split) in cells for row in gone.itertuples()))

@@ -203,3 +203,27 @@ def test_bad_resolution_value_names_the_key(folder_cohort):
     params["source"]["microns_per_pixel"] = -1
     with pytest.raises(ValueError, match=r"cohort\.source\.microns_per_pixel"):
         ingest_cohort(pd.DataFrame(), params, 32, 12)
+
+
+def test_split_node_names_the_reuse_option_when_a_saved_patient_is_gone():
+    """Issue 22 finding 10: no manifest here, so the message must not blame one."""
+    manifest = pd.DataFrame(
+        [
+            {
+                "patient": f"PAT_{label[0]}{p:03d}",
+                "label": label,
+                "fixed_split": None,
+                "content_hash": f"{label}{p}{i}",
+            }
+            for label in ("normal", "late")
+            for p in range(4)
+            for i in range(2)
+        ]
+    )
+    params = {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 3, "reuse_saved": True}
+    saved = split_cohort(manifest, params)
+    gone = saved.query("label == 'normal' and split == 'val'")["patient"]
+    with pytest.raises(ValueError) as caught:
+        split_cohort(manifest[~manifest["patient"].isin(gone)], params, saved)
+    assert "cohort.split.reuse_saved: false" in str(caught.value)
+    assert "manifest" not in str(caught.value)

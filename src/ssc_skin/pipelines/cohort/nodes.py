@@ -287,55 +287,9 @@ def split_cohort(
     """Stratified patient-level split (or k-fold), reusing the saved table; checks leaks.
 
     `previous` is the table the last run saved (the catalog's `previous_patient_splits`,
-    None when there is none).
-    A manifest `split` column fixes those patients' split; the saved table (same settings)
-    keeps everybody else where they were in earlier runs.
+    None when there is none); see `splits.assign_splits`.
     """
-    if manifest.empty:
-        raise ValueError(
-            "no usable image in the cohort: every file was quarantined; see "
-            "data/08_reporting/quarantine.csv for the reason of each"
-        )
-    cohort = manifest.rename(columns={"patient": "patient_id"})
-    if params.get("folds", 0):
-        table = splits.kfold_split(
-            cohort, params["folds"], params["fold"], params["val_fraction"], params["seed"]
-        )
-    else:
-        table = splits.split_patients(
-            cohort, params["val_fraction"], params["test_fraction"], params["seed"]
-        )
-    settings = _split_settings(params)
-    if params.get("reuse_saved", False):
-        table = splits.reuse_saved_split(table, _saved_split(previous, settings))
-    fixed = cohort.dropna(subset=["fixed_split"]).groupby("patient_id")["fixed_split"].first()
-    table = splits.apply_fixed_splits(table, fixed)
-    splits.assert_no_patient_leak(table)
-    splits.assert_every_split_has_every_class(table)
-    splits.assert_no_duplicate_leak(cohort.merge(table[["patient_id", "split"]], on="patient_id"))
-    for split, part in table.groupby("split"):
-        logger.info(
-            "Split %s: %d patients (%s)",
-            split,
-            len(part),
-            ", ".join(f"{k}={v}" for k, v in part["label"].value_counts().sort_index().items()),
-        )
-    return table.rename(columns={"patient_id": "patient"}).assign(settings=settings)
-
-
-def _split_settings(params: dict[str, Any]) -> str:
-    keys = ("val_fraction", "test_fraction", "seed", "folds", "fold")
-    return ",".join(f"{k}={params.get(k)}" for k in keys)
-
-
-def _saved_split(saved: pd.DataFrame | None, settings: str) -> pd.DataFrame | None:
-    """The split table an earlier run saved with the same settings, if any."""
-    if saved is None or saved.empty:
-        return None
-    if "settings" not in saved or set(saved["settings"]) != {settings}:
-        logger.info("The saved split table has other settings; splitting afresh")
-        return None
-    return saved.rename(columns={"patient": "patient_id"})[["patient_id", "label", "split"]]
+    return splits.assign_splits(manifest, params, previous)
 
 
 def colour_baseline(
