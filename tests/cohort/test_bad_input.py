@@ -215,8 +215,8 @@ def test_a_manifest_not_in_utf8_gives_one_message_naming_the_file(tmp_path, enco
     with pytest.raises(CohortConfigError) as caught:
         ingest.read_manifest(tmp_path / "cohort.csv")
     message = str(caught.value)
-    assert "cohort.source.manifest (cohort.csv)" in message and "UTF-8" in message
-    assert str(tmp_path) not in message  # the file's name, not the user's path
+    assert "cohort.source.manifest is not UTF-8" in message  # issue 22 finding 3: the key,
+    assert "cohort.csv" not in message and str(tmp_path) not in message  # not the name
 
 
 def test_an_unquoted_comma_gives_one_message_naming_the_file_and_line(tmp_path):
@@ -226,7 +226,7 @@ def test_an_unquoted_comma_gives_one_message_naming_the_file_and_line(tmp_path):
     with pytest.raises(CohortConfigError) as caught:
         ingest.read_manifest(tmp_path / "cohort.csv")
     message = str(caught.value)
-    assert "cohort.source.manifest (cohort.csv)" in message and "line 3" in message
+    assert "cohort.source.manifest: line 3" in message and "cohort.csv" not in message
     assert "quote" in message
 
 

@@ -14,8 +14,8 @@ LONG = "MRN-4471-Smith_JohnSmith_DOB19700101" * 12 + ".csv"  # > 255 bytes: ENAM
 def test_an_empty_manifest_is_one_message(tmp_path, text):
     manifest = tmp_path / "PAT_0042.csv"
     manifest.write_text(text)
-    with pytest.raises(CohortConfigError, match=r"cohort\.source\.manifest .* is empty"):
-        ingest.discover_cohort({"layout": "manifest", "manifest": str(manifest)})
+    with pytest.raises(CohortConfigError, match=r"^cohort\.source\.manifest is empty$"):
+        ingest.discover_cohort({"layout": "manifest", "manifest": str(manifest)})  # no name
 
 
 def test_a_too_long_manifest_path_is_one_message_without_the_path(tmp_path):

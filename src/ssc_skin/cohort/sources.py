@@ -20,7 +20,7 @@ and read as they are. No Kedro here.
 
 from __future__ import annotations
 
-import io
+import codecs
 import logging
 import os
 import re
@@ -47,6 +47,8 @@ MANIFEST_REQUIRED = ("image_path", "patient_id", "label")
 MANIFEST_OPTIONAL = ("mask_path", "split")
 # Operating-system and tool litter, skipped silently (counted in a debug log line).
 JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+MANIFEST_KEY = "cohort.source.manifest"
+CHUNK_ROWS = 20_000  # manifest rows parsed at a time
 
 
 def discover_cohort(source: Mapping[str, Any]) -> pd.DataFrame:
@@ -181,78 +183,112 @@ def read_manifest(
     *,
     root: str | os.PathLike[str] | None = None,
     allow_outside_root: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> pd.DataFrame:
     """Records of a manifest CSV (comma, semicolon or tab separated, UTF-8), in the same columns.
 
     Relative paths resolve against the manifest's folder; backslashes count as separators so
     that a manifest written on Windows works elsewhere. Paths must stay inside `root` (the
-    manifest's folder by default) unless `allow_outside_root`.
+    manifest's folder by default) unless `allow_outside_root`. The CSV is read `chunk_rows`
+    rows at a time (a lab's manifest of every archived slide has 200,000 rows). Messages
+    name the setting (`cohort.source.manifest`), never the manifest's own file name.
     """
     manifest = Path(path).expanduser()
-    if not path_exists(manifest, "cohort.source.manifest", "file"):
-        key = f"cohort.source.manifest ({display_text(manifest.name)})"
-        raise CohortConfigError(f"{key} is not a file")
-    key = f"cohort.source.manifest ({display_text(manifest.name)})"
-    table = _manifest_table(manifest, key)
-    table.columns = [str(column).strip().lower() for column in table.columns]
-    missing = [column for column in MANIFEST_REQUIRED if column not in table.columns]
-    if missing:
-        raise CohortConfigError(
-            f"{key} lacks required column(s) {', '.join(missing)}; "
-            f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
-            f"{', '.join(MANIFEST_OPTIONAL)}; found: "
-            f"{', '.join(table.columns)}"
-        )
-    base = manifest.parent
+    if not path_exists(manifest, MANIFEST_KEY, "file"):
+        raise CohortConfigError(f"{MANIFEST_KEY} is not a file ({display_text(manifest.name)})")
+    _check_utf8(manifest)
+    separator = _separator(manifest)
+    base = str(manifest.parent)
     fence = (
-        None if allow_outside_root else os.path.realpath(Path(root).expanduser() if root else base)
+        None if allow_outside_root else _Fence(Path(root).expanduser() if root else manifest.parent)
     )
     rows = []
-    for line, entry in enumerate(table.to_dict("records"), start=2):
-        image = text(entry["image_path"])
-        mask = text(entry.get("mask_path"))
-        split = text(entry.get("split"))
-        image_path, relative = (
-            _resolve(image, base) if image else (None, f"{manifest.name} line {line}")
-        )
-        mask_path, mask_relative = _resolve(mask, base) if mask else (None, None)
-        row = _record(
-            image_path,
-            relative,
-            patient_id=text(entry["patient_id"]),
-            raw_label=text(entry["label"]),
-            mask_path=mask_path,
-            mask_relative_path=mask_relative,
-            split=split.lower() if split else None,
-        )
-        if not image:
-            row.update(problem_check="missing_image_path", problem="missing image path")
-        elif fence and not _inside(image_path, fence):
-            row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
-        if mask and fence and not _inside(mask_path, fence):
-            row.update(mask_problem=_OUTSIDE_ROOT)
-        rows.append(row)
+    for table in _manifest_chunks(manifest, separator, chunk_rows):
+        first_line = 2 + len(rows)
+        for line, entry in enumerate(table.to_dict("records"), start=first_line):
+            rows.append(_manifest_record(entry, f"{manifest.name} line {line}", base, fence))
     return _records_frame(rows)
 
 
-def _manifest_table(manifest: Path, key: str) -> pd.DataFrame:
-    """The manifest as text cells; encodings and broken rows give one message naming it."""
-    data = manifest.read_bytes()
+def _manifest_record(
+    entry: Mapping[str, Any], where: str, base: str, fence: _Fence | None
+) -> dict[str, Any]:
+    """The record of one manifest row (`where`: its line, the name of a row without a
+    path, which the report hides like any other), with its path checks."""
+    image = text(entry["image_path"])
+    mask = text(entry.get("mask_path"))
+    split = text(entry.get("split"))
+    image_path, relative = _resolve(image, base) if image else (None, where)
+    mask_path, mask_relative = _resolve(mask, base) if mask else (None, None)
+    row = _record(
+        image_path,
+        relative,
+        patient_id=text(entry["patient_id"]),
+        raw_label=text(entry["label"]),
+        mask_path=mask_path,
+        mask_relative_path=mask_relative,
+        split=split.lower() if split else None,
+    )
+    if not image:
+        row.update(problem_check="missing_image_path", problem="missing image path")
+    elif fence and not fence.contains(image_path):
+        row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
+    if mask and fence and not fence.contains(mask_path):
+        row.update(mask_problem=_OUTSIDE_ROOT)
+    return row
+
+
+def _check_utf8(manifest: Path) -> None:
+    """One message naming the setting when the manifest is not UTF-8 (read in blocks)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    with manifest.open("rb") as handle:
+        try:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+            return
+        except UnicodeDecodeError:
+            pass
+    data = manifest.read_bytes()  # only on error: where, exactly, for the message
     try:
-        text = data.decode("utf-8-sig")
+        data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
         raise CohortConfigError(
-            f"{key} is not UTF-8 text ({'UTF-16' if utf16 else 'another encoding'}: byte "
-            f"0x{data[error.start]:02x} at position {error.start}); save it as CSV UTF-8 "
+            f"{MANIFEST_KEY} is not UTF-8 text ({'UTF-16' if utf16 else 'another encoding'}: "
+            f"byte 0x{data[error.start]:02x} at position {error.start}); save it as CSV UTF-8 "
             "(e.g. Excel: Save As > CSV UTF-8)"
         ) from error
-    header = text.split("\n", 1)[0]
-    separator = max(",;\t", key=header.count)
+
+
+def _separator(manifest: Path) -> str:
+    """Comma, semicolon or tab: whichever the header line holds most of."""
+    with manifest.open(encoding="utf-8-sig", newline="") as handle:
+        header = handle.readline()
+    return max(",;\t", key=header.count)
+
+
+def _manifest_chunks(manifest: Path, separator: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The manifest as text cells, `chunk_rows` rows at a time, lower-case column names;
+    an empty file, a missing column or a broken row is one message naming the setting."""
+    options = {"sep": separator, "dtype": str, "keep_default_na": False, "encoding": "utf-8-sig"}
     try:
-        return pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
+        header = pd.read_csv(manifest, nrows=0, **options)
     except pd.errors.EmptyDataError as error:
-        raise CohortConfigError(f"{key} is empty") from error
+        raise CohortConfigError(f"{MANIFEST_KEY} is empty") from error
+    columns = [str(column).strip().lower() for column in header.columns]
+    missing = [column for column in MANIFEST_REQUIRED if column not in columns]
+    if missing:
+        raise CohortConfigError(
+            f"{MANIFEST_KEY} lacks required column(s) {', '.join(missing)}; "
+            f"required: {', '.join(MANIFEST_REQUIRED)}, optional: "
+            f"{', '.join(MANIFEST_OPTIONAL)}; found: {', '.join(columns)}"
+        )
+    try:
+        with pd.read_csv(manifest, chunksize=chunk_rows, **options) as reader:
+            for table in reader:
+                table.columns = columns
+                yield table
     except pd.errors.ParserError as error:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
         where = (
@@ -262,7 +298,7 @@ def _manifest_table(manifest: Path, key: str) -> pd.DataFrame:
             else f"cannot be parsed ({error})"
         )
         raise CohortConfigError(
-            f"{key}: {where}; quote values that contain the separator {separator!r} "
+            f"{MANIFEST_KEY}: {where}; quote values that contain the separator {separator!r} "
             '(e.g. "SSc, late")'
         ) from error
 
@@ -311,19 +347,40 @@ def _inside(path: str | os.PathLike[str], fence: str) -> bool:
     return real == fence or real.startswith(fence.rstrip(os.sep) + os.sep)
 
 
+class _Fence:
+    """`_inside` for many paths: each folder is resolved once, each file is one `lstat`."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.real = os.path.realpath(folder)
+        self._folders: dict[str, str] = {}
+
+    def contains(self, path: str) -> bool:
+        folder, name = os.path.split(path)
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+        else:
+            if folder not in self._folders:
+                self._folders[folder] = os.path.realpath(folder)
+            real = os.path.join(self._folders[folder], name)
+        return real == self.real or real.startswith(self.real.rstrip(os.sep) + os.sep)
+
+
 def _is_junk(name: str) -> bool:
     return name.startswith(".") or name.lower() in JUNK_NAMES
 
 
-def _resolve(value: str, base: Path) -> tuple[str, str]:
+def _resolve(value: str, base: str | os.PathLike[str]) -> tuple[str, str]:
     """Absolute path and the path shown in reports (relative to base where possible)."""
-    path = Path(value.replace("\\", "/")).expanduser()
-    absolute = Path(os.path.normpath(path if path.is_absolute() else base / path))
-    try:
-        shown = absolute.relative_to(base).as_posix()
-    except ValueError:
-        shown = absolute.as_posix()
-    return str(absolute), display_text(shown)
+    base = os.fspath(base)
+    path = os.path.expanduser(value.replace("\\", "/"))
+    absolute = os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
+    folder = os.path.normpath(base)
+    prefix = folder.rstrip("/") + "/"
+    if absolute == folder:
+        shown = "."
+    else:
+        shown = absolute[len(prefix) :] if absolute.startswith(prefix) else absolute
+    return absolute, display_text(shown)
 
 
 def _record(image_path: str | None, relative_path: str, **fields: Any) -> dict[str, Any]:
