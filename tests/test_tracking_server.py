@@ -132,7 +132,7 @@ def test_the_run_lands_in_the_server_not_in_a_local_store(tracked_run):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     run = parents[0]
-    assert "binary.cnn.test_patient_accuracy" in run.data.metrics
+    assert "binary.cnn/test_patient_accuracy" in run.data.metrics
     assert run.data.tags["runner"] == "SequentialRunner" and run.data.tags["config_env"] == "test"
     # artifacts go through the server (proxied) into its own store
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
@@ -149,12 +149,12 @@ def test_each_nested_run_spans_its_training_and_holds_per_epoch_history(tracked_
     assert set(MODELS) <= set(children)  # (the colour + texture peers have runs of their own)
     for name in MODELS:
         run = children[name]
-        seconds = run.data.metrics["train_seconds"]
+        seconds = run.data.metrics["train/seconds"]
         duration = (run.info.end_time - run.info.start_time) / 1000
         logger.info("%s: nested run %.1f s, training %.1f s", name, duration, seconds)
         assert duration >= seconds, name
-        epochs = int(run.data.metrics["epochs_run"])
-        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        epochs = int(run.data.params["epochs_run"])
+        history = client.get_metric_history(run.info.run_id, "val/accuracy")
         assert [m.step for m in history] == list(range(epochs)), name
         model = client.get_logged_model(run.data.tags["model_uri"].removeprefix("models:/"))
         assert model.name == name.replace(".", "_")
@@ -175,6 +175,10 @@ def test_both_tasks_champions_are_registered_with_their_alias(tracked_run):
             version.tags["reason"],
         )
     assert "(champion)" in parent.data.tags["mlflow.note.content"]
+    binary = client.get_model_version_by_alias("ssc-skin-binary", "champion")
+    assert binary.tags["registered"].startswith(binary.tags["champion"])  # its own predictor
+    assert binary.run_id == binary.tags["nested_run_id"]  # the nested run that trained it
+    assert client.get_registered_model("ssc-skin-binary").description
     with tracking_uri(url):  # what `mlflow models serve -m models:/...@champion` loads
         model = mlflow.pyfunc.load_model("models:/ssc-skin-binary@champion")
     assert model.metadata.flavors.keys() >= {"python_function"}
