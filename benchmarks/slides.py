@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/slides.py                  # 20000^2 and 40000^2 slides
     .venv/bin/python benchmarks/slides.py --quick          # 4000^2 and 8000^2: a smoke test
+    .venv/bin/python benchmarks/slides.py --style ome      # OME-TIFF (sub-IFD pyramid)
 
 For each slide size, in a fresh process each (so one run's memory cannot hide in another's),
-the whole slide path of `ssc_skin.slides.wsi` runs: open, plan, thumbnail, tissue
+the whole slide path of `ssc_skin.slides` (readers, metadata, tiles) runs: open, plan, thumbnail, tissue
 detection, grid tiling, then every tissue patch read as batches at the default patch size and
 target microns per pixel. Peak RSS comes from `getrusage(RUSAGE_CHILDREN)` of a small wrapper
 process, as in benchmarks/run.py; a third process only imports and opens a slide, the floor
@@ -36,8 +37,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ssc_skin.slides import wsi as slides
-from ssc_skin.slides.synthetic import write_synthetic_slide
+from ssc_skin.slides import tiles as slides
+from ssc_skin.slides.metadata import slide_info
+from ssc_skin.slides.readers import open_slide
+from ssc_skin.slides.synthetic import STYLES, SUFFIX, write_synthetic_slide
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE = PROJECT / "data" / "01_raw" / "slide_benchmark"
@@ -55,20 +58,31 @@ sys.exit(code)
 """
 
 
-def slide_path(side: int) -> Path:
-    return CACHE / f"synthetic_{side}x{side}_mpp{SLIDE_MPP:g}_v1.svs"
+def slide_path(side: int, style: str = "aperio") -> Path:
+    return (
+        CACHE
+        / f"synthetic_{side}x{side}_mpp{SLIDE_MPP:g}_v1{'' if style == 'aperio' else '_' + style}{SUFFIX[style]}"
+    )
 
 
-def ensure_slide(side: int) -> tuple[Path, float]:
+def ensure_slide(side: int, style: str = "aperio") -> tuple[Path, float]:
     """The cached synthetic slide of this size, written first if missing (seconds taken)."""
-    path = slide_path(side)
+    path = slide_path(side, style)
     if path.exists():
         return path, 0.0
     count = max(1, round(side / CELL)) ** 2
     logger.info("writing %s (%d sections) ...", path.name, count)
     start = time.perf_counter()
     write_synthetic_slide(
-        path, side, side, sections=count, label="late", mpp=SLIDE_MPP, seed=side, maxworkers=2
+        path,
+        side,
+        side,
+        sections=count,
+        label="late",
+        mpp=SLIDE_MPP,
+        style=style,
+        seed=side,
+        maxworkers=2,
     )
     seconds = time.perf_counter() - start
     logger.info("wrote %s in %.0f s (%.0f MB)", path.name, seconds, path.stat().st_size / 1e6)
@@ -82,8 +96,8 @@ def worker(path: str, patch_size: int, target_mpp: float, result: str, floor: bo
     """One slide through the whole path, timed by phase; writes a JSON result."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    with slides.open_slide(path) as slide:
-        info = slides.slide_info(slide)
+    with open_slide(path) as slide:
+        info = slide_info(slide)
         plan = slides.plan_tiles(info, patch_size, target_mpp)
         timings["open_s"] = time.perf_counter() - start
         row: dict[str, Any] = {
@@ -185,7 +199,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Whole-slide tiling benchmark",
         "",
         f"{result['date']}, {result['machine']['cpus']} CPUs, Python "
-        f"{result['machine']['python']}. Patch {result['patch_size']} px from synthetic Aperio "
+        f"{result['machine']['python']}. Patch {result['patch_size']} px from synthetic "
+        f"{result.get('style', 'aperio')} "
         f"slides at {result['slide_microns_per_pixel']:g} um/px (zlib tiles, ~17% tissue); "
         "each run in a fresh process; every tissue patch is read. Memory target: <= 1.2x "
         "peak RSS for 4x the slide area.",
@@ -251,6 +266,9 @@ def main() -> None:
         help="slide sides in level-0 pixels (square slides)",
     )
     parser.add_argument("--quick", action="store_true", help="4000^2 and 8000^2 slides")
+    parser.add_argument(
+        "--style", choices=STYLES, default="aperio", help="slide format (synthetic.STYLES)"
+    )
     parser.add_argument("--patch", type=int, default=None, help="default: patches.patch_size")
     parser.add_argument(
         "--targets",
@@ -276,7 +294,7 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     written, paths = {}, []
     for side in sizes:
-        path, seconds = ensure_slide(side)
+        path, seconds = ensure_slide(side, args.style)
         paths.append(path)
         if seconds:
             written[path.name] = seconds
@@ -304,6 +322,7 @@ def main() -> None:
         },
         "patch_size": args.patch,
         "slide_microns_per_pixel": SLIDE_MPP,
+        "style": args.style,
         "slides_written_s": written,
         "targets": parts,
     }
