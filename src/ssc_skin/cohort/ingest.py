@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssc_skin.cohort import handover
 from ssc_skin.cohort.checks import NUMERIC as _NUMERIC
 from ssc_skin.cohort.checks import (
     QUARANTINE_COLUMNS,
@@ -47,6 +48,7 @@ from ssc_skin.cohort.checks import (
     ImageProblem,
     check_items,
     check_metadata,
+    default_workers,
     flag_duplicates,
     flag_patient_conflicts,
     frame,
@@ -66,6 +68,8 @@ from ssc_skin.cohort.config import (
     path_exists,
     source_config_problems,
 )
+from ssc_skin.cohort.handover import Ingested
+from ssc_skin.cohort.privacy import hide_quarantine, pseudonymise_records
 from ssc_skin.cohort.readers import (
     IMAGE_FORMATS,
     MAX_DECODED_BYTES,
@@ -118,6 +122,7 @@ __all__ = [  # what other packages import from here (the rest lives in the modul
     "discover_folder",
     "display_text",
     "image_checks",
+    "ingest_images",
     "path_exists",
     "read_manifest",
     "read_mask",
@@ -157,6 +162,59 @@ def validate_cohort(
         columns=VALID_COLUMNS,
         workers=workers,
         progress=progress,
+    )
+
+
+def ingest_images(
+    cohort: Mapping[str, Any],
+    *,
+    min_side: int,
+    min_saturation: int,
+    key: str,
+    workers: int | None = None,
+) -> Ingested:
+    """Discover, check and hand over an image cohort (`cohort`: the `cohort` parameters).
+
+    The synthetic cohort is read back from disk exactly like a user's manifest cohort. A
+    cohort with no usable image still returns (its report says why for every file).
+    """
+    source = check_source_config(cohort.get("source"))
+    if source["layout"] == "synthetic":
+        source = {**source, "layout": "manifest"}
+    checks = cohort.get("checks", {})
+    records = discover_cohort(source)
+    valid, quarantine = validate_cohort(
+        records,
+        label_map=source["label_map"],
+        allowed_labels=checks["allowed_labels"],
+        min_side=min_side,
+        min_tissue_fraction=checks["min_tissue_fraction"],
+        min_saturation=min_saturation,
+        tiff_page=source["tiff_page"],
+        workers=default_workers() if workers is None else workers,
+    )
+    valid = pseudonymise_records(valid, key)
+    valid["mask_source"] = handover.mask_sources(valid, cohort.get("masks", "auto"))
+    report, shown = hide_quarantine(
+        quarantine,
+        records,
+        key,
+        label_folders=source["layout"] == "folder",
+        labels={*checks["allowed_labels"], *source["label_map"]},
+        show_names=bool((cohort.get("privacy") or {}).get("show_file_names", False)),
+    )
+    manifest = handover.manifest_table(valid)
+    handover.log_handover(manifest, len(quarantine), len(records))
+    scale = handover.resolution_scale(
+        source["microns_per_pixel"], cohort.get("target_microns_per_pixel")
+    )
+    return Ingested(
+        images=handover.image_loaders(valid, source["tiff_page"], scale),
+        masks=handover.mask_loaders(valid, source["tiff_page"], scale),
+        manifest=manifest,
+        linkage=handover.build_linkage(valid, shown, records, key),
+        report=report,
+        metrics=handover.quarantine_metrics(valid, quarantine),
     )
 
 

@@ -178,13 +178,25 @@ def hide_quarantine(
     *,
     label_folders: bool = False,
     labels: Iterable[str] = (),
+    show_names: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(report with no raw id, local linkage of shown file -> relative path).
 
     `records`: the discovery records (`relative_path`, `patient_id`, `mask_relative_path`);
     every patient id among them counts as known. `label_folders`: the first folder of a
-    path is a label folder and stays readable when it is one of `labels`.
+    path is a label folder and stays readable when it is one of `labels`. `show_names`
+    (the user's opt-in `cohort.privacy.show_file_names: true`): the report shows each file
+    by its path relative to the cohort folder, and its reason as it is.
     """
+    if show_names:
+        linkage = pd.DataFrame(
+            {
+                "file": quarantine["file"],
+                "relative_path": quarantine["file"],
+                "check": quarantine["check"],
+            }
+        )
+        return quarantine.copy(), linkage
     hider = _IdHider(records["patient_id"].dropna(), key)
     owner: dict[str, str | None] = {}
     for row in records.itertuples(index=False):

@@ -7,23 +7,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ssc_skin.cohort import ingest, splits, synthetic
-from ssc_skin.cohort.config import MASK_CHOICES
-from ssc_skin.cohort.privacy import (
-    hide_quarantine,
-    pseudonym,
-    pseudonym_key,
-    pseudonymise_records,
-)
+from ssc_skin.cohort import handover, ingest, splits, synthetic
+from ssc_skin.cohort.privacy import pseudonym_key
 from ssc_skin.constants import LABELS
 from ssc_skin.evaluation import baseline, figures
-from ssc_skin.imaging import stain
 from ssc_skin.pipelines.cohort import slide_nodes
 
 logger = logging.getLogger(__name__)
@@ -100,185 +92,19 @@ def ingest_cohort(
     """Check every file of the configured cohort and convert the valid ones to 8-bit RGB PNG.
 
     Returns lazily written images and masks keyed by image pseudonym, the pseudonymised
-    manifest, the local linkage table, the quarantine report (no raw id or path in it) and
-    its counts for MLflow. The linkage also maps each name the report shows back to its file
-    (rows with a `check`).
-    The user's folder is only read. `synthetic_manifest` orders this node after generation:
-    the synthetic cohort is read back from disk exactly like a user's manifest cohort.
-    A cohort with no usable image still returns (the report is written); `split_cohort`
-    then stops the run.
+    manifest, the local linkage table (pseudonym or shown name -> file), the quarantine
+    report (no raw id or path in it) and its counts for MLflow; see `ingest.ingest_images`.
+    `synthetic_manifest` and `synthetic_slides` only order this node after generation.
     """
     del synthetic_manifest, synthetic_slides
     source = ingest.check_source_config(cohort.get("source"))
     if slide_nodes.is_slide_layout(source):  # slides: thumbnails + linkage, see slide_nodes
-        return slide_nodes.ingest_slides(
-            source,
-            cohort,
-            {
-                "patch_size": patch_size,
-                "stride": patch_size,
-                "min_tissue_fraction": 0.5,
-                "min_saturation": min_saturation,
-                **(patches or {}),
-            },
-            _linkage,
-        )
-    if source["layout"] == "synthetic":
-        source = {**source, "layout": "manifest"}
-    checks = cohort.get("checks", {})
-    records = ingest.discover_cohort(source)
-    valid, quarantine = ingest.validate_cohort(
-        records,
-        label_map=source["label_map"],
-        allowed_labels=checks["allowed_labels"],
-        min_side=patch_size,
-        min_tissue_fraction=checks["min_tissue_fraction"],
-        min_saturation=min_saturation,
-        tiff_page=source["tiff_page"],
-    )
-    key = pseudonym_key()
-    valid = pseudonymise_records(valid, key)
-    scale = _resolution_scale(source["microns_per_pixel"], cohort.get("target_microns_per_pixel"))
-    images = {
-        row.image: _image_loader(row.image_path, source["tiff_page"], scale)
-        for row in valid.itertuples()
-    }
-    valid["mask_source"] = (
-        _mask_sources(valid, cohort.get("masks", "auto")) if len(valid) else pd.Series(dtype=object)
-    )
-    masks = {
-        row.image: _mask_loader(
-            row.mask_path, row.image_path, row.mask_source, source["tiff_page"], scale
-        )
-        for row in valid.itertuples()
-        if row.mask_source != "none"
-    }
-    manifest = pd.DataFrame(
-        {
-            "image": valid["image"],
-            "patient": valid["patient"],
-            "label": valid["label"],
-            "has_mask": valid["mask_source"] != "none",
-            "mask_source": valid["mask_source"],
-            "fixed_split": valid["split"],
-            "content_hash": valid["content_hash"],
-            "height": valid["height"],
-            "width": valid["width"],
-            "tissue_fraction": valid["tissue_fraction"],
-            "notes": valid["notes"].fillna(""),
-        }
-    )  # notes never name a file or a patient
-    labels = {*checks["allowed_labels"], *source["label_map"]}
-    report, shown = hide_quarantine(
-        quarantine, records, key, label_folders=source["layout"] == "folder", labels=labels
-    )
-    linkage = _linkage(valid, shown, records, key)
-    if valid.empty:
-        logger.error(
-            "Cohort: no usable image among %d file(s); the reason for each is in "
-            "data/08_reporting/quarantine.csv",
-            len(records),
-        )
-    counts = {
-        "images_valid": len(valid),
-        "files_quarantined": len(quarantine),
-        **{
-            f"quarantined.{check}": int(n)
-            for check, n in quarantine["check"].value_counts().items()
-        },
-    }
-    logger.info(
-        "Tissue masks: %s",
-        ", ".join(f"{k}={v}" for k, v in valid["mask_source"].value_counts().items()),
-    )
-    logger.info(
-        "Cohort: %d images from %d patients (%s); %d file(s) quarantined%s",
-        len(manifest),
-        manifest["patient"].nunique(),
-        ", ".join(f"{k}={v}" for k, v in manifest.groupby("label")["patient"].nunique().items()),
-        len(quarantine),
-        " -> data/08_reporting/quarantine.csv" if len(quarantine) else "",
-    )
-    metrics = {k: {"value": float(v), "step": 0} for k, v in counts.items()}
-    return images, masks, manifest.reset_index(drop=True), linkage, report, metrics
-
-
-LINKAGE_COLUMNS = ["image", "patient", "patient_id", "relative_path", "check"]
-
-
-def _linkage(
-    valid: pd.DataFrame, shown: pd.DataFrame, records: pd.DataFrame, key: str
-) -> pd.DataFrame:
-    """Local table: image pseudonym (or the name quarantine.csv shows) -> file and patient."""
-    owners = dict(zip(records["relative_path"], records["patient_id"], strict=True))
-    owners.update(zip(records["mask_relative_path"], records["patient_id"], strict=True))
-    quarantined = shown.rename(columns={"file": "image"}).assign(
-        patient_id=lambda t: t["relative_path"].map(owners)
-    )
-    quarantined["patient"] = quarantined["patient_id"].map(
-        lambda p: pseudonym(p, key) if isinstance(p, str) else None
-    )
-    kept = valid[["image", "patient", "patient_id", "relative_path"]].assign(check=None)
-    return pd.concat([kept, quarantined[LINKAGE_COLUMNS]], ignore_index=True)[LINKAGE_COLUMNS]
-
-
-def _resolution_scale(cohort_mpp: float | None, target_mpp: float | None) -> float:
-    """Resize factor that brings the cohort to the target microns per pixel (1 when either
-    is unknown), so that patches cover the same tissue area whatever the scanner."""
-    if not cohort_mpp or not target_mpp:
-        return 1.0
-    scale = cohort_mpp / target_mpp
-    logger.info(
-        "Resolution: %.3f -> %.3f microns/pixel (images resized x%.3f)",
-        cohort_mpp,
-        target_mpp,
-        scale,
-    )
-    return scale
-
-
-def _rescale(array: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
-    if scale == 1.0:
-        return array
-    size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))
-    return cv2.resize(array, size, interpolation=interpolation)
-
-
-def _image_loader(path: str, tiff_page: int, scale: float = 1.0) -> Callable[[], Image.Image]:
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    return lambda: Image.fromarray(
-        _rescale(ingest.read_rgb(path, tiff_page)[0], scale, interpolation)
-    )
-
-
-def _mask_sources(valid: pd.DataFrame, choice: str) -> pd.Series:
-    """Per image: `cohort` (its own mask file), `pseudo` (from colour deconvolution) or `none`.
-
-    `cohort.masks`: auto = the cohort's masks where it has them, pseudo-masks elsewhere.
-    """
-    if choice not in MASK_CHOICES:
-        raise ValueError(f"cohort.masks must be one of {', '.join(MASK_CHOICES)}; got {choice!r}")
-    has_file = valid["mask_path"].map(lambda p: isinstance(p, str))
-    if choice == "pseudo":
-        return pd.Series("pseudo", index=valid.index)
-    sources = has_file.map({True: "cohort", False: "pseudo" if choice == "auto" else "none"})
-    if (sources == "none").all():
-        raise ValueError(
-            "the cohort has no mask files and cohort.masks is 'cohort'; set "
-            "cohort.masks: auto to train the UNet on pseudo-masks"
-        )
-    return sources
-
-
-def _mask_loader(
-    mask_path: str | None, image_path: str, source: str, tiff_page: int, scale: float = 1.0
-) -> Callable[[], Image.Image]:
-    if source == "cohort":
-        return lambda: Image.fromarray(
-            _rescale(ingest.read_mask(mask_path), scale, cv2.INTER_NEAREST)
-        )
-    image = _image_loader(image_path, tiff_page, scale)
-    return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
+        settings = {"patch_size": patch_size, "stride": patch_size, "min_tissue_fraction": 0.5}
+        settings |= {"min_saturation": min_saturation, **(patches or {})}
+        return slide_nodes.ingest_slides(source, cohort, settings, handover.build_linkage)
+    return ingest.ingest_images(
+        cohort, min_side=patch_size, min_saturation=min_saturation, key=pseudonym_key()
+    ).astuple()
 
 
 def split_cohort(
