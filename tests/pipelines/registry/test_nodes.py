@@ -218,10 +218,14 @@ def test_a_version_links_to_the_nested_run_that_trained_it_and_is_described(stor
             test_patient_auc=0.9,
             test_patients=8,
         )
-        registered = register_champions(PARAMS, evaluation, {"uri": uri})
+        # a pooled cross-validation evaluation has no run of its own: the export says where
+        registered = register_champions(
+            PARAMS, {**evaluation, "mlflow_run_id": None}, {"uri": uri, "run_id": child.info.run_id}
+        )
     client = MlflowClient()
     version = client.get_model_version("ssc-skin-binary", registered["binary"]["version"])
     assert version.run_id == child.info.run_id != parent.info.run_id
+    assert version.tags["nested_run_id"] == child.info.run_id
     assert "binary.cnn" in version.description and "0.750" in version.description
     assert "whole-image predictor" in version.description
     model = client.get_registered_model("ssc-skin-binary")

@@ -149,6 +149,7 @@ def register_champions(
         for e, p in zip(evaluations, predictors, strict=True)
         if p
     }
+    trained_in = {p["uri"]: p.get("run_id") for p in predictors if p and p.get("uri")}
     rank_by = list(params["rank_by"])
     champions = pick_champions(list(evaluations), rank_by)
     registered: dict[str, dict[str, Any]] = {}
@@ -168,7 +169,8 @@ def register_champions(
             "champion": f"{task}.{champion['architecture']}",
             "registered": what,
             "reason": reason,
-            "nested_run_id": champion.get("mlflow_run_id") or "",
+            # the run that trained what is registered (export logged the predictor there)
+            "nested_run_id": trained_in.get(uri) or champion.get("mlflow_run_id") or "",
             **{m: f"{v:.6g}" for m, v in zip(rank_by, rank, strict=True)},
         }
         version, alias_version = tracking.register_model(
