@@ -37,8 +37,10 @@ Patient ids are private: log lines carry counts only, never ids, paths or reason
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -297,6 +299,28 @@ def map_in_order(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
+
+
+class Budget:
+    """At most `limit` units (pixels) in use at once across threads; a request larger than
+    the limit waits until nothing else is in use and then runs alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, amount: int) -> Iterator[None]:
+        amount = max(0, min(amount, self.limit))
+        with self._changed:
+            self._changed.wait_for(lambda: self.used == 0 or self.used + amount <= self.limit)
+            self.used += amount
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= amount
+                self._changed.notify_all()
 
 
 def default_workers() -> int:

@@ -60,8 +60,7 @@ def mask_loaders(valid: pd.DataFrame, tiff_page: int, scale: float) -> dict[str,
 
 
 def image_loader(path: str, tiff_page: int, scale: float = 1.0) -> Loader:
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    return lambda: Image.fromarray(_rescale(read_rgb(path, tiff_page)[0], scale, interpolation))
+    return lambda: Image.fromarray(_rgb(path, tiff_page, scale))
 
 
 def mask_loader(
@@ -69,8 +68,14 @@ def mask_loader(
 ) -> Loader:
     if source == "cohort":
         return lambda: Image.fromarray(_rescale(read_mask(mask_path), scale, cv2.INTER_NEAREST))
-    image = image_loader(image_path, tiff_page, scale)
-    return lambda: Image.fromarray(stain.pseudo_mask(np.asarray(image())))
+    return lambda: Image.fromarray(stain.pseudo_mask(_rgb(image_path, tiff_page, scale)))
+
+
+def _rgb(path: str, tiff_page: int, scale: float) -> np.ndarray:
+    """The image as the study sees it (decoded, at the target resolution): one array, no
+    Pillow copy in between (a pseudo-mask of a 90 MP image needs every byte it can get)."""
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return _rescale(read_rgb(path, tiff_page)[0], scale, interpolation)
 
 
 def resolution_scale(cohort_mpp: float | None, target_mpp: float | None) -> float:

@@ -44,6 +44,7 @@ from ssc_skin.cohort.checks import (
     QUARANTINE_COLUMNS,
     RECORD_COLUMNS,
     VALID_COLUMNS,
+    Budget,
     Check,
     ImageProblem,
     check_items,
@@ -76,6 +77,7 @@ from ssc_skin.cohort.readers import (
     MAX_IMAGE_PIXELS,
     _check_file,
     check_encoded_image,
+    header_pixels,
     read_mask,
     read_rgb,
 )
@@ -96,6 +98,10 @@ from ssc_skin.cohort.sources import (
 )
 from ssc_skin.constants import MASK_CLASSES
 from ssc_skin.imaging.tissue import tissue_mask
+
+# Decoded pixels the image checks may hold at once over all worker threads (~33.5 MP, about
+# 450 MB of working set with the tissue check); a larger image is checked alone.
+DECODE_BUDGET = Budget(1 << 25)
 
 __all__ = [  # what other packages import from here (the rest lives in the modules above)
     "DEFAULT_PATIENT_ID_REGEX",
@@ -245,17 +251,24 @@ def _check_image(
     min_saturation: int,
     tiff_page: int,
 ) -> None:
-    """Decode, then size and tissue checks; keeps only a hash of the pixels."""
-    image, notes = read_rgb(entry["image_path"], tiff_page)
-    height, width = image.shape[:2]
-    digest = hashlib.sha256(f"{height}x{width}:".encode())
-    digest.update(np.ascontiguousarray(image).data)
-    entry.update(content_hash=digest.hexdigest(), height=height, width=width, notes=notes)
-    if min(height, width) < min_side:
-        raise ImageProblem(
-            "too_small", f"too small for one patch: {width}x{height} px, patch size {min_side}"
-        )
-    fraction = float(tissue_mask(image, min_saturation).mean())
+    """Decode, then size and tissue checks; keeps only a hash of the pixels.
+
+    Decoding holds `DECODE_BUDGET` for the image's pixels (from its header), so the worker
+    threads never hold more than that many decoded pixels at once, or one larger image alone.
+    """
+    with DECODE_BUDGET.hold(header_pixels(entry["image_path"])):
+        image, notes = read_rgb(entry["image_path"], tiff_page)
+        height, width = image.shape[:2]
+        digest = hashlib.sha256(f"{height}x{width}:".encode())
+        digest.update(np.ascontiguousarray(image).data)
+        entry.update(content_hash=digest.hexdigest(), height=height, width=width, notes=notes)
+        if min(height, width) < min_side:
+            raise ImageProblem(
+                "too_small",
+                f"too small for one patch: {width}x{height} px, patch size {min_side}",
+            )
+        fraction = float(tissue_mask(image, min_saturation).mean())
+        del image
     entry["tissue_fraction"] = fraction
     if fraction < min_tissue_fraction:
         raise ImageProblem(

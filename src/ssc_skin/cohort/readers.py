@@ -76,6 +76,20 @@ def read_rgb(path: str | os.PathLike[str], tiff_page: int = 0) -> tuple[np.ndarr
     return _read_tiff_with_tifffile(path, tiff_page)
 
 
+def header_pixels(path: str | os.PathLike[str]) -> int:
+    """Width x height from an image file's header (nothing decoded); 0 when the file is
+    missing, no image or unreadable, which the decoder then reports."""
+    path = Path(path)
+    try:
+        if not _starts_with(path, (_PNG_MAGIC, b"\xff\xd8", b"BM", *_TIFF_MAGIC)):
+            return 0
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # the decoder will say what is wrong with it
+        return 0
+    return int(width) * int(height)
+
+
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """A mask as uint8 HxW class indices (palette PNGs give their indices, not colours)."""
     mask, _ = _decode(Path(path), 0, _pil_to_indices)
