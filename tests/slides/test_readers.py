@@ -177,3 +177,23 @@ def test_tiff_pyramid_problems_are_quarantine_checks(tmp_path, monkeypatch):
     with readers.open_slide(strips) as slide, pytest.raises(ImageProblem) as caught:
         slide.read_region((0, 0), 0, (64, 64))
     assert caught.value.check == "too_large" and "tiled" in caught.value.reason
+
+
+def test_fluorescence_pyramid_is_not_a_brightfield_slide(tmp_path):
+    """A 16-bit multichannel OME pyramid (immunofluorescence) is refused with the reason,
+    not decoded as if it were a stain."""
+    path = tmp_path / "PAT_0042_IF.ome.tif"
+    channels = np.zeros((3, 1024, 1024), np.uint16)
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(channels, subifds=1, tile=(256, 256), metadata={"axes": "CYX"})
+        tif.write(channels[:, ::2, ::2], subfiletype=1, tile=(256, 256))
+    with pytest.raises(ImageProblem) as caught, readers.open_slide(path):
+        pass
+    assert caught.value.check == "unsupported_format" and "8-bit" in caught.value.reason
+    planes = tmp_path / "PAT_0042_IF8.ome.tif"  # 8-bit, but one plane per channel
+    with tifffile.TiffWriter(planes, ome=True) as tif:
+        tif.write(channels.astype(np.uint8), subifds=1, tile=(256, 256), metadata={"axes": "CYX"})
+        tif.write(channels[:, ::2, ::2].astype(np.uint8), subfiletype=1, tile=(256, 256))
+    with pytest.raises(ImageProblem) as caught, readers.open_slide(planes):
+        pass
+    assert caught.value.check == "unsupported_format" and "CYX" in caught.value.reason

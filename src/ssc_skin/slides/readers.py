@@ -149,6 +149,12 @@ class TiffPyramidReader:
         self._tiff = tifffile.TiffFile(path)
         try:
             series = self._tiff.series[0]
+            if series.axes not in ("YXS", "YX"):
+                raise ImageProblem(
+                    "unsupported_format",
+                    f"a TIFF pyramid of axes {series.axes} (channels, z or time as separate "
+                    "planes); brightfield slides are 8-bit RGB or grey, one plane",
+                )
             self._pages = [level.keyframe for level in series.levels]
             for page in self._pages:
                 _check_brightfield(page)
