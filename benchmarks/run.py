@@ -1,18 +1,22 @@
 """One command, one run: how fast the screening tool is on this machine, and its memory.
 
-    .venv/bin/python benchmarks/run.py            # full, ~10 min on 2 cores
-    .venv/bin/python benchmarks/run.py --quick    # tiny sizes, CNN only: a smoke test (< 60 s)
+    .venv/bin/python benchmarks/run.py            # full, ~25 min on 2 idle cores
+    .venv/bin/python benchmarks/run.py --quick    # tiny sizes, CNN only: a smoke test (~2 min)
 
 Every stage measures the project against a baseline in the same run and process, so load from
 other processes on a shared machine hits both; the ratio is the headline:
 
 - tiling: tissue detection + integral-image tiling vs a Python loop of mask means (MP/s)
 - training: MobileNetV2 vs the baseline CNN, steady-state patches/s of `training.fit`
+- training options: mixed_bfloat16, oneDNN off, thread pools, steps_per_execution, tf.data
+  cache (XLA on request) vs float32, same models and patches, each in fresh processes taking
+  turns over rounds (`benchmarks/throughput.py`)
 - inference: Keras vs TFLite float32 vs int8, at the model input size (64 px) and at 224 px
 - predict: whole images/s of `serving.predict_image` on Keras vs TFLite, and the predict
   pipeline's path (plus stain normalisation and UNet gating)
-- memory: peak RSS of `kedro run --pipelines cohort,patches` at two cohort sizes, each in a
-  temporary copy of the project (data/ here is left alone)
+- memory: peak RSS of `kedro run --pipelines cohort`, then `--pipelines patches`, each in its
+  own process, at two cohort sizes (4x the patches), in a temporary copy of the project
+  (data/ here is left alone), against the imports alone (`benchmarks/stage_memory.py`)
 
 Writes benchmarks.json and benchmarks.md to --out (default data/08_reporting).
 """
@@ -25,24 +29,21 @@ import json
 import logging
 import os
 import platform
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import stage_memory
+import throughput
 import yaml
 from tiling import best_of, naive_tiles
 
 from ssc_skin.cohort import synthetic
-from ssc_skin.constants import LABELS
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.imaging.tissue import tissue_mask
 from ssc_skin.inference import export, serving
@@ -76,6 +77,16 @@ class Sizes:
     memory_image_size: int = 512
     memory_floor: bool = True  # also measure the imports alone
     memory_concurrent: bool = False
+    # training options against float32 (benchmarks/throughput.py): fresh processes, rounds
+    throughput_options: tuple[str, ...] = (
+        "mixed_bfloat16",
+        "onednn_off",
+        "threads_2x1",
+        "steps_per_execution_8",
+        "cache",
+    )
+    throughput_rounds: int = 2
+    throughput_epochs: int = 3
 
 
 QUICK = Sizes(
@@ -95,6 +106,9 @@ QUICK = Sizes(
     memory_image_size=192,
     memory_floor=False,
     memory_concurrent=True,
+    throughput_options=("mixed_bfloat16",),
+    throughput_rounds=1,
+    throughput_epochs=2,
 )
 
 
@@ -453,118 +467,38 @@ def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, 
 
 
 def bench_memory(sizes: Sizes) -> dict[str, Any]:
-    """Peak RSS and wall time of `kedro run --pipelines cohort,patches` per cohort size, and
-    of the project's imports alone (the floor every run starts from; not in --quick).
-
-    --quick runs the sizes side by side to stay under a minute: peaks stay meaningful, times
-    do not.
-    """
-    jobs = [(f"{p} patients/class", p) for p in sizes.memory_patients]
-    if sizes.memory_floor:
-        jobs.insert(0, ("imports only", None))
-    if sizes.memory_concurrent:
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            rows = list(pool.map(lambda job: _peak_rss(*job, sizes), jobs))
-    else:
-        rows = [_peak_rss(*job, sizes) for job in jobs]
-    floor = rows.pop(0) if sizes.memory_floor else None
-    small, large = rows[0], rows[-1]
-    result = {
-        "runs": rows,
-        "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
-        "images_ratio": large["images"] / small["images"],
-        "concurrent": sizes.memory_concurrent,
-        "imports_only_peak_rss_mb": None,
-    }
-    if floor is not None:
-        base = floor["peak_rss_mb"]
-        result.update(
-            imports_only_peak_rss_mb=base,
-            above_imports_ratio=(large["peak_rss_mb"] - base)
-            / max(small["peak_rss_mb"] - base, 1.0),
-        )
-    return result
-
-
-# Runs a command and writes its peak RSS. A child forked straight from this (large) process
-# would report at least this process's RSS: Linux carries the high-water mark across exec.
-_PEAK_RSS = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(code)
-"""
-
-
-def _peak_rss(name: str, patients: int | None, sizes: Sizes) -> dict[str, Any]:
-    """One command in a temporary copy of the project, started from a small wrapper process
-    whose `getrusage(RUSAGE_CHILDREN)` is the command's own peak RSS."""
-    logger.info(
-        "memory: %s", name if patients is None else f"kedro run --pipelines cohort,patches, {name}"
+    """Peak RSS of the cohort stage and of the patches stage at two cohort sizes, and of the
+    project's imports alone (not in --quick): `benchmarks/stage_memory.py`."""
+    return stage_memory.bench_memory(
+        sizes.memory_patients,
+        sizes.memory_images_per_patient,
+        sizes.memory_image_size,
+        floor=sizes.memory_floor,
+        concurrent=sizes.memory_concurrent,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
-        shutil.copytree(
-            PROJECT / "src",
-            project / "src",
-            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-        )
-        shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-        (project / "conf" / "local").mkdir()
-        shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
-        if patients is None:
-            command = [
-                sys.executable,
-                "-c",
-                "from ssc_skin.pipeline_registry import register_pipelines; register_pipelines()",
-            ]
-        else:
-            synthetic_params = {f"patients_per_class.{c}": patients for c in LABELS}
-            synthetic_params.update(
-                images_per_patient=sizes.memory_images_per_patient,
-                image_size=sizes.memory_image_size,
-            )
-            command = [
-                sys.executable,
-                "-m",
-                "kedro",
-                "run",
-                "--pipelines",
-                "cohort,patches",
-                "--params",
-                ",".join(f"cohort.synthetic.{k}={v}" for k, v in synthetic_params.items()),
-            ]
-        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(project / "src")}
-        log, peak = project / "run.log", project / "peak_rss"
-        start = time.perf_counter()
-        with log.open("w") as handle:
-            code = subprocess.call(
-                [sys.executable, "-c", _PEAK_RSS, str(peak), *command],
-                cwd=project,
-                env=env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        seconds = time.perf_counter() - start
-        if code:
-            raise RuntimeError(f"{name} failed ({code}):\n" + log.read_text()[-3000:])
-        # Linux reports ru_maxrss in KiB, macOS in bytes
-        row = {
-            "run": name,
-            "seconds": seconds,
-            "peak_rss_mb": int(peak.read_text()) / (2**20 if sys.platform == "darwin" else 2**10),
-        }
-        if patients is not None:
-            manifest = pd.read_csv(project / "data/02_intermediate/manifest.csv")
-            index = pd.read_parquet(project / "data/05_model_input/patch_index.parquet")
-            row.update(
-                patients_per_class=patients,
-                images=len(manifest),
-                patches=len(index),
-                image_size=sizes.memory_image_size,
-            )
-        logger.info("memory: %s: peak RSS %.0f MB, %.1f s", name, row["peak_rss_mb"], seconds)
-        return row
+
+
+def bench_training_options(
+    sizes: Sizes, params: dict[str, Any], x: np.ndarray, y: np.ndarray
+) -> dict[str, Any]:
+    """Each training option (mixed bfloat16, oneDNN off, thread pools, XLA, ...) against
+    float32 on the same models and patches, in interleaved fresh processes:
+    `benchmarks/throughput.py`."""
+    logger.info(
+        "training options: %s, %d round(s) of %s",
+        ", ".join(sizes.architectures),
+        sizes.throughput_rounds,
+        ", ".join(sizes.throughput_options),
+    )
+    return throughput.bench_throughput(
+        x,
+        y,
+        params,
+        sizes.architectures,
+        sizes.throughput_epochs,
+        sizes.throughput_rounds,
+        sizes.throughput_options,
+    )
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -704,26 +638,9 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"{fan['dask_speedup_vs_sequential']:.2f}x",
             )
         )
-    memory = results["memory"]
-    small, large = memory["runs"][0], memory["runs"][-1]
-    rows.append(
-        (
-            "cohort + patches peak RSS, MB",
-            f"{small['images']} images {small['peak_rss_mb']:.0f}",
-            f"{large['images']} images {large['peak_rss_mb']:.0f}",
-            f"{memory['peak_rss_ratio']:.2f}x for {memory['images_ratio']:.1f}x images",
-        )
-    )
-    base = memory["imports_only_peak_rss_mb"]
-    if base is not None:
-        rows.append(
-            (
-                f"the same, above the imports' {base:.0f} MB",
-                f"{small['peak_rss_mb'] - base:.0f}",
-                f"{large['peak_rss_mb'] - base:.0f}",
-                f"{memory['above_imports_ratio']:.2f}x",
-            )
-        )
+    if "training_options" in results:
+        rows += throughput.headline_rows(results["training_options"])
+    rows += stage_memory.headline_rows(results["memory"])
     return rows
 
 
@@ -759,24 +676,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{row['ms_per_patch']:.2f} | {row['label_agreement']:.3f} | "
                 f"{row['max_abs_probability_difference']:.2g} | {size} |"
             )
-    lines += [
-        "",
-        "## Memory detail",
-        "",
-        "| patients/class | images | patches | peak RSS MB | seconds |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['patients_per_class']} | {r['images']} | {r['patches']} | "
-        f"{r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |"
-        for r in results["memory"]["runs"]
-    ]
-    if results["memory"]["imports_only_peak_rss_mb"] is not None:
-        lines.append(
-            f"| imports only | - | - | {results['memory']['imports_only_peak_rss_mb']:.0f} | - |"
-        )
-    if results["memory"]["concurrent"]:
-        lines += ["", "(--quick runs both sizes side by side: their times are not comparable.)"]
+    if "training_options" in results:
+        lines += ["", "## Training options detail", ""]
+        lines += throughput.markdown_rows(results["training_options"])
+    lines += ["", "## Memory detail", ""]
+    lines += stage_memory.markdown_rows(results["memory"])
     lines += [
         "",
         "Training: steady-state throughput (median epoch after the first, which also "
@@ -814,6 +718,7 @@ def main() -> None:
     results["tiling"] = bench_tiling(sizes, params["patches"])
     x, y = synthetic_patches(sizes.train_patches, 512, params["patches"]["patch_size"])
     results["training"], trained = bench_training(sizes, params, x, y)
+    results["training_options"] = bench_training_options(sizes, params, x, y)
     model = trained[sizes.inference_architecture]
     results["inference"] = bench_inference(sizes, params, model, x)
     results["predict"] = bench_predict(sizes, params, model)

@@ -28,8 +28,10 @@ def test_benchmark_quick_writes_json_and_markdown(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads((tmp_path / "benchmarks.json").read_text())
-    assert {"tiling", "training", "inference", "predict", "memory"} <= set(data)
+    assert {"tiling", "training", "training_options", "inference", "predict", "memory"} <= set(data)
     assert len(data["memory"]["runs"]) == 2 and data["memory"]["runs"][0]["patches"] > 0
+    assert data["memory"]["runs"][0]["patches_peak_rss_mb"] > 0
+    assert "mixed_bfloat16" in data["training_options"]["results"]["cnn"]
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert markdown.startswith("# ") and "| " in markdown
 
@@ -136,3 +138,86 @@ def test_robustness_quick_writes_table_json_and_figure(tmp_path):
     assert all(r["patch_n"] > 0 and r["patients_total"] > 0 for r in rows)
     assert "| HED 0 |" in (tmp_path / "robustness.md").read_text()
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
+
+
+# ---------- benchmarks/throughput.py and stage_memory.py: the report's arithmetic ----------
+
+
+def _bench(name: str):
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    return __import__(name)
+
+
+def _run(speed: float, accuracy: float = 0.75, finite: bool = True) -> dict:
+    return {"cnn": {"patches_per_second": speed, "val_accuracy": accuracy, "finite": finite}}
+
+
+def test_throughput_ratios_are_per_round_against_that_rounds_float32():
+    """A loaded round slows both: the ratio of each round, not of the medians, is reported."""
+    throughput = _bench("throughput")
+    runs = {
+        "float32": [_run(100.0), _run(50.0), _run(80.0)],
+        "mixed_bfloat16": [_run(120.0), _run(40.0), _run(96.0, finite=False)],
+    }
+    result = throughput.summarise(runs, ("cnn",), patches=896, epochs=3)
+    row = result["results"]["cnn"]["mixed_bfloat16"]
+    assert row["ratio_median"] == pytest.approx(1.2) and row["ratio_min"] == pytest.approx(0.8)
+    assert row["ratio_max"] == pytest.approx(1.2) and row["patches_per_second"] == 96.0
+    assert not row["finite"] and result["rounds"] == 3
+    (headline,) = throughput.headline_rows(result)
+    assert headline[1:] == ("float32 80", "mixed_bfloat16 96", "1.20x (0.80-1.20)")
+    assert any("non-finite" in line for line in throughput.markdown_rows(result))
+
+
+def test_throughput_compile_options_reach_training_fits_own_compile_call():
+    throughput = _bench("throughput")
+    calls = []
+
+    class Model:
+        def compile(self, *args, **kwargs):
+            calls.append(kwargs)
+
+    model = Model()
+    throughput._with_compile_args(model, {"jit_compile": True})
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    assert calls == [
+        {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "jit_compile": True}
+    ]
+    assert throughput.BASELINE in throughput.OPTIONS
+
+
+def test_stage_memory_rows_compare_the_sizes_above_the_imports_floor():
+    stage_memory = _bench("stage_memory")
+    run = {"patients_per_class": 6, "images": 54, "patches": 3000, "patch_mb": 47.0}
+    small = {**run, "cohort_peak_rss_mb": 1100.0, "patches_peak_rss_mb": 1000.0}
+    large = {
+        **run,
+        "patients_per_class": 24,
+        "images": 216,
+        "patches": 12000,
+        "cohort_peak_rss_mb": 1300.0,
+        "patches_peak_rss_mb": 1010.0,
+    }
+    for row in (small, large):
+        row.update(cohort_seconds=1.0, patches_seconds=1.0, peak_rss_mb=row["cohort_peak_rss_mb"])
+    memory = {
+        "runs": [small, large],
+        "concurrent": False,
+        "images_ratio": 4.0,
+        "patches_ratio": 4.0,
+        "imports_only_peak_rss_mb": 900.0,
+        "patches_peak_rss_ratio": 1010 / 1000,
+        "cohort_peak_rss_ratio": 1300 / 1100,
+        "patches_above_imports_ratio": 110 / 100,
+        "cohort_above_imports_ratio": 400 / 200,
+    }
+    rows = stage_memory.headline_rows(memory)
+    assert rows[0] == (
+        "patches stage peak RSS, MB",
+        "3000 patches 1000",
+        "12000 patches 1010",
+        "1.01x for 4.0x patches",
+    )
+    assert rows[1][1:] == ("100", "110", "1.10x")
+    assert rows[3][1:] == ("200", "400", "2.00x")
+    assert "| 24 | 216 | 12000 | 47 | 1300 | 1010 | 1 | 1 |" in stage_memory.markdown_rows(memory)
