@@ -363,7 +363,8 @@ def open_slide(path: str | os.PathLike[str]) -> Iterator[SlideReader]:
     """A `SlideReader` for a slide, or an ImageProblem that says why it is not usable.
 
     tifffile reads a TIFF in which it sees more pyramid levels than OpenSlide does (OME-TIFF,
-    sub-IFD pyramids, which OpenSlide 4 opens as one level); OpenSlide reads the rest.
+    sub-IFD pyramids, which OpenSlide 4 opens as a one-level generic TIFF or not at all);
+    OpenSlide reads the rest, vendor formats always.
     """
     path = Path(path)
     check_file(path)
@@ -393,8 +394,8 @@ def _open(path: Path) -> SlideReader:
         raise ImageProblem("unreadable", f"cannot read file ({error.strerror})") from error
     except (openslide.OpenSlideError, OSError) as error:
         raise read_problem(error, "opening") from error
-    if levels > slide.level_count:
-        slide.close()
+    if levels > slide.level_count and slide.properties.get("openslide.vendor") == "generic-tiff":
+        slide.close()  # a vendor format keeps OpenSlide, which knows its metadata
         return TiffPyramidReader(path)
     return OpenSlideReader(slide)
 
