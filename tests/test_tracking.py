@@ -149,12 +149,20 @@ def test_a_nested_runs_metrics_are_grouped_by_split_and_static_values_are_params
         assert static not in metrics and not any(k.endswith(static) for k in metrics), static
         assert static in params, static
     assert params["parameters"] == str(summary["parameters"])
+    everything = mlflow.artifacts.load_dict(f"{evaluated.info.artifact_uri}/evaluation.json")
+    assert everything["test_patient_accuracy"] == 0.75 and everything["test_patients"] == 4
 
 
 def test_split_evaluation_groups_measurements_and_keeps_settings_as_params():
     metrics, params = tracking.split_evaluation(
         {
             "task": "binary",
+            "classes": ["normal", "ssc"],
+            "test_patient_sensitivity_ssc": 0.5,  # per class: in evaluation.json, no chart
+            "test_patient_sensitivity_ssc_all": 0.5,
+            "test_patient_screen_sensitivity_youden": 0.6,
+            "train_patch_auc": 0.99,  # training-split detail: no chart
+            "train_patient_accuracy": 1.0,
             "test_patient_accuracy": 0.8,
             "val_patch_auc": 0.7,
             "train_seconds": 1.5,
@@ -167,6 +175,8 @@ def test_split_evaluation_groups_measurements_and_keeps_settings_as_params():
         }
     )
     assert metrics == {
+        "test/patient_screen_sensitivity_youden": 0.6,
+        "train/patient_accuracy": 1.0,
         "test/patient_accuracy": 0.8,
         "val/patch_auc": 0.7,
         "train/seconds": 1.5,

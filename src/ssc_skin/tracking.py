@@ -74,14 +74,28 @@ def metric_name(key: str) -> str:
     return f"{split}/{rest}" if split in SPLITS and rest else f"model/{key}"
 
 
+def is_chart(key: str, classes: Iterable[str]) -> bool:
+    """Whether an evaluation number earns a chart in the nested run: not a per-class number
+    (`test_patient_sensitivity_late`), and on the training split only the accuracies; the
+    rest stays in the run's `evaluation.json`."""
+    per_class = rf"_(sensitivity|specificity|precision|f1)_({'|'.join(map(re.escape, classes))})"
+    if classes and re.search(per_class + r"(_all)?$", key):
+        return False
+    return (
+        not key.startswith("train_") or key in UNPREFIXED or key.endswith(("_accuracy", "seconds"))
+    )
+
+
 def split_evaluation(evaluation: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
     """(metrics, params) of one model's evaluation for its nested run.
 
-    Measurements (floats) become `/`-grouped metrics; static values (counts, sizes, chosen
-    settings: `input_size`, `parameters`, `replicas`, `test_patients`, `C`, ...) become params,
-    which MLflow lists instead of drawing each as a one-bar chart. Bools, NaN, text and
-    structures stay in the evaluation JSON artifact.
+    Measurements (floats) become `/`-grouped metrics (`test/patient_accuracy`), one chart
+    section per split, without per-class numbers and training-split detail (`is_chart`);
+    static values (counts, sizes, chosen settings: `input_size`, `parameters`, `replicas`,
+    `test_patients`, `C`, ...) become params, which MLflow lists instead of drawing each as a
+    one-bar chart. Everything, those included, is in the run's `evaluation.json` artifact.
     """
+    classes = [str(c) for c in evaluation.get("classes", [])]
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     for key, value in evaluation.items():
@@ -89,7 +103,7 @@ def split_evaluation(evaluation: Mapping[str, Any]) -> tuple[dict[str, float], d
             continue
         if isinstance(value, int) or key in STATIC_FLOATS:
             params[key] = str(value)
-        elif math.isfinite(value):
+        elif math.isfinite(value) and is_chart(key, classes):
             metrics[metric_name(key)] = float(value)
     return metrics, params
 
@@ -156,6 +170,7 @@ def log_evaluation(
         known = MlflowClient().get_run(active_id).data.params
         mlflow.log_params({k: v for k, v in static.items() if k not in known})
         mlflow.log_metrics(metrics, model_id=model_id)
+        mlflow.log_dict(_plain(evaluation), "evaluation.json")  # every number, per class too
         mlflow.set_tags(
             {NOTE_TAG: model_note(evaluation), **({"model_uri": model_uri} if model_uri else {})}
         )
@@ -456,6 +471,19 @@ def register_model(
             return str(version), str(current.version)
     client.set_registered_model_alias(name, alias, version)
     return str(version), str(version)
+
+
+def _plain(value: Any) -> Any:
+    """`value` with NaN/inf as None and numpy scalars as Python numbers: valid JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _alias_holder(client: MlflowClient, name: str, alias: str) -> Any:
