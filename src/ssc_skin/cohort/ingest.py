@@ -75,26 +75,26 @@ from ssc_skin.cohort.readers import (
     IMAGE_FORMATS,
     MAX_DECODED_BYTES,
     MAX_IMAGE_PIXELS,
-    _check_file,
     check_encoded_image,
+    check_file,
     header_pixels,
     read_mask,
     read_rgb,
 )
 from ssc_skin.cohort.sources import (
-    _OUTSIDE_ROOT,
     IMAGE_EXTENSIONS,
     JUNK_NAMES,
     MANIFEST_OPTIONAL,
     MANIFEST_REQUIRED,
-    _is_junk,
-    _record,
-    _resolve,
-    _walk,
+    OUTSIDE_ROOT,
     discover_cohort,
     discover_folder,
     display_text,
+    is_junk,
     read_manifest,
+    record,
+    resolve,
+    walk,
 )
 from ssc_skin.constants import MASK_CLASSES
 from ssc_skin.imaging.tissue import tissue_mask
@@ -333,4 +333,13 @@ def _report_progress(
         logger.info("Validating cohort: %d/%d files (%.1f images/s)", done, total, rate)
 
 
+# slides/wsi.py's old imports, until it has switched to the public names in sources/readers
+_check_file, _OUTSIDE_ROOT, _is_junk, _record, _resolve, _walk = (
+    check_file,
+    OUTSIDE_ROOT,
+    is_junk,
+    record,
+    resolve,
+    walk,
+)
 __all__ += ["_NUMERIC", "_OUTSIDE_ROOT", "_check_file", "_is_junk", "_record", "_resolve", "_walk"]

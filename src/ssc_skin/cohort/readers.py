@@ -153,7 +153,7 @@ def _strict_decoding() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _STRICT_USERS[1]
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     if not path.exists():
         raise ImageProblem("file_missing", "file missing")
     if not path.is_file():
@@ -178,7 +178,7 @@ def _decode(
     format plugin raise nearly anything. 16-bit colour PNGs are decoded by OpenCV, since
     Pillow keeps only their high byte; wide TIFFs go to tifffile (see `read_rgb`).
     """
-    _check_file(path)
+    check_file(path)
     notes: list[str] = []
     try:
         with _strict_decoding():
@@ -451,3 +451,6 @@ def _tiff_depth(array: np.ndarray, maximum: Any) -> _Depth:
     if isinstance(top, int) and 0 < top < (1 << stored) - 1:
         return _Depth(stored, top.bit_length(), "MaxSampleValue")
     return _Depth(stored)
+
+
+_check_file = check_file  # the name slides/readers.py imported before it was public

@@ -88,13 +88,13 @@ def discover_folder(
         raise CohortConfigError(f"cohort.source.root is not a folder: {root_path.name or root}")
     pattern = compile_patient_regex(patient_id_regex)
     rows, ignored = [], 0
-    for path, outside in _walk(root_path, allow_outside_root):
+    for path, outside in walk(root_path, allow_outside_root):
         relative = display_text(path.relative_to(root_path).as_posix())
-        if _is_junk(path.name):
+        if is_junk(path.name):
             ignored += 1
             continue
         folders = relative.split("/")[:-1]
-        row = _record(
+        row = record(
             str(path),
             relative,
             raw_label=folders[0] if folders else None,
@@ -103,7 +103,7 @@ def discover_folder(
             ),
         )
         if outside:
-            row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
+            row.update(problem_check="outside_root", problem=OUTSIDE_ROOT)
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             row.update(
                 problem_check="not_image_extension",
@@ -148,7 +148,7 @@ def _hint_patient_folders(rows: list[dict[str, Any]], depth: int) -> None:
         )
 
 
-_OUTSIDE_ROOT = (
+OUTSIDE_ROOT = (
     "leads outside the cohort folder (a symbolic link or a path with ../ or an "
     "absolute path): not read; copy the file into the folder, or set "
     "cohort.source.allow_outside_root: true to follow it"
@@ -218,9 +218,9 @@ def _manifest_record(
     image = text(entry["image_path"])
     mask = text(entry.get("mask_path"))
     split = text(entry.get("split"))
-    image_path, relative = _resolve(image, base) if image else (None, where)
-    mask_path, mask_relative = _resolve(mask, base) if mask else (None, None)
-    row = _record(
+    image_path, relative = resolve(image, base) if image else (None, where)
+    mask_path, mask_relative = resolve(mask, base) if mask else (None, None)
+    row = record(
         image_path,
         relative,
         patient_id=text(entry["patient_id"]),
@@ -232,9 +232,9 @@ def _manifest_record(
     if not image:
         row.update(problem_check="missing_image_path", problem="missing image path")
     elif fence and not fence.contains(image_path):
-        row.update(problem_check="outside_root", problem=_OUTSIDE_ROOT)
+        row.update(problem_check="outside_root", problem=OUTSIDE_ROOT)
     if mask and fence and not fence.contains(mask_path):
-        row.update(mask_problem=_OUTSIDE_ROOT)
+        row.update(mask_problem=OUTSIDE_ROOT)
     return row
 
 
@@ -303,7 +303,7 @@ def _manifest_chunks(manifest: Path, separator: str, chunk_rows: int) -> Iterato
         ) from error
 
 
-def _walk(root: Path, allow_outside_root: bool) -> Iterator[tuple[Path, bool]]:
+def walk(root: Path, allow_outside_root: bool) -> Iterator[tuple[Path, bool]]:
     """(file, leads outside root) under root in sorted order; hidden folders skipped.
 
     Links are followed only while they stay inside root (or everywhere with
@@ -321,7 +321,7 @@ def _walk(root: Path, allow_outside_root: bool) -> Iterator[tuple[Path, bool]]:
         kept = []
         for name in sorted(subfolders):
             path = Path(folder) / name
-            if _is_junk(name):
+            if is_junk(name):
                 continue
             if fence and path.is_symlink() and not _inside(path, fence):
                 yield path, True
@@ -333,12 +333,6 @@ def _walk(root: Path, allow_outside_root: bool) -> Iterator[tuple[Path, bool]]:
             if path.is_dir():
                 continue
             yield path, bool(fence and path.is_symlink() and not _inside(path, fence))
-
-
-def _walk_files(root: Path) -> Iterator[Path]:
-    """Files under root in sorted order; follows folder links once, skips hidden folders."""
-    for path, _ in _walk(root, allow_outside_root=True):
-        yield path
 
 
 def _inside(path: str | os.PathLike[str], fence: str) -> bool:
@@ -365,11 +359,11 @@ class _Fence:
         return real == self.real or real.startswith(self.real.rstrip(os.sep) + os.sep)
 
 
-def _is_junk(name: str) -> bool:
+def is_junk(name: str) -> bool:
     return name.startswith(".") or name.lower() in JUNK_NAMES
 
 
-def _resolve(value: str, base: str | os.PathLike[str]) -> tuple[str, str]:
+def resolve(value: str, base: str | os.PathLike[str]) -> tuple[str, str]:
     """Absolute path and the path shown in reports (relative to base where possible)."""
     base = os.fspath(base)
     path = os.path.expanduser(value.replace("\\", "/"))
@@ -383,7 +377,7 @@ def _resolve(value: str, base: str | os.PathLike[str]) -> tuple[str, str]:
     return absolute, display_text(shown)
 
 
-def _record(image_path: str | None, relative_path: str, **fields: Any) -> dict[str, Any]:
+def record(image_path: str | None, relative_path: str, **fields: Any) -> dict[str, Any]:
     row = dict.fromkeys(RECORD_COLUMNS)
     row.update(image_path=image_path, relative_path=relative_path, **fields)
     return row
@@ -392,3 +386,13 @@ def _record(image_path: str | None, relative_path: str, **fields: Any) -> dict[s
 def _records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = frame(rows, RECORD_COLUMNS)
     return table.sort_values("relative_path", kind="stable").reset_index(drop=True)
+
+
+# The names slides/ and predict imported before they were public (kept until they switch).
+_OUTSIDE_ROOT, _walk, _is_junk, _resolve, _record = (
+    OUTSIDE_ROOT,
+    walk,
+    is_junk,
+    resolve,
+    record,
+)
