@@ -62,13 +62,15 @@ def plot_comparison(children: pd.DataFrame, metric: str = METRIC) -> plt.Figure:
         errors = [value - low.to_numpy(), high.to_numpy() - value]
         ax.errorbar(range(len(names)), value, yerr=errors, fmt="o", capsize=4, label="this run")
         if task in PAPER:
-            ax.axhline(PAPER[task], ls="--", c="grey", lw=0.8, label=f"paper ({PAPER[task]:.1%})")
+            label = f"paper, MobileNetV2 ({PAPER[task]:.1%})"
+            ax.axhline(PAPER[task], ls="--", c="grey", lw=0.8, label=label)
         ax.set_xticks(range(len(names)), names)
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_ylim(0, 1.05)
         ax.set_title(task.replace("_", "-"))
         ax.set_ylabel(metric.replace("/", ": ").replace("_", " "))
-        ax.legend(fontsize=7, loc="lower left")
+        # below the panel: inside it, the legend would cover a model's interval
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.tight_layout()
     return fig
 
