@@ -112,7 +112,7 @@ def evaluate_shifts(
     """
     conditions = [(name, float(s)) for name, strengths in levels.items() for s in strengths]
     found: dict[tuple[str, float], dict[str, Any]] = {
-        c: {"probs": {}, "truth": [], "patients": [], "skipped": 0, "distance": []}
+        c: {"patches": [], "truth": [], "patients": [], "skipped": 0, "distance": []}
         for c in conditions
     }
     n_images = 0
@@ -126,18 +126,19 @@ def evaluate_shifts(
             if len(patches) == 0:
                 record["skipped"] += 1
                 continue
-            probs = {m: np.asarray(p(patches), float) for m, p in predictors.items()}
-            probs.update({m: fn(probs) for m, fn in combine.items()})
-            for m, p in probs.items():
-                record["probs"].setdefault(m, []).append(p)
+            record["patches"].append(patches)
             record["truth"] += [label] * len(patches)
             record["patients"] += [patient] * len(patches)
     rows = []
     for (name, strength), record in found.items():
+        # one batch per condition and model: per-image calls cost Keras' overhead each time
+        probs: dict[str, np.ndarray] = {}
+        if record["patches"]:
+            patches = np.concatenate(record["patches"])
+            probs = {m: np.asarray(p(patches), float) for m, p in predictors.items()}
+            probs.update({m: fn(probs) for m, fn in combine.items()})
+        truth, patients = np.array(record["truth"], int), np.array(record["patients"])
         for model in [*predictors, *combine]:
-            parts = record["probs"].get(model, [])
-            probs = np.concatenate(parts) if parts else np.zeros((0, 1))
-            truth, patients = np.array(record["truth"]), np.array(record["patients"])
             rows.append(
                 {
                     "shift": name,
@@ -146,7 +147,7 @@ def evaluate_shifts(
                     "mean_colour_distance": float(np.mean(record["distance"] or [0.0])),
                     "images_total": n_images,
                     "images_not_assessed": record["skipped"],
-                    **score(probs, truth, patients, n_patients),
+                    **score(probs.get(model, np.zeros((0, 1))), truth, patients, n_patients),
                 }
             )
     return rows
@@ -186,10 +187,15 @@ def _deep_predictor(model: Any, input_size: int) -> Predictor:
 
 
 def train_models(
-    catalog: Any, params: dict[str, Any], task: dict[str, Any], quick: bool
+    catalog: Any,
+    params: dict[str, Any],
+    task: dict[str, Any],
+    quick: bool,
+    training_overrides: Mapping[str, Any],
 ) -> tuple[dict[str, Predictor], dict[str, Callable], dict[str, Any]]:
     """Every enabled architecture (random init), the texture peer and the hybrid for one task;
-    their predictors on raw patches and what each training said."""
+    their predictors on raw patches and what each training said. `training_overrides` go
+    over `classification.training` (e.g. `stain_augmentation`)."""
     from ssc_skin.constants import Skipped  # noqa: PLC0415
     from ssc_skin.evaluation import texture  # noqa: PLC0415
     from ssc_skin.pipelines.classification.nodes import train_classifier  # noqa: PLC0415
@@ -200,7 +206,7 @@ def train_models(
 
     patches = catalog.load("patches")
     index = catalog.load("classifier_patch_index")
-    training_params = dict(params["classification"]["training"])
+    training_params = {**params["classification"]["training"], **training_overrides}
     predictors: dict[str, Predictor] = {}
     summaries: dict[str, Any] = {}
     for declared in params["classification"]["architectures"].values():
@@ -229,20 +235,25 @@ def train_models(
         peer, texture.features(p, options), n_classes
     )
     summaries["texture"] = {k: summary.get(k) for k in ("train_patches", "val_patches", "C")}
-    combine = _hybrid(patches, index, task, predictors, evaluation, summaries)
+    # the hybrid's stacker learns from the validation patches' probabilities (peer: from the
+    # features already computed, in patch-index order)
+    val = (index["split"] == "val").to_numpy()
+    val_images = patches["images"][index.loc[val, "row"].to_numpy()]
+    val_probs = {n: p(val_images) for n, p in predictors.items() if n != "texture"}
+    val_probs["texture"] = texture.predict_proba(peer, features[val], n_classes)
+    combine = _hybrid(val_probs, index[val], task, evaluation, summaries)
     return predictors, combine, summaries
 
 
 def _hybrid(
-    patches: dict[str, np.ndarray],
-    index: Any,
+    val_probs: Mapping[str, np.ndarray],
+    val: Any,
     task: dict[str, Any],
-    predictors: Mapping[str, Predictor],
     evaluation: dict[str, Any],
     summaries: dict[str, Any],
 ) -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
-    """The lead's hybrid (`evaluation.hybrid`), stacked on the validation patches, where it
-    exists; none (said in the log) otherwise."""
+    """The study's hybrid (`evaluation.hybrid`: the models stacked on the validation
+    patients), where this checkout has it; none (said in the log) otherwise."""
     try:
         from ssc_skin.evaluation import hybrid  # noqa: PLC0415
     except ImportError:
@@ -250,13 +261,11 @@ def _hybrid(
         return {}
     from ssc_skin.models.tasks import encode_labels  # noqa: PLC0415
 
-    val = index[index["split"] == "val"]
-    images = patches["images"][val["row"].to_numpy()]
-    names = list(predictors)
+    names = list(val_probs)
     n_classes = len(task["classes"])
     options = evaluation.get("hybrid", {})
     model, fitted = hybrid.fit(
-        [predictors[n](images) for n in names],
+        [val_probs[n] for n in names],
         encode_labels(val["label"], task),
         val["patient"].to_numpy(),
         n_classes,
@@ -304,14 +313,20 @@ def prepare(workdir: Path, env: str | None) -> float:
     return seconds
 
 
-def run(tasks: list[str], quick: bool, workdir: Path) -> dict[str, Any]:
+def run(
+    tasks: list[str], quick: bool, workdir: Path, training_overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """Prepare the copy in `workdir`, then train and measure every model of each task."""
     from ssc_skin.inference import export  # noqa: PLC0415
     from ssc_skin.preprocessing.preprocess import Preprocessor  # noqa: PLC0415
 
     env = "test" if quick else None
     levels = QUICK_LEVELS if quick else shift.DEFAULT_LEVELS
-    result: dict[str, Any] = {"levels": {k: list(v) for k, v in levels.items()}, "tasks": {}}
+    result: dict[str, Any] = {
+        "levels": {k: list(v) for k, v in levels.items()},
+        "training_overrides": dict(training_overrides),
+        "tasks": {},
+    }
     result["preprocessing_seconds"] = prepare(workdir, env)
     catalog, params = _load(workdir, env)
     preprocessor = Preprocessor(
@@ -321,7 +336,9 @@ def run(tasks: list[str], quick: bool, workdir: Path) -> dict[str, Any]:
     for name in tasks:
         task = params["classification"]["tasks"][name]
         start = time.perf_counter()
-        predictors, combine, summaries = train_models(catalog, params, task, quick)
+        predictors, combine, summaries = train_models(
+            catalog, params, task, quick, training_overrides
+        )
         trained = time.perf_counter()
         images, n_patients = load_test_images(catalog, task)
         rows = evaluate_shifts(
@@ -444,7 +461,12 @@ def figure(result: Mapping[str, Any], path: Path) -> None:
             ax.set_title(f"{name}: {metric.split('_')[0]} level")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Trained on the default H&E cohort; test patients' images shifted")
+    recipe = result.get("training_overrides") or {}
+    fig.suptitle(
+        "Trained on the default H&E cohort"
+        + (f" ({', '.join(f'{k} {v}' for k, v in recipe.items())})" if recipe else "")
+        + "; test patients' images shifted"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -458,6 +480,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument(
+        "--stain-augmentation",
+        nargs=2,
+        type=float,
+        metavar=("SIGMA", "BIAS"),
+        help="train with HED stain jitter (classification.training.stain_augmentation)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -466,12 +495,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    overrides = (
+        {"stain_augmentation": dict(zip(("sigma", "bias"), args.stain_augmentation, strict=True))}
+        if args.stain_augmentation
+        else {}
+    )
     start = time.perf_counter()
     if args.workdir:
-        result = run(args.tasks, args.quick, args.workdir)
+        result = run(args.tasks, args.quick, args.workdir, overrides)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(args.tasks, args.quick, Path(tmp))
+            result = run(args.tasks, args.quick, Path(tmp), overrides)
     result["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "robustness.json").write_text(json.dumps(result, indent=2, default=str))
