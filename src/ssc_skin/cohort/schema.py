@@ -50,6 +50,7 @@ _TRAINING = _keys(
     "fine_tune_lr_factor",
     "seed",
     "max_train_patches",
+    "max_val_patches",
     "distribution",
     "lr_schedule",
     "stain_augmentation",

@@ -88,7 +88,10 @@ def train_classifier(
         settings.get("max_train_patches"),
         settings["seed"],
     )
-    val = split_arrays(patches, patch_index, task, "val", size)
+    # early stopping needs a stable loss, not every validation patch each epoch
+    val = split_arrays(
+        patches, patch_index, task, "val", size, settings.get("max_val_patches"), settings["seed"]
+    )
     params = {
         "task": task["name"],
         "architecture": architecture["name"],

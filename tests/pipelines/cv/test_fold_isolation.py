@@ -1,0 +1,158 @@
+"""No fold's fitted state sees its test patients.
+
+The cross-validation of `kedro run --env test --pipeline cv` runs in this process, with spies on
+every fitting function (the stain normaliser, the UNet and classifier training loop, the peer,
+the hybrid) that record, per fold, what each was fitted on. Every record is then checked against
+that fold's test patients: their patches (at the size the model saw), their texture features,
+their images and their ids must never appear. The same records must contain the fold's training
+patients, so that the check can fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.framework.hooks import hook_impl
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from PIL import Image
+
+from ssc_skin.evaluation import hybrid, texture
+from ssc_skin.imaging import stain, tiling
+from ssc_skin.models import training
+from tests.helpers import copy_project
+
+pytestmark = pytest.mark.e2e
+
+
+def _digests(rows: np.ndarray) -> set[str]:
+    return {hashlib.sha1(np.ascontiguousarray(r).tobytes()).hexdigest() for r in rows}
+
+
+class Recorder:
+    """A Kedro hook that knows which fold is running, and keeps each fold's patches."""
+
+    def __init__(self) -> None:
+        self.fold: str | None = None
+        self.fitted: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+        self.patches: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        first = (node.namespace or "").split(".")[0]
+        self.fold = first if first.startswith("fold_") else None
+
+    @hook_impl
+    def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
+        if self.fold and node.name == f"{self.fold}.fold_patches":
+            arrays = outputs[f"{self.fold}.patches"]
+            self.patches[self.fold] = (
+                np.array(arrays["images"]),
+                outputs[f"{self.fold}.patch_index"].copy(),
+            )
+
+    def record(self, kind: str, value: Any) -> None:
+        if self.fold:
+            self.fitted[self.fold].append((kind, value))
+
+
+@pytest.fixture(scope="module")
+def cross_validation(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("isolation"))
+    recorder = Recorder()
+    patch = pytest.MonkeyPatch()
+    fit, fit_texture, fit_hybrid, fit_normalizer = (
+        training.fit,
+        texture.fit,
+        hybrid.fit,
+        stain.fit_normalizer,
+    )
+
+    def spy_fit(model, train, val, **kwargs):
+        recorder.record("arrays", (train[0], val[0]))
+        return fit(model, train, val, **kwargs)
+
+    def spy_texture(train, val, *args, **kwargs):
+        recorder.record("features", (train[0], val[0]))
+        return fit_texture(train, val, *args, **kwargs)
+
+    def spy_hybrid(probabilities, labels, patients, *args, **kwargs):
+        recorder.record("patients", set(patients))
+        return fit_hybrid(probabilities, labels, patients, *args, **kwargs)
+
+    def spy_normalizer(method, images, *args, **kwargs):
+        images = list(images)
+        recorder.record("images", images)
+        return fit_normalizer(method, images, *args, **kwargs)
+
+    patch.setattr(training, "fit", spy_fit)
+    patch.setattr(texture, "fit", spy_texture)
+    patch.setattr(hybrid, "fit", spy_hybrid)
+    patch.setattr(stain, "fit_normalizer", spy_normalizer)
+    patch.chdir(project)
+    patch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env="test") as session:
+            session._hook_manager.register(recorder)
+            session.run(pipeline_name="cv")
+    finally:
+        patch.undo()
+    return project, recorder
+
+
+def _fold_patients(project: Path, fold: str) -> dict[str, set[str]]:
+    table = pd.read_csv(project / "data" / "03_primary" / "cv" / f"{fold}_patient_splits.csv")
+    return {s: set(table.loc[table["split"] == s, "patient"]) for s in ("train", "val", "test")}
+
+
+def test_every_fold_fitted_something_of_each_kind(cross_validation):
+    _, recorder = cross_validation
+    assert len(recorder.patches) == 3
+    for fold, records in recorder.fitted.items():
+        kinds = {kind for kind, _ in records}
+        assert kinds == {"arrays", "features", "patients", "images"}, fold
+
+
+def test_no_fitted_state_of_a_fold_saw_its_test_patients(cross_validation):
+    project, recorder = cross_validation
+    manifest = pd.read_csv(project / "data" / "02_intermediate" / "manifest.csv")
+    for fold, (images, index) in recorder.patches.items():
+        patients = _fold_patients(project, fold)
+        assert patients["test"], fold
+        rows = {
+            s: index.loc[index["patient"].isin(patients[s]), "row"].to_numpy() for s in patients
+        }
+        seen_train = False
+        for kind, value in recorder.fitted[fold]:
+            if kind == "arrays":
+                for array in value:
+                    size = array.shape[1]
+                    test = _digests(tiling.resize_batch(images[rows["test"]], size))
+                    assert not test & _digests(array), f"{fold}: a model trained on test patches"
+                    train = _digests(tiling.resize_batch(images[rows["train"]], size))
+                    seen_train |= bool(train & _digests(array))
+            elif kind == "features":
+                test = _digests(texture.features(images[rows["test"]]).astype(np.float32))
+                for array in value:
+                    assert not test & _digests(array.astype(np.float32)), f"{fold}: peer"
+            elif kind == "patients":
+                assert not value & patients["test"], f"{fold}: hybrid stacked on test patients"
+            elif kind == "images":
+                test_images = manifest.loc[manifest["patient"].isin(patients["test"]), "image"]
+                pixels = {
+                    np.asarray(
+                        Image.open(
+                            project / "data" / "02_intermediate" / "images" / f"{i}.png"
+                        ).convert("RGB")
+                    ).tobytes()
+                    for i in test_images
+                }
+                assert not any(i.tobytes() in pixels for i in value), f"{fold}: normaliser"
+        assert seen_train, f"{fold}: the check found none of the training patches (cannot fail)"
