@@ -131,7 +131,7 @@ def run_memory(images: int, side: int) -> list[dict]:
         for count in (images, 4 * images):
             root = Path(tmp) / f"cohort{count}"
             for i in range(count):
-                path = root / ALLOWED[i % 2] / f"PAT_{i:04d}_a.png"
+                path = root / ALLOWED[i % 2] / f"P{i:04d}_a.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(_tissue(side, i)).save(path, compress_level=1)
             done = subprocess.run(

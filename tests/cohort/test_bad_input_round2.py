@@ -233,3 +233,15 @@ def test_an_image_larger_than_the_budget_is_checked_alone():
         assert seen == []  # waits while anything else is held
     waiter.join(2)
     assert seen == [100] and budget.used == 0  # ran alone, counted as the whole budget
+
+
+def test_releasing_a_large_share_of_the_budget_trims_the_heap(monkeypatch):
+    """Each worker thread's malloc arena would keep its largest image's memory otherwise."""
+    trims = []
+    monkeypatch.setattr(checks, "_TRIM", lambda pad: trims.append(pad) or 1)
+    budget = checks.Budget(800)
+    with budget.hold(50):  # a small image: no trim
+        pass
+    with budget.hold(100):  # >= 1/8 of the budget
+        pass
+    assert trims == [0]

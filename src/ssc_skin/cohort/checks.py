@@ -38,6 +38,8 @@ Patient ids are private: log lines carry counts only, never ids, paths or reason
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import threading
@@ -301,9 +303,26 @@ def map_in_order(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 
             yield window.popleft().result()
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where there is none (macOS, Windows, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
 class Budget:
     """At most `limit` units (pixels) in use at once across threads; a request larger than
-    the limit waits until nothing else is in use and then runs alone."""
+    the limit waits until nothing else is in use and then runs alone.
+
+    Releasing a large share (>= 1/8 of the limit) hands freed heap memory back to the
+    system (glibc `malloc_trim`): each worker thread has its own malloc arena, which would
+    otherwise keep the high-water mark of the largest image it decoded (measured: 4 threads,
+    four 36 MP images, 850 MB peak above the imports instead of 464 MB with one thread).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
@@ -318,6 +337,8 @@ class Budget:
         try:
             yield
         finally:
+            if _TRIM is not None and amount >= self.limit // 8:
+                _TRIM(0)
             with self._changed:
                 self.used -= amount
                 self._changed.notify_all()

@@ -19,8 +19,11 @@ Choices made here:
   as PNG and as TIFF is caught; a JPEG re-encode is not pixel-identical and is not.
 - A bad mask (missing, unreadable, wrong size) is quarantined on its own and the image goes on
   without a mask, with a note: the image is still fine for classification.
-- Files are decoded one at a time per worker thread and only a hash is kept, so memory is
-  bounded by the in-flight window (`checks.map_in_order`), not by the number of images.
+- Image checks run on a few threads (`checks.default_workers`; they wait on file systems
+  and on decoders that release the GIL). Each holds `DECODE_BUDGET` for its image's pixels
+  (from the header) while it decodes and checks it, so at most 2^25 decoded pixels are held
+  at once, or one larger image alone; only a hash of the pixels is kept. Memory is bounded
+  by that budget, not by the number of images. Writing (`handover`) holds one image at a time.
 
 Patient ids are private: log lines carry counts only. The quarantine table returned here
 names files by their path (which may contain ids); the pipeline pseudonymises it before
