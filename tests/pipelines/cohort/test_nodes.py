@@ -227,3 +227,14 @@ def test_split_node_names_the_reuse_option_when_a_saved_patient_is_gone():
         split_cohort(manifest[~manifest["patient"].isin(gone)], params, saved)
     assert "cohort.split.reuse_saved: false" in str(caught.value)
     assert "manifest" not in str(caught.value)
+
+
+def test_the_node_shows_file_names_only_when_asked(folder_cohort):
+    """Issue 22 finding 3: `cohort.privacy.show_file_names: true` is an explicit opt-in."""
+    before = _checksums(folder_cohort)
+    params = _cohort_params(folder_cohort)
+    report = ingest_cohort(pd.DataFrame(), params, 32, 12)[4]
+    assert not report["file"].str.contains("NORMAL0|LATE0").any()  # pseudonyms by default
+    shown = ingest_cohort(pd.DataFrame(), {**params, "privacy": {"show_file_names": True}}, 32, 12)
+    assert "Normal/NORMAL01_empty.png" in set(shown[4]["file"])
+    assert _checksums(folder_cohort) == before
