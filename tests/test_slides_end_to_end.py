@@ -101,14 +101,21 @@ def test_predict_on_one_slide_writes_rows_heatmap_and_qupath_geojson(slide_proje
     patients = table[table["level"] == "patient"]
     assert len(patients) == slides["task"].nunique() and set(patients["kind"]) == {"slide"}
     name = slides["image"].iloc[0]
-    output = project / "data/07_model_output/slides"
-    heatmap = np.asarray(Image.open(output / "heatmaps" / f"{name}.png"))
+    runs = project / "data/07_model_output/predict"  # one folder per run, latest.json names it
+    output = runs / json.loads((runs / "latest.json").read_text())["run_id"] / "slides" / name
+    first = slides.iloc[0]  # every task draws the slide; check the first
+    heatmap = np.asarray(Image.open(output / f"heatmap_{first['task']}.png"))
     assert heatmap.ndim == 3 and min(heatmap.shape[:2]) > 10
-    collection = json.loads((output / "geojson" / f"{name}.geojson").read_text())
+    collection = json.loads((output / f"qupath_{first['task']}.geojson").read_text())
     assert collection["type"] == "FeatureCollection"
     kinds = [f["properties"]["objectType"] for f in collection["features"]]
-    first = slides.iloc[0]  # the first task draws the slide
-    assert kinds.count("detection") == first["n_patches"] > 0
+    scored = [
+        f
+        for f in collection["features"]
+        if f["properties"]["objectType"] == "detection"
+        and f["properties"]["classification"]["name"] != "Not scored"
+    ]
+    assert len(scored) == first["n_patches"] > 0
     assert kinds.count("annotation") == 1  # the tissue outline
     for feature in collection["features"]:
         assert {"geometry", "properties"} <= set(feature)

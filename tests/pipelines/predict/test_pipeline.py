@@ -201,7 +201,8 @@ def test_gradcam_figure_of_new_images(predicted, study, new_images):
     config, unet, trained = study
     params = _params(new_images[0])
     setup = load_predict_setup(config, unet, trained.load(), params, TASKS, {"cnn": CNN}, SOURCE)
-    figure = gradcam_new_images(images, table, setup, params)
+    figure, png = gradcam_new_images(images, table, setup, params)
+    assert png.startswith(b"\x89PNG")
     assert isinstance(figure, Figure)
     assert sum(ax.get_visible() for ax in figure.axes) == 2
 

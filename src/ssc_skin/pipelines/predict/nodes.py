@@ -61,18 +61,20 @@ def gradcam_new_images(
     predictions: pd.DataFrame,
     setup: PredictSetup,
     params: dict[str, Any],
-) -> Figure:
+) -> tuple[Figure, bytes]:
     """Grad-CAM over the first `predict.gradcam_images` images (not slides: their heatmaps
-    are the slide outputs), for the first task."""
+    are the slide outputs), for the first task; also as PNG bytes for the run's folder (the
+    figure's dataset can be saved, not loaded)."""
     count = int(params.get("gradcam_images", 0) or 0)
-    return figures.gradcam_figure(predict.gradcam_samples(images, predictions, setup, count))
+    figure = figures.gradcam_figure(predict.gradcam_samples(images, predictions, setup, count))
+    return figure, outputs.figure_png(figure)
 
 
 def write_predict_run(
     predictions: pd.DataFrame,
     quarantine: pd.DataFrame,
     slide_results: dict[str, SlideResult],
-    gradcam: Figure,
+    gradcam_png: bytes,
 ) -> dict[str, bytes]:
     """This run's folder (`<run_id>/` with its table, quarantine, Grad-CAM and every slide
     output format) and `latest.json`; earlier runs' folders are kept."""
@@ -81,5 +83,5 @@ def write_predict_run(
         predictions,
         quarantine,
         slide_results,
-        outputs.figure_png(gradcam),
+        gradcam_png,
     )

@@ -56,7 +56,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 gradcam_new_images,
                 ["new_images", "new_image_predictions", "predict_setup", "params:predict"],
-                "new_image_gradcam",
+                ["new_image_gradcam", "new_image_gradcam_png"],
                 name="gradcam_new_images",
             ),
             node(
@@ -65,7 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "new_image_predictions",
                     "predict_quarantine",
                     "slide_results",
-                    "new_image_gradcam",
+                    "new_image_gradcam_png",
                 ],
                 "predict_runs",
                 name="write_predict_run",
