@@ -64,3 +64,15 @@ def test_an_unknown_kind_is_named(tmp_path):
     (tmp_path / composite.SPEC).write_text(json.dumps({"kind": "forest", "n_classes": 2}))
     with pytest.raises(ValueError, match="unknown classifier kind 'forest'"):
         composite.load(tmp_path, _fake_deep)
+
+
+def test_the_served_model_loads_a_peer_folder_like_a_model_file(tmp_path):
+    from ssc_skin.inference import serving  # noqa: PLC0415 - the pyfunc's loader
+
+    model = _peer()
+    folder = composite.write_texture(tmp_path / "peer", model, 2, None)
+    expected = texture.predict_proba(model, texture.features(PATCHES), 2)
+    np.testing.assert_allclose(serving.load_classifier(folder)(PATCHES), expected)
+    requirements = serving.pip_requirements(folder)
+    assert any(r.startswith("scikit-learn==") for r in requirements)
+    assert len(requirements) == len(set(requirements))

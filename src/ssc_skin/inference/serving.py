@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from PIL import Image, UnidentifiedImageError
 
 from ssc_skin import aggregation
+from ssc_skin.inference import composite
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -202,8 +203,13 @@ def load_classifier(
     path: str | Path, num_threads: int = 2, batch_size: int | None = None
 ) -> Classifier:
     """A `.tflite` file runs on LiteRT, a `.keras` file on Keras; both take uint8-range RGB
-    patches and return probabilities."""
+    patches and return probabilities. A folder with `classifier.json` is the colour + texture
+    peer or the hybrid (`inference.composite`), its deep components loaded the same way."""
     path = Path(path)
+    if composite.is_composite(path):
+        return locked(
+            composite.load(path, lambda part: load_classifier(part, num_threads, batch_size))
+        )
     if path.suffix == ".tflite":
         from ssc_skin.inference.export import TFLiteClassifier  # noqa: PLC0415 - keeps TF import lazy
 
@@ -296,11 +302,14 @@ def pip_requirements(classifier_path: str | Path) -> list[str]:
     """Pinned to what is installed: pyfunc would otherwise load the model in a subprocess to
     infer them (slow with TensorFlow) and may miss the TFLite runtime, imported lazily."""
     names = ["numpy", "pandas", "opencv-python-headless"]
-    if Path(classifier_path).suffix == ".tflite":
+    if composite.is_composite(classifier_path):  # peer or hybrid: scikit-learn, any runtime
+        names += ["scikit-learn", _first_installed("ai-edge-litert", "tensorflow-cpu", "tensorflow")]
+        names += [_first_installed("tensorflow-cpu", "tensorflow"), "keras"]
+    elif Path(classifier_path).suffix == ".tflite":
         names.append(_first_installed("ai-edge-litert", "tensorflow-cpu", "tensorflow"))
     else:
         names += [_first_installed("tensorflow-cpu", "tensorflow"), "keras"]
-    return [f"{name}=={metadata.version(name)}" for name in names]
+    return [f"{name}=={metadata.version(name)}" for name in dict.fromkeys(names)]
 
 
 def _first_installed(*names: str) -> str:
