@@ -24,6 +24,10 @@ MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_
 
 
 def _kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """The single train / val / test study (`single_split`); the default run, the pooled
+    cross-validation with its final fit, is tested in tests/pipelines/cv/test_fold_isolation."""
+    if "--pipeline" not in args:
+        args = ("--pipeline", "single_split", *args)
     result = kedro(project, "run", "--env", "test", *args)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return result

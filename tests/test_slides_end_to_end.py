@@ -71,7 +71,7 @@ def slide_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     root = _slide_cohort(tmp_path_factory.mktemp("user") / "my slides")
     project = copy_project(tmp_path_factory.mktemp("project"))
     _configure(project, root)
-    study = _kedro_run(project)
+    study = _kedro_run(project, "--pipeline", "single_split")  # the slide path, not the folds
     one = root / "normal" / "S0001_2.svs"
     predicted = _kedro_run(project, "--pipeline", "predict", "--params", f"predict.input={one}")
     return project, root, study.stdout + study.stderr + predicted.stdout + predicted.stderr

@@ -1,6 +1,7 @@
-"""No fold's fitted state sees its test patients.
+"""The default run: every patient tested once, and no fold's fitted state sees its test patients.
 
-The cross-validation of `kedro run --env test --pipeline cv` runs in this process, with spies on
+The default run of `kedro run --env test` (3 folds, then the final fit, export and registry)
+runs in this process, with spies on
 every fitting function (the stain normaliser, the UNet and classifier training loop, the peer,
 the hybrid) that record, per fold, what each was fitted on. Every record is then checked against
 that fold's test patients: their patches (at the size the model saw), their texture features,
@@ -11,6 +12,7 @@ patients, so that the check can fail.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,7 @@ def cross_validation(tmp_path_factory):
         bootstrap_project(project)
         with KedroSession.create(project_path=project, env="test") as session:
             session._hook_manager.register(recorder)
-            session.run(pipeline_name="cv")
+            session.run()
     finally:
         patch.undo()
     return project, recorder
@@ -156,3 +158,31 @@ def test_no_fitted_state_of_a_fold_saw_its_test_patients(cross_validation):
                 }
                 assert not any(i.tobytes() in pixels for i in value), f"{fold}: normaliser"
         assert seen_train, f"{fold}: the check found none of the training patches (cannot fail)"
+
+
+def test_the_default_run_reports_every_patient_pooled_with_a_verdict(cross_validation):
+    project, _ = cross_validation
+    reporting = project / "data" / "08_reporting" / "cv"
+    report = (reporting / "report.md").read_text()
+    manifest = pd.read_csv(project / "data" / "02_intermediate" / "manifest.csv")
+    patients = manifest["patient"].nunique()
+    assert f"| binary | colour+texture LR | {patients}/{patients} |" in report
+    assert "## Verdict: do the deep models beat the classical peer?" in report
+    assert "| three_class | hybrid |" in report
+    for ns in ("binary.hybrid", "three_class.texture", "binary.mobilenetv2"):
+        pooled = json.loads((reporting / ns / "evaluation.json").read_text())
+        assert pooled["test_patients_total"] == patients, ns
+        assert pooled["every_patient_tested_once"] is True
+        assert "val_patient_balanced_accuracy" in pooled  # the registry ranks on validation
+
+
+def test_the_final_fit_uses_every_patient_and_is_exported(cross_validation):
+    project, _ = cross_validation
+    final = pd.read_csv(project / "data" / "03_primary" / "final_patient_splits.csv")
+    manifest = pd.read_csv(project / "data" / "02_intermediate" / "manifest.csv")
+    assert set(final["patient"]) == set(manifest["patient"])
+    assert set(final["split"]) == {"train", "val"}
+    models = project / "data" / "06_models"
+    for name in ("binary.cnn.keras", "binary.texture.pkl", "three_class.hybrid.pkl"):
+        assert (models / name).stat().st_size > 0, name
+    assert not (project / "data" / "03_primary" / "patient_splits.csv").exists()
