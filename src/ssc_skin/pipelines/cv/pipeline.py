@@ -1,10 +1,12 @@
 """The `cv` pipeline: the study in k patient-grouped folds, every patient tested exactly once.
 
-`kedro run --env cv --pipeline cv` (synthetic cohort, CPU-sized) or `kedro run --pipeline cv`
-(your configuration). The cohort is read once; each fold `fold_k` (a Kedro namespace) runs the
-existing `patches`, `segmentation`, `classification` and per-model `evaluation` pipelines
-unchanged on its own patient split, so its stain normaliser, UNet and classifiers never see its
-test patients. The out-of-fold predictions of each model are pooled and scored by the study's
+It is the default run (`kedro run`, with the final fit, export and registry added by the
+pipeline registry); `kedro run --pipeline cv` runs the folds and their report alone. The
+cohort is read and cut once (`patches.shared_cut_pipeline`: raw crops, masks and each image's
+stain statistics); each fold `fold_k` (a Kedro namespace) runs the fitted part of the existing
+`patches`, `segmentation`, `classification` and per-model `evaluation` pipelines on its own
+patient split, so its stain normaliser, UNet, classifiers, peer and hybrid never see its test
+patients. The out-of-fold predictions of each model are pooled and scored by the study's
 evaluation code: the report's headline covers every patient of the cohort, with the per-fold
 spread beside it. k = the parameter `cv.folds` (default 5; `model_grid` reads it from the run's
 configuration when the pipelines are built).
