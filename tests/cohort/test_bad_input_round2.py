@@ -181,9 +181,9 @@ def test_hiding_a_large_quarantine_takes_linear_time():
             "mask_relative_path": None,
         }
     )
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other processes on the machine do not count
     report, _ = hide_quarantine(quarantine, records, "k", label_folders=True, labels=ALLOWED)
-    assert time.perf_counter() - start < 8  # about 0.5 s here; the old code took minutes
+    assert time.process_time() - start < 8  # about 0.5 s here; the old code took minutes
     assert not report["reason"].str.contains("Smith|PAT_", regex=True).any()
     assert report.loc[1, "reason"] == f"duplicate of {report.loc[0, 'file']}"
 
