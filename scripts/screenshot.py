@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,10 @@ class Page:
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as response:
             target = next(t for t in json.load(response) if t["type"] == "page")
-        self.socket = connect(target["webSocketDebuggerUrl"], max_size=None)
+        self._stack = ExitStack()  # websockets wants connect() used as a context manager
+        self.socket = self._stack.enter_context(
+            connect(target["webSocketDebuggerUrl"], max_size=None)
+        )
         self.next_id = 0
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -109,13 +113,24 @@ class Page:
         )
 
     def close(self) -> None:
-        self.socket.close()
+        self._stack.close()
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+def poll(check: Any, seconds: float, every: float = 1.0) -> bool:
+    """Whether `check()` came true within `seconds` (pages keep loading after navigation)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
 
 
 def shoot(page: Page, shot: dict[str, Any]) -> None:
@@ -133,13 +148,15 @@ def shoot(page: Page, shot: dict[str, Any]) -> None:
             page.run(CLICK, shot["click"])
             time.sleep(1.5)
     if shot.get("expand"):  # the first match only, once: a second click folds it again
-        page.run(EXPAND, shot["expand"])
-        time.sleep(2)
-    if shot.get("expect_row") and not page.run(HAS_ROW, shot["expect_row"]):
-        raise RuntimeError(
-            f"{shot['name']}: row {shot['expect_row']} is not in the table "
-            f"(the row did not expand: does {shot.get('expand')!r} still match MLflow's page?)"
-        )
+        clicked = poll(lambda: page.run(EXPAND, shot["expand"]), shot.get("expand_wait", 120))
+        if shot.get("expect_row") and not (
+            clicked and poll(lambda: page.run(HAS_ROW, shot["expect_row"]), 60)
+        ):
+            raise RuntimeError(
+                f"{shot['name']}: row {shot['expect_row']} is not in the table (the row did "
+                f"not expand: does {shot['expand']!r} still match MLflow's page?)"
+            )
+        time.sleep(1.5)
     if shot.get("type"):
         selector, text = shot["type"]
         page.run("(s) => document.querySelector(s).focus()", selector)

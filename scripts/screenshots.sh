@@ -113,7 +113,7 @@ cat >"$WORK/shots.json" <<EOF
   "out": "$WORK/mlflow_epoch_charts.png", "width": 1600, "height": 900, "wait": 10,
   "click": ["Close"], "type": ["input[placeholder^='Search metric charts']", "loss"],
   "after_type": 8},
- {"name": "mlflow_registry", "url": "$UI/#/models/ssc-skin-binary",
+ {"name": "mlflow_registry", "url": "$UI/#/models/ssc-skin-binary?workflowType=machine_learning",
   "out": "$WORK/mlflow_registry.png", "width": 1600, "height": 700, "wait": 8,
   "click": ["Close"]}
 ]
