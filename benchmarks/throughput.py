@@ -173,11 +173,14 @@ def bench_throughput(
     epochs: int,
     rounds: int,
     options: tuple[str, ...] = tuple(OPTIONS),
-    timeout: float = 600.0,
+    timeout: float = 900.0,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
     """Every option (float32 always included) in `rounds` interleaved rounds of fresh
     processes; per architecture and option: median patches/s, ratio to float32 (median and
-    range of the per-round ratios) and validation accuracy."""
+    range of the per-round ratios) and validation accuracy. A worker that fails or times out
+    leaves its round out of that option's ratios (logged); `partial` gets the raw runs after
+    every worker."""
     chosen = [OPTIONS[BASELINE], *(OPTIONS[o] for o in options if o != BASELINE)]
     classification = params["classification"]
     spec = {
@@ -188,7 +191,7 @@ def bench_throughput(
             a: classification["architectures"][a].get("options", {}) for a in architectures
         },
     }
-    runs: dict[str, list[dict[str, Any]]] = {o.name: [] for o in chosen}
+    runs: dict[str, list[dict[str, Any] | None]] = {o.name: [] for o in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         np.save(data / "x.npy", x)
@@ -198,32 +201,57 @@ def bench_throughput(
             turn = chosen[r % len(chosen) :] + chosen[: r % len(chosen)]
             for option in turn:
                 logger.info("throughput: round %d/%d, %s", r + 1, rounds, option.name)
-                runs[option.name].append(_run_worker(option, data, data / "spec.json", timeout))
+                try:
+                    run = _run_worker(option, data, data / "spec.json", timeout)
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    logger.warning(
+                        "throughput: %s failed in round %d: %s", option.name, r + 1, error
+                    )
+                    run = None  # this round's ratio for the option is left out
+                else:
+                    logger.info(
+                        "throughput: %s: %s",
+                        option.name,
+                        ", ".join(f"{a} {v['patches_per_second']:.1f}/s" for a, v in run.items()),
+                    )
+                runs[option.name].append(run)
+                if partial:
+                    partial.write_text(json.dumps(runs, indent=2))
     return summarise(runs, architectures, len(x) - max(8, len(x) // 8), epochs)
 
 
 def summarise(
-    runs: dict[str, list[dict[str, Any]]], architectures: tuple[str, ...], patches: int, epochs: int
+    runs: dict[str, list[dict[str, Any] | None]],
+    architectures: tuple[str, ...],
+    patches: int,
+    epochs: int,
 ) -> dict[str, Any]:
-    """Per architecture and option: median patches/s, per-round ratios to float32."""
+    """Per architecture and option: median patches/s, per-round ratios to float32 (rounds
+    where either failed are left out and counted)."""
     table: dict[str, dict[str, Any]] = {}
     for architecture in architectures:
-        base = [run[architecture]["patches_per_second"] for run in runs[BASELINE]]
         rows = {}
         for name, option_runs in runs.items():
-            speeds = [run[architecture]["patches_per_second"] for run in option_runs]
-            ratios = [s / b for s, b in zip(speeds, base, strict=True)]
+            pairs = [
+                (run[architecture], base[architecture])
+                for run, base in zip(option_runs, runs[BASELINE], strict=True)
+                if run is not None and base is not None
+            ]
+            if not pairs:
+                continue
+            speeds = [run["patches_per_second"] for run, _ in pairs]
+            ratios = [run["patches_per_second"] / base["patches_per_second"] for run, base in pairs]
             rows[name] = {
                 "what": OPTIONS[name].what,
+                "rounds": len(pairs),
+                "failed_rounds": len(option_runs) - len(pairs),
                 "patches_per_second": float(np.median(speeds)),
                 "patches_per_second_runs": speeds,
                 "ratio_median": float(np.median(ratios)),
                 "ratio_min": float(min(ratios)),
                 "ratio_max": float(max(ratios)),
-                "val_accuracy": float(
-                    np.median([run[architecture]["val_accuracy"] for run in option_runs])
-                ),
-                "finite": all(run[architecture]["finite"] for run in option_runs),
+                "val_accuracy": float(np.median([run["val_accuracy"] for run, _ in pairs])),
+                "finite": all(run["finite"] for run, _ in pairs),
             }
         table[architecture] = rows
     rounds = len(runs[BASELINE])
@@ -240,7 +268,7 @@ def headline_rows(throughput: dict[str, Any]) -> list[tuple[str, str, str, str]]
                 continue
             rows.append(
                 (
-                    f"training {architecture}, patches/s ({throughput['rounds']} rounds)",
+                    f"training {architecture}, patches/s ({row['rounds']} rounds)",
                     f"float32 {base:.0f}",
                     f"{name} {row['patches_per_second']:.0f}",
                     f"{row['ratio_median']:.2f}x ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})",
@@ -304,6 +332,7 @@ def main() -> None:
         args.epochs,
         args.rounds,
         tuple(args.options.split(",")),
+        partial=args.out.with_suffix(".partial.json") if args.out else None,
     )
     result["load_average_at_end"] = list(os.getloadavg())
     if args.out:
