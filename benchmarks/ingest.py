@@ -79,15 +79,17 @@ def run_scale(rows: int, valid: int, unreadable: float) -> dict:
         manifest = write_manifest(Path(tmp), rows, valid, unreadable)
         built = time.perf_counter() - start
         cohort = _cohort({"layout": "manifest", "manifest": str(manifest)}, 0.05)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = ingest.ingest_images(cohort, min_side=64, min_saturation=12, key="bench")
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "rows": rows,
         "valid": len(result.manifest),
         "quarantined": len(result.report),
         "seconds": round(seconds, 1),
         "rows_per_s": round(rows / seconds),
+        "cpu_seconds": round(cpu, 1),  # this process only: the wall time includes others' load
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "build_seconds": round(built, 1),
         "workers": ingest.default_workers(),
     }
