@@ -135,7 +135,6 @@ def log_keras_model(model: Any, name: str, weights_source: str) -> str:
         pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
     )
     mlflow.set_tag("model_uri", info.model_uri)
-    mlflow.clear_active_model()  # later metrics of the parent run are not this model's
     return info.model_uri
 
 

@@ -303,7 +303,10 @@ def pip_requirements(classifier_path: str | Path) -> list[str]:
     infer them (slow with TensorFlow) and may miss the TFLite runtime, imported lazily."""
     names = ["numpy", "pandas", "opencv-python-headless"]
     if composite.is_composite(classifier_path):  # peer or hybrid: scikit-learn, any runtime
-        names += ["scikit-learn", _first_installed("ai-edge-litert", "tensorflow-cpu", "tensorflow")]
+        names += [
+            "scikit-learn",
+            _first_installed("ai-edge-litert", "tensorflow-cpu", "tensorflow"),
+        ]
         names += [_first_installed("tensorflow-cpu", "tensorflow"), "keras"]
     elif Path(classifier_path).suffix == ".tflite":
         names.append(_first_installed("ai-edge-litert", "tensorflow-cpu", "tensorflow"))
@@ -350,8 +353,5 @@ def log_predictor(
         registered_model_name=registered_model_name,
         metadata={"predictor_config": asdict(config)},
     )
-    # Inferring the signature loaded the model, which made it MLflow's "active model": the
-    # run's later metrics would be linked to it (and shown as its metrics) without this.
-    mlflow.clear_active_model()
     logger.info("logged whole-image predictor %s (%s)", info.model_uri, Path(classifier_path).name)
     return info
