@@ -405,7 +405,7 @@ def log_model_run(
     params = {
         "task": evaluation["task"],
         "architecture": evaluation["architecture"],
-        "input_size": architecture["input_size"],
+        "input_size": architecture.get("input_size"),  # a skipped model may declare none
         **{f"options.{k}": v for k, v in architecture.get("options", {}).items()},
     }
     tracking.log_evaluation(evaluation, params, classifier)
