@@ -30,9 +30,7 @@ Classifier = Callable[[np.ndarray], np.ndarray]
 ModelLoader = Callable[[Path], Classifier]  # a deep model file -> its classifier
 
 
-def write_texture(
-    folder: Path, model: Any, n_classes: int, options: dict[str, Any] | None
-) -> Path:
+def write_texture(folder: Path, model: Any, n_classes: int, options: dict[str, Any] | None) -> Path:
     """The peer as a folder: its fitted pipeline and feature settings."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "texture.pkl").write_bytes(pickle.dumps(model))
