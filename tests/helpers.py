@@ -11,7 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+from mlflow.tracking import fluent
 from mlflow.tracking._tracking_service import utils as tracking_utils
+
+from ssc_skin import model_grid
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +66,29 @@ def tracking_uri(uri: str) -> Iterator[str]:
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)
+
+
+@contextmanager
+def mlflow_sandbox() -> Iterator[None]:
+    """An in-process `KedroSession.run()` leaves global state behind: kedro-mlflow's tracking
+    URI, active experiment and `MLFLOW_*` environment variables, a run left open when the run
+    fails, `sys.path`, and the model grid of its environment. Put all of it back, so later
+    tests see the process as it was."""
+    environment, path = dict(os.environ), list(sys.path)
+    experiment = fluent._active_experiment_id
+    grid = dict(model_grid._ACTIVE)
+    with tracking_uri(tracking_utils._tracking_uri or mlflow.get_tracking_uri()):
+        try:
+            yield
+        finally:
+            while mlflow.active_run() is not None:
+                mlflow.end_run("FAILED")
+            os.environ.clear()
+            os.environ.update(environment)
+            sys.path[:] = path
+            fluent._active_experiment_id = experiment
+            model_grid._ACTIVE.clear()
+            model_grid._ACTIVE.update(grid)
 
 
 @contextmanager

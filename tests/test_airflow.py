@@ -1,7 +1,8 @@
 """Orchestrator: the default pipeline rendered as an Apache Airflow DAG by kedro-airflow.
 
 `kedro airflow create --group-by namespace` makes one Airflow task per top-level namespace
-(`binary`, `three_class`: each trains, evaluates and exports its models) and one per node
+(each cross-validation fold `fold_k` with everything fitted in it, the pooled `cv` results, and
+`binary`, `three_class`: the final fit of each task's models, their export) and one per node
 outside a namespace. Airflow itself is not needed to render the DAG; here the DAG file runs
 against a stand-in `airflow.sdk` that records its tasks and their order.
 """
@@ -156,7 +157,8 @@ def rendered(dag_file):
 def test_the_dag_has_one_task_per_namespace_and_per_node_outside_them(rendered, pipeline_groups):
     recorder, calls = rendered
     assert [d["dag_id"] for d in recorder.dags] == ["ssc-skin"]
-    assert pipeline_groups["namespaces"] == ["binary", "three_class"]
+    folds = [f"fold_{k}" for k in range(5)]
+    assert pipeline_groups["namespaces"] == sorted(["binary", "three_class", "cv", *folds])
     expected = {slugify(name) for name in pipeline_groups["groups"]}
     assert set(recorder.tasks) == expected
     for namespace in pipeline_groups["namespaces"]:

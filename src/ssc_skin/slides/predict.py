@@ -85,7 +85,9 @@ def group_multi_file_slides(
         allow_outside_root=allow_outside_root,
     )
     known = set(grouped["image_path"].dropna())
-    keep = records["image_path"].isna() | records["image_path"].isin(known)
+    # a link out of the folder is reported, never a part of a slide
+    flagged = records["problem_check"].eq("outside_root") if "problem_check" in records else False
+    keep = records["image_path"].isna() | records["image_path"].isin(known) | flagged
     parts = int((~keep).sum())
     if parts:
         logger.info("Predict: %d file(s) read as parts of multi-file slides", parts)

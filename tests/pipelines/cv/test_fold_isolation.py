@@ -28,7 +28,7 @@ from PIL import Image
 from ssc_skin.evaluation import hybrid, texture
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.models import training
-from tests.helpers import copy_project
+from tests.helpers import copy_project, mlflow_sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -100,10 +100,11 @@ def cross_validation(tmp_path_factory):
     patch.chdir(project)
     patch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
     try:
-        bootstrap_project(project)
-        with KedroSession.create(project_path=project, env="test") as session:
-            session._hook_manager.register(recorder)
-            session.run()
+        with mlflow_sandbox():
+            bootstrap_project(project)
+            with KedroSession.create(project_path=project, env="test") as session:
+                session._hook_manager.register(recorder)
+                session.run()
     finally:
         patch.undo()
     return project, recorder
@@ -168,7 +169,7 @@ def test_the_default_run_reports_every_patient_pooled_with_a_verdict(cross_valid
     patients = manifest["patient"].nunique()
     assert f"| binary | colour+texture LR | {patients}/{patients} |" in report
     assert "## Verdict: do the deep models beat the classical peer?" in report
-    assert "| three_class | hybrid |" in report
+    assert "| three_class | hybrid (deep + peer, stacked) |" in report
     for ns in ("binary.hybrid", "three_class.texture", "binary.mobilenetv2"):
         pooled = json.loads((reporting / ns / "evaluation.json").read_text())
         assert pooled["test_patients_total"] == patients, ns

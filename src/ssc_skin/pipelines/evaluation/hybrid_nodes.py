@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ssc_skin import tracking
 from ssc_skin.constants import Skipped
 from ssc_skin.evaluation import hybrid, scoring
 
@@ -61,17 +62,27 @@ def fit_hybrid(
     probabilities = [_probabilities(p, rows, columns) for _, p in components]
     val = (frame["split"] == "val").to_numpy()
     options = params.get("hybrid", {})
-    model, fitted = hybrid.fit(
-        [p[val] for p in probabilities],
-        frame.loc[val, "y_true"].to_numpy(int),
-        frame.loc[val, "patient"].to_numpy(),
-        len(task["classes"]),
-        options,
-        seed=int(options.get("seed", 0)),
-    )
+    names = [name for name, _ in components]
+    with tracking.model_run(
+        f"{task['name']}.hybrid",
+        {"task": task["name"], "architecture": "hybrid"},
+        {
+            "task": task["name"],
+            "architecture": "hybrid",
+            "components": ", ".join(names),
+            **{f"options.{k}": v for k, v in options.items()},
+        },
+    ) as run_id:
+        model, fitted = hybrid.fit(
+            [p[val] for p in probabilities],
+            frame.loc[val, "y_true"].to_numpy(int),
+            frame.loc[val, "patient"].to_numpy(),
+            len(task["classes"]),
+            options,
+            seed=int(options.get("seed", 0)),
+        )
     out = frame.drop(columns=columns)
     out[columns] = hybrid.predict_proba(model, probabilities, len(task["classes"]))
-    names = [name for name, _ in components]
     weights = hybrid.component_weights(model, names, task["classes"])
     logger.info(
         "%s.hybrid stacked on %d validation patches: weights %s (C=%s)",
@@ -91,5 +102,6 @@ def fit_hybrid(
         "epochs_run": 0,
         "C": fitted["C"],
         "history": {},
+        "mlflow_run_id": run_id,
     }
     return {"model": model, "components": names}, summary, out

@@ -1,0 +1,100 @@
+"""Unit tests of models/trainers.py: one traced copy per network structure, reused by
+`training.fit` without changing what a fit produces."""
+
+import keras
+import numpy as np
+import pytest
+
+from ssc_skin.models import trainers, training
+
+FIT = {
+    "batch_size": 8,
+    "learning_rate": 0.05,
+    "seed": 0,
+    "loss": "sparse_categorical_crossentropy",
+    "metrics": ["accuracy"],
+    "augment": "classifier",
+    "lr_schedule": "cosine",
+}
+
+
+def _data(seed: int, n: int = 32, size: int = 8):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
+    x[y == 1] += 120
+    return x, y
+
+
+def _model(units: int = 4, seed: int = 1) -> keras.Model:
+    keras.utils.set_random_seed(seed)  # the same initial weights for every build
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(units, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    trainers.clear()
+    yield
+    trainers.clear()
+
+
+def _fit(model: keras.Model, data_seed: int = 0) -> training.TrainingResult:
+    return training.fit(model, _data(data_seed), _data(data_seed + 1), name="t", epochs=2, **FIT)
+
+
+def _weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_a_cached_fit_gives_the_same_model_as_a_fresh_one():
+    fresh = _model()
+    fresh_result = _fit(fresh)
+    trainers.clear()
+    _fit(_model(), data_seed=5)  # fills the cache with another fit's state and optimizer
+    assert len(trainers._TRAINERS) == 1
+    cached = _model()
+    cached_result = _fit(cached)
+    assert len(trainers._TRAINERS) == 1  # reused, not a second trainer
+    for a, b in zip(_weights(fresh), _weights(cached), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        fresh_result.history["loss"], cached_result.history["loss"], rtol=1e-5
+    )
+
+
+def test_the_callers_model_is_never_the_trainer():
+    first, second = _model(), _model()
+    _fit(first)
+    before = _weights(first)
+    _fit(second, data_seed=7)  # trains the cached trainer on other data
+    for a, b in zip(before, _weights(first), strict=True):
+        np.testing.assert_array_equal(a, b)  # the first model kept its own weights
+    assert all(m is not first and m is not second for m in trainers._TRAINERS.values())
+    assert first.optimizer is not None  # compiled, as a directly fitted model is
+
+
+def test_other_structures_and_settings_get_their_own_key():
+    base = trainers.structure_key(_model(), loss="a")
+    assert base == trainers.structure_key(_model(seed=9), loss="a")  # weights do not matter
+    assert base != trainers.structure_key(_model(units=5), loss="a")
+    assert base != trainers.structure_key(_model(), loss="b")
+    frozen = _model()
+    frozen.layers[1].trainable = False
+    assert base != trainers.structure_key(frozen, loss="a")
+
+
+def test_the_cache_is_bounded():
+    for units in range(trainers.MAX_TRAINERS + 2):
+        trainers.remember(str(units), _model(units + 1))
+    assert len(trainers._TRAINERS) == trainers.MAX_TRAINERS
+    assert "0" not in trainers._TRAINERS
