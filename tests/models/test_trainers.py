@@ -98,3 +98,21 @@ def test_the_cache_is_bounded():
         trainers.remember(str(units), _model(units + 1))
     assert len(trainers._TRAINERS) == trainers.MAX_TRAINERS
     assert "0" not in trainers._TRAINERS
+
+
+def test_several_steps_per_call_give_the_same_model():
+    one = _model()
+    training.fit(one, _data(0), _data(1), name="t", epochs=2, **FIT)
+    eight = _model()
+    training.fit(
+        eight,
+        _data(0),
+        _data(1),
+        name="t",
+        epochs=2,
+        compile_options={"steps_per_execution": 3},  # 32 patches / 8 = 4 steps: a partial call
+        **FIT,
+    )
+    for a, b in zip(_weights(one), _weights(eight), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert eight.steps_per_execution == 1  # the returned model predicts one batch per call

@@ -52,6 +52,7 @@ _TRAINING = _keys(
     "max_train_patches",
     "max_val_patches",
     "distribution",
+    "steps_per_execution",
     "lr_schedule",
     "stain_augmentation",
 )
@@ -174,6 +175,7 @@ SCHEMA: dict[str, Any] = {
             "patience",
             "seed",
             "max_train_patches",
+            "steps_per_execution",
             "quantize",
             "representative_patches",
         ),

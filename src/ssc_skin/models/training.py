@@ -194,6 +194,7 @@ def fit(
     progress_interval: float = 15.0,
     lr_schedule: str = "constant",
     stain_augmentation: dict[str, float] | None = None,
+    compile_options: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Compile and fit with early stopping on validation loss, restoring the best weights.
 
@@ -207,12 +208,20 @@ def fit(
     `progress_interval`: seconds between progress lines within an epoch (`ProgressLogger`;
     Keras' own progress bar is off). `lr_schedule`: `constant`, or `cosine` (decay to zero over
     `epochs`, so a short budget still ends on small steps). `stain_augmentation`: HED jitter
-    ({sigma, bias}) on top of the classifier augmentation.
+    ({sigma, bias}) on top of the classifier augmentation. `compile_options`: extra
+    `model.compile` arguments for training only (`steps_per_execution`: several steps per
+    call into the graph, the same updates with less Python in between); the returned model
+    is compiled without them, so its predictions run one batch per call.
     """
     keras.utils.set_random_seed(seed)
+    compile_options = dict(compile_options or {})
     rate = learning_schedule(lr_schedule, learning_rate, epochs * -(-len(train[0]) // batch_size))
     key = trainers.structure_key(
-        model, loss=loss, metrics=metrics, learning_rate=keras.saving.serialize_keras_object(rate)
+        model,
+        loss=loss,
+        metrics=metrics,
+        learning_rate=keras.saving.serialize_keras_object(rate),
+        **compile_options,
     )
     trainer, cached = trainers.trainer_for(model, key)
     fitted = trainer if trainer is not None else model
@@ -221,7 +230,7 @@ def fit(
     if cached:
         trainers.reset_optimizer(trainer.optimizer, rate)
     else:
-        _compile(fitted, rate, loss, metrics)
+        _compile(fitted, rate, loss, metrics, compile_options)
     train_ds = make_dataset(
         *train,
         batch_size=batch_size,
@@ -268,10 +277,12 @@ def fit(
     )
 
 
-def _compile(model: keras.Model, rate: Any, loss: str, metrics: list[str]) -> None:
+def _compile(
+    model: keras.Model, rate: Any, loss: str, metrics: list[str], options: dict[str, Any]
+) -> None:
     """Adam at `rate`, its variables built now: built inside the first traced step instead,
     they make Keras trace that step twice (~10 s for MobileNetV2 on a laptop CPU)."""
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics)
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=metrics, **options)
     model.optimizer.build(model.trainable_variables)
 
 

@@ -166,6 +166,7 @@ def _build_and_fit(
         "class_weight": training.balanced_class_weights(train[1], len(task["classes"])),
         "lr_schedule": settings.get("lr_schedule", "constant"),
         "stain_augmentation": settings.get("stain_augmentation"),
+        "compile_options": {"steps_per_execution": int(settings.get("steps_per_execution", 1))},
     }
     log = tracking.epoch_logger(run_id)
     learning_rate = settings["learning_rate"]

@@ -77,6 +77,7 @@ def train_unet(
         metrics=["accuracy"],
         augment="segmentation",
         patience=params["patience"],
+        compile_options={"steps_per_execution": int(params.get("steps_per_execution", 1))},
     )
     summary = {
         "train_patches": len(train_rows),
