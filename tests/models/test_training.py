@@ -212,3 +212,21 @@ def test_fit_logs_progress_through_logging(caplog):
 
 def test_format_duration():
     assert [progress.format_duration(s) for s in (4.4, 80, 3600 + 300)] == ["4s", "1m20s", "1h05m"]
+
+
+def test_the_tracing_batch_gives_no_eta_and_the_first_epoch_does_not_weigh_on_later_ones(caplog):
+    times = iter([0.0, 200.0, 200.0, 201.0, 201.0, 202.0, 202.0, 203.0, 203.0])
+    logger = progress.ProgressLogger("t", 4, 16, 8, interval=0.0, clock=lambda: next(times))
+    with caplog.at_level("INFO", logger="ssc_skin.models.training"):
+        logger.on_epoch_begin(0)  # t=0
+        logger.on_train_batch_end(0)  # t=200: the first batch traced the graph for 200 s
+        logger.on_train_batch_end(1)  # t=200
+        logger.on_epoch_end(0)  # t=201: epoch 1 took 201 s
+        logger.on_epoch_begin(1)  # t=201
+        logger.on_epoch_end(1)  # t=202: epoch 2 took 1 s
+        logger.on_epoch_begin(2)  # t=202
+        logger.on_train_batch_end(0)  # t=203
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("1/2 batches" in line and "epoch 1/4" in line for line in lines)
+    # 1 s left of epoch 3, then one epoch at the steady 1 s (not the 101 s mean with tracing)
+    assert "t epoch 3/4 · 1/2 batches · 8 patches/s · ETA 2s" in lines[-1]

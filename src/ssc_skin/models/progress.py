@@ -63,8 +63,8 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         now = self.clock()
-        if now - self._last < self.interval:
-            return
+        if now - self._last < self.interval or (self._epoch == 0 and batch == 0):
+            return  # the very first batch also traces the graph: its rate says nothing
         self._last = now
         logger.info("%s", self.line(batch + 1, now - self._start))
 
@@ -81,7 +81,8 @@ class ProgressLogger(keras.callbacks.Callback):
         rate = min(done * self.batch_size, self.samples) / max(elapsed, 1e-9)
         later = self.epochs - self._epoch - 1
         finished = self.epoch_seconds[: self._epoch] if done < self.steps else self.epoch_seconds
-        per_epoch = sum(finished) / len(finished) if finished else self.steps * per_batch
+        steady = finished[1:] or finished  # the first epoch also paid for tracing
+        per_epoch = sum(steady) / len(steady) if steady else self.steps * per_batch
         eta = (self.steps - done) * per_batch + later * per_epoch
         return (
             f"{self.name} epoch {self._epoch + 1}/{self.epochs} · {done}/{self.steps} batches"
