@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from kedro.pipeline import Pipeline, pipeline
 
 from ssc_skin.model_grid import active
@@ -16,6 +18,12 @@ from ssc_skin.pipelines import (
     pretrain,
     registry,
     segmentation,
+)
+
+# Kedro warns on every command that "dataset names contain '.'": here every such name is a
+# namespace path (`fold_0.binary.cnn.classifier`), which is what the dots are for.
+warnings.filterwarnings(
+    "ignore", message="One or more dataset names contain '.'", category=UserWarning
 )
 
 

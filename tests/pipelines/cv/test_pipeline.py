@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import pytest
 
 from ssc_skin import model_grid
@@ -98,3 +101,11 @@ def test_fold_count_is_the_cv_folds_parameter(monkeypatch):
     monkeypatch.setenv("SSC_SKIN_CV_FOLDS", "4")
     with pytest.raises(model_grid.ModelGridError, match="set the parameter cv.folds"):
         model_grid.ModelGrid.from_parameters(parameters)
+
+
+def test_every_node_shows_a_named_documented_function_in_kedro_viz():
+    for n in create_pipeline(2, final=True).nodes:
+        assert not isinstance(n.func, functools.partial), n.name
+        assert n.func.__name__ != "<lambda>" and n.func.__doc__, n.name
+    assign = next(n for n in create_pipeline(2).nodes if n.name == "cv.assign_folds")
+    assert list(inspect.signature(assign.func).parameters) == ["manifest", "params"]

@@ -14,7 +14,10 @@ configuration when the pipelines are built).
 
 from __future__ import annotations
 
-from functools import partial
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -24,6 +27,25 @@ from ssc_skin.pipelines.evaluation import pipeline as evaluation
 from ssc_skin.pipelines.patches import pipeline as patches
 
 from .nodes import assign_folds, build_cv_report, pool_model, pool_selection, tag_fold_runs
+
+
+def bound(func: Callable[..., Any], **fixed: Any) -> Callable[..., Any]:
+    """`func` with keyword arguments fixed, keeping its name, docstring and type hints.
+
+    A bare `functools.partial` shows in kedro-viz without a name, code or types; this wrapper
+    shows `func`'s, and its signature lists only what the node still passes.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **fixed, **kwargs)
+
+    signature = inspect.signature(func)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name not in fixed]
+    )
+    return wrapper
+
 
 # Read or made once per run and used by every fold: the cohort, and the per-image work no
 # fold's fitting touches (raw crops, masks, provenance, each image's stain statistics).
@@ -58,7 +80,7 @@ def fold_stages(fold: str) -> Pipeline:
     crops, UNet, classifiers, peer, hybrid) on its own patient split, and the fold tag on each
     model's MLflow run."""
     tag = node(
-        partial(tag_fold_runs, fold=fold),
+        bound(tag_fold_runs, fold=fold),
         [f"{ns}.evaluation" for ns in evaluation.evaluated_namespaces()],
         None,
         name="tag_fold_runs",
@@ -128,7 +150,7 @@ def _pooled(folds: int) -> Pipeline:
     fold_evaluations = [f"fold_{k}.{ns}.evaluation" for ns in namespaces for k in range(folds)]
     nodes.append(
         node(
-            partial(build_cv_report, folds=folds),
+            bound(build_cv_report, folds=folds),
             [
                 "manifest",
                 "params:evaluation",
@@ -159,7 +181,7 @@ def create_pipeline(folds: int | None = None, final: bool = False, **kwargs) -> 
     folds = folds or active().folds
     outputs = [f"fold_{k}.patient_splits" for k in range(folds)]
     assign = node(
-        partial(assign_folds, folds=folds, final=final),
+        bound(assign_folds, folds=folds, final=final),
         ["manifest", "params:cv"],
         [*outputs, "final_patient_splits"] if final else outputs,
         name="cv.assign_folds",
