@@ -154,64 +154,81 @@ def register_champions(
     champions = pick_champions(list(evaluations), rank_by)
     registered: dict[str, dict[str, Any]] = {}
     for task, champion in champions.items():
-        name = params["model_names"][task]
-        tags = dict(tracking.parent_run_tags(champion.get("mlflow_run_id")) or run_tags)
-        for model, uri in logged.items():  # what the export stage returned wins over tags
-            if uri:
-                tags[PREDICTOR_TAG.format(task=model.split(".")[0], arch=model.split(".")[1])] = uri
-        uri, what, reason = choose_model(champion, tags)
-        if not uri:
-            logger.warning("%s: nothing registered: %s", name, reason)
-            continue
-        rank = rank_key(champion, rank_by)
-        version_tags = {
-            "task": task,
-            "champion": f"{task}.{champion['architecture']}",
-            "registered": what,
-            "reason": reason,
-            # the run that trained what is registered (export logged the predictor there)
-            "nested_run_id": trained_in.get(uri) or champion.get("mlflow_run_id") or "",
-            **{m: f"{v:.6g}" for m, v in zip(rank_by, rank, strict=True)},
-        }
-        version, alias_version = tracking.register_model(
-            uri,
-            name,
-            params["alias"],
-            rank[0],
-            rank_by[0],
-            version_tags,
-            version_description(champion, what, reason),
-            promote=params.get("promote", "if_better"),
-            model_description=model_description(
-                name, task, list(champion.get("classes", [])), params["alias"], rank_by
-            ),
-            model_tags={
-                "project": "ssc-skin",
-                "task": task,
-                "input": "image (base64 PNG/JPEG)",
-                "alias_chosen_by": ", ".join(rank_by),
-            },
-        )
-        registered[task] = {
-            "model_name": name,
-            "version": version,
-            "alias": params["alias"],
-            "alias_version": alias_version,
-            "registered": what,
-            "reason": reason,
-            "uri": uri,
-            **version_tags,
-        }
-        logger.info(
-            "%s v%s registered: %s, %s %.3f (%s); alias %s -> v%s",
-            name,
-            version,
-            what,
-            rank_by[0],
-            rank[0],
-            reason,
-            params["alias"],
-            alias_version,
-        )
+        entry = _register(task, champion, params, logged, trained_in, run_tags)
+        if entry:
+            registered[task] = entry
     tracking.log_headline(evaluations, run_note(champions, list(evaluations), registered, rank_by))
     return registered
+
+
+def _register(
+    task: str,
+    champion: dict[str, Any],
+    params: dict[str, Any],
+    logged: dict[str, str | None],
+    trained_in: dict[str, str | None],
+    run_tags: dict[str, str],
+) -> dict[str, Any] | None:
+    """Register one task's champion: its version (tagged, described, linked to the nested run
+    that trained it) and the alias per `params.promote`; None when nothing can be registered."""
+    rank_by = list(params["rank_by"])
+    name = params["model_names"][task]
+    tags = dict(tracking.parent_run_tags(champion.get("mlflow_run_id")) or run_tags)
+    for model, uri in logged.items():  # what the export stage returned wins over tags
+        if uri:
+            tags[PREDICTOR_TAG.format(task=model.split(".")[0], arch=model.split(".")[1])] = uri
+    uri, what, reason = choose_model(champion, tags)
+    if not uri:
+        logger.warning("%s: nothing registered: %s", name, reason)
+        return None
+    rank = rank_key(champion, rank_by)
+    version_tags = {
+        "task": task,
+        "champion": f"{task}.{champion['architecture']}",
+        "registered": what,
+        "reason": reason,
+        # the run that trained what is registered (export logged the predictor there)
+        "nested_run_id": trained_in.get(uri) or champion.get("mlflow_run_id") or "",
+        **{m: f"{v:.6g}" for m, v in zip(rank_by, rank, strict=True)},
+    }
+    version, alias_version = tracking.register_model(
+        uri,
+        name,
+        params["alias"],
+        rank[0],
+        rank_by[0],
+        version_tags,
+        version_description(champion, what, reason),
+        promote=params.get("promote", "if_better"),
+        model_description=model_description(
+            name, task, list(champion.get("classes", [])), params["alias"], rank_by
+        ),
+        model_tags={
+            "project": "ssc-skin",
+            "task": task,
+            "input": "image (base64 PNG/JPEG)",
+            "alias_chosen_by": ", ".join(rank_by),
+        },
+    )
+    entry = {
+        "model_name": name,
+        "version": version,
+        "alias": params["alias"],
+        "alias_version": alias_version,
+        "registered": what,
+        "reason": reason,
+        "uri": uri,
+        **version_tags,
+    }
+    logger.info(
+        "%s v%s registered: %s, %s %.3f (%s); alias %s -> v%s",
+        name,
+        version,
+        what,
+        rank_by[0],
+        rank[0],
+        reason,
+        params["alias"],
+        alias_version,
+    )
+    return entry
