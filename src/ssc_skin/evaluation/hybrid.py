@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import GroupKFold
@@ -125,3 +126,40 @@ def component_weights(model: Pipeline, names: Sequence[str], classes: Sequence[s
     norms = [float(np.linalg.norm(coef[:, i * width : (i + 1) * width])) for i in range(len(names))]
     total = sum(norms) or 1.0
     return {name: round(norm / total, 3) for name, norm in zip(names, norms, strict=True)}
+
+
+def aligned(components: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """The first component's rows (provenance and truth), in an order every component shares:
+    patches are matched by their `row` in the patch array, never by position."""
+    reference = components[0][1].sort_values("row").reset_index(drop=True)
+    for name, frame in components[1:]:
+        if not np.array_equal(np.sort(frame["row"].to_numpy()), reference["row"].to_numpy()):
+            raise ValueError(f"hybrid: {name} predicted other patches than {components[0][0]}")
+    return reference
+
+
+def fit_on_validation(
+    components: Sequence[tuple[str, pd.DataFrame]],
+    columns: Sequence[str],
+    options: dict[str, Any],
+) -> tuple[Pipeline, dict[str, Any], pd.DataFrame]:
+    """Stack the components' prediction frames (`columns`: their class probabilities) on the
+    validation patches; returns the stacker, what `fit` chose (with `val_patches`) and the
+    stacked probabilities of every patch, in the frame every model's evaluation reads."""
+    frame = aligned(components)
+    rows = frame["row"].to_numpy()
+    probabilities = [
+        p.set_index("row").loc[rows, list(columns)].to_numpy(np.float64) for _, p in components
+    ]
+    val = (frame["split"] == "val").to_numpy()
+    model, fitted = fit(
+        [p[val] for p in probabilities],
+        frame.loc[val, "y_true"].to_numpy(int),
+        frame.loc[val, "patient"].to_numpy(),
+        len(columns),
+        options,
+        seed=int(options.get("seed", 0)),
+    )
+    out = frame.drop(columns=list(columns))
+    out[list(columns)] = predict_proba(model, probabilities, len(columns))
+    return model, {**fitted, "val_patches": int(val.sum())}, out

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ssc_skin import tracking
@@ -27,20 +26,6 @@ def _components(inputs: tuple[Any, ...]) -> list[tuple[str, pd.DataFrame]]:
     ]
 
 
-def _aligned(components: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
-    """The first component's rows (provenance and truth), in an order every component shares:
-    patches are matched by their `row` in the patch array, never by position."""
-    reference = components[0][1].sort_values("row").reset_index(drop=True)
-    for name, frame in components[1:]:
-        if not np.array_equal(np.sort(frame["row"].to_numpy()), reference["row"].to_numpy()):
-            raise ValueError(f"hybrid: {name} predicted other patches than {components[0][0]}")
-    return reference
-
-
-def _probabilities(frame: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> np.ndarray:
-    return frame.set_index("row").loc[rows, columns].to_numpy(np.float64)
-
-
 def fit_hybrid(
     task: dict[str, Any], params: dict[str, Any], *inputs: Any
 ) -> tuple[Any, dict[str, Any], pd.DataFrame]:
@@ -57,37 +42,19 @@ def fit_hybrid(
         logger.info("%s.hybrid skipped: %s", task["name"], reason)
         empty = pd.DataFrame(columns=[*inputs[0].columns]) if inputs else pd.DataFrame()
         return Skipped(reason), {**base, "skipped": reason}, empty
-    frame = _aligned(components)
-    rows = frame["row"].to_numpy()
-    probabilities = [_probabilities(p, rows, columns) for _, p in components]
-    val = (frame["split"] == "val").to_numpy()
     options = params.get("hybrid", {})
     names = [name for name, _ in components]
+    run_params = {"task": task["name"], "architecture": "hybrid", "components": ", ".join(names)}
+    run_params.update({f"options.{k}": v for k, v in options.items()})
     with tracking.model_run(
-        f"{task['name']}.hybrid",
-        {"task": task["name"], "architecture": "hybrid"},
-        {
-            "task": task["name"],
-            "architecture": "hybrid",
-            "components": ", ".join(names),
-            **{f"options.{k}": v for k, v in options.items()},
-        },
+        f"{task['name']}.hybrid", {"task": task["name"], "architecture": "hybrid"}, run_params
     ) as run_id:
-        model, fitted = hybrid.fit(
-            [p[val] for p in probabilities],
-            frame.loc[val, "y_true"].to_numpy(int),
-            frame.loc[val, "patient"].to_numpy(),
-            len(task["classes"]),
-            options,
-            seed=int(options.get("seed", 0)),
-        )
-    out = frame.drop(columns=columns)
-    out[columns] = hybrid.predict_proba(model, probabilities, len(task["classes"]))
+        model, fitted, out = hybrid.fit_on_validation(components, columns, options)
     weights = hybrid.component_weights(model, names, task["classes"])
     logger.info(
         "%s.hybrid stacked on %d validation patches: weights %s (C=%s)",
         task["name"],
-        int(val.sum()),
+        fitted["val_patches"],
         weights,
         fitted["C"],
     )
@@ -97,7 +64,7 @@ def fit_hybrid(
         "component_weights": weights,
         "weights_source": "stacked on validation patients",
         "train_patches": 0,
-        "val_patches": int(val.sum()),
+        "val_patches": fitted["val_patches"],
         "train_seconds": fitted["seconds"],
         "epochs_run": 0,
         "C": fitted["C"],
