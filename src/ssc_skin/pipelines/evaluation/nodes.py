@@ -141,40 +141,17 @@ def train_texture_baseline(
     if reason:
         logger.warning("%s skipped: %s", name, reason)
         return Skipped(reason), {**base, "skipped": reason}
-    index = patch_index.reset_index(drop=True)
-    seed = training_params["seed"]
-    train_rows = training.subsample(
-        index[index["split"] == "train"], training_params.get("max_train_patches"), seed
-    ).index
-    val_rows = index.index[index["split"] == "val"]
-    train = (features[train_rows], encode_labels(index.loc[train_rows, "label"], task))
-    val = (features[val_rows], encode_labels(index.loc[val_rows, "label"], task))
+    train, val = _feature_splits(features, patch_index, task, training_params)
     options = params.get("texture", {})
+    run_params = {"task": task["name"], "architecture": "texture"}
+    run_params.update({f"options.{k}": v for k, v in options.items()})
     with tracking.model_run(
-        name,
-        {"task": task["name"], "architecture": "texture"},
-        {
-            "task": task["name"],
-            "architecture": "texture",
-            **{f"options.{k}": v for k, v in options.items()},
-        },
+        name, {"task": task["name"], "architecture": "texture"}, run_params
     ) as run_id:
-        model, fitted = texture.fit(train, val, len(task["classes"]), options, seed)
-    summary = {
-        **base,
-        "weights_source": "n/a (logistic regression)",
-        "train_patches": len(train[0]),
-        "val_patches": len(val[0]),
-        "train_seconds": fitted["seconds"],
-        "epochs_run": 0,
-        "patches_per_second": len(train[0]) / max(fitted["seconds"], 1e-9),
-        "parameters": int(model[-1].coef_.size + model[-1].intercept_.size),
-        "features": int(features.shape[1]),
-        "C": fitted["C"],
-        "val_log_loss": fitted["val_log_loss"],
-        "history": {},
-        "mlflow_run_id": run_id,
-    }
+        model, fitted = texture.fit(
+            train, val, len(task["classes"]), options, training_params["seed"]
+        )
+    summary = {**base, **_texture_summary(model, fitted, train, val), "mlflow_run_id": run_id}
     logger.info(
         "%s fitted in %.1f s on %d patches (%d features, C=%s)",
         name,
@@ -184,6 +161,46 @@ def train_texture_baseline(
         fitted["C"],
     )
     return model, summary
+
+
+def _feature_splits(
+    features: np.ndarray,
+    patch_index: pd.DataFrame,
+    task: dict[str, Any],
+    training_params: dict[str, Any],
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The peer's training features (the deep models' cap and seed) and validation features."""
+    index = patch_index.reset_index(drop=True)
+    train_rows = training.subsample(
+        index[index["split"] == "train"],
+        training_params.get("max_train_patches"),
+        training_params["seed"],
+    ).index
+    val_rows = index.index[index["split"] == "val"]
+    train = (features[train_rows], encode_labels(index.loc[train_rows, "label"], task))
+    val = (features[val_rows], encode_labels(index.loc[val_rows, "label"], task))
+    return train, val
+
+
+def _texture_summary(
+    model: SklearnPipeline,
+    fitted: dict[str, Any],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+) -> dict[str, Any]:
+    return {
+        "weights_source": "n/a (logistic regression)",
+        "train_patches": len(train[0]),
+        "val_patches": len(val[0]),
+        "train_seconds": fitted["seconds"],
+        "epochs_run": 0,
+        "patches_per_second": len(train[0]) / max(fitted["seconds"], 1e-9),
+        "parameters": int(model[-1].coef_.size + model[-1].intercept_.size),
+        "features": int(train[0].shape[1]),
+        "C": fitted["C"],
+        "val_log_loss": fitted["val_log_loss"],
+        "history": {},
+    }
 
 
 def predict_texture_baseline(
