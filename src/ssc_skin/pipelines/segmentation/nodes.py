@@ -128,46 +128,18 @@ def score_patches(
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Dermis fraction of every patch from the deployed (TFLite) UNet; Dice/IoU on val and
     test for it and for the Keras model it was converted from."""
-    chunk = 2048  # chunks keep memory flat on large cohorts
     deployed = Preprocessor(
         PreprocessConfig.from_dict(preprocess_config), export.tflite_segmenter(unet_tflite)
     )
     reference = Preprocessor(deployed.config, export.keras_predictor(unet, 64))
-    predicted = np.concatenate(
-        [
-            deployed.segment(patches["images"][start : start + chunk])
-            for start in range(0, len(patch_index), chunk)
-        ]
-        or [np.zeros((0, deployed.config.unet_input_size) * 2, np.uint8)]
-    )
+    predicted = _segment_in_chunks(deployed, patches["images"], len(patch_index))
     scored = patch_index.copy()
     scored["dermis_fraction"] = (predicted == DERMIS).mean(axis=(1, 2))
     summary: dict[str, Any] = {
         "input_size": deployed.config.unet_input_size,
         "runtime": f"tflite_{params.get('quantize', 'int8')}",
+        **_dice_by_split(patches, patch_index, predicted, reference),
     }
-    size = deployed.config.unet_input_size
-    for split in ("val", "test"):
-        rows = np.flatnonzero(
-            (patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy()
-        )
-        if len(rows) == 0:
-            continue
-        truth = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
-        dice, iou = dice_iou(truth, predicted[rows], DERMIS)
-        keras_dice, _ = dice_iou(truth, reference.segment(patches["images"][rows]), DERMIS)
-        summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
-        summary[f"{split}_dermis_dice_keras"] = keras_dice
-        summary[f"{split}_masked_patches"] = len(rows)
-        logger.info(
-            "UNet %s: dermis Dice %.3f (Keras %.3f), IoU %.3f on %d patches at %d px",
-            split,
-            dice,
-            keras_dice,
-            iou,
-            len(rows),
-            size,
-        )
     metrics = {
         k: {"value": v, "step": 0}
         for k, v in summary.items()
@@ -222,26 +194,9 @@ def select_patches(
     chosen, rows = [], []
     for record in manifest.itertuples(index=False):
         part = by_image.get(record.image, scored_index.iloc[0:0])
-        dermis = part["dermis_fraction"].to_numpy() if "dermis_fraction" in part else None
-        used, selection = choose_patches(part["tissue_fraction"].to_numpy(), dermis, config)
-        split = split_of[record.patient]
-        reason = SELECTION_REASONS[selection]
-        if split == "train" and selection != OK:  # fallback patches: evaluated, never learnt
-            used[:] = False
-            reason += " (left out of training)"
-        chosen.append(part[used].assign(selection=selection))
-        rows.append(
-            {
-                "image": record.image,
-                "patient": record.patient,
-                "label": record.label,
-                "split": split,
-                "n_tiles": len(part),
-                "n_classified": int(used.sum()),
-                "selection": selection,
-                "reason": reason,
-            }
-        )
+        used, row = _select_image(record, part, split_of[record.patient], config)
+        chosen.append(used)
+        rows.append(row)
     selected = pd.concat([scored_index.iloc[0:0].assign(selection=""), *chosen], ignore_index=True)
     images = pd.DataFrame(rows, columns=IMAGE_SELECTION_COLUMNS)
     counts = preprocess.selection_counts(images["selection"])
@@ -251,8 +206,80 @@ def select_patches(
         len(images),
         ", ".join(f"{k}={v}" for k, v in counts.items()),
     )
-    # training and early stopping need every class; a test class without any assessable
-    # image is reported by the evaluation instead
+    _check_every_class_is_left(images, selected)
+    return selected, images
+
+
+def _segment_in_chunks(
+    preprocessor: Preprocessor, images: np.ndarray, n: int, chunk: int = 2048
+) -> np.ndarray:
+    """The UNet's mask of the first `n` patches, in chunks that keep memory flat."""
+    size = preprocessor.config.unet_input_size
+    parts = [preprocessor.segment(images[start : start + chunk]) for start in range(0, n, chunk)]
+    return np.concatenate(parts or [np.zeros((0, size, size), np.uint8)])
+
+
+def _dice_by_split(
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    predicted: np.ndarray,
+    reference: Preprocessor,
+) -> dict[str, float | int]:
+    """Dermis Dice / IoU of the deployed masks on the masked val and test patches, and the
+    Dice of the Keras model they were converted from."""
+    size = reference.config.unet_input_size
+    summary: dict[str, float | int] = {}
+    for split in ("val", "test"):
+        rows = np.flatnonzero(
+            (patch_index["has_mask"] & (patch_index["split"] == split)).to_numpy()
+        )
+        if len(rows) == 0:
+            continue
+        truth = tiling.resize_batch(patches["masks"][rows], size, cv2.INTER_NEAREST)
+        dice, iou = dice_iou(truth, predicted[rows], DERMIS)
+        keras_dice, _ = dice_iou(truth, reference.segment(patches["images"][rows]), DERMIS)
+        summary[f"{split}_dermis_dice"], summary[f"{split}_dermis_iou"] = dice, iou
+        summary[f"{split}_dermis_dice_keras"] = keras_dice
+        summary[f"{split}_masked_patches"] = len(rows)
+        logger.info(
+            "UNet %s: dermis Dice %.3f (Keras %.3f), IoU %.3f on %d patches at %d px",
+            split,
+            dice,
+            keras_dice,
+            iou,
+            len(rows),
+            size,
+        )
+    return summary
+
+
+def _select_image(
+    record: Any, part: pd.DataFrame, split: str, config: PreprocessConfig
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One image's classified patches (`choose_patches`) and its row of the selection table;
+    fallback patches of a training image are evaluated, never learnt."""
+    dermis = part["dermis_fraction"].to_numpy() if "dermis_fraction" in part else None
+    used, selection = choose_patches(part["tissue_fraction"].to_numpy(), dermis, config)
+    reason = SELECTION_REASONS[selection]
+    if split == "train" and selection != OK:
+        used[:] = False
+        reason += " (left out of training)"
+    row = {
+        "image": record.image,
+        "patient": record.patient,
+        "label": record.label,
+        "split": split,
+        "n_tiles": len(part),
+        "n_classified": int(used.sum()),
+        "selection": selection,
+        "reason": reason,
+    }
+    return part[used].assign(selection=selection), row
+
+
+def _check_every_class_is_left(images: pd.DataFrame, selected: pd.DataFrame) -> None:
+    """Training and early stopping need every class; a test class without any assessable
+    image is reported by the evaluation instead."""
     empty = [
         f"{s}/{lab}"
         for (s, lab), n in images.groupby(["split", "label"]).size().items()
@@ -264,4 +291,3 @@ def select_patches(
             "segmentation.selection.min_dermis_fraction or "
             "patches.min_tissue_fraction, or set use_segmentation: false"
         )
-    return selected, images
