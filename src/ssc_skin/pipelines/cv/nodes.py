@@ -106,26 +106,9 @@ def pool_model(
     skipped = [s["skipped"] for s in summaries if "skipped" in s]
     if skipped:
         return {}, {**summary, "skipped": skipped[0]}, pd.DataFrame()
-    pooled = pd.concat(
-        [
-            p[p["split"].isin(["val", "test"])].assign(fold=f"fold_{k}")
-            for k, p in enumerate(predictions)
-        ],
-        ignore_index=True,
-    )
+    pooled = _pooled_frame(predictions)
     summary.update(scoring.score_model(pooled, selection, task, params, splits=("val", "test")))
-    for key in ("train_seconds", "train_patches", "epochs_run", "parameters"):
-        values = [s.get(key) for s in summaries if isinstance(s.get(key), int | float)]
-        if values:
-            summary[key] = (
-                sum(values)
-                if key == "train_seconds"
-                else values[0]
-                if key == "parameters"
-                else round(sum(values) / len(values))
-            )
-    summary["patches_per_second"] = sum(s.get("patches_per_second", 0) for s in summaries) / half
-    summary["weights_source"] = first.get("weights_source", "n/a")
+    summary.update(_training_totals(summaries))
     summary["every_patient_tested_once"] = covers_each_patient_once(selection)
     logger.info(
         "CV %s.%s: pooled test patient accuracy %.3f [%.3f, %.3f] over %s of %s patients",
@@ -139,6 +122,38 @@ def pool_model(
     )
     numeric = {k: {"value": v, "step": 0} for k, v in scoring.finite_numbers(summary).items()}
     return numeric, summary, pooled
+
+
+def _pooled_frame(predictions: tuple[pd.DataFrame, ...]) -> pd.DataFrame:
+    """Each fold's validation and test rows, tagged with the fold."""
+    return pd.concat(
+        [
+            p[p["split"].isin(["val", "test"])].assign(fold=f"fold_{k}")
+            for k, p in enumerate(predictions)
+        ],
+        ignore_index=True,
+    )
+
+
+def _training_totals(summaries: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The k fits in one row: total seconds, mean patches and epochs, the model's parameters,
+    mean throughput and where its weights came from."""
+    totals: dict[str, Any] = {}
+    for key in ("train_seconds", "train_patches", "epochs_run", "parameters"):
+        values = [s.get(key) for s in summaries if isinstance(s.get(key), int | float)]
+        if values:
+            totals[key] = (
+                sum(values)
+                if key == "train_seconds"
+                else values[0]
+                if key == "parameters"
+                else round(sum(values) / len(values))
+            )
+    totals["patches_per_second"] = sum(s.get("patches_per_second", 0) for s in summaries) / len(
+        summaries
+    )
+    totals["weights_source"] = summaries[0].get("weights_source", "n/a")
+    return totals
 
 
 def covers_each_patient_once(selection: pd.DataFrame) -> bool:
