@@ -41,15 +41,7 @@ def export_classifier(
     if isinstance(classifier, Skipped):
         logger.info("%s export skipped: %s", name, classifier.reason)
         return classifier, classifier, {**header, "skipped": classifier.reason}, {}
-    size, seed = architecture["input_size"], params.get("seed", 0)
-    images = patches["images"]
-    representative = export.split_patches(
-        images, patch_index, ("train",), params["representative_patches"], size, seed
-    )
-    check = export.split_patches(
-        images, patch_index, ("test", "val", "train"), params["agreement_patches"], size, seed
-    )
-    timing = check[: params["latency_patches"]]
+    representative, check, timing = _export_samples(patches, patch_index, architecture, params)
     result = export.export_classifier(
         classifier,
         representative,
@@ -62,9 +54,32 @@ def export_classifier(
         int8_enabled=params.get("int8", True),
     )
     summary = {**header, **result.summary}
-    rows = summary["runtimes"]
+    _log_runtimes(name, summary)
+    metrics = {k: {"value": v, "step": 0} for k, v in export.export_metrics(summary).items()}
+    return result.float32, result.int8, summary, metrics
+
+
+def _export_samples(
+    patches: dict[str, np.ndarray],
+    patch_index: pd.DataFrame,
+    architecture: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration patches (training), agreement patches (test first) and the latency sample."""
+    size, seed = architecture["input_size"], params.get("seed", 0)
+    images = patches["images"]
+    representative = export.split_patches(
+        images, patch_index, ("train",), params["representative_patches"], size, seed
+    )
+    check = export.split_patches(
+        images, patch_index, ("test", "val", "train"), params["agreement_patches"], size, seed
+    )
+    return representative, check, check[: params["latency_patches"]]
+
+
+def _log_runtimes(name: str, summary: dict[str, Any]) -> None:
     logger.info("%s export: %s. %s", name, summary["runtime"], summary["runtime_reason"])
-    for runtime, row in rows.items():
+    for runtime, row in summary["runtimes"].items():
         logger.info(
             "%s %s: %.0f patches/s, %.2f MB, label agreement %s",
             name,
@@ -73,8 +88,6 @@ def export_classifier(
             row["model_bytes"] / 1e6,
             f"{row['label_agreement']:.3f}" if "label_agreement" in row else "-",
         )
-    metrics = {k: {"value": v, "step": 0} for k, v in export.export_metrics(summary).items()}
-    return result.float32, result.int8, summary, metrics
 
 
 def log_whole_image_predictor(
