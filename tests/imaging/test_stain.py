@@ -10,7 +10,7 @@ import pytest
 from ssc_skin.cohort import synthetic
 from ssc_skin.constants import MASK_CLASSES
 from ssc_skin.evaluation.metrics import dice_iou
-from ssc_skin.imaging import stain
+from ssc_skin.imaging import pseudo_mask, stain
 
 WHITE = np.full((96, 96, 3), 255, np.uint8)
 
@@ -152,7 +152,7 @@ def test_non_rgb_input_is_refused(original):
     with pytest.raises(ValueError, match="uint8 RGB"):
         stain.fit_normalizer("reinhard", [original.astype(np.float32)])
     with pytest.raises(ValueError, match="uint8 RGB"):
-        stain.pseudo_mask(original[..., 0])
+        pseudo_mask.pseudo_mask(original[..., 0])
 
 
 def test_augment_hed_jitters_stain_only(original):
@@ -183,7 +183,7 @@ def test_pseudo_mask_recovers_the_layers_of_synthetic_sections(sections):
     tissue dermis scores only 0.66 / 0.84, so 0.88 separates a working mask from a broken one.
     """
     for section in sections:
-        mask = stain.pseudo_mask(section.image)
+        mask = pseudo_mask.pseudo_mask(section.image)
         assert mask.dtype == np.uint8 and mask.shape == section.mask.shape
         assert set(np.unique(mask)) <= set(MASK_CLASSES.values())
         dice = {
@@ -193,13 +193,13 @@ def test_pseudo_mask_recovers_the_layers_of_synthetic_sections(sections):
         assert dice["epidermis"] > 0.7, dice
         assert dice["background"] > 0.9, dice
     fat_rich = sections[0]
-    assert dice_iou(fat_rich.mask, stain.pseudo_mask(fat_rich.image), 3)[0] > 0.8
+    assert dice_iou(fat_rich.mask, pseudo_mask.pseudo_mask(fat_rich.image), 3)[0] > 0.8
 
 
 def test_pseudo_mask_of_glass_is_all_background():
-    assert not stain.pseudo_mask(WHITE).any()
+    assert not pseudo_mask.pseudo_mask(WHITE).any()
     noisy = np.clip(np.random.default_rng(0).normal(240, 4, (128, 128, 3)), 0, 255)
-    assert not stain.pseudo_mask(noisy.astype(np.uint8)).any()
+    assert not pseudo_mask.pseudo_mask(noisy.astype(np.uint8)).any()
 
 
 @pytest.mark.parametrize("method", ["macenko", "reinhard", "none"])

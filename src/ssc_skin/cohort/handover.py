@@ -22,7 +22,7 @@ from PIL import Image
 from ssc_skin.cohort.config import MASK_CHOICES
 from ssc_skin.cohort.privacy import pseudonym
 from ssc_skin.cohort.readers import read_mask, read_rgb
-from ssc_skin.imaging import stain
+from ssc_skin.imaging import pseudo_mask
 
 logger = logging.getLogger("ssc_skin.cohort.ingest")  # the ingestion stage's one logger
 
@@ -68,7 +68,7 @@ def mask_loader(
 ) -> Loader:
     if source == "cohort":
         return lambda: Image.fromarray(_rescale(read_mask(mask_path), scale, cv2.INTER_NEAREST))
-    return lambda: Image.fromarray(stain.pseudo_mask(_rgb(image_path, tiff_page, scale)))
+    return lambda: Image.fromarray(pseudo_mask.pseudo_mask(_rgb(image_path, tiff_page, scale)))
 
 
 def _rgb(path: str, tiff_page: int, scale: float) -> np.ndarray:

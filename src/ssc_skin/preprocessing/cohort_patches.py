@@ -14,7 +14,7 @@ import pandas as pd
 
 from ssc_skin import distributed
 from ssc_skin.cohort.ingest import ImageProblem
-from ssc_skin.imaging import stain
+from ssc_skin.imaging import pseudo_mask
 from ssc_skin.preprocessing.cutting import cut_image_on_worker, cut_work
 from ssc_skin.preprocessing.patch_store import PatchStore
 from ssc_skin.preprocessing.preprocess import PreprocessConfig, Preprocessor
@@ -61,7 +61,7 @@ def cut_cohort(
     which has to learn them, and as the fallback of an image without classifiable patches;
     the classifiers normally see `classifiable` ones. Each patch keeps its provenance (image,
     patient, x, y, split) and its mask source: `cohort` masks (drawn, or the synthetic ground
-    truth) or `pseudo` masks from colour deconvolution (weaker; see `stain.pseudo_mask`).
+    truth) or `pseudo` masks from colour deconvolution (weaker; see `pseudo_mask.pseudo_mask`).
 
     Patches go to disk as they are cut (`patch_store.PatchStore`, in `staging_dir` or the
     system's temporary folder): memory holds one image's patches, or one slide batch's, never
@@ -144,7 +144,7 @@ def _add_slide_patches(
             masks = []
             for patch, tile in zip(raw, tiles.itertuples(index=False), strict=True):
                 masks.append(
-                    stain.pseudo_mask(patch)
+                    pseudo_mask.pseudo_mask(patch)
                     if record.mask_source == "pseudo"
                     else np.zeros(patch.shape[:2], np.uint8)
                 )

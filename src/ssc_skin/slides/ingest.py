@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
-from ssc_skin.imaging import stain
+from ssc_skin.imaging import pseudo_mask
 from ssc_skin.preprocessing.slides import SlideSettings
 from ssc_skin.slides.checks import validate_slides
 from ssc_skin.slides.discovery import discover_slides
@@ -141,7 +141,7 @@ def thumbnail_loaders(
     }
     masks = (
         {
-            name: (lambda load=load: Image.fromarray(stain.pseudo_mask(load())))
+            name: (lambda load=load: Image.fromarray(pseudo_mask.pseudo_mask(load())))
             for name, load in thumbnails.items()
         }
         if (valid["mask_source"] == "pseudo").all()
