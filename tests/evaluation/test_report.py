@@ -2,14 +2,14 @@ from pathlib import Path
 
 import yaml
 
-from ssc_skin.evaluation import report, scoring
+from ssc_skin.evaluation import cv_report, report, report_html, scoring
 
 from .conftest import BINARY, PARAMS, make_cohort
 
 
 def test_markdown_to_html_is_a_standalone_page_with_tables_and_relative_images():
     text = "# Report\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![ROC](figures/roc.png)\n"
-    page = report.markdown_to_html(text, "ssc <skin> & report")
+    page = report_html.markdown_to_html(text, "ssc <skin> & report")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<title>ssc &lt;skin&gt; &amp; report</title>" in page
     assert "<table>" in page and "<td>1</td>" in page and "<style>" in page
@@ -29,7 +29,7 @@ def test_the_study_report_renders_to_html():
         "parameters": 1000,
     }
     markdown_text = report.build_markdown({"test_dermis_dice": 0.5}, [evaluation], {})
-    page = report.markdown_to_html(markdown_text, "ssc-skin study report")
+    page = report_html.markdown_to_html(markdown_text, "ssc-skin study report")
     separators = [line for line in markdown_text.splitlines() if line.startswith("|---")]
     assert page.count("<table>") == len(separators) >= 3
     assert "<h1>ssc-skin study report</h1>" in page
@@ -89,7 +89,7 @@ def test_cv_report_has_the_pooled_headline_and_the_fold_spread():
             _evaluation(test_patient_accuracy=1.0, test_patient_n=2),
         ]
     }
-    text = report.build_cv_markdown([_evaluation()], folds, {"folds": 2, "comparison": {}})
+    text = cv_report.build_cv_markdown([_evaluation()], folds, {"folds": 2, "comparison": {}})
     assert "## Headline: every patient, pooled out-of-fold" in text
     assert "2-fold patient-grouped" in text
     assert "75.0 ± 35.4 (50.0–100.0)" in text and "50.0 (2), 100.0 (2)" in text
@@ -97,8 +97,8 @@ def test_cv_report_has_the_pooled_headline_and_the_fold_spread():
 
 def test_html_embeds_the_figures_it_is_given_and_leaves_the_others():
     text = "![a](a.png)\n\n![b](sub/b.png)\n"
-    assert report.image_links(text + "![a](a.png)") == ["a.png", "sub/b.png"]
-    page = report.markdown_to_html(text, "t", images={"a.png": "data:image/png;base64,AAAA"})
+    assert report_html.image_links(text + "![a](a.png)") == ["a.png", "sub/b.png"]
+    page = report_html.markdown_to_html(text, "t", images={"a.png": "data:image/png;base64,AAAA"})
     assert 'src="data:image/png;base64,AAAA"' in page and 'src="sub/b.png"' in page
     assert 'src="a.png"' not in page
 
@@ -119,14 +119,16 @@ def test_every_report_image_is_an_mlflow_artifact_at_the_same_relative_path():
             folder = entry.get("artifact_path")
             artifacts.add(f"{folder}/{filepath.name}" if folder else filepath.name)
     text = report.build_markdown({}, [_evaluation()], {})
-    for link in report.image_links(text):
+    for link in report_html.image_links(text):
         pattern = link.replace("binary.cnn", "{task}.{arch}")
         assert link in artifacts or pattern in artifacts, link
 
 
 def test_cv_report_links_only_figures_the_cv_pipeline_makes():
-    text = report.build_cv_markdown([_evaluation()], {"binary.cnn": [_evaluation()]}, {"folds": 2})
-    assert set(report.image_links(text)) == {
+    text = cv_report.build_cv_markdown(
+        [_evaluation()], {"binary.cnn": [_evaluation()]}, {"folds": 2}
+    )
+    assert set(report_html.image_links(text)) == {
         "confusion_matrices.png",
         "roc_curves.png",
         "reliability_diagrams.png",

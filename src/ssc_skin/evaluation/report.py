@@ -1,20 +1,16 @@
-"""The study report in Markdown (and a self-contained HTML page), one function per section.
+"""The study report in Markdown, one function per section (HTML: `report_html`).
 
 Every number says how many of how many patients (or images, patches) it covers: a metric over
 the images that happened to reach the classifier must never read like one over the cohort.
 The single-split report (`build_markdown`) and the cross-validation report
-(`build_cv_markdown`) share the sections.
+(`cv_report.build_cv_markdown`) share the sections.
 """
 
 from __future__ import annotations
 
-import html
 import math
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import markdown
 
 from ssc_skin.evaluation.comparison import display_name
 
@@ -574,113 +570,3 @@ def build_markdown(
         *ablation_section(run_facts),
     ]
     return "\n".join(lines)
-
-
-def fold_spread_section(folds: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Per model, the spread of the fold-wise test patient accuracy and AUC beside the pooled
-    numbers, then one row per fold."""
-    lines = [
-        "## Per-fold spread",
-        "",
-        "Each fold's model on its own test patients; the pooled table above is the one to "
-        "quote, this shows how much a single split would have varied. A pooled AUC ranks "
-        "patients scored by different fold models, so it sits below the per-fold AUCs when "
-        "the folds' probability scales differ (accuracy does not depend on that).",
-        "",
-        "| task | model | folds | test patient accuracy: mean ± sd (min–max) | AUC: mean "
-        "± sd (min–max) | per fold: accuracy (patients) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, evaluations in folds.items():
-        done = [e for e in evaluations if "skipped" not in e]
-        if not done:
-            continue
-        task, arch = name.rsplit(".", 1)
-        cells = []
-        for key in ("test_patient_accuracy", "test_patient_auc"):
-            values = [
-                e.get(key)
-                for e in done
-                if isinstance(e.get(key), int | float) and not math.isnan(e.get(key))
-            ]
-            if values:
-                mean = sum(values) / len(values)
-                sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
-                fmt = _pct if key.endswith("accuracy") else _num
-                cells.append(f"{fmt(mean)} ± {fmt(sd)} ({fmt(min(values))}–{fmt(max(values))})")
-            else:
-                cells.append("n/a")
-        per_fold = ", ".join(
-            f"{_pct(e.get('test_patient_accuracy'))} ({e.get('test_patient_n', 'n/a')})"
-            for e in done
-        )
-        lines.append(
-            f"| {task} | {display_name(arch)} | {len(done)} | {cells[0]} | {cells[1]} "
-            f"| {per_fold} |"
-        )
-    return [*lines, ""]
-
-
-def build_cv_markdown(
-    pooled: list[dict[str, Any]], folds: dict[str, list[dict[str, Any]]], run_facts: Facts
-) -> str:
-    """The cross-validation report: headline from the pooled out-of-fold predictions (every
-    patient tested exactly once), the per-fold spread beside it, then the paired comparison,
-    accounting, thresholds and calibration on the pooled predictions."""
-    confidence = run_facts.get("confidence", 0.95)
-    intro = (
-        f"{run_facts.get('folds', 'k')}-fold patient-grouped, label-stratified "
-        "cross-validation: each fold's models were trained and early-stopped without its "
-        "test patients, and the out-of-fold predictions are pooled, so every patient of the "
-        "cohort is tested exactly once and the intervals are over all of them."
-    )
-    lines = [
-        *header_section(run_facts, "ssc-skin cross-validation report"),
-        *headline_section(pooled, "Headline: every patient, pooled out-of-fold", intro),
-        *verdict_section(pooled, run_facts.get("comparison") or {}, confidence),
-        *fold_spread_section(folds),
-        *comparison_section(run_facts.get("comparison") or {}, confidence),
-        *accounting_section(pooled),
-        *threshold_section(pooled),
-        *calibration_section(pooled),
-        *patient_metrics_section(pooled),
-        *figures_section(),
-        *training_section(pooled, curves=False),
-    ]
-    return "\n".join(lines)
-
-
-# ---------- HTML ----------
-
-_HTML_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto;
-       padding: 0 1rem; line-height: 1.45; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }
-th { background: #f2f2f2; }
-tr:nth-child(even) td { background: #fafafa; }
-img { max-width: 100%; height: auto; }
-code { background: #f4f4f4; padding: 0 0.2rem; }
-"""
-
-_IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
-
-
-def image_links(markdown_text: str) -> list[str]:
-    """The relative image paths the report shows, in order, each once."""
-    return list(dict.fromkeys(_IMAGE_LINK.findall(markdown_text)))
-
-
-def markdown_to_html(markdown_text: str, title: str, images: dict[str, str] | None = None) -> str:
-    """The report as one standalone HTML page. `images` maps an image path of the Markdown to
-    what the page should load instead (a `data:` URI embeds it, so the page renders anywhere,
-    MLflow's artifact view included); other paths are left as written."""
-    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
-    for path, source in (images or {}).items():
-        body = body.replace(f'src="{html.escape(path)}"', f'src="{source}"')
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )

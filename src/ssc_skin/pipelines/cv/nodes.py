@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from ssc_skin import tracking
 from ssc_skin.cohort import splits
-from ssc_skin.evaluation import report, scoring
+from ssc_skin.evaluation import cv_report, scoring
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def build_cv_report(
         + ", ".join(f"{k}: {v}" for k, v in per_class.items())
         + ")"
     )
-    return report.build_cv_markdown(
+    return cv_report.build_cv_markdown(
         pooled,
         by_model,
         {

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline as SklearnPipeline
 
 from ssc_skin import tracking
 from ssc_skin.constants import Skipped
-from ssc_skin.evaluation import comparison, figures, report, scoring, texture
+from ssc_skin.evaluation import comparison, figures, report, report_html, scoring, texture
 from ssc_skin.imaging import tiling
 from ssc_skin.models import gradcam, training
 from ssc_skin.models.tasks import encode_labels, unsupported_reason
@@ -391,14 +391,14 @@ def render_report_html(report_text: str, figures_on_disk: dict[str, Callable[[],
     """The report as one self-contained HTML page: every figure it shows is embedded (data
     URI), so the page renders anywhere, MLflow's artifact view included. `figures_on_disk`:
     the PNGs under data/08_reporting, keyed by path without suffix (the catalog reads them)."""
-    return report.markdown_to_html(
+    return report_html.markdown_to_html(
         report_text, "ssc-skin study report", images=_png_sources(report_text, figures_on_disk)
     )
 
 
 def _png_sources(report_text: str, figures_on_disk: dict[str, Callable[[], Any]]) -> dict[str, str]:
     embedded = {}
-    for link in report.image_links(report_text):
+    for link in report_html.image_links(report_text):
         loader = figures_on_disk.get(link.removesuffix(".png"))
         if loader is None:
             logger.warning("Report figure %s not found; left as a link in report.html", link)
