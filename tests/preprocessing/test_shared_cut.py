@@ -36,7 +36,7 @@ def test_fold_normalisation_of_shared_crops_equals_cutting_with_the_fold_normali
         expected, tiles = Preprocessor(config).cut(image)
         crops, same_tiles = raw.cut(image)
         assert same_tiles == tiles
-        estimate = shared_cut._ESTIMATORS[method]().estimate(image)
+        estimate = stain.NORMALIZERS[method]().estimate(image)
         np.testing.assert_array_equal(fitted.transform_from(estimate)(crops), expected)
 
 

@@ -176,7 +176,7 @@ class StainNormalizer:
         """Rebuild any normaliser from `to_dict`'s output."""
         method = check_method(str(data.get("method", "")))
         params = {k: v for k, v in data.items() if k != "method"}
-        return _CLASSES[method].from_params(params)
+        return NORMALIZERS[method].from_params(params)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> StainNormalizer:
@@ -298,7 +298,10 @@ class MacenkoNormalizer(StainNormalizer):
         )
 
 
-_CLASSES: dict[str, type[StainNormalizer]] = {
+# method name -> normaliser class (loading a fitted one, estimating per-image statistics).
+# Adding a normaliser: its class, an entry here, a name in METHODS and its fit in
+# `fit_normalizer`; every other module reads these.
+NORMALIZERS: dict[str, type[StainNormalizer]] = {
     "none": StainNormalizer,
     "reinhard": ReinhardNormalizer,
     "macenko": MacenkoNormalizer,

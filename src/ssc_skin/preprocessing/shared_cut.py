@@ -32,17 +32,10 @@ def stain_estimates(
 ) -> dict[str, dict[str, list] | None]:
     """Each image's own stain statistics for `method` (None: too little stain to estimate;
     such an image is left as it is, as `Preprocessor.cut` leaves it)."""
-    estimator = _ESTIMATORS[stain.check_method(method)]()  # estimate reads no target
+    estimator = stain.NORMALIZERS[stain.check_method(method)]()  # estimate reads no target
     return {
         image: estimator.estimate(np.asarray(images[image]().convert("RGB"))) for image in image_ids
     }
-
-
-_ESTIMATORS: dict[str, type[stain.StainNormalizer]] = {
-    "none": stain.StainNormalizer,
-    "reinhard": stain.ReinhardNormalizer,
-    "macenko": stain.MacenkoNormalizer,
-}
 
 
 def normalise_for_fold(
