@@ -100,7 +100,7 @@ from ssc_skin.cohort.sources import (
     walk,
 )
 from ssc_skin.constants import MASK_CLASSES
-from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.imaging.tissue import MIN_SATURATION, tissue_mask
 
 # Decoded pixels the image checks may hold at once over all worker threads (~33.5 MP, about
 # 450 MB of working set with the tissue check); a larger image is checked alone.
@@ -148,7 +148,7 @@ def validate_cohort(
     allowed_labels: list[str] | tuple[str, ...],
     min_side: int,
     min_tissue_fraction: float,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     tiff_page: int = 0,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 1,
@@ -228,7 +228,10 @@ def ingest_images(
 
 
 def image_checks(
-    min_side: int, min_tissue_fraction: float, min_saturation: int = 12, tiff_page: int = 0
+    min_side: int,
+    min_tissue_fraction: float,
+    min_saturation: int = MIN_SATURATION,
+    tiff_page: int = 0,
 ) -> list[Check]:
     """The checks of one image file, in order: decode (with size and tissue), then its mask."""
     return [

@@ -28,6 +28,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+MIN_SATURATION = 12  # the one default: pixels at least this saturated (of 255) are tissue
 DIM_GLASS_LEVEL = 180  # colourless pixels brighter than this may be glass, if flat
 FLAT_STD = 4.0  # gray-level std (5x5 window, 4x smaller copy) below which a region is flat
 GLASS_REGION = 24  # a dim-glass region must hold a disc this wide (pixels, full resolution)
@@ -38,7 +39,7 @@ _DIM_SHARE = 0.02  # run the dim-glass step only when this share of pixels could
 
 def tissue_mask(
     image: np.ndarray,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     kernel: int = 5,
     min_darkness: int = 25,
     *,

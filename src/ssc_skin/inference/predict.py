@@ -26,6 +26,7 @@ from ssc_skin import aggregation, distributed
 from ssc_skin.cohort import ingest
 from ssc_skin.constants import Skipped
 from ssc_skin.imaging import tiling
+from ssc_skin.imaging.tissue import MIN_SATURATION
 from ssc_skin.inference import export, fanout, serving
 from ssc_skin.models import gradcam
 from ssc_skin.preprocessing.preprocess import ImagePatches, PreprocessConfig, Preprocessor
@@ -104,7 +105,7 @@ def validate_inputs(
     *,
     min_side: int,
     min_tissue_fraction: float,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     tiff_page: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cohort's checks on images without labels: (valid images, quarantine table).

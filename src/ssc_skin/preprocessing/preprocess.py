@@ -21,7 +21,7 @@ import numpy as np
 
 from ssc_skin.constants import DERMIS
 from ssc_skin.imaging import stain, tiling
-from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.imaging.tissue import MIN_SATURATION, tissue_mask
 
 Segmenter = Callable[[np.ndarray], np.ndarray]  # N x s x s x 3 uint8 -> N x s x s x classes
 
@@ -56,7 +56,7 @@ class PreprocessConfig:
     # from them, and an image with no classifiable patch is assessed from its best ones.
     fallback_min_tissue_fraction: float = 0.05
     fallback_patches: int = 8  # at most this many best tiles for a tissue-fallback image
-    min_saturation: int = 12
+    min_saturation: int = MIN_SATURATION
     kernel: int = 5
     normalizer: Mapping[str, Any] = field(default_factory=lambda: {"method": "none"})
     use_segmentation: bool = True

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ssc_skin.cohort.checks import VALID_COLUMNS, Check, ImageProblem, check_items
+from ssc_skin.imaging.tissue import MIN_SATURATION
 from ssc_skin.slides.metadata import positive_float, slide_info
 from ssc_skin.slides.readers import SlideReader, open_slide, read_region
 from ssc_skin.slides.tiles import (
@@ -60,7 +61,7 @@ def validate_slide(
     *,
     stride: int | None = None,
     min_tissue_fraction: float = 0.5,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     manifest_mpp: float | None = None,
     fallback_mpp: float | None = None,
     sample_tiles: int = 4,
@@ -138,7 +139,7 @@ def validate_slides(
     patch_size: int,
     target_mpp: float,
     min_tissue_fraction: float = 0.5,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     stride: int | None = None,
     fallback_mpp: float | None = None,
     progress: Callable[[int, int], None] | None = None,

@@ -27,6 +27,7 @@ import pandas as pd
 from ssc_skin.cohort import ingest
 from ssc_skin.cohort.ingest import ImageProblem
 from ssc_skin.cohort.privacy import hide_quarantine, pseudonym_key, pseudonymise_records
+from ssc_skin.imaging.tissue import MIN_SATURATION
 from ssc_skin.inference import predict, serving
 from ssc_skin.inference.predict import _NO_PATIENT, UNLABELLED, PredictSetup, TaskModel
 from ssc_skin.preprocessing import slides as slide_preprocess
@@ -237,7 +238,7 @@ def validate_slide_inputs(
     stride: int,
     settings: SlideSettings,
     min_tissue_fraction: float,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`validate_inputs` for slides: the cohort's slide checks (`slides.checks.validate_slides`);
     a manifest's `microns_per_pixel` wins over the fallback, and `mpp_source` says which."""

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ssc_skin.cohort.checks import ImageProblem
 from ssc_skin.imaging.tiling import grid_tiles
-from ssc_skin.imaging.tissue import tissue_mask
+from ssc_skin.imaging.tissue import MIN_SATURATION, tissue_mask
 from ssc_skin.slides.metadata import SlideInfo, slide_info
 from ssc_skin.slides.readers import SlideReader, open_slide, read_region
 
@@ -211,7 +211,7 @@ def read_thumbnail(
 
 
 def detect_tissue(
-    slide: SlideReader, info: SlideInfo, plan: TilePlan, min_saturation: int = 12
+    slide: SlideReader, info: SlideInfo, plan: TilePlan, min_saturation: int = MIN_SATURATION
 ) -> SlideTissue:
     """Thumbnail and tissue mask (`tissue_mask`, the same function images use)."""
     thumbnail = read_thumbnail(slide, info, plan.thumbnail_downsample, plan.thumbnail_shape)
@@ -220,7 +220,7 @@ def detect_tissue(
     )
 
 
-def thumbnail_tissue(thumbnail: np.ndarray, min_saturation: int = 12) -> np.ndarray:
+def thumbnail_tissue(thumbnail: np.ndarray, min_saturation: int = MIN_SATURATION) -> np.ndarray:
     """`tissue_mask` of a thumbnail framed in glass.
 
     Beyond a slide's edge there is glass, and morphology on an unframed image treats the
@@ -351,7 +351,7 @@ def iter_slide_batches(
     *,
     stride: int | None = None,
     min_tissue_fraction: float = 0.5,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     batch_size: int = 256,
     manifest_mpp: float | None = None,
     fallback_mpp: float | None = None,
@@ -381,7 +381,7 @@ def read_tissue(
     target_mpp: float,
     *,
     stride: int | None = None,
-    min_saturation: int = 12,
+    min_saturation: int = MIN_SATURATION,
     manifest_mpp: float | None = None,
     fallback_mpp: float | None = None,
     cells_per_tile: int = CELLS_PER_TILE,
