@@ -72,3 +72,9 @@ def fit_hybrid(
         "mlflow_run_id": run_id,
     }
     return {"model": model, "components": names}, summary, out
+
+
+def log_hybrid_run(evaluation: dict[str, Any]) -> None:
+    """The hybrid's evaluation into its nested MLflow run (opened while it was stacked), with
+    the same metric names as every other model's. No-op without an active run."""
+    tracking.log_evaluation(evaluation)

@@ -8,7 +8,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 from ssc_skin.model_grid import ModelGrid, active
 from ssc_skin.pipelines.classification.pipeline import for_each_model
 
-from .hybrid_nodes import fit_hybrid
+from .hybrid_nodes import fit_hybrid, log_hybrid_run
 from .nodes import (
     build_report,
     compare_models,
@@ -184,7 +184,10 @@ def hybrid_pipeline(evaluate: bool = True) -> Pipeline:
             )
         ]
         if evaluate:
-            nodes.append(_evaluate_node())
+            nodes += [
+                _evaluate_node(),
+                node(log_hybrid_run, "evaluation", None, name="log_hybrid_run"),
+            ]
         stage = Pipeline(nodes)
         pipes.append(
             pipeline(
