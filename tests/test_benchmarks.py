@@ -169,21 +169,32 @@ def test_throughput_ratios_are_per_round_against_that_rounds_float32():
     assert any("non-finite" in line for line in throughput.markdown_rows(result))
 
 
-def test_throughput_compile_options_reach_training_fits_own_compile_call():
+def test_throughput_compile_options_reach_training_fit_and_the_baseline_has_none(
+    tmp_path, monkeypatch
+):
     throughput = _bench("throughput")
+    from ssc_skin.models import builders, training  # noqa: PLC0415 - the worker's own imports
+
+    np.save(tmp_path / "x.npy", np.zeros((16, 8, 8, 3), np.uint8))
+    np.save(tmp_path / "y.npy", np.arange(16) % 2)
     calls = []
 
-    class Model:
-        def compile(self, *args, **kwargs):
-            calls.append(kwargs)
+    def fit(model, train, val, **kwargs):
+        calls.append(kwargs["compile_options"])
+        return training.TrainingResult(patches_per_second=1.0)
 
-    model = Model()
-    throughput._with_compile_args(model, {"jit_compile": True})
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    assert calls == [
-        {"optimizer": "adam", "loss": "sparse_categorical_crossentropy", "jit_compile": True}
-    ]
-    assert throughput.BASELINE in throughput.OPTIONS
+    monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(builders, "build_classifier", lambda *a, **k: None)
+    monkeypatch.setattr(training, "predict", lambda model, x: np.full((len(x), 2), 0.5))
+    spec = {
+        "architectures": ["cnn"],
+        "options": {"cnn": {}},
+        "epochs": 1,
+        "training": {"batch_size": 8, "learning_rate": 0.01},
+    }
+    throughput.worker(throughput.OPTIONS["steps_per_execution_8"], tmp_path, spec)
+    throughput.worker(throughput.OPTIONS[throughput.BASELINE], tmp_path, spec)
+    assert calls == [{"steps_per_execution": 8}, {}]
 
 
 def test_stage_memory_rows_compare_the_sizes_above_the_imports_floor():
