@@ -162,3 +162,10 @@ def test_reliability_diagram_has_one_panel_per_model_with_its_ece():
     assert "over 6" in panels[1].get_title()
     assert _png(fig)[:4] == b"\x89PNG"
     assert len(_visible(figures.reliability_figure({}))) == 0
+
+
+def test_a_gradcam_figure_without_samples_says_why_instead_of_a_blank_square():
+    fig = figures.gradcam_figure([], note="No Grad-CAM: binary.densenet was skipped (disabled)")
+    texts = [t.get_text() for t in fig.texts]
+    assert texts == ["No Grad-CAM: binary.densenet was skipped (disabled)"]
+    assert not fig.axes  # no empty panel

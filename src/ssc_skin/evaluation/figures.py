@@ -189,9 +189,24 @@ def mask_overlay_figure(
     return fig
 
 
-def gradcam_figure(samples: list[tuple[str, np.ndarray, np.ndarray]], columns: int = 4) -> Figure:
+def gradcam_figure(
+    samples: list[tuple[str, np.ndarray, np.ndarray]], columns: int = 4, note: str = ""
+) -> Figure:
     """A grid of Grad-CAM overlays (red = most evidence), each titled by the caller, e.g.
-    "late → predicted early (wrong)"."""
+    "late → predicted early (wrong)". Without samples, `note` says why (a skipped model's
+    picture must not be a blank square)."""
+    if not samples:
+        fig = Figure(figsize=(6, 1.2), layout="constrained")
+        fig.text(
+            0.5,
+            0.5,
+            note or "No Grad-CAM: no test image to explain.",
+            ha="center",
+            va="center",
+            wrap=True,
+            fontsize=10,
+        )
+        return fig
     n = max(len(samples), 1)
     cols = min(columns, n)
     rows = math.ceil(n / cols)

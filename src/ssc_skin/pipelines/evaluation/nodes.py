@@ -291,7 +291,10 @@ def gradcam_examples(
     its place in the image, so the overlay shows where in the section the evidence lies.
     """
     if isinstance(classifier, Skipped):
-        return figures.gradcam_figure([])
+        name = f"{task['name']}.{architecture['name']}"
+        return figures.gradcam_figure(
+            [], note=f"No Grad-CAM: {name} was skipped ({classifier.reason})"
+        )
     test = predictions[predictions["split"] == "test"]
     prob_columns = [f"p_{c}" for c in task["classes"]]
     per_image = test.groupby("image").agg(
