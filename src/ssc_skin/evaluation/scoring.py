@@ -227,3 +227,16 @@ def finite_numbers(summary: dict[str, Any]) -> dict[str, float]:
         for k, v in summary.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
     }
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The log line's start for one model's evaluation: `binary.cnn: test patient accuracy
+    0.833 [0.681, 0.921] over 36 of 36 patients` (assessed patients; counts say of how many)."""
+    nan = float("nan")
+    return (
+        f"{summary['task']}.{summary['architecture']}: test patient accuracy "
+        f"{summary.get('test_patient_accuracy', nan):.3f} "
+        f"[{summary.get('test_patient_accuracy_ci_low', nan):.3f}, "
+        f"{summary.get('test_patient_accuracy_ci_high', nan):.3f}] over "
+        f"{summary.get('test_patients_assessed')} of {summary.get('test_patients_total')} patients"
+    )

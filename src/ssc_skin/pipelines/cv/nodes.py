@@ -110,16 +110,7 @@ def pool_model(
     summary.update(scoring.score_model(pooled, selection, task, params, splits=("val", "test")))
     summary.update(_training_totals(summaries))
     summary["every_patient_tested_once"] = covers_each_patient_once(selection)
-    logger.info(
-        "CV %s.%s: pooled test patient accuracy %.3f [%.3f, %.3f] over %s of %s patients",
-        summary["task"],
-        summary["architecture"],
-        summary.get("test_patient_accuracy", float("nan")),
-        summary.get("test_patient_accuracy_ci_low", float("nan")),
-        summary.get("test_patient_accuracy_ci_high", float("nan")),
-        summary.get("test_patients_assessed"),
-        summary.get("test_patients_total"),
-    )
+    logger.info("CV, pooled out-of-fold: %s", scoring.headline(summary))
     numeric = {k: {"value": v, "step": 0} for k, v in scoring.finite_numbers(summary).items()}
     return numeric, summary, pooled
 

@@ -83,16 +83,9 @@ def evaluate_predictions(
         return {}, summary
     summary.update(scoring.score_model(predictions, image_selection, task, params))
     logger.info(
-        "%s.%s test patient accuracy %.3f [%.3f, %.3f] over %s of %s assessed patients "
-        "(%s of %s over all, not assessed = wrong); %s of %s test images assessed, "
-        "%s flagged",
-        summary["task"],
-        summary["architecture"],
-        summary.get("test_patient_accuracy", float("nan")),
-        summary.get("test_patient_accuracy_ci_low", float("nan")),
-        summary.get("test_patient_accuracy_ci_high", float("nan")),
-        summary.get("test_patients_assessed"),
-        summary.get("test_patients_total"),
+        "%s assessed (%s of %s over all, not assessed = wrong); %s of %s test images "
+        "assessed, %s flagged",
+        scoring.headline(summary),
         f"{summary.get('test_patient_accuracy_all', float('nan')):.3f}",
         summary.get("test_patients_total"),
         summary.get("test_images_assessed"),
