@@ -6,24 +6,11 @@ import numpy as np
 import pytest
 
 from ssc_skin.models import trainers, training
+from tests.models import test_training
+from tests.models.test_training import _tiny_data as _data
 
-FIT = {
-    "batch_size": 8,
-    "learning_rate": 0.05,
-    "seed": 0,
-    "loss": "sparse_categorical_crossentropy",
-    "metrics": ["accuracy"],
-    "augment": "classifier",
-    "lr_schedule": "cosine",
-}
-
-
-def _data(seed: int, n: int = 32, size: int = 8):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    x = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
-    x[y == 1] += 120
-    return x, y
+# the plain fit settings of test_training, with augmentation and a schedule, as the study fits
+FIT = {**test_training.FIT, "augment": "classifier", "lr_schedule": "cosine"}
 
 
 def _model(units: int = 4, seed: int = 1) -> keras.Model:
@@ -49,7 +36,9 @@ def _empty_cache():
 
 
 def _fit(model: keras.Model, data_seed: int = 0) -> training.TrainingResult:
-    return training.fit(model, _data(data_seed), _data(data_seed + 1), name="t", epochs=2, **FIT)
+    return training.fit(
+        model, _data(seed=data_seed), _data(seed=data_seed + 1), name="t", epochs=2, **FIT
+    )
 
 
 def _weights(model: keras.Model) -> list[np.ndarray]:
@@ -102,12 +91,12 @@ def test_the_cache_is_bounded():
 
 def test_several_steps_per_call_give_the_same_model():
     one = _model()
-    training.fit(one, _data(0), _data(1), name="t", epochs=2, **FIT)
+    training.fit(one, _data(seed=0), _data(seed=1), name="t", epochs=2, **FIT)
     eight = _model()
     training.fit(
         eight,
-        _data(0),
-        _data(1),
+        _data(seed=0),
+        _data(seed=1),
         name="t",
         epochs=2,
         compile_options={"steps_per_execution": 3},  # 32 patches / 8 = 4 steps: a partial call
