@@ -12,7 +12,8 @@ saved `preprocess.json` and `unet.tflite`): that is what a user's lab images mee
 2. Every enabled architecture is trained in this process with the classification pipeline's
    own node (`train_classifier`: the project's recipe, random initialisation), the colour +
    texture peer with the evaluation pipeline's node, and the hybrid (`evaluation.hybrid`:
-   the components stacked on the validation patients) where it exists.
+   an equal-weight vote of the components, or stacked on the validation patients) where it
+   exists.
 3. Every test image is shifted (one fixed seed per image: every model and every strength of
    one shift see the same direction), preprocessed, and classified by every model; patch
    accuracy and patient accuracy (mean over a patient's patches, argmax: `aggregation`) are
@@ -252,8 +253,8 @@ def _hybrid(
     evaluation: dict[str, Any],
     summaries: dict[str, Any],
 ) -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
-    """The study's hybrid (`evaluation.hybrid`: the models stacked on the validation
-    patients), where this checkout has it; none (said in the log) otherwise."""
+    """The study's hybrid (`evaluation.hybrid`: an equal-weight vote, or the models stacked on
+    the validation patients), where this checkout has it; none (said in the log) otherwise."""
     try:
         from ssc_skin.evaluation import hybrid  # noqa: PLC0415
     except ImportError:
@@ -264,15 +265,20 @@ def _hybrid(
     names = list(val_probs)
     n_classes = len(task["classes"])
     options = evaluation.get("hybrid", {})
-    model, fitted = hybrid.fit(
-        [val_probs[n] for n in names],
-        encode_labels(val["label"], task),
-        val["patient"].to_numpy(),
-        n_classes,
-        options,
-        seed=int(options.get("seed", 0)),
-    )
+    method = hybrid.method_of(options) if hasattr(hybrid, "method_of") else "stacked"
+    if method == "vote":  # the study's default: an equal-weight vote, nothing fitted
+        model, fitted = hybrid.SoftVote(len(names)), {"C": None}
+    else:
+        model, fitted = hybrid.fit(
+            [val_probs[n] for n in names],
+            encode_labels(val["label"], task),
+            val["patient"].to_numpy(),
+            n_classes,
+            options,
+            seed=int(options.get("seed", 0)),
+        )
     summaries["hybrid"] = {
+        "method": method,
         "components": names,
         "component_weights": hybrid.component_weights(model, names, task["classes"]),
         "val_patches": len(val),

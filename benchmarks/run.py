@@ -14,6 +14,9 @@ other processes on a shared machine hits both; the ratio is the headline:
 - inference: Keras vs TFLite float32 vs int8, at the model input size (64 px) and at 224 px
 - predict: whole images/s of `serving.predict_image` on Keras vs TFLite, and the predict
   pipeline's path (plus stain normalisation and UNet gating)
+- ingest: rows/s of `ingest.ingest_images` on a manifest of mostly missing and some unreadable
+  files (issue 22 finding 4, target >= 1,000 rows/s) vs reading the same manifest with pandas
+  and stat-ing each row's file (`benchmarks/ingest.py`)
 - memory: peak RSS of `kedro run --pipelines cohort`, then `--pipelines patches`, each in its
   own process, at two cohort sizes (4x the patches), in a temporary copy of the project
   (data/ here is left alone), against the imports alone (`benchmarks/stage_memory.py`)
@@ -36,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import ingest as ingest_bench
 import numpy as np
 import pandas as pd
 import stage_memory
@@ -72,6 +76,7 @@ class Sizes:
     predict_images: int = 8
     predict_size: int = 512
     predict_rounds: int = 5
+    ingest_rows: int = 200_000  # manifest rows, mostly missing files (issue 22 finding 4)
     memory_patients: tuple[int, ...] = (6, 24)  # per class
     memory_images_per_patient: int = 3
     memory_image_size: int = 512
@@ -101,6 +106,7 @@ QUICK = Sizes(
     inference_rounds=2,
     predict_images=2,
     predict_rounds=1,
+    ingest_rows=2_000,
     memory_patients=(3, 4),
     memory_images_per_patient=2,
     memory_image_size=192,
@@ -466,6 +472,38 @@ def bench_fanout(sizes: Sizes, params: dict[str, Any], model: Any) -> dict[str, 
     }
 
 
+def bench_ingest(sizes: Sizes) -> dict[str, Any]:
+    """Rows/s of cohort ingestion (`benchmarks/ingest.py scale`: discovery, checks, pseudonyms,
+    quarantine report) on a manifest of missing and unreadable files, against the least any
+    ingestion does: pandas reading the same manifest and `os.stat` on each row's file."""
+    rows = sizes.ingest_rows
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = ingest_bench.write_manifest(Path(tmp), rows, valid=20, unreadable=0.1)
+        start = time.perf_counter()
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        read_s = time.perf_counter() - start
+        found = sum(os.path.isfile(manifest.parent / p) for p in table["image_path"])
+        baseline_s = time.perf_counter() - start
+        cohort = ingest_bench._cohort({"layout": "manifest", "manifest": str(manifest)}, 0.05)
+        start = time.perf_counter()
+        result = ingest_bench.ingest.ingest_images(
+            cohort, min_side=64, min_saturation=12, key="bench"
+        )
+        project_s = time.perf_counter() - start
+    return {
+        "rows": rows,
+        "files_present": int(found),
+        "valid": len(result.manifest),
+        "quarantined": len(result.report),
+        "pandas_read_rows_per_second": rows / read_s,
+        "baseline_rows_per_second": rows / baseline_s,
+        "ingest_rows_per_second": rows / project_s,
+        "ingest_seconds": project_s,
+        "ingest_vs_baseline": baseline_s / project_s,
+        "workers": ingest_bench.ingest.default_workers(),
+    }
+
+
 def bench_memory(sizes: Sizes) -> dict[str, Any]:
     """Peak RSS of the cohort stage and of the patches stage at two cohort sizes, and of the
     project's imports alone (not in --quick): `benchmarks/stage_memory.py`."""
@@ -640,6 +678,19 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
     if "training_options" in results:
         rows += throughput.headline_rows(results["training_options"])
+    if "ingest" in results:
+        ing = results["ingest"]
+        rows.append(
+            (
+                f"cohort ingestion, {ing['rows']:,}-row manifest of missing/unreadable files, "
+                "rows/s (target >= 1,000)",
+                f"pandas read + stat per row {ing['baseline_rows_per_second']:,.0f} "
+                f"(read alone {ing['pandas_read_rows_per_second']:,.0f})",
+                f"ingest_images {ing['ingest_rows_per_second']:,.0f} "
+                f"({ing['workers']} workers, {ing['quarantined']:,} quarantined)",
+                f"{ing['ingest_vs_baseline']:.2f}x",
+            )
+        )
     rows += stage_memory.headline_rows(results["memory"])
     return rows
 
@@ -723,6 +774,8 @@ def main() -> None:
     results["inference"] = bench_inference(sizes, params, model, x)
     results["predict"] = bench_predict(sizes, params, model)
     results["fanout"] = bench_fanout(sizes, params, model)
+    logger.info("ingest: a manifest of %d rows", sizes.ingest_rows)
+    results["ingest"] = bench_ingest(sizes)
     results["memory"] = bench_memory(sizes)
     results["meta"]["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

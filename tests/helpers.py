@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from mlflow.tracking import fluent
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from ssc_skin import model_grid
+from ssc_skin.evaluation import report_html
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +100,26 @@ def sqlite_tracking(folder: Path) -> Iterator[str]:
     experiment)."""
     with tracking_uri(f"sqlite:///{Path(folder) / 'mlflow.db'}") as uri:
         yield uri
+
+
+PNG = "data:image/png;base64,"
+
+
+def logged_report_problems(artifacts: Path, folder: str = "") -> list[str]:
+    """What keeps the report logged in `artifacts/folder` from being read in MLflow: an image of
+    report.html that is not embedded (MLflow shows an HTML artifact from a `blob:` URL, against
+    which no relative link resolves) or not a PNG; an image of report.md not in its folder."""
+    root = artifacts / folder
+    page, text = (root / "report.html").read_text(), (root / "report.md").read_text()
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    problems = [f"report.html: {s[:40]} not embedded" for s in sources if not s.startswith(PNG)]
+    problems += [
+        "report.html: an embedded image is not a PNG"
+        for s in sources
+        if s.startswith(PNG) and base64.b64decode(s[len(PNG) :])[:4] != b"\x89PNG"
+    ]
+    links = report_html.image_links(text)
+    if len(sources) != len(links):
+        problems.append(f"report.html shows {len(sources)} images, report.md {len(links)}")
+    problems += [f"report.md: {link} not logged" for link in links if not (root / link).is_file()]
+    return problems

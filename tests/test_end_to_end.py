@@ -16,8 +16,9 @@ import yaml
 from PIL import Image
 
 from ssc_skin.cohort import synthetic
+from ssc_skin.evaluation import report_html
 from ssc_skin.evaluation.comparison import display_name
-from tests.helpers import copy_project, kedro
+from tests.helpers import copy_project, kedro, logged_report_problems
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn")
@@ -114,6 +115,17 @@ def test_mlflow_holds_one_finished_run_with_every_models_metrics(mlflow_runs):
     assert {"report.md", "cohort_gallery.png"} <= artifacts
     models = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
     assert {f"models/{m}.keras" for m in MODELS} <= models
+
+
+@pytest.mark.e2e
+def test_the_logged_report_html_embeds_every_figure_report_md_links(mlflow_runs, tmp_path):
+    client, runs = mlflow_runs
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    for artifact in client.list_artifacts(run.info.run_id):
+        if artifact.path != "models":  # the report's folders and files, not the models
+            client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path))
+    assert logged_report_problems(tmp_path) == []
+    assert report_html.image_links((tmp_path / "report.md").read_text())  # it has figures
 
 
 @pytest.mark.e2e

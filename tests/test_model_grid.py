@@ -34,7 +34,12 @@ def _conf_with_local_architecture(tmp_path: Path) -> Path:
     extra = {
         "classification": {
             "architectures": {
-                "wide_cnn": {"name": "cnn", "input_size": 64, "options": {"filters": [16, 32]}}
+                "wide_cnn": {
+                    "name": "wide_cnn",
+                    "builder": "cnn",
+                    "input_size": 64,
+                    "options": {"filters": [16, 32]},
+                }
             }
         }
     }
@@ -81,3 +86,21 @@ def test_bad_model_blocks_are_named():
         model_grid.ModelGrid.from_parameters(
             {"classification": {"tasks": {"bad.name": {}}, "architectures": {"cnn": {}}}}
         )
+
+
+def test_an_entry_named_unlike_its_key_is_refused_with_the_builder_hint():
+    """`cnn32: {name: cnn}` once ran, but its runs, reports and registered models were named
+    `binary.cnn` like the real CNN's, and each overwrote the other's."""
+    blocks = {"tasks": {"binary": {"name": "binary"}}}
+    variant = {"cnn": {"name": "cnn"}, "cnn32": {"name": "cnn", "input_size": 32}}
+    with pytest.raises(model_grid.ModelGridError) as caught:
+        model_grid.ModelGrid.from_parameters(
+            {"classification": {**blocks, "architectures": variant}}
+        )
+    assert "classification.architectures.cnn32.name is 'cnn'" in str(caught.value)
+    assert "builder: cnn" in str(caught.value)
+    variant["cnn32"] = {"name": "cnn32", "builder": "cnn", "input_size": 32}
+    grid = model_grid.ModelGrid.from_parameters(
+        {"classification": {**blocks, "architectures": variant}}
+    )
+    assert grid.architectures == ("cnn", "cnn32")

@@ -17,6 +17,7 @@ from kedro.io import AbstractDataset
 
 from ssc_skin.constants import Skipped
 from ssc_skin.inference.predict import TrainedModel
+from ssc_skin.models import tta  # noqa: F401 - registers the layers a saved classifier may hold
 from ssc_skin.preprocessing.patch_store import take_staged
 from ssc_skin.preprocessing.preprocess import PreprocessConfig
 from ssc_skin.slides.synthetic import write_slide_cohort

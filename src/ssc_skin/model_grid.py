@@ -70,6 +70,18 @@ class ModelGrid:
                         f"classification.{key}.{name}: a name may not contain '.' (it becomes "
                         "a Kedro namespace)"
                     )
+                if "name" in settings and str(settings["name"]) != str(name):
+                    raise ModelGridError(
+                        f"classification.{key}.{name}.name is {settings['name']!r}: it must be "
+                        f"{name!r}, the entry's own key (runs, reports and registered models are "
+                        "named by it; two entries with one name would overwrite each other)"
+                        + (
+                            f". To build another {settings['name']} variant, write `builder: "
+                            f"{settings['name']}`"
+                            if key == "architectures"
+                            else ""
+                        )
+                    )
             blocks[key] = tuple(str(name) for name in block)
         return cls(blocks["tasks"], blocks["architectures"], _folds(parameters))
 

@@ -16,6 +16,7 @@ from PIL import Image
 from ssc_skin.cohort import checks, ingest
 from ssc_skin.cohort.config import CohortConfigError, parameter_problems
 from ssc_skin.cohort.privacy import hide_quarantine
+from ssc_skin.slides import discovery
 
 ALLOWED = ["normal", "early", "late"]
 IDENTITY = "MRN-4471-Smith_DOB19700101"
@@ -69,6 +70,45 @@ def test_manifest_messages_name_the_setting_not_the_file(tmp_path, content, expe
     for part in ("MRN", "4471", "Smith", "DOB", str(tmp_path)):
         assert part not in message, part
     assert _snapshot(tmp_path) == before
+
+
+def test_a_missing_manifest_is_named_by_its_setting_not_its_file(tmp_path):
+    """Image and slide cohorts alike: the message names the setting, never the file's name or
+    folder (`scripts/bad_input_table.py` found both readers printing them)."""
+    missing = tmp_path / "PAT_0042" / f"{IDENTITY}.csv"
+    before = _snapshot(tmp_path)
+    for read in (
+        lambda: ingest.discover_cohort({"layout": "manifest", "manifest": str(missing)}),
+        lambda: discovery.read_slide_manifest(missing),
+    ):
+        with pytest.raises(CohortConfigError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith("cohort.source.manifest is not a file")
+        for part in ("MRN", "4471", "Smith", "DOB", "PAT_0042", str(tmp_path)):
+            assert part not in message, part
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_unknown_label_folder_named_like_a_patient_is_shown_as_a_pseudonym(tmp_path):
+    root = tmp_path / "cohort"
+    _save(root / "normal" / "PAT_0041_a.png", _tissue(1))
+    _save(root / IDENTITY / "PAT_0042_a.png", _tissue(2))
+    _save(root / IDENTITY / "PAT_0043_a.png", _tissue(3))
+    before = _snapshot(root)
+    source = {"layout": "folder", "root": str(root)}
+    hidden = ingest.ingest_images(_cohort(source), min_side=32, min_saturation=12, key="k")
+    assert list(hidden.report["check"]) == ["unknown_label", "unknown_label"]
+    text = hidden.report.to_csv()
+    for part in ("MRN", "4471", "Smith", "DOB", "PAT_004"):
+        assert part not in text, part
+    reasons = set(hidden.report["reason"])
+    assert len(reasons) == 1 and "unknown label lbl-" in reasons.pop()  # one label, one name
+    shown = ingest.ingest_images(
+        _cohort(source, privacy={"show_file_names": True}), min_side=32, min_saturation=12, key="k"
+    )
+    assert f"unknown label '{IDENTITY}'" in shown.report["reason"].iloc[0]  # the opt-in
+    assert _snapshot(root) == before
 
 
 def _named_cohort(root: Path) -> None:

@@ -72,13 +72,18 @@ def _frame(rows: np.ndarray, y: np.ndarray, p: np.ndarray, split: np.ndarray) ->
     )
 
 
-def test_node_fits_on_validation_rows_only_and_matches_rows_not_positions():
-    rng = np.random.default_rng(2)
-    n = 400
-    rows = np.arange(n)
+def _two_components(seed: int) -> tuple[np.ndarray, ...]:
+    """400 patches of 50 patients (8 each; the first 20 patients are validation) and two
+    components' probabilities, 80 % and 70 % right."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(400)
     y = (rows // 8) % 2
     split = np.where(rows < 160, "val", "test")
-    a, b = _probabilities(y, 0.8, rng), _probabilities(y, 0.7, rng)
+    return rows, y, split, _probabilities(y, 0.8, rng), _probabilities(y, 0.7, rng)
+
+
+def test_node_fits_on_validation_rows_only_and_matches_rows_not_positions():
+    rows, y, split, a, b = _two_components(2)
     first = _frame(rows, y, a, split)
     second = _frame(rows, y, b, split).iloc[::-1]  # another order: matched by `row`
     summaries = [
@@ -99,6 +104,54 @@ def test_node_fits_on_validation_rows_only_and_matches_rows_not_positions():
     np.testing.assert_allclose(again["p_ssc"], predictions["p_ssc"])
 
 
+def test_validation_rows_get_cross_fitted_probabilities_never_in_sample_ones():
+    """The stacker is fitted on the validation rows: scoring them with the refitted stacker
+    would be in-sample and win the hybrid the registry's validation ranking. Each validation
+    patient's rows come from stackers fitted without that patient (the chosen C's
+    patient-grouped folds); the test rows from the refitted stacker."""
+    rows, y, split, a, b = _two_components(3)
+    components = [
+        ("binary.cnn", _frame(rows, y, a, split)),
+        ("binary.texture", _frame(rows, y, b, split)),
+    ]
+    model, fitted, out = hybrid.fit_on_validation(
+        components, ["p_normal", "p_ssc"], {**hybrid.DEFAULTS, "method": "stacked"}
+    )
+    assert fitted["val_predictions"] == "cross-fitted by patient"
+    val = split == "val"
+    x = hybrid.stack([a, b])
+    refitted = hybrid.predict_proba(model, [a, b], 2)
+    np.testing.assert_allclose(out.loc[~val, ["p_normal", "p_ssc"]], refitted[~val])
+    assert not np.allclose(out.loc[val, ["p_normal", "p_ssc"]], refitted[val])
+    patients = out.loc[val, "patient"].to_numpy()
+    expected = hybrid.cross_fitted(
+        x[val],
+        y[val],
+        patients,
+        2,
+        fitted["C"],
+        hybrid.DEFAULTS["folds"],
+        0,
+        hybrid.DEFAULTS["max_iter"],
+    )
+    np.testing.assert_allclose(out.loc[val, ["p_normal", "p_ssc"]], expected)
+    # a patient's cross-fitted rows never depend on that patient's own labels
+    mine = patients == patients[0]
+    flipped = np.where(mine, 1 - y[val], y[val])
+    again = hybrid.cross_fitted(
+        x[val],
+        flipped,
+        patients,
+        2,
+        fitted["C"],
+        hybrid.DEFAULTS["folds"],
+        0,
+        hybrid.DEFAULTS["max_iter"],
+    )
+    np.testing.assert_allclose(again[mine], expected[mine])
+    assert not np.allclose(again[~mine], expected[~mine])  # the others' stackers did see them
+
+
 def test_fewer_than_two_components_skip_with_a_reason():
     frame = _frame(np.arange(8), np.zeros(8, int), np.full((8, 2), 0.5), np.array(["val"] * 8))
     model, summary, predictions = fit_hybrid(
@@ -111,3 +164,33 @@ def test_fewer_than_two_components_skip_with_a_reason():
     )
     assert isinstance(model, Skipped) and "1 ran" in summary["skipped"]
     assert predictions.empty
+
+
+def test_the_default_vote_averages_the_components_and_fits_nothing():
+    rows, y, split, a, b = _two_components(4)
+    components = [
+        ("binary.cnn", _frame(rows, y, a, split)),
+        ("binary.texture", _frame(rows, y, b, split)),
+    ]
+    model, fitted, out = hybrid.fit_on_validation(components, ["p_normal", "p_ssc"], {})
+    assert fitted["method"] == "vote" and fitted["C"] is None
+    assert fitted["val_predictions"] == "out-of-sample (nothing fitted)"
+    np.testing.assert_allclose(out[["p_normal", "p_ssc"]], (a + b) / 2)
+    np.testing.assert_allclose(hybrid.predict_proba(model, [a, b], 2), (a + b) / 2)
+    assert hybrid.component_weights(model, ["cnn", "texture"], ["normal", "ssc"]) == {
+        "cnn": 0.5,
+        "texture": 0.5,
+    }
+    # labels never reach it: flipping every validation label changes nothing
+    flipped = [(n, f.assign(y_true=1 - f["y_true"])) for n, f in components]
+    _, _, again = hybrid.fit_on_validation(flipped, ["p_normal", "p_ssc"], {})
+    np.testing.assert_allclose(again[["p_ssc"]], out[["p_ssc"]])
+    with pytest.raises(ValueError, match="built for 2 components, got 1"):
+        hybrid.predict_proba(model, [a], 2)
+
+
+def test_a_misspelt_hybrid_method_names_the_key():
+    rows, y, split, a, b = _two_components(5)
+    components = [("binary.cnn", _frame(rows, y, a, split)), ("x", _frame(rows, y, b, split))]
+    with pytest.raises(ValueError, match="evaluation.hybrid.method must be one of vote, stacked"):
+        hybrid.fit_on_validation(components, ["p_normal", "p_ssc"], {"method": "voting"})

@@ -103,6 +103,28 @@ def test_html_embeds_the_figures_it_is_given_and_leaves_the_others():
     assert 'src="a.png"' not in page
 
 
+def test_grad_cam_is_shown_for_the_deep_models_only():
+    evaluations = [_evaluation(), _evaluation("texture"), _evaluation("hybrid")]
+    links = report_html.image_links(report.build_markdown({}, evaluations, {}))
+    assert "binary.cnn/gradcam.png" in links
+    assert not [link for link in links if "texture/" in link or "hybrid/" in link]
+
+
+def test_the_markdown_points_to_report_html_which_leaves_the_pointer_out():
+    """MLflow's artifact view cannot load report.md's images: the Markdown says so under its
+    title and names report.html, which embeds them; the page itself does not repeat it."""
+    for text in (
+        report.build_markdown({}, [_evaluation()], {}),
+        cv_report.build_cv_markdown([_evaluation()], {"binary.cnn": [_evaluation()]}, {}),
+    ):
+        lines = text.split("\n")
+        assert lines[0].startswith("# ssc-skin") and lines[2] == report_html.FIGURES_NOTE
+        assert "`report.html`" in report_html.FIGURES_NOTE
+        page = report_html.markdown_to_html(text, "t")
+        assert "Figures: open" not in page and "report.html" not in page
+        assert "<h1>ssc-skin" in page and "Cohort:" in page
+
+
 def test_every_report_image_is_an_mlflow_artifact_at_the_same_relative_path():
     """report.md opened from the MLflow artifact folder shows its images: each link is the
     artifact path of a catalog entry that logs that figure."""

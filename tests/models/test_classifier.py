@@ -21,6 +21,11 @@ def test_a_disabled_model_or_an_inexpressible_task_says_why_and_an_enabled_one_r
     assert classifier.skip_reason(labels, three, ARCH)  # normal/ssc labels cannot say early/late
 
 
+def test_a_variant_builds_its_builders_network_under_its_own_name():
+    assert classifier.builder_name(ARCH) == "cnn"
+    assert classifier.builder_name({**ARCH, "name": "cnn_wide", "builder": "cnn"}) == "cnn"
+
+
 def test_the_architectures_own_settings_win():
     settings = classifier.settings_for(
         {"epochs": 8, "seed": 1}, {**ARCH, "training": {"epochs": 3}}

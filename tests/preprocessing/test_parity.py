@@ -22,6 +22,7 @@ from ssc_skin.cohort import synthetic
 from ssc_skin.datasets import TrainedModelsDataset
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.inference import export, serving
+from ssc_skin.models import tta
 from ssc_skin.models.builders import build_cnn, build_unet
 from ssc_skin.pipelines.patches.nodes import extract_patches
 from ssc_skin.pipelines.predict.pipeline import create_pipeline as predict_pipeline
@@ -66,7 +67,11 @@ def study(tmp_path_factory):
         use_segmentation=True,
         min_dermis_fraction=threshold,
     ).to_dict()
-    classifier = build_cnn(input_size=INPUT, n_classes=2, filters=(8,), dense_units=8)
+    # As training saves it: with the default test-time augmentation inside the graph, which
+    # predict and the REST server must then apply too.
+    classifier = tta.with_test_time_augmentation(
+        build_cnn(input_size=INPUT, n_classes=2, filters=(8,), dense_units=8), "dihedral"
+    )
     models, reports = folder / "models", folder / "reports"
     (reports / "binary.cnn").mkdir(parents=True)
     models.mkdir()

@@ -222,11 +222,20 @@ def hide_quarantine(
             )
         )
     )
+    unknown_label = quarantine["check"].eq("unknown_label")
+    reasons[unknown_label] = reasons[unknown_label].map(lambda r: _hide_label(r, key))
     report = quarantine.assign(file=files, reason=reasons)
     linkage = pd.DataFrame(
         {"file": files, "relative_path": quarantine["file"], "check": quarantine["check"]}
     )
     return report, linkage
+
+
+def _hide_label(reason: str, key: str) -> str:
+    """An unknown label's quoted value (a label folder's or a manifest cell's text: it can be a
+    patient's name) as `lbl-<hmac>`: rows with the same label share it, and the linkage file
+    maps each row to its file."""
+    return re.sub(r"'([^']*)'", lambda m: _tagged(m.group(1), key, "lbl-"), reason, count=1)
 
 
 def _hide_reason(

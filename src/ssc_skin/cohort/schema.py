@@ -55,6 +55,7 @@ _TRAINING = _keys(
     "steps_per_execution",
     "lr_schedule",
     "stain_augmentation",
+    "test_time_augmentation",
 )
 # The schema of every parameter block conf/base/parameters_*.yml declares; "*" stands for
 # names the user chooses (tasks, architectures), ANY for a map whose keys are the user's.
@@ -95,7 +96,7 @@ SCHEMA: dict[str, Any] = {
     "classification": _keys(
         tasks={"*": _keys("name", "classes", label_map=ANY)},
         architectures={
-            "*": _keys("name", "enabled", "input_size", options=ANY, training=_TRAINING)
+            "*": _keys("name", "builder", "enabled", "input_size", options=ANY, training=_TRAINING)
         },
         training=_TRAINING,
     ),
@@ -116,7 +117,7 @@ SCHEMA: dict[str, Any] = {
         "min_per_class",
         "calibration_bins",
         "alpha",
-        hybrid=_keys("C", "folds", "max_iter", "seed"),
+        hybrid=_keys("method", "C", "folds", "max_iter", "seed"),
         texture=_keys(
             "colour_bins",
             "gabor_wavelengths",

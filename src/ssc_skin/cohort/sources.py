@@ -178,6 +178,18 @@ def display_text(name: str) -> str:
     return name
 
 
+def manifest_file(path: str | os.PathLike[str]) -> Path:
+    """The configured manifest (images or slides) as an existing file, or one message naming
+    the setting: never its name or folder, which may carry a patient's name."""
+    manifest = Path(path).expanduser()
+    if not path_exists(manifest, MANIFEST_KEY, "file"):
+        raise CohortConfigError(
+            f"{MANIFEST_KEY} is not a file: the configured path does not exist or is not a "
+            "regular file (its name is not shown: it may carry a patient's name)"
+        )
+    return manifest
+
+
 def read_manifest(
     path: str | os.PathLike[str],
     *,
@@ -193,9 +205,7 @@ def read_manifest(
     rows at a time (a lab's manifest of every archived slide has 200,000 rows). Messages
     name the setting (`cohort.source.manifest`), never the manifest's own file name.
     """
-    manifest = Path(path).expanduser()
-    if not path_exists(manifest, MANIFEST_KEY, "file"):
-        raise CohortConfigError(f"{MANIFEST_KEY} is not a file ({display_text(manifest.name)})")
+    manifest = manifest_file(path)
     _check_utf8(manifest)
     separator = _separator(manifest)
     base = str(manifest.parent)

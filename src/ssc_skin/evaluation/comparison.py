@@ -22,7 +22,7 @@ DISPLAY = {
     "cnn": "CNN",
     "densenet": "DenseNet",
     "texture": "colour+texture LR",
-    "hybrid": "hybrid (deep + peer, stacked)",
+    "hybrid": "hybrid (deep + peer)",
 }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ssc_skin.evaluation.comparison import display_name
+from ssc_skin.evaluation.report_html import FIGURES_NOTE
 
 # Akay et al. 2021 (IEEE OJEMB), as reported: train / val / test accuracy (%) and training time.
 PAPER = {
@@ -94,6 +95,8 @@ def header_section(facts: Facts, title: str = "ssc-skin study report") -> list[s
     confidence = 100 * facts.get("confidence", 0.95)
     return [
         f"# {title}",
+        "",
+        FIGURES_NOTE,
         "",
         f"Cohort: {facts.get('cohort', 'n/a')}. Splits are by patient. Intervals are "
         f"{confidence:.0f}%: Wilson score intervals for accuracy (a proportion of test "
@@ -312,14 +315,14 @@ def paper_section(evaluations: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## This run vs Akay et al. 2021",
         "",
-        "| task | model | paper train / val / test acc (%) | ours train / val / test patch "
+        "| task | model | paper train / val / test acc (%) | ours val / test patch "
         "acc (%) | test patches | ours test patient acc (%) [95% CI] (patients) | ours "
         "test patient AUC | paper training time | ours training time (2 cores) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for ev in evaluations:
         paper_acc, paper_time = _paper_row(ev["task"], ev["architecture"])
-        ours = " / ".join(_pct(ev.get(f"{s}_patch_accuracy")) for s in ("train", "val", "test"))
+        ours = " / ".join(_pct(ev.get(f"{s}_patch_accuracy")) for s in ("val", "test"))
         lines.append(
             f"| {ev['task']} | {_model(ev)} | {paper_acc} | {ours} "
             f"| {ev.get('test_patch_n', 'n/a')} "
@@ -330,7 +333,9 @@ def paper_section(evaluations: list[dict[str, Any]]) -> list[str]:
     lines += [
         "",
         "The paper did not report its split unit; our numbers are patient-grouped, so "
-        "no patient's images are in both training and test. The paper's baseline CNN was "
+        "no patient's images are in both training and test. Training patches are not "
+        "predicted (no number here reads them); how well a model fits them is its training "
+        "curve, `train/accuracy` in its MLflow run. The paper's baseline CNN was "
         '"densely connected": our `densenet` is that model; `cnn` is a plain stack.',
         "",
     ]
@@ -458,7 +463,7 @@ def gradcam_section(evaluations: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     for ev in evaluations:
-        if ev["architecture"] != "texture":
+        if ev["architecture"] not in (PEER, HYBRID):  # no network of its own: no Grad-CAM
             name = f"{ev['task']}.{ev['architecture']}"
             lines += [f"![Grad-CAM {name}]({name}/gradcam.png)", ""]
     return lines

@@ -21,6 +21,14 @@ code { background: #f4f4f4; padding: 0 0.2rem; }
 
 _IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 
+# Under the title of report.md only (`markdown_to_html` drops it). MLflow's artifact view renders
+# Markdown but not its images (a relative link resolves against the UI's own address, a `data:`
+# URI is stripped), while it shows report.html, whose figures are embedded, whole.
+FIGURES_NOTE = (
+    "*Figures: open `report.html` in this folder, this report with its figures embedded. "
+    "MLflow's artifact view shows it whole, but cannot load this Markdown file's images.*"
+)
+
 
 def image_links(markdown_text: str) -> list[str]:
     """The relative image paths the report shows, in order, each once."""
@@ -30,7 +38,11 @@ def image_links(markdown_text: str) -> list[str]:
 def markdown_to_html(markdown_text: str, title: str, images: dict[str, str] | None = None) -> str:
     """The report as one standalone HTML page. `images` maps an image path of the Markdown to
     what the page should load instead (a `data:` URI embeds it, so the page renders anywhere,
-    MLflow's artifact view included); other paths are left as written."""
+    MLflow's artifact view included); other paths are left as written. The Markdown's
+    FIGURES_NOTE, which points to this page, is left out."""
+    markdown_text = "\n".join(
+        line for line in markdown_text.split("\n") if line.strip() != FIGURES_NOTE
+    )
     body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
     for path, source in (images or {}).items():
         body = body.replace(f'src="{html.escape(path)}"', f'src="{source}"')

@@ -218,6 +218,7 @@ def load_classifier(
         import keras  # noqa: PLC0415
 
         from ssc_skin.inference.export import keras_predictor  # noqa: PLC0415
+        from ssc_skin.models import tta  # noqa: F401, PLC0415 - the layers a classifier may hold
 
         model = keras.models.load_model(path, compile=False)
         return locked(keras_predictor(model, batch_size or 32))

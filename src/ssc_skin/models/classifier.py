@@ -24,6 +24,12 @@ def settings_for(training_params: dict[str, Any], architecture: dict[str, Any]) 
     return {**training_params, **architecture.get("training", {})}
 
 
+def builder_name(architecture: dict[str, Any]) -> str:
+    """The network an architecture entry builds: `builder` (a variant such as `cnn_wide:
+    {name: cnn_wide, builder: cnn, ...}`), else its `name`."""
+    return str(architecture.get("builder") or architecture["name"])
+
+
 def skip_reason(labels: pd.Series, task: dict[str, Any], architecture: dict[str, Any]) -> str:
     """Why this model does not run ('' when it does): disabled, or a task the cohort's labels
     cannot express (3-class on a normal/ssc cohort)."""
@@ -112,7 +118,7 @@ def build_and_fit(
     """Build the model and fit it (frozen backbone first where pretrained), in the caller's
     distribution scope; each epoch's metrics go to `log` with one step count across fits."""
     model = builders.build_classifier(
-        architecture["name"],
+        builder_name(architecture),
         architecture["input_size"],
         len(task["classes"]),
         architecture.get("options", {}),

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from ssc_skin.models import tta
+
 _CONVOLUTIONS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 # Element-wise layers right after the last convolution: their output is the rectified feature
 # map the paper's A^k stands for (our conv blocks are conv -> batch norm -> ReLU).
@@ -33,8 +35,10 @@ def grad_cam(
     `class_index`: None explains each image's predicted class, an int one class for all images,
     an array one class per image. `layer_name` defaults to the last convolutional feature map
     (descending into a nested backbone). The score differentiated is the pre-softmax logit:
-    softmax gradients vanish on confident predictions.
+    softmax gradients vanish on confident predictions. A test-time-augmentation wrapper is
+    looked through: the map explains the trained network on the patch as it is.
     """
+    model = tta.base_model(model)
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")

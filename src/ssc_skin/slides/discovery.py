@@ -31,6 +31,7 @@ from ssc_skin.cohort.sources import (  # not yet public there: walk, is_junk, re
     _record,
     _resolve,
     _walk,
+    manifest_file,
 )
 from ssc_skin.slides.metadata import positive_float
 from ssc_skin.slides.readers import SLIDE_EXTENSIONS
@@ -152,9 +153,7 @@ def read_slide_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     `microns_per_pixel` (the slide's resolution where its metadata lacks one). Relative
     paths resolve against the manifest's folder.
     """
-    manifest = Path(path).expanduser()
-    if not manifest.is_file():
-        raise CohortConfigError(f"cohort.source.manifest is not a file: {manifest}")
+    manifest = manifest_file(path)
     with manifest.open(encoding="utf-8-sig") as handle:
         header = handle.readline()
     separator = max(",;\t", key=header.count)

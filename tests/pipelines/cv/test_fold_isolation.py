@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +29,7 @@ from PIL import Image
 from ssc_skin.evaluation import hybrid, texture
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.models import training
-from tests.helpers import copy_project, mlflow_sandbox
+from tests.helpers import copy_project, logged_report_problems, mlflow_sandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -120,7 +121,9 @@ def test_every_fold_fitted_something_of_each_kind(cross_validation):
     assert len(recorder.patches) == 3
     for fold, records in recorder.fitted.items():
         kinds = {kind for kind, _ in records}
-        assert kinds == {"arrays", "features", "patients", "images"}, fold
+        # The default hybrid is a vote (evaluation.hybrid.method): it fits nothing, so no
+        # "patients" record; the stacked one's isolation is in tests/evaluation/test_hybrid.py.
+        assert kinds == {"arrays", "features", "images"}, fold
 
 
 def test_no_fitted_state_of_a_fold_saw_its_test_patients(cross_validation):
@@ -169,12 +172,24 @@ def test_the_default_run_reports_every_patient_pooled_with_a_verdict(cross_valid
     patients = manifest["patient"].nunique()
     assert f"| binary | colour+texture LR | {patients}/{patients} |" in report
     assert "## Verdict: do the deep models beat the classical peer?" in report
-    assert "| three_class | hybrid (deep + peer, stacked) |" in report
+    assert "| three_class | hybrid (deep + peer) |" in report
     for ns in ("binary.hybrid", "three_class.texture", "binary.mobilenetv2"):
         pooled = json.loads((reporting / ns / "evaluation.json").read_text())
         assert pooled["test_patients_total"] == patients, ns
         assert pooled["every_patient_tested_once"] is True
         assert "val_patient_balanced_accuracy" in pooled  # the registry ranks on validation
+
+
+def test_the_logged_cv_report_html_embeds_every_figure_report_md_links(cross_validation, tmp_path):
+    project, _ = cross_validation
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ssc_skin")
+    # In-process, the parent run is still open when the session returns (the `kedro` command
+    # ends it at exit) and mlflow_sandbox closes it: pick it by having no parent, not by status.
+    runs = client.search_runs([experiment.experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    client.download_artifacts(run.info.run_id, "cv", str(tmp_path))
+    assert logged_report_problems(tmp_path, "cv") == []
 
 
 def test_the_final_fit_uses_every_patient_and_is_exported(cross_validation):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ssc_skin import tracking
 from ssc_skin.constants import Skipped
-from ssc_skin.models import classifier, training
+from ssc_skin.models import classifier, training, tta
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def train_classifier(
         (logger.info if disabled else logger.warning)("%s skipped: %s", name, reason)
         return Skipped(reason), classifier.skipped_summary(task, architecture, reason)
     settings = classifier.settings_for(training_params, architecture)
+    views = str(settings.get("test_time_augmentation", "none"))
+    tta.view_count(views)  # a misspelt value stops here, before any training
     strategy = training.distribution_strategy(
         settings.get("distribution", "none"), "classification.training.distribution"
     )
@@ -51,6 +53,7 @@ def train_classifier(
             model, results = classifier.build_and_fit(
                 train, val, task, architecture, settings, tracking.epoch_logger(run_id)
             )
+            model = tta.with_test_time_augmentation(model, views)
         weights_source = getattr(model, "weights_source", "random")
         model_uri = tracking.log_keras_model(model, name, weights_source) if run_id else None
     summary = classifier.training_summary(
@@ -62,7 +65,7 @@ def train_classifier(
         (len(train[0]), len(val[0])),
         strategy.num_replicas_in_sync,
     )
-    summary.update(mlflow_run_id=run_id, model_uri=model_uri)
+    summary.update(mlflow_run_id=run_id, model_uri=model_uri, test_time_augmentation=views)
     logger.info(
         "%s trained in %.1f s (%d epochs, %.0f patches/s after the first, weights: %s)",
         name,

@@ -1,5 +1,6 @@
 """Nodes of the hybrid (`{task}.hybrid`): the task's deep models and colour + texture peer
-stacked on the validation patients (`evaluation.hybrid`), scored like every other model."""
+combined (`evaluation.hybrid`: an equal-weight vote, or stacked on the validation patients),
+scored like every other model."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _components(inputs: tuple[Any, ...]) -> list[tuple[str, pd.DataFrame]]:
 def fit_hybrid(
     task: dict[str, Any], params: dict[str, Any], *inputs: Any
 ) -> tuple[Any, dict[str, Any], pd.DataFrame]:
-    """Stack the task's models on their validation predictions; predict every patch.
+    """Combine the task's models (a vote, or stacked on their validation predictions); predict
+    every patch.
 
     Returns the stacker (or `Skipped`), its training summary and its predictions (the frame
     every model's evaluation reads). Skipped when fewer than two components ran.
@@ -52,8 +54,9 @@ def fit_hybrid(
         model, fitted, out = hybrid.fit_on_validation(components, columns, options)
     weights = hybrid.component_weights(model, names, task["classes"])
     logger.info(
-        "%s.hybrid stacked on %d validation patches: weights %s (C=%s)",
+        "%s.hybrid (%s) over %d validation patches: weights %s (C=%s)",
         task["name"],
+        fitted["method"],
         fitted["val_patches"],
         weights,
         fitted["C"],
@@ -62,7 +65,12 @@ def fit_hybrid(
         **base,
         "components": names,
         "component_weights": weights,
-        "weights_source": "stacked on validation patients",
+        "weights_source": (
+            "equal-weight vote (nothing fitted)"
+            if fitted["method"] == "vote"
+            else "stacked on validation patients"
+        ),
+        "method": fitted["method"],
         "train_patches": 0,
         "val_patches": fitted["val_patches"],
         "train_seconds": fitted["seconds"],
@@ -75,6 +83,6 @@ def fit_hybrid(
 
 
 def log_hybrid_run(evaluation: dict[str, Any]) -> None:
-    """The hybrid's evaluation into its nested MLflow run (opened while it was stacked), with
+    """The hybrid's evaluation into its nested MLflow run (opened while it was combined), with
     the same metric names as every other model's. No-op without an active run."""
     tracking.log_evaluation(evaluation)

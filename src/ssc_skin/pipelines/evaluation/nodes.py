@@ -25,6 +25,17 @@ from ssc_skin.models.tasks import encode_labels, unsupported_reason
 
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["row", "image", "patient", "label", "split", "y_true"]
+# The splits a model is scored on. Training patches are not predicted: no number of the study
+# reads them (the pooled CV uses each fold's validation and test patients; the hybrid is
+# fitted on validation patients), and with test-time augmentation each prediction costs 8
+# forward passes. How well a model fits its training patches is its per-epoch training curve
+# (MLflow, `train/accuracy`).
+SCORED_SPLITS = ("val", "test")
+
+
+def scored_rows(patch_index: pd.DataFrame) -> pd.Series:
+    """Which patch-index rows are predicted and scored (validation and test patients)."""
+    return patch_index["split"].isin(SCORED_SPLITS)
 
 
 def _empty_predictions(task: dict[str, Any]) -> pd.DataFrame:
@@ -51,9 +62,11 @@ def predict_patches(
     architecture: dict[str, Any],
     chunk_size: int = 2048,
 ) -> pd.DataFrame:
-    """Class probabilities for every selected patch, with its provenance."""
+    """Class probabilities for every selected patch of the scored splits (`SCORED_SPLITS`),
+    with its provenance."""
     if isinstance(classifier, Skipped):
         return _empty_predictions(task)
+    patch_index = patch_index[scored_rows(patch_index)]
     frames = []
     for start in range(0, len(patch_index), chunk_size):  # chunks keep memory flat
         part = patch_index.iloc[start : start + chunk_size]
@@ -81,7 +94,9 @@ def evaluate_predictions(
     summary: dict[str, Any] = {k: v for k, v in training_summary.items() if k != "history"}
     if "skipped" in summary:
         return {}, summary
-    summary.update(scoring.score_model(predictions, image_selection, task, params))
+    summary.update(
+        scoring.score_model(predictions, image_selection, task, params, splits=SCORED_SPLITS)
+    )
     logger.info(
         "%s assessed (%s of %s over all, not assessed = wrong); %s of %s test images "
         "assessed, %s flagged",
@@ -202,12 +217,13 @@ def predict_texture_baseline(
     patch_index: pd.DataFrame,
     task: dict[str, Any],
 ) -> pd.DataFrame:
-    """The peer's class probabilities for every selected patch: the same frame as
-    `predict_patches`, so `evaluate_predictions` scores it like any deep model."""
-    if isinstance(model, Skipped) or patch_index.empty:
+    """The peer's class probabilities for the same patches as `predict_patches` (the scored
+    splits), in the same frame, so `evaluate_predictions` scores it like any deep model."""
+    scored = scored_rows(patch_index).to_numpy()
+    if isinstance(model, Skipped) or not scored.any():
         return _empty_predictions(task)
-    probabilities = texture.predict_proba(model, features, len(task["classes"]))
-    return _predictions_frame(patch_index, probabilities, task)
+    probabilities = texture.predict_proba(model, features[scored], len(task["classes"]))
+    return _predictions_frame(patch_index[scored], probabilities, task)
 
 
 def log_texture_run(evaluation: dict[str, Any]) -> None:
