@@ -2,8 +2,9 @@
 
 A small synthetic cohort (default 7 patients per class: about 4 training patients per class in
 each of 5 folds) is cross-validated for one model (default binary MobileNetV2) with random
-initialisation and with backbones from `kedro run --pipeline pretrain` (supervised on another
-synthetic cohort: tissue compartments and severity, or compartments only). Everything else is
+initialisation and with backbones from `kedro run --pipeline pretrain` on another synthetic
+cohort (other patients): self-supervised (SimCLR, no labels), or supervised on tissue
+compartments and severity, or on compartments only. Everything else is
 identical (cohort, folds, UNet, schedule); the pooled out-of-fold predictions of each variant
 are compared on the same patients (exact McNemar, paired bootstrap AUC difference).
 
@@ -40,8 +41,11 @@ OUT = PROJECT / "data" / "08_reporting"
 BACKBONE = "data/06_models/pretrained_backbone.keras"
 VARIANTS = {  # name -> extra `--params` of the pretraining run (None: random init, no run)
     "random": None,
-    "pretrained": "",  # pretrain.targets as configured: compartment shares and severity
-    "pretrained-compartment": ",pretrain.targets=[compartment]",  # no disease label at all
+    # self-supervised on the unlabelled patches of the pretraining cohort (other patients)
+    "simclr": ",pretrain.method=simclr",
+    # supervised on the pretraining cohort's compartment shares and severity
+    "pretrained": ",pretrain.method=supervised",
+    "pretrained-compartment": ",pretrain.method=supervised,pretrain.targets=[compartment]",
 }
 METRICS = (
     "test_patient_accuracy",

@@ -7,6 +7,7 @@ from ssc_skin.models import builders, pretrain
 from ssc_skin.pipelines.pretrain.nodes import pretrain_backbone, pretraining_patches
 
 TINY = {
+    "method": "supervised",
     "architecture": "mobilenetv2",
     "targets": ["compartment", "severity"],
     "cohort": {

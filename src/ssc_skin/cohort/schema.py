@@ -152,6 +152,8 @@ SCHEMA: dict[str, Any] = {
         "slide_manifest",
     ),
     "pretrain": _keys(
+        "method",
+        "images",
         "architecture",
         "targets",
         "patch_size",
@@ -163,6 +165,16 @@ SCHEMA: dict[str, Any] = {
         "val_fraction",
         "seed",
         cohort=_SYNTHETIC,
+        simclr=_keys(
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "temperature",
+            "projection_dim",
+            "min_crop",
+            "stain_sigma",
+            "stain_bias",
+        ),
     ),
     "registry": _keys("alias", "rank_by", "promote", model_names=ANY),
     "segmentation": _keys(

@@ -1,5 +1,7 @@
-"""Nodes of the `pretrain` pipeline: a classifier backbone pretrained offline on a synthetic
-cohort, for `classification.architectures.<arch>.options.weights: <path>`."""
+"""Nodes of the `pretrain` pipeline: a classifier backbone pretrained offline, for
+`classification.architectures.<arch>.options.weights: <path>` — self-supervised (SimCLR) on
+unlabelled patches (a folder of the user's images, or the synthetic pretraining cohort), or
+supervised on the synthetic cohort's free targets."""
 
 from __future__ import annotations
 
@@ -10,14 +12,36 @@ import keras
 import numpy as np
 
 from ssc_skin.cohort import synthetic
-from ssc_skin.models import pretrain
+from ssc_skin.models import contrastive, pretrain
+from ssc_skin.preprocessing import unlabelled
 
 logger = logging.getLogger(__name__)
 
 
+METHODS = ("simclr", "supervised")
+
+
 def pretraining_patches(params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Tissue patches of a synthetic cohort drawn for pretraining only (its own seed, so its
-    patients are not the study's), with per-patch compartment shares and severity."""
+    """The pretraining patches: with `images` (a folder), its images' tissue patches, no
+    labels (SimCLR only); else a synthetic cohort drawn for pretraining only (its own seed, so
+    its patients are not the study's), with per-patch compartment shares and severity."""
+    method = params.get("method", "simclr")
+    if method not in METHODS:
+        raise ValueError(f"pretrain.method must be one of {list(METHODS)}; got {method!r}")
+    if params.get("images"):
+        if method != "simclr":
+            raise ValueError(
+                "pretrain.images (a folder of unlabelled images) needs pretrain.method: simclr; "
+                "supervised pretraining needs the synthetic cohort's masks (pretrain.images: null)"
+            )
+        images, counts = unlabelled.folder_patches(
+            params["images"],
+            params["patch_size"],
+            params.get("min_tissue_fraction", 0.5),
+            params.get("max_patches") or 4000,
+            params.get("seed", 0),
+        )
+        return {"images": images, **{k: np.asarray(v) for k, v in counts.items()}}
     cohort = params["cohort"]
     size = cohort["image_size"]
     sections = synthetic.generate_cohort(
@@ -58,6 +82,45 @@ def pretrain_backbone(
             f"(classification.architectures); got {name!r}"
         )
     architecture = architectures[name]
+    if params.get("method", "simclr") == "simclr":
+        base, scale = pretrain.backbone(
+            name, architecture["input_size"], architecture.get("options", {})
+        )
+        simclr = dict(params.get("simclr") or {})
+        base, summary = contrastive.pretrain_simclr(
+            arrays["images"],
+            base,
+            scale,
+            architecture["input_size"],
+            epochs=simclr.pop("epochs", 30),
+            batch_size=simclr.pop("batch_size", 128),
+            learning_rate=simclr.pop("learning_rate", 2e-3),
+            temperature=simclr.pop("temperature", 0.2),
+            projection_dim=simclr.pop("projection_dim", 64),
+            val_fraction=params.get("val_fraction", 0.1),
+            view=simclr,
+            seed=params.get("seed", 0),
+        )
+        summary = {
+            **summary,
+            "architecture": name,
+            "options": {k: v for k, v in architecture.get("options", {}).items() if k != "weights"},
+            "source": "folder" if params.get("images") else "synthetic cohort",
+            "patch_counts": {
+                k: int(v) for k, v in arrays.items() if k != "images" and np.ndim(v) == 0
+            },
+        }
+        logger.info(
+            "Pretrained the %s backbone with SimCLR in %.0f s (%d epochs, %d patches); set "
+            "classification.architectures.%s.options.weights to its file",
+            name,
+            summary["seconds"],
+            summary["epochs_run"],
+            summary["train_patches"] + summary["val_patches"],
+            name,
+        )
+        final = {k: {"value": v[-1], "step": 0} for k, v in summary["history"].items() if v}
+        return base, summary, final
     base, summary = pretrain.pretrain(
         arrays,
         name,
