@@ -8,7 +8,7 @@ compartments and severity, or on compartments only. Everything else is
 identical (cohort, folds, UNet, schedule); the pooled out-of-fold predictions of each variant
 are compared on the same patients (exact McNemar, paired bootstrap AUC difference).
 
-Real `kedro run`s (`--env cv --pipeline cv --to-outputs cv.<model>.evaluation`) in a temporary
+Real `kedro run`s (`--pipeline cv --to-outputs cv.<model>.evaluation`) in a temporary
 copy of the project, so `data/` here is left alone.
 
     .venv/bin/python benchmarks/pretraining.py                  # ~25 min on 2 cores
@@ -111,8 +111,6 @@ def run(model: str, patients: int, variants: list[str]) -> dict[str, object]:
             seconds = _kedro(
                 project,
                 [
-                    "--env",
-                    "cv",
                     "--pipeline",
                     "cv",
                     "--to-outputs",
@@ -164,7 +162,7 @@ def markdown(result: dict[str, object]) -> str:
     lines = [
         f"Pretraining on a small cohort: `{result['model']}`, "
         f"{result['patients_per_class']} synthetic patients per class, 5-fold pooled "
-        "cross-validation (`kedro run --env cv --pipeline cv`), every patient tested once.",
+        "cross-validation (`kedro run --pipeline cv`), every patient tested once.",
         "",
         "| variant | weights | test patient acc (%) [95% CI] | AUC [95% CI] | balanced "
         "acc (%) | test patch acc (%) | patients | CV run (s) | pretraining (s) |",

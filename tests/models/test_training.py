@@ -230,3 +230,51 @@ def test_the_tracing_batch_gives_no_eta_and_the_first_epoch_does_not_weigh_on_la
     assert not any("1/2 batches" in line and "epoch 1/4" in line for line in lines)
     # 1 s left of epoch 3, then one epoch at the steady 1 s (not the 101 s mean with tracing)
     assert "t epoch 3/4 · 1/2 batches · 8 patches/s · ETA 2s" in lines[-1]
+
+
+def test_label_smoothing_moves_the_same_share_to_every_other_class():
+    targets = training.SoftTargets(n_classes=3, label_smoothing=0.3)
+    onehot = training.one_hot(tf.constant([0, 2]), targets, smooth=True).numpy()
+    np.testing.assert_allclose(onehot.sum(1), 1, rtol=1e-6)
+    np.testing.assert_allclose(onehot[0], [0.8, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_array_equal(training.one_hot(tf.constant([1]), targets, False), [[0, 1, 0]])
+
+
+def test_mixup_blends_each_patch_with_another_and_keeps_its_own_label_the_larger_part():
+    images = tf.constant(np.stack([np.zeros((2, 2, 3)), np.full((2, 2, 3), 100.0)]), tf.uint8)
+    onehot = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    mixed, labels = training.mix_batch(images, onehot, tf.constant([3, 4]), alpha=0.4)
+    labels = labels.numpy()
+    np.testing.assert_allclose(labels.sum(1), 1, rtol=1e-6)
+    assert labels[0, 0] >= 0.5 and labels[1, 1] >= 0.5
+    # the pixels are blended by the weight of the other patch's label
+    np.testing.assert_allclose(mixed.numpy()[0], 100 * labels[0, 1], rtol=1e-5)
+
+
+def test_training_targets_are_softened_and_validation_targets_are_not():
+    x, y = _tiny_data(16)
+    targets = training.SoftTargets(2, label_smoothing=0.2, mixup=0.4)
+    _, train_y = next(iter(training.make_dataset(x, y, 16, False, 0, targets=targets)))
+    _, val_y = next(iter(training.make_dataset(x, y, 16, False, 0, targets=targets, soften=False)))
+    assert train_y.shape == (16, 2) and train_y.numpy().max() < 1
+    np.testing.assert_array_equal(val_y.numpy(), np.eye(2)[y])
+
+
+def test_fit_with_mixup_and_label_smoothing_learns_the_tiny_task():
+    targets = training.SoftTargets(2, label_smoothing=0.1, mixup=0.2)
+    model = _tiny_model()
+    training.fit(
+        model, _tiny_data(), _tiny_data(seed=1), name="t", epochs=6, targets=targets, **FIT
+    )
+    x, y = _tiny_data(seed=2)
+    assert (model.predict(x, verbose=0).argmax(1) == y).mean() >= 0.9
+
+
+@pytest.mark.parametrize("bad", [{"label_smoothing": 1.0}, {"mixup": -0.1}])
+def test_bad_soft_target_settings_name_the_keys(bad):
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        training.SoftTargets.from_settings(bad, 2)
+
+
+def test_no_soft_target_setting_keeps_integer_labels():
+    assert training.SoftTargets.from_settings({"label_smoothing": 0.0, "mixup": 0}, 3) is None

@@ -56,6 +56,8 @@ _TRAINING = _keys(
     "lr_schedule",
     "stain_augmentation",
     "test_time_augmentation",
+    "label_smoothing",
+    "mixup",
 )
 # The schema of every parameter block conf/base/parameters_*.yml declares; "*" stands for
 # names the user chooses (tasks, architectures), ANY for a map whose keys are the user's.

@@ -136,6 +136,7 @@ def build_and_fit(
         "lr_schedule": settings.get("lr_schedule", "constant"),
         "stain_augmentation": settings.get("stain_augmentation"),
         "compile_options": {"steps_per_execution": int(settings.get("steps_per_execution", 1))},
+        "targets": training.SoftTargets.from_settings(settings, len(task["classes"])),
     }
     learning_rate = settings["learning_rate"]
     results: list[training.TrainingResult] = []

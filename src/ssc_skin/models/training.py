@@ -98,6 +98,55 @@ def _augment_pair(
     return image, mask
 
 
+@dataclass(frozen=True)
+class SoftTargets:
+    """One-hot training targets, softened: `label_smoothing` moves that much of each target
+    to the other classes evenly (Szegedy et al. 2016); `mixup` > 0 blends each patch and its
+    target with another patch of the batch by a Beta(mixup, mixup) weight (Zhang et al.
+    2018). Validation targets stay one-hot (early stopping watches the true labels)."""
+
+    n_classes: int
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], n_classes: int) -> SoftTargets | None:
+        smoothing = float(settings.get("label_smoothing") or 0.0)
+        mixup = float(settings.get("mixup") or 0.0)
+        if not 0 <= smoothing < 1 or mixup < 0:
+            raise ValueError(
+                "classification.training.label_smoothing must be in [0, 1) and mixup >= 0; "
+                f"got {smoothing} and {mixup}"
+            )
+        return cls(n_classes, smoothing, mixup) if smoothing or mixup else None
+
+
+def one_hot(labels: tf.Tensor, targets: SoftTargets, smooth: bool) -> tf.Tensor:
+    onehot = tf.one_hot(tf.cast(labels, tf.int32), targets.n_classes)
+    if smooth and targets.label_smoothing:
+        onehot = (
+            onehot * (1 - targets.label_smoothing) + targets.label_smoothing / targets.n_classes
+        )
+    return onehot
+
+
+def mix_batch(
+    images: tf.Tensor, onehot: tf.Tensor, seed: tf.Tensor, alpha: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mixup within a batch: each sample blended with the batch reversed, weight max(w, 1-w)
+    with w ~ Beta(alpha, alpha), so each patch stays the larger part of its own blend."""
+    n = tf.shape(images)[0]
+    a = tf.random.stateless_gamma([n], seed, alpha)
+    b = tf.random.stateless_gamma([n], seed + 1, alpha)
+    weight = a / (a + b)
+    weight = tf.maximum(weight, 1.0 - weight)
+    pixels = tf.cast(images, tf.float32)
+    w_image = tf.reshape(weight, [-1, 1, 1, 1])
+    mixed = w_image * pixels + (1 - w_image) * tf.reverse(pixels, [0])
+    w_label = tf.reshape(weight, [-1, 1])
+    return mixed, w_label * onehot + (1 - w_label) * tf.reverse(onehot, [0])
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -106,10 +155,13 @@ def make_dataset(
     seed: int,
     augment: str | None = None,
     stain_augmentation: dict[str, float] | None = None,
+    targets: SoftTargets | None = None,
+    soften: bool = True,
 ) -> tf.data.Dataset:
     """A prefetched tf.data pipeline over arrays, with optional seeded augmentation
     (`classifier`: geometry, colour and, with `stain_augmentation`, HED jitter; else the
-    UNet's paired flips)."""
+    UNet's paired flips). With `targets`, labels become one-hot, softened where `soften`
+    (training: label smoothing and mixup; validation: plain one-hot)."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -124,7 +176,16 @@ def make_dataset(
             lambda xy, s: fn(xy[0], xy[1], tf.cast(s, tf.int32) % (2**30)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if targets is not None:
+        ds = ds.map(lambda image, label: (image, one_hot(label, targets, soften)))
+    ds = ds.batch(batch_size)
+    if targets is not None and soften and targets.mixup > 0:
+        seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: mix_batch(xy[0], xy[1], tf.cast(s, tf.int32) % (2**30), targets.mixup),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -195,6 +256,7 @@ def fit(
     lr_schedule: str = "constant",
     stain_augmentation: dict[str, float] | None = None,
     compile_options: dict[str, Any] | None = None,
+    targets: SoftTargets | None = None,
 ) -> TrainingResult:
     """Compile and fit with early stopping on validation loss, restoring the best weights.
 
@@ -215,6 +277,8 @@ def fit(
     """
     keras.utils.set_random_seed(seed)
     compile_options = dict(compile_options or {})
+    if targets is not None and loss == "sparse_categorical_crossentropy":
+        loss = "categorical_crossentropy"  # the same loss on one-hot (softened) targets
     rate = learning_schedule(lr_schedule, learning_rate, epochs * -(-len(train[0]) // batch_size))
     key = trainers.structure_key(
         model,
@@ -238,8 +302,11 @@ def fit(
         seed=seed,
         augment=augment,
         stain_augmentation=stain_augmentation,
+        targets=targets,
     )
-    val_ds = make_dataset(*val, batch_size=batch_size, shuffle=False, seed=seed)
+    val_ds = make_dataset(
+        *val, batch_size=batch_size, shuffle=False, seed=seed, targets=targets, soften=False
+    )
     progress = ProgressLogger(name, epochs, len(train[0]), batch_size, interval=progress_interval)
     callbacks = [
         keras.callbacks.EarlyStopping(
