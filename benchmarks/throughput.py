@@ -51,6 +51,7 @@ class Option:
     threads: tuple[int, int] | None = None  # (intra-op, inter-op)
     compile_args: dict[str, Any] = field(default_factory=dict)
     cache: bool = False
+    processes: int = 1  # fits at once (each its own process); patches/s is their sum
 
 
 OPTIONS = {
@@ -68,6 +69,13 @@ OPTIONS = {
             compile_args={"steps_per_execution": 8},
         ),
         Option("cache", "tf.data .cache() of the decoded arrays before shuffle", cache=True),
+        Option(
+            "two_fits_1x1",
+            "two fits at once, one process and one thread each (e.g. two folds in parallel); "
+            "patches/s summed",
+            threads=(1, 1),
+            processes=2,
+        ),
     )
 }
 
@@ -140,21 +148,35 @@ def worker(option: Option, data: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_worker(option: Option, data: Path, spec_file: Path, timeout: float) -> dict[str, Any]:
-    out = data / f"{option.name}.json"
+    """The option's worker process(es), started together; with several, patches/s is the
+    sum (the machine's throughput when that many fits run at once) and the rest the first's."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **option.env}
     command = [sys.executable, str(HERE / "throughput.py"), "--worker", option.name]
-    result = subprocess.run(
-        [*command, "--data", str(data), "--spec", str(spec_file), "--result", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode:
-        tail = (result.stdout + result.stderr)[-2000:]
-        raise RuntimeError(f"throughput option {option.name} failed:\n{tail}")
-    return json.loads(out.read_text())
+    outs = [data / f"{option.name}.{i}.json" for i in range(option.processes)]
+    running = [
+        subprocess.Popen(
+            [*command, "--data", str(data), "--spec", str(spec_file), "--result", str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for out in outs
+    ]
+    for process in running:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in running:
+                other.kill()
+            raise
+        if process.returncode:
+            raise RuntimeError(f"throughput option {option.name} failed:\n{output[-2000:]}")
+    results = [json.loads(out.read_text()) for out in outs]
+    combined = results[0]
+    for architecture, row in combined.items():
+        row["patches_per_second"] = sum(r[architecture]["patches_per_second"] for r in results)
+    return combined
 
 
 def bench_throughput(

@@ -197,6 +197,30 @@ def test_throughput_compile_options_reach_training_fit_and_the_baseline_has_none
     assert calls == [{"steps_per_execution": 8}, {}]
 
 
+def test_two_fits_at_once_start_together_and_their_patches_per_second_add_up(tmp_path, monkeypatch):
+    throughput = _bench("throughput")
+    started = []
+
+    class FakeProcess:
+        """Writes its result when started; `communicate` only waits."""
+
+        def __init__(self, command, **_):
+            started.append(command)
+            result = Path(command[command.index("--result") + 1])
+            result.write_text(json.dumps(_run(100.0 + 10 * len(started))))
+            self.returncode = 0
+
+        def communicate(self, timeout):
+            assert len(started) == 2  # both were running before the first was awaited
+            return "", None
+
+    monkeypatch.setattr(throughput.subprocess, "Popen", FakeProcess)
+    option = throughput.OPTIONS["two_fits_1x1"]
+    assert option.threads == (1, 1) and option.processes == 2
+    run = throughput._run_worker(option, tmp_path, tmp_path / "spec.json", timeout=5)
+    assert run["cnn"]["patches_per_second"] == 110.0 + 120.0
+
+
 def test_stage_memory_rows_compare_the_sizes_above_the_imports_floor():
     stage_memory = _bench("stage_memory")
     run = {"patients_per_class": 6, "images": 54, "patches": 3000, "patch_mb": 47.0}
