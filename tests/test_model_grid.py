@@ -79,6 +79,26 @@ def test_a_configured_model_the_pipeline_does_not_wire_stops_the_run():
     model_grid.ModelGridHook().before_pipeline_run({}, Pipeline([]))  # trains nothing: fine
 
 
+def test_a_run_filtered_on_purpose_is_checked_against_the_registered_pipeline(monkeypatch):
+    """`kedro run --to-outputs cv.binary.cnn.evaluation` leaves the other models out by
+    design (benchmarks/pretraining.py does that); the pipeline it was cut from is checked."""
+    from kedro.framework import project  # noqa: PLC0415
+
+    from ssc_skin.pipelines import classification  # noqa: PLC0415
+
+    grid = model_grid.ModelGrid(("binary",), ("cnn", "mobilenetv2"))
+    model_grid._ACTIVE["grid"] = grid
+    only_cnn = classification.create_pipeline(model_grid.ModelGrid(("binary",), ("cnn",)))
+    filtered = {"to_outputs": ["binary.cnn.evaluation"], "pipeline_names": ["classification"]}
+    monkeypatch.setattr(
+        project, "pipelines", {"classification": classification.create_pipeline(grid)}
+    )
+    model_grid.ModelGridHook().before_pipeline_run(filtered, only_cnn)
+    monkeypatch.setattr(project, "pipelines", {"classification": only_cnn})
+    with pytest.raises(model_grid.ModelGridError, match="binary.mobilenetv2"):
+        model_grid.ModelGridHook().before_pipeline_run(filtered, only_cnn)
+
+
 def test_bad_model_blocks_are_named():
     with pytest.raises(model_grid.ModelGridError, match="classification.architectures"):
         model_grid.ModelGrid.from_parameters({"classification": {"tasks": {"binary": {}}}})
