@@ -58,6 +58,8 @@ METRICS = (
     "test_patch_accuracy",
     "test_patient_n",
     "test_patients_total",
+    "val_patient_balanced_accuracy",  # what a recipe is chosen on (validation patients)
+    "val_patient_auc",
     "weights_source",
 )
 
