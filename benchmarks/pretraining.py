@@ -107,7 +107,10 @@ def run(model: str, patients: int, variants: list[str]) -> dict[str, object]:
                     "%s: pretrained in %.0f s (%s)",
                     variant,
                     pretrain_seconds,
-                    {k: summary.get(k) for k in ("method", "targets", "train_patches", "epochs_run")},
+                    {
+                        k: summary.get(k)
+                        for k in ("method", "targets", "train_patches", "epochs_run")
+                    },
                 )
             weights = "null" if targets is None else BACKBONE
             seconds = _kedro(
