@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from ssc_skin.models import training
+from ssc_skin.models import pretrain, training
 
 logger = logging.getLogger(__name__)
 
@@ -167,21 +167,7 @@ def pretrain_simclr(
         validation_data=pair_dataset(images[val_rows], batch_size, make_view, seed + 1, False),
         epochs=epochs,
         verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=4, restore_best_weights=True
-            ),
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda e, logs: logger.info(
-                    "SimCLR epoch %d/%d: loss %.4f, val_loss %.4f (%.0f s)",
-                    e + 1,
-                    epochs,
-                    (logs or {}).get("loss", float("nan")),
-                    (logs or {}).get("val_loss", float("nan")),
-                    time.perf_counter() - start,
-                )
-            ),
-        ],
+        callbacks=pretrain.pretext_callbacks("SimCLR", epochs, patience=4),
     )
     summary = {
         "method": "simclr",

@@ -133,6 +133,27 @@ def _dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def pretext_callbacks(label: str, epochs: int, patience: int) -> list[keras.callbacks.Callback]:
+    """Early stopping on the held-out patches' loss (best weights restored) and one log line
+    per epoch with every loss and the time so far: a pretext fit takes minutes."""
+    start = time.perf_counter()
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True
+        ),
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, logs: logger.info(
+                "%s epoch %d/%d: %s (%.0f s)",
+                label,
+                e + 1,
+                epochs,
+                ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items()),
+                time.perf_counter() - start,
+            )
+        ),
+    ]
+
+
 def pretrain(
     arrays: dict[str, np.ndarray],
     architecture: str,
@@ -165,19 +186,7 @@ def pretrain(
         validation_data=_dataset(arrays, val_rows, tuple(targets), batch_size, seed, False),
         epochs=epochs,
         verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=3, restore_best_weights=True
-            ),
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda e, logs: logger.info(
-                    "pretrain epoch %d/%d: %s",
-                    e + 1,
-                    epochs,
-                    ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items()),
-                )
-            ),
-        ],
+        callbacks=pretext_callbacks("pretrain", epochs, patience=3),
     )
     seconds = time.perf_counter() - start
     summary = {
