@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 METHODS = ("simclr", "supervised")
 
 
-def pretraining_patches(params: dict[str, Any]) -> dict[str, np.ndarray]:
+def pretraining_patches(params: dict[str, Any]) -> dict[str, Any]:
     """The pretraining patches: with `images` (a folder), its images' tissue patches, no
-    labels (SimCLR only); else a synthetic cohort drawn for pretraining only (its own seed, so
+    labels (SimCLR only), and `patch_counts` (what was used, what not and why); else a synthetic cohort drawn for pretraining only (its own seed, so
     its patients are not the study's), with per-patch compartment shares and severity."""
     method = params.get("method", "simclr")
     if method not in METHODS:
@@ -41,7 +41,7 @@ def pretraining_patches(params: dict[str, Any]) -> dict[str, np.ndarray]:
             params.get("max_patches") or 4000,
             params.get("seed", 0),
         )
-        return {"images": images, **{k: np.asarray(v) for k, v in counts.items()}}
+        return {"images": images, "patch_counts": counts}
     cohort = params["cohort"]
     size = cohort["image_size"]
     sections = synthetic.generate_cohort(
@@ -106,9 +106,7 @@ def pretrain_backbone(
             "architecture": name,
             "options": {k: v for k, v in architecture.get("options", {}).items() if k != "weights"},
             "source": "folder" if params.get("images") else "synthetic cohort",
-            "patch_counts": {
-                k: int(v) for k, v in arrays.items() if k != "images" and np.ndim(v) == 0
-            },
+            "patch_counts": arrays.get("patch_counts", {}),
         }
         logger.info(
             "Pretrained the %s backbone with SimCLR in %.0f s (%d epochs, %d patches); set "
@@ -119,8 +117,7 @@ def pretrain_backbone(
             summary["train_patches"] + summary["val_patches"],
             name,
         )
-        final = {k: {"value": v[-1], "step": 0} for k, v in summary["history"].items() if v}
-        return base, summary, final
+        return base, summary, _final_losses(summary)
     base, summary = pretrain.pretrain(
         arrays,
         name,
@@ -142,5 +139,9 @@ def pretrain_backbone(
         ", ".join(summary["targets"]),
         name,
     )
-    final = {f"{k}": {"value": v[-1], "step": 0} for k, v in summary["history"].items() if v}
-    return base, summary, final
+    return base, summary, _final_losses(summary)
+
+
+def _final_losses(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each loss curve's last value, as the catalog's MLflow metrics dataset takes it."""
+    return {k: {"value": v[-1], "step": 0} for k, v in summary["history"].items() if v}
