@@ -155,12 +155,12 @@ def pretrain_simclr(
         name="encoder",
     )
     model = SimCLR(encoder, projection_dim, temperature, name="simclr")
-    steps = max(1, (len(images) - max(1, int(val_fraction * len(images)))) // batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps * epochs)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = max(batch_size, int(val_fraction * len(order)))
     val_rows, train_rows = order[:n_val], order[n_val:]
+    steps = max(1, len(train_rows) // batch_size)  # full batches per epoch (drop_remainder)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps * epochs)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
     start = time.perf_counter()
     history = model.fit(
         pair_dataset(images[train_rows], batch_size, make_view, seed, shuffle=True),
