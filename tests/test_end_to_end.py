@@ -18,7 +18,7 @@ from PIL import Image
 from ssc_skin.cohort import synthetic
 from ssc_skin.evaluation import report_html
 from ssc_skin.evaluation.comparison import display_name
-from tests.helpers import copy_project, kedro, logged_report_problems
+from tests.helpers import copy_project, kedro, logged_report_problems, scannable_text
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ("binary.mobilenetv2", "binary.cnn", "three_class.mobilenetv2", "three_class.cnn")
@@ -138,8 +138,8 @@ def test_patient_ids_do_not_reach_outputs(finished_project: Path):
     texts = []
     for path in (finished_project / "data").rglob("*"):
         if path.is_file() and "01_raw" not in path.parts and path != linkage:
-            if path.suffix in {".csv", ".md", ".json"}:
-                texts.append((path, path.read_text()))
+            if path.suffix in {".csv", ".md", ".json", ".html"}:
+                texts.append((path, scannable_text(path)))
             elif path.suffix == ".parquet":
                 texts.append((path, pd.read_parquet(path).to_csv()))
     assert len(texts) > 5

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from ssc_skin.slides import synthetic as synthetic_slides
-from tests.helpers import copy_project, kedro
+from tests.helpers import copy_project, kedro, scannable_text
 
 PATIENT_IDS = [f"S{n:04d}" for n in range(1, 10)] + ["S0100", "S0101"]
 TEXT_SUFFIXES = {".csv", ".json", ".geojson", ".md", ".html", ".yml", ".yaml", ".txt"}
@@ -129,7 +129,7 @@ def test_no_patient_id_or_user_path_outside_the_linkage(slide_project):
     leaks = []
     for path in (project / "data").rglob("*"):
         if path.suffix in TEXT_SUFFIXES and path.name not in linkage and path.is_file():
-            text = path.read_text(errors="replace")
+            text = scannable_text(path)
             leaks += [
                 f"{path.relative_to(project)}: {raw}"
                 for raw in [*PATIENT_IDS, str(root)]
