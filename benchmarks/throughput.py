@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Option:
     compile_args: dict[str, Any] = field(default_factory=dict)
     cache: bool = False
     processes: int = 1  # fits at once (each its own process); patches/s is their sum
+    fit_threads: int = 1  # fits at once in one process, each in its own Python thread
 
 
 OPTIONS = {
@@ -75,6 +77,18 @@ OPTIONS = {
             "patches/s summed",
             threads=(1, 1),
             processes=2,
+        ),
+        Option(
+            "two_fits_threads",
+            "two fits at once in one process, each in its own Python thread (what the "
+            "default run's fold-parallel runner does); patches/s summed",
+            fit_threads=2,
+        ),
+        Option(
+            "two_fits_threads_1x2",
+            "two_fits_threads with intra-op 1, inter-op 2 threads",
+            threads=(1, 2),
+            fit_threads=2,
         ),
     )
 }
@@ -116,27 +130,38 @@ def worker(option: Option, data: Path, spec: dict[str, Any]) -> dict[str, Any]:
         options = dict(spec["options"][architecture])
         if architecture == "mobilenetv2":
             options.update(weights=None, weights_fallback=None)
-        model = builders.build_classifier(architecture, x.shape[1], 2, options)
+        models = [
+            builders.build_classifier(architecture, x.shape[1], 2, options)
+            for _ in range(option.fit_threads)
+        ]
+
+        def train_one(model: Any, index: int, architecture: str = architecture) -> float:
+            return training.fit(
+                model,
+                train,
+                val,
+                name=f"bench.{architecture}.{index}",
+                epochs=spec["epochs"],
+                batch_size=settings["batch_size"],
+                learning_rate=settings["learning_rate"],
+                seed=index,
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                augment="classifier",
+                patience=spec["epochs"],
+                progress_interval=1e9,
+                compile_options=option.compile_args,  # training only, the baseline has none
+            ).patches_per_second
+
         start = time.perf_counter()
-        speed = training.fit(
-            model,
-            train,
-            val,
-            name=f"bench.{architecture}",
-            epochs=spec["epochs"],
-            batch_size=settings["batch_size"],
-            learning_rate=settings["learning_rate"],
-            seed=0,
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            augment="classifier",
-            patience=spec["epochs"],
-            progress_interval=1e9,
-            compile_options=option.compile_args,  # training only, the baseline has none
-        ).patches_per_second
-        probabilities = training.predict(model, val[0])
+        if option.fit_threads == 1:
+            speeds = [train_one(models[0], 0)]
+        else:
+            with ThreadPoolExecutor(option.fit_threads) as pool:
+                speeds = list(pool.map(train_one, models, range(len(models))))
+        probabilities = training.predict(models[0], val[0])
         results[architecture] = {
-            "patches_per_second": speed,
+            "patches_per_second": float(sum(speeds)),
             "seconds": time.perf_counter() - start,
             "val_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == val[1])),
             "finite": bool(np.isfinite(probabilities).all()),

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssc_skin.models import trainers, training
+from ssc_skin.models import seeding, trainers, training
 from tests.models import test_training
 from tests.models.test_training import _tiny_data as _data
 
@@ -14,18 +14,18 @@ FIT = {**test_training.FIT, "augment": "classifier", "lr_schedule": "cosine"}
 
 
 def _model(units: int = 4, seed: int = 1) -> keras.Model:
-    keras.utils.set_random_seed(seed)  # the same initial weights for every build
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Rescaling(1 / 255),
-            keras.layers.Conv2D(units, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(2, activation="softmax"),
-        ]
-    )
+    with seeding.seeded(seed):  # the same initial weights for every build, in any thread
+        return keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Conv2D(units, 3, padding="same"),
+                keras.layers.BatchNormalization(),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dropout(0.3),
+                keras.layers.Dense(2, activation="softmax"),
+            ]
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,8 @@ def test_the_callers_model_is_never_the_trainer():
     _fit(second, data_seed=7)  # trains the cached trainer on other data
     for a, b in zip(before, _weights(first), strict=True):
         np.testing.assert_array_equal(a, b)  # the first model kept its own weights
-    assert all(m is not first and m is not second for m in trainers._TRAINERS.values())
+    cached = [m for idle in trainers._TRAINERS.values() for m in idle]
+    assert cached and all(m is not first and m is not second for m in cached)
     assert first.optimizer is not None  # compiled, as a directly fitted model is
 
 
@@ -80,6 +81,42 @@ def test_other_structures_and_settings_get_their_own_key():
     frozen = _model()
     frozen.layers[1].trainable = False
     assert base != trainers.structure_key(frozen, loss="a")
+
+
+def test_a_checked_out_trainer_is_not_handed_to_a_second_fit():
+    """Two fits at once (the fold-parallel runner's threads) each get their own trainer; both
+    go back to the cache afterwards and the next two fits reuse them."""
+    trainers.clear()
+    model = _model()
+    key = trainers.structure_key(model, loss="x")
+    first, cached_first = trainers.checkout(model, key)
+    second, cached_second = trainers.checkout(model, key)
+    assert first is not None and second is not None and first is not second
+    assert not cached_first and not cached_second  # nothing idle: each a new clone
+    trainers.remember(key, first)
+    trainers.remember(key, second)
+    again = {id(trainers.checkout(model, key)[0]) for _ in range(2)}
+    assert again == {id(first), id(second)}
+    assert trainers.checkout(model, key)[1] is False  # both out again: a third is new
+
+
+def test_concurrent_fits_in_threads_equal_the_same_fits_one_after_the_other():
+    """What two folds at once do: fits in two threads give the models that sequential fits
+    give (each fit's state is its own; the seed and the build are not interleaved)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    def fitted(data_seed: int) -> list[np.ndarray]:
+        model = _model()
+        _fit(model, data_seed=data_seed)
+        return _weights(model)
+
+    trainers.clear()
+    alone = [fitted(s) for s in (3, 4)]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(fitted, (3, 4)))
+    for one, other in zip(alone, together, strict=True):
+        for a, b in zip(one, other, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_the_cache_is_bounded():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ssc_skin.imaging import tiling
-from ssc_skin.models import builders, training
+from ssc_skin.models import builders, seeding, training
 from ssc_skin.models.tasks import encode_labels, unsupported_reason
 
 
@@ -117,12 +117,13 @@ def build_and_fit(
 ) -> tuple[keras.Model, list[training.TrainingResult]]:
     """Build the model and fit it (frozen backbone first where pretrained), in the caller's
     distribution scope; each epoch's metrics go to `log` with one step count across fits."""
-    model = builders.build_classifier(
-        builder_name(architecture),
-        architecture["input_size"],
-        len(task["classes"]),
-        architecture.get("options", {}),
-    )
+    with seeding.seeded(settings["seed"]):  # initial weights from the seed alone
+        model = builders.build_classifier(
+            builder_name(architecture),
+            architecture["input_size"],
+            len(task["classes"]),
+            architecture.get("options", {}),
+        )
     fit_args = {
         "name": f"{task['name']}.{architecture['name']}",
         "batch_size": settings["batch_size"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -24,7 +25,10 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 MAX_TRAINERS = 8
-_TRAINERS: OrderedDict[str, keras.Model] = OrderedDict()
+# Trainers not in use, per structure key. A fit checks one out and gives it back when done, so
+# two fits at once (the fold-parallel runner's threads) never share one trainer's variables.
+_TRAINERS: OrderedDict[str, list[keras.Model]] = OrderedDict()
+_LOCK = threading.Lock()
 
 
 def state_variables(model: keras.Model) -> list[keras.Variable]:
@@ -78,17 +82,22 @@ def reset_optimizer(optimizer: keras.optimizers.Optimizer, learning_rate: Any) -
             variable.assign(tf.zeros_like(variable))
 
 
-def trainer_for(model: keras.Model, key: str) -> tuple[keras.Model | None, bool]:
-    """(trainer, cached): the cached trainer for `key`, or a new clone of `model`.
+def checkout(model: keras.Model, key: str) -> tuple[keras.Model | None, bool]:
+    """(trainer, cached): a cached trainer for `key`, now the caller's alone until it gives it
+    back (`remember`), or a new clone of `model`.
 
     Returns (None, False) where a trainer cannot be made (a distribution strategy is active,
     or the model cannot be cloned): the caller then fits its own model as before.
     """
     if tf.distribute.has_strategy():
         return None, False
-    if key in _TRAINERS:
-        _TRAINERS.move_to_end(key)
-        return _TRAINERS[key], True
+    with _LOCK:
+        idle = _TRAINERS.get(key)
+        if idle:
+            trainer = idle.pop()
+            if not idle:
+                del _TRAINERS[key]
+            return trainer, True
     try:
         trainer = keras.models.clone_model(model)
     except Exception as error:  # noqa: BLE001 - any model Keras cannot clone is fitted directly
@@ -107,13 +116,16 @@ def trainer_for(model: keras.Model, key: str) -> tuple[keras.Model | None, bool]
 
 
 def remember(key: str, trainer: keras.Model) -> None:
-    """Keep `trainer` for later fits of the same structure (at most MAX_TRAINERS)."""
-    _TRAINERS[key] = trainer
-    _TRAINERS.move_to_end(key)
-    while len(_TRAINERS) > MAX_TRAINERS:
-        _TRAINERS.popitem(last=False)
+    """Give `trainer` back for later fits of the same structure (at most MAX_TRAINERS
+    structures, the least recently used forgotten first)."""
+    with _LOCK:
+        _TRAINERS.setdefault(key, []).append(trainer)
+        _TRAINERS.move_to_end(key)
+        while len(_TRAINERS) > MAX_TRAINERS:
+            _TRAINERS.popitem(last=False)
 
 
 def clear() -> None:
     """Forget every cached trainer (tests; a long-lived process that wants its memory back)."""
-    _TRAINERS.clear()
+    with _LOCK:
+        _TRAINERS.clear()

@@ -15,7 +15,7 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
-from ssc_skin.models import trainers
+from ssc_skin.models import seeding, trainers
 from ssc_skin.models.progress import ProgressLogger
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def fit(
     call into the graph, the same updates with less Python in between); the returned model
     is compiled without them, so its predictions run one batch per call.
     """
-    keras.utils.set_random_seed(seed)
+    seeding.set_seed(seed)
     compile_options = dict(compile_options or {})
     if targets is not None and loss == "sparse_categorical_crossentropy":
         loss = "categorical_crossentropy"  # the same loss on one-hot (softened) targets
@@ -287,7 +287,7 @@ def fit(
         learning_rate=keras.saving.serialize_keras_object(rate),
         **compile_options,
     )
-    trainer, cached = trainers.trainer_for(model, key)
+    trainer, cached = trainers.checkout(model, key)
     fitted = trainer if trainer is not None else model
     if trainer is not None:
         trainers.copy_state(model, trainer)

@@ -16,7 +16,7 @@ from ssc_skin.evaluation import figures
 from ssc_skin.evaluation.metrics import dice_iou
 from ssc_skin.imaging import tiling
 from ssc_skin.inference import export
-from ssc_skin.models import builders, training
+from ssc_skin.models import builders, seeding, training
 from ssc_skin.preprocessing import preprocess
 from ssc_skin.preprocessing.preprocess import (
     OK,
@@ -63,7 +63,10 @@ def train_unet(
     val_rows = np.flatnonzero(usable & (patch_index["split"] == "val").to_numpy())
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError("segmentation needs masked patches in the train and val splits")
-    model = builders.build_unet(size, len(MASK_CLASSES), params["base_filters"], params["depth"])
+    with seeding.seeded(params["seed"]):  # initial weights from the seed alone
+        model = builders.build_unet(
+            size, len(MASK_CLASSES), params["base_filters"], params["depth"]
+        )
     result = training.fit(
         model,
         _unet_inputs(patches, train_rows, size),

@@ -1,0 +1,116 @@
+"""The default run's runner: independent nodes (the folds, the final fit) two at a time.
+
+Why: one Keras fit of these small networks keeps a 2-core laptop's second core mostly idle
+(small ops, Python between steps); two fits at once, each in its own thread of one process,
+train ~1.5-2x the patches per second (`benchmarks/throughput.py`, option `two_fits_threads`).
+The k folds and the final fit share nothing but the per-image work done before them, so
+running two of their nodes at a time uses that core without changing what any node computes.
+
+Threads, not processes: the nodes pass Keras models and large arrays in memory, and MLflow's
+nested runs and the traced-trainer cache live in this process (kedro-mlflow re-enters the
+run in each worker thread). What threads share is made safe where it is shared: the trainer
+cache checks a trainer out to one fit at a time, and seeding a fit or building a model holds
+one lock (`models.seeding`).
+
+Scheduling: at most `max_workers` nodes run at once, picked among the ready ones by the most
+work left below them (a training node counts `TRAINING_WEIGHT`, any other 1), so the long
+chains start first and the run does not end on one chain with a core idle. Ties go in the
+pipeline's own (topological) order, so the order is the same from run to run.
+`kedro run --runner SequentialRunner` runs one node at a time, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import cache
+from itertools import chain
+from typing import Any
+
+from kedro.pipeline import Pipeline
+from kedro.pipeline.node import Node
+from kedro.runner import ThreadRunner
+from kedro.runner.task import Task
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 2  # the users' laptop: 2 cores (`--runner-params max_workers=N` for more)
+TRAINING_WEIGHT = 20  # a fit takes tens of seconds; most other nodes take about one
+
+
+def node_weight(node: Node) -> int:
+    """A rough cost: training nodes dominate the run's time."""
+    return TRAINING_WEIGHT if "train" in node.name else 1
+
+
+def remaining_work(pipeline: Pipeline) -> dict[Node, int]:
+    """Per node, its weight plus the heaviest chain of nodes that depend on it."""
+    dependents: dict[Node, set[Node]] = {n: set() for n in pipeline.nodes}
+    for child, parents in pipeline.node_dependencies.items():
+        for parent in parents:
+            dependents[parent].add(child)
+
+    @cache
+    def work(node: Node) -> int:
+        return node_weight(node) + max((work(c) for c in dependents[node]), default=0)
+
+    return {n: work(n) for n in pipeline.nodes}
+
+
+def schedule_order(ready: set[Node], work: dict[Node, int], position: dict[Node, int]) -> list:
+    """Ready nodes, the most work left below them first; ties in pipeline order."""
+    return sorted(ready, key=lambda n: (-work[n], position[n]))
+
+
+class FoldParallelRunner(ThreadRunner):
+    """A `ThreadRunner` that runs at most `max_workers` nodes at once, critical chains first."""
+
+    def __init__(self, max_workers: int | None = DEFAULT_WORKERS, is_async: bool = False):
+        super().__init__(max_workers=max_workers or DEFAULT_WORKERS, is_async=is_async)
+
+    def _run(
+        self,
+        pipeline: Pipeline,
+        catalog: Any,
+        hook_manager: Any = None,
+        run_id: str | None = None,
+    ) -> None:
+        nodes = pipeline.nodes
+        load_counts = Counter(chain.from_iterable(n.inputs for n in nodes))
+        dependencies = pipeline.node_dependencies
+        work = remaining_work(pipeline)
+        position = {n: i for i, n in enumerate(nodes)}
+        todo, done_nodes = set(nodes), set()
+        running: set[Future[Node]] = set()
+        workers = min(self._max_workers, max(len(nodes), 1))
+        logger.info("Running %d nodes, at most %d at a time", len(nodes), workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
+            while todo or running:
+                ready = {n for n in todo if dependencies[n] <= done_nodes}
+                for node in schedule_order(ready, work, position)[: workers - len(running)]:
+                    todo.discard(node)
+                    task = Task(
+                        node=node,
+                        catalog=catalog,
+                        hook_manager=hook_manager,
+                        is_async=False,
+                        run_id=run_id,
+                    )
+                    running.add(pool.submit(task))
+                if not running:
+                    self._raise_runtime_error(todo, done_nodes, ready, None)
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        node = future.result()
+                    except Exception:
+                        for other in running:
+                            other.cancel()
+                        wait(running)  # the other node ends before the error reaches the user
+                        self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+                        raise
+                    done_nodes.add(node)
+                    self._logger.info("Completed node: %s", node.name)
+                    self._logger.info("Completed %d out of %d tasks", len(done_nodes), len(nodes))
+                    self._release_datasets(node, catalog, load_counts, pipeline)

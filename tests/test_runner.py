@@ -1,0 +1,106 @@
+"""The default run's runner: at most `max_workers` nodes at once, long chains first, the same
+outputs as Kedro's SequentialRunner, and a failing node's error reaches the caller."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+from kedro.runner import SequentialRunner
+
+from ssc_skin import cli
+from ssc_skin.runner import FoldParallelRunner, remaining_work, schedule_order
+
+
+class Tracker:
+    """Counts how many nodes run at once, and in which order they start."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.started: list[str] = []
+
+    def step(self, name: str, seconds: float = 0.05):
+        def run(value: int) -> int:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+                self.started.append(name)
+            time.sleep(seconds)
+            with self.lock:
+                self.now -= 1
+            return value + 1
+
+        run.__name__ = name
+        return run
+
+
+def _chains(tracker: Tracker, lengths: dict[str, int]) -> Pipeline:
+    """Independent chains `<c>0 -> <c>1 -> ...` from one input `x`."""
+    nodes = []
+    for chain, length in lengths.items():
+        source = "x"
+        for i in range(length):
+            target = f"{chain}{i}"
+            nodes.append(node(tracker.step(target), source, target, name=target))
+            source = target
+    return Pipeline(nodes)
+
+
+def _catalog() -> DataCatalog:
+    return DataCatalog({"x": MemoryDataset(0)})
+
+
+def test_at_most_max_workers_at_once_and_the_same_outputs_as_sequential():
+    tracker = Tracker()
+    pipe = _chains(tracker, {"a": 3, "b": 3, "c": 3, "d": 3})
+    parallel = FoldParallelRunner(max_workers=2).run(pipe, _catalog())
+    assert tracker.most == 2  # two at once: the chains overlapped, never three
+    sequential = SequentialRunner().run(pipe, _catalog())
+    assert {k: v.load() for k, v in parallel.items()} == {
+        k: v.load() for k, v in sequential.items()
+    }
+    assert set(parallel) == {"a2", "b2", "c2", "d2"}
+
+
+def test_the_chain_with_most_work_left_starts_first():
+    tracker = Tracker()
+    pipe = _chains(tracker, {"short": 1, "long": 4})
+    work = remaining_work(pipe)
+    by_name = {n.name: n for n in pipe.nodes}
+    assert work[by_name["long0"]] == 4 and work[by_name["short0"]] == 1
+    FoldParallelRunner(max_workers=1).run(pipe, _catalog())
+    assert tracker.started[0] == "long0"  # one worker: the long chain goes first
+
+
+def test_ties_follow_the_pipeline_order_every_time():
+    pipe = _chains(Tracker(), {"a": 2, "b": 2, "c": 2})
+    work = remaining_work(pipe)
+    position = {n: i for i, n in enumerate(pipe.nodes)}
+    ready = {n for n in pipe.nodes if n.name.endswith("0")}
+    orders = {tuple(n.name for n in schedule_order(set(ready), work, position)) for _ in range(5)}
+    assert orders == {("a0", "b0", "c0")}
+
+
+def test_a_failing_node_stops_the_run_with_its_own_error():
+    def broken(value: int) -> int:
+        raise ValueError("node b1 could not read its input")
+
+    tracker = Tracker()
+    pipe = _chains(tracker, {"a": 3}) + Pipeline([node(broken, "x", "b1", name="b1")])
+    with pytest.raises(ValueError, match="could not read its input"):
+        FoldParallelRunner(max_workers=2).run(pipe, _catalog())
+
+
+def test_kedro_run_defaults_to_the_fold_parallel_runner():
+    command = cli.cli.commands["run"]
+    runner = next(p for p in command.params if p.name == "runner")
+    assert runner.default == "ssc_skin.runner.FoldParallelRunner"
+    from kedro.framework.cli.project import run as kedro_run  # noqa: PLC0415
+
+    original = next(p for p in kedro_run.params if p.name == "runner")
+    assert original.default is None  # Kedro's own command is left as it was
