@@ -89,6 +89,7 @@ class Sizes:
         "threads_2x1",
         "steps_per_execution_8",
         "cache",
+        "two_fits_threads",  # what the default run's fold-parallel runner does
     )
     throughput_rounds: int = 2
     throughput_epochs: int = 3

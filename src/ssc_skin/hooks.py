@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import PurePath
 from typing import Any
@@ -55,6 +56,7 @@ class NodeTimingHook:
         self._pending_tags: dict[str, str] = {}
         self._git: dict[str, str] = {}
         self._node_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -79,8 +81,11 @@ class NodeTimingHook:
     def after_node_run(self, node: Node) -> None:
         seconds = time.perf_counter() - self._starts.pop(node.name, time.perf_counter())
         logger.info("Node %s took %.1f s", node.name, seconds)
-        self._node_seconds[node.name] = round(seconds, 3)
-        tracking.log_node_seconds(self._node_seconds, time.perf_counter() - self._pipeline_start)
+        with self._lock:  # nodes end in two threads under the fold-parallel runner
+            self._node_seconds[node.name] = round(seconds, 3)
+            tracking.log_node_seconds(
+                dict(self._node_seconds), time.perf_counter() - self._pipeline_start
+            )
 
     def _flush_tags(self) -> None:
         if self._pending_tags and tracking.is_tracking():

@@ -10,6 +10,7 @@ fold's last node ends. One line per fold: it never floods a CI log.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class FoldProgress:
         self.folds = 0
         self.done = 0
         self.start = 0.0
+        self.lock = threading.Lock()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any) -> None:
@@ -51,15 +53,16 @@ class FoldProgress:
     @hook_impl
     def after_node_run(self, node: Any) -> None:
         fold = fold_of(node.namespace)
-        if fold is None or fold not in self.remaining:
-            return
-        self.remaining[fold] -= 1
-        if self.remaining[fold] > 0:
-            return
-        del self.remaining[fold]
-        self.done += 1
-        elapsed = self.clock() - self.start
-        left = self.folds - self.done
+        with self.lock:  # the fold-parallel runner ends nodes in two threads
+            if fold is None or fold not in self.remaining:
+                return
+            self.remaining[fold] -= 1
+            if self.remaining[fold] > 0:
+                return
+            del self.remaining[fold]
+            self.done += 1
+            elapsed = self.clock() - self.start
+            left = self.folds - self.done
         eta = (
             f"ETA {duration(elapsed / self.done * left)} for the other folds"
             if left
