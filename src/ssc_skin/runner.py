@@ -63,11 +63,36 @@ def schedule_order(ready: set[Node], work: dict[Node, int], position: dict[Node,
     return sorted(ready, key=lambda n: (-work[n], position[n]))
 
 
-class FoldParallelRunner(ThreadRunner):
-    """A `ThreadRunner` that runs at most `max_workers` nodes at once, critical chains first."""
+def set_tensorflow_threads(intra_op: int, inter_op: int) -> bool:
+    """TensorFlow's thread pools, if its runtime has not started yet (it cannot change them
+    afterwards: then the call says so in the log and changes nothing). 0 = TF's default."""
+    import tensorflow as tf  # noqa: PLC0415 - only where the runner is used
 
-    def __init__(self, max_workers: int | None = DEFAULT_WORKERS, is_async: bool = False):
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as error:
+        logger.warning("TensorFlow's thread pools stay as they are: %s", error)
+        return False
+    return True
+
+
+class FoldParallelRunner(ThreadRunner):
+    """A `ThreadRunner` that runs at most `max_workers` nodes at once, critical chains first.
+
+    `intra_op_threads`: TensorFlow threads per operation (default 1: two fits side by side then
+    each keep one core busy instead of splitting every operation across both; 0 keeps TF's
+    default of one per core).
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = DEFAULT_WORKERS,
+        is_async: bool = False,
+        intra_op_threads: int = 1,
+    ):
         super().__init__(max_workers=max_workers or DEFAULT_WORKERS, is_async=is_async)
+        self.intra_op_threads = int(intra_op_threads)
 
     def _run(
         self,
@@ -84,6 +109,8 @@ class FoldParallelRunner(ThreadRunner):
         todo, done_nodes = set(nodes), set()
         running: set[Future[Node]] = set()
         workers = min(self._max_workers, max(len(nodes), 1))
+        if workers > 1 and self.intra_op_threads:
+            set_tensorflow_threads(self.intra_op_threads, workers)
         logger.info("Running %d nodes, at most %d at a time", len(nodes), workers)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node") as pool:
             while todo or running:

@@ -1,7 +1,8 @@
 """The default run: every patient tested once, and no fold's fitted state sees its test patients.
 
 The default run of `kedro run --env test` (3 folds, then the final fit, export and registry)
-runs in this process, with spies on
+runs in this process with the default runner (`FoldParallelRunner`: two nodes at a time, in
+threads, so two folds' fits overlap), with spies on
 every fitting function (the stain normaliser, the UNet and classifier training loop, the peer,
 the hybrid) that record, per fold, what each was fitted on. Every record is then checked against
 that fold's test patients: their patches (at the size the model saw), their texture features,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from PIL import Image
 from ssc_skin.evaluation import hybrid, texture
 from ssc_skin.imaging import stain, tiling
 from ssc_skin.models import training
+from ssc_skin.runner import FoldParallelRunner
 from tests.helpers import copy_project, logged_report_problems, mlflow_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +45,18 @@ class Recorder:
     """A Kedro hook that knows which fold is running, and keeps each fold's patches."""
 
     def __init__(self) -> None:
-        self.fold: str | None = None
+        self.local = threading.local()  # the fold of the node running in this thread
         self.fitted: dict[str, list[tuple[str, Any]]] = defaultdict(list)
         self.patches: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
 
     @hook_impl
     def before_node_run(self, node: Any) -> None:
         first = (node.namespace or "").split(".")[0]
-        self.fold = first if first.startswith("fold_") else None
+        self.local.fold = first if first.startswith("fold_") else None
+
+    @property
+    def fold(self) -> str | None:
+        return getattr(self.local, "fold", None)
 
     @hook_impl
     def after_node_run(self, node: Any, outputs: dict[str, Any]) -> None:
@@ -105,7 +112,7 @@ def cross_validation(tmp_path_factory):
             bootstrap_project(project)
             with KedroSession.create(project_path=project, env="test") as session:
                 session._hook_manager.register(recorder)
-                session.run()
+                session.run(runner=FoldParallelRunner())
     finally:
         patch.undo()
     return project, recorder
@@ -202,3 +209,20 @@ def test_the_final_fit_uses_every_patient_and_is_exported(cross_validation):
     for name in ("binary.cnn.keras", "binary.texture.pkl", "three_class.hybrid.pkl"):
         assert (models / name).stat().st_size > 0, name
     assert not (project / "data" / "03_primary" / "patient_splits.csv").exists()
+
+
+def test_the_threads_of_the_default_runner_log_into_one_run(cross_validation):
+    """Two nodes at a time in two threads: still one parent run (tagged with the runner), every
+    model's nested run under it, none opened on its own by a worker thread."""
+    project, _ = cross_validation
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ssc_skin")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["runner"] == "FoldParallelRunner"
+    nested = [r for r in runs if r is not parent]
+    assert {r.data.tags["mlflow.parentRunId"] for r in nested} == {parent.info.run_id}
+    folds = {r.data.tags.get("fold") for r in nested} - {None}
+    assert folds == {"fold_0", "fold_1", "fold_2"}
+    names = [r.info.run_name for r in nested]
+    assert len(names) == len(set(names))  # each model of each fold once
