@@ -12,7 +12,13 @@ from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner
 
 from ssc_skin import cli
-from ssc_skin.runner import FoldParallelRunner, remaining_work, schedule_order
+from ssc_skin.runner import (
+    FoldParallelRunner,
+    pick,
+    remaining_work,
+    schedule_order,
+    training_key,
+)
 
 
 class Tracker:
@@ -104,3 +110,24 @@ def test_kedro_run_defaults_to_the_fold_parallel_runner():
 
     original = next(p for p in kedro_run.params if p.name == "runner")
     assert original.default is None  # Kedro's own command is left as it was
+
+
+def _named(name: str):
+    return node(lambda x: x, "x", name.replace(".", "_") + "_out", name=name)
+
+
+def test_two_fits_of_one_network_are_not_started_together_while_other_work_is_ready():
+    running = [_named("fold_0.binary.cnn.train_classifier")]
+    same = _named("fold_1.binary.cnn.train_classifier")
+    final_same = _named("binary.cnn.train_classifier")
+    other_fit = _named("fold_1.binary.mobilenetv2.train_classifier")
+    small = _named("fold_1.binary.cnn.predict_patches")
+    assert training_key(same) == training_key(final_same) == "binary.cnn.train_classifier"
+    assert training_key(small) is None
+    assert pick([same, final_same, other_fit], running, 1) == [other_fit]
+    assert pick([same, small], running, 1) == [small]
+    assert pick([same], running, 1) == [same]  # nothing else ready: no idle core
+    assert pick([other_fit, _named("fold_2.binary.mobilenetv2.train_classifier")], [], 2) == [
+        other_fit,
+        _named("fold_2.binary.mobilenetv2.train_classifier"),
+    ]
