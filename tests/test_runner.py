@@ -131,3 +131,37 @@ def test_two_fits_of_one_network_are_not_started_together_while_other_work_is_re
         other_fit,
         _named("fold_2.binary.mobilenetv2.train_classifier"),
     ]
+
+
+def test_a_node_reading_a_folder_waits_for_the_nodes_writing_into_it(tmp_path):
+    """The report page embeds the figures other nodes write into its folder; no edge of the
+    graph says so. Two at a time, the page would start beside the slow figure node and miss
+    the figure; the runner makes it wait."""
+    from kedro_datasets.partitions import PartitionedDataset  # noqa: PLC0415
+    from kedro_datasets.text import TextDataset  # noqa: PLC0415
+
+    def figure(value: int) -> str:
+        time.sleep(0.3)
+        return f"figure {value}"
+
+    def page(figures: dict, value: int) -> str:
+        return " + ".join(sorted(load() for load in figures.values())) + f" on page {value}"
+
+    catalog = DataCatalog(
+        {
+            "x": MemoryDataset(7),
+            "figure": TextDataset(filepath=str(tmp_path / "figures" / "a.txt")),
+            "figures": PartitionedDataset(
+                path=str(tmp_path / "figures"), dataset=TextDataset, filename_suffix=".txt"
+            ),
+        }
+    )
+    pipe = Pipeline(
+        [
+            node(figure, "x", "figure", name="figure"),
+            node(page, ["figures", "x"], "page", name="page"),
+        ]
+    )
+    (tmp_path / "figures").mkdir()
+    result = FoldParallelRunner(max_workers=2).run(pipe, catalog)
+    assert result["page"].load() == "figure 7 on page 7"

@@ -58,6 +58,57 @@ def remaining_work(pipeline: Pipeline) -> dict[Node, int]:
     return {n: work(n) for n in pipeline.nodes}
 
 
+def _location(dataset: Any) -> str | None:
+    """Where a file dataset writes (`_filepath`) or a folder dataset reads (`_path`)."""
+    for attribute in ("_filepath", "_path"):
+        value = getattr(dataset, attribute, None)
+        if value:
+            return str(value).rstrip("/")
+    return None
+
+
+def folder_dependencies(pipeline: Pipeline, catalog: Any) -> dict[Node, set[Node]]:
+    """Per node that reads a whole folder (a `PartitionedDataset`, e.g. the report's figures
+    under data/08_reporting), the nodes that write a file into that folder: it runs after them.
+
+    Why: the graph does not show that the page embedding the figures needs the figure nodes
+    (a figure file cannot be a node's input, its dataset only saves). One node at a time ran
+    them first by the luck of the topological order; two at a time did not, and the page lost
+    its figures. Writers that depend on the reader themselves are left out (no cycles).
+    """
+    from kedro_datasets.partitions import PartitionedDataset  # noqa: PLC0415
+
+    def dataset(name: str) -> Any:
+        try:
+            return catalog.get(name)
+        except Exception:  # noqa: BLE001 - a dataset that cannot be resolved writes no file
+            return None
+
+    writers = [
+        (node, location)
+        for node in pipeline.nodes
+        for name in node.outputs
+        if (location := _location(dataset(name)))
+    ]
+    extra: dict[Node, set[Node]] = {}
+    for node in pipeline.nodes:
+        folders = [
+            _location(ds)
+            for name in node.inputs
+            if isinstance(ds := dataset(name), PartitionedDataset)
+        ]
+        folders = [f"{f}/" for f in folders if f]
+        if not folders:
+            continue
+        below = set(pipeline.from_nodes(node.name).nodes)  # the reader and what follows it
+        extra[node] = {
+            writer
+            for writer, location in writers
+            if writer not in below and any(location.startswith(f) for f in folders)
+        }
+    return extra
+
+
 def schedule_order(ready: set[Node], work: dict[Node, int], position: dict[Node, int]) -> list:
     """Ready nodes, the most work left below them first; ties in pipeline order."""
     return sorted(ready, key=lambda n: (-work[n], position[n]))
@@ -135,7 +186,9 @@ class FoldParallelRunner(ThreadRunner):
     ) -> None:
         nodes = pipeline.nodes
         load_counts = Counter(chain.from_iterable(n.inputs for n in nodes))
-        dependencies = pipeline.node_dependencies
+        dependencies = {n: set(parents) for n, parents in pipeline.node_dependencies.items()}
+        for node, writers in folder_dependencies(pipeline, catalog).items():
+            dependencies[node] |= writers
         work = remaining_work(pipeline)
         position = {n: i for i, n in enumerate(nodes)}
         todo, done_nodes = set(nodes), set()
