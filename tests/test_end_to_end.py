@@ -1,6 +1,7 @@
 """The whole study, `kedro run --env test`, in a temporary copy of the project."""
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -185,6 +186,10 @@ def test_each_nested_run_logs_its_model_with_the_keras_flavour(mlflow_runs, fini
     _, runs = mlflow_runs
     child = next(r for r in runs if r.info.run_name == "binary.cnn")
     mlflow.set_tracking_uri(f"sqlite:///{finished_project / 'mlflow.db'}")
+    # The logged network includes the test-time augmentation layer (`OrientedViews`): Keras
+    # finds it once the project's module that registers it is imported, as in every project
+    # code path. Imported here, so the test does not depend on what earlier tests imported.
+    importlib.import_module("ssc_skin.models.tta")
     model = mlflow.pyfunc.load_model(child.data.tags["model_uri"])
     assert model.metadata.flavors.keys() >= {"keras", "python_function"}
 
