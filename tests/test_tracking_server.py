@@ -139,7 +139,7 @@ def test_the_run_lands_in_the_server_not_in_a_local_store(tracked_run):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     run = parents[0]
     assert "binary.cnn/test_patient_accuracy" in run.data.metrics
-    assert run.data.tags["runner"] == "SequentialRunner" and run.data.tags["config_env"] == "test"
+    assert run.data.tags["runner"] == "FoldParallelRunner" and run.data.tags["config_env"] == "test"
     # artifacts go through the server (proxied) into its own store
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     report = Path(
