@@ -23,8 +23,9 @@ METHODS = ("simclr", "supervised")
 
 def pretraining_patches(params: dict[str, Any]) -> dict[str, Any]:
     """The pretraining patches: with `images` (a folder), its images' tissue patches, no
-    labels (SimCLR only), and `patch_counts` (what was used, what not and why); else a synthetic cohort drawn for pretraining only (its own seed, so
-    its patients are not the study's), with per-patch compartment shares and severity."""
+    labels (SimCLR only), and `patch_counts` (what was used, what not and why); else a
+    synthetic cohort drawn for pretraining only (its own seed, so its patients are not the
+    study's), with per-patch compartment shares and severity."""
     method = params.get("method", "simclr")
     if method not in METHODS:
         raise ValueError(f"pretrain.method must be one of {list(METHODS)}; got {method!r}")
