@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from ssc_skin.models import pretrain, training
+from ssc_skin.models import pretrain, seeding, training
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def pretrain_simclr(
             f"SimCLR needs at least 4 batches of patches: {len(images)} patches for "
             f"pretrain.batch_size {batch_size}; add images or lower pretrain.batch_size"
         )
-    keras.utils.set_random_seed(seed)
+    seeding.set_seed(seed)
     settings = {**DEFAULT_VIEW, **(view or {})}
     make_view = simclr_view(input_size, **settings)
     inputs = keras.Input((input_size, input_size, 3), name="image")

@@ -26,7 +26,7 @@ from keras import layers
 from ssc_skin.constants import MASK_CLASSES
 from ssc_skin.imaging import tiling
 from ssc_skin.imaging.tissue import tissue_mask
-from ssc_skin.models import builders
+from ssc_skin.models import builders, seeding
 
 logger = logging.getLogger(__name__)
 TARGETS = ("compartment", "severity")
@@ -168,7 +168,7 @@ def pretrain(
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Fit the pretext heads on the synthetic patches; return the backbone (best validation
     loss restored) and a summary with the per-epoch history."""
-    keras.utils.set_random_seed(seed)
+    seeding.set_seed(seed)
     images = tiling.resize_batch(arrays["images"], input_size)
     arrays = {**arrays, "images": images}
     base, scale = backbone(architecture, input_size, options)
