@@ -2,6 +2,7 @@
 experiment described, the git commit read before the input safety hook redacts the path."""
 
 import subprocess
+import threading
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -43,6 +44,11 @@ def test_nodes_are_timed_into_the_active_run(store):
     assert seconds["step"] >= 0
     assert metrics["time/pipeline_seconds"] >= seconds["step"]
     assert not any(k.startswith("node_seconds") for k in metrics)  # no chart per node
+    timeline = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/timing/node_timeline.json")
+    start, end, worker = timeline["step"]
+    assert 0 <= start <= end <= metrics["time/pipeline_seconds"] + 1e-3  # rounded to ms
+    assert end - start == pytest.approx(seconds["step"], abs=1e-2)
+    assert worker == threading.current_thread().name
 
 
 def test_the_run_gets_the_runner_class_name_and_the_config_env(store):

@@ -48,6 +48,9 @@ class NodeTimingHook:
       first node instead.
     - Node times go to one artifact (`timing/node_seconds.json`, rewritten after each node) and
       the metric `time/pipeline_seconds`: the parent run's charts stay the study's numbers.
+      `timing/node_timeline.json` adds when each node started and ended (seconds from the
+      pipeline's start) and on which worker: with two nodes at a time, it shows where a core
+      sat idle.
     """
 
     def __init__(self) -> None:
@@ -56,6 +59,7 @@ class NodeTimingHook:
         self._pending_tags: dict[str, str] = {}
         self._git: dict[str, str] = {}
         self._node_seconds: dict[str, float] = {}
+        self._timeline: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
 
     @hook_impl
@@ -66,6 +70,7 @@ class NodeTimingHook:
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         self._pipeline_start = time.perf_counter()
         self._node_seconds = {}
+        self._timeline = {}
         self._pending_tags = {
             **tracking.run_tags(run_params, git=self._git or None),
             "mlflow.runName": tracking.run_name(run_params),
@@ -79,12 +84,19 @@ class NodeTimingHook:
 
     @hook_impl
     def after_node_run(self, node: Node) -> None:
-        seconds = time.perf_counter() - self._starts.pop(node.name, time.perf_counter())
+        end = time.perf_counter()
+        start = self._starts.pop(node.name, end)
+        seconds = end - start
         logger.info("Node %s took %.1f s", node.name, seconds)
         with self._lock:  # nodes end in two threads under the fold-parallel runner
             self._node_seconds[node.name] = round(seconds, 3)
+            self._timeline[node.name] = [
+                round(start - self._pipeline_start, 3),
+                round(end - self._pipeline_start, 3),
+                threading.current_thread().name,
+            ]
             tracking.log_node_seconds(
-                dict(self._node_seconds), time.perf_counter() - self._pipeline_start
+                dict(self._node_seconds), end - self._pipeline_start, dict(self._timeline)
             )
 
     def _flush_tags(self) -> None:

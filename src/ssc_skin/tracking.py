@@ -337,12 +337,19 @@ def describe_experiment(experiment_id: str, note: str = EXPERIMENT_NOTE) -> None
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
-def log_node_seconds(node_seconds: Mapping[str, float], pipeline_seconds: float) -> None:
+def log_node_seconds(
+    node_seconds: Mapping[str, float],
+    pipeline_seconds: float,
+    timeline: Mapping[str, Any] | None = None,
+) -> None:
     """Every node's wall time so far as one artifact, and the run's time as one metric (not a
-    chart per node). No-op without an active run."""
+    chart per node); `timeline` (node: [start, end, worker]) as a second artifact. No-op
+    without an active run."""
     if not is_tracking():
         return
     mlflow.log_dict(dict(node_seconds), "timing/node_seconds.json")
+    if timeline is not None:
+        mlflow.log_dict(dict(timeline), "timing/node_timeline.json")
     mlflow.log_metric("time/pipeline_seconds", pipeline_seconds)
 
 
