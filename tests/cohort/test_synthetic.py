@@ -17,6 +17,16 @@ def test_same_seed_gives_same_bytes():
     assert [s.mask.tobytes() for s in first] == [s.mask.tobytes() for s in second]
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_sections_drawn_in_threads_equal_the_sequential_ones_in_order(workers):
+    sequential, threaded = _cohort(), _cohort(workers=workers)
+    assert [(s.patient_id, s.image_id) for s in threaded] == [
+        (s.patient_id, s.image_id) for s in sequential
+    ]
+    assert [s.image.tobytes() for s in threaded] == [s.image.tobytes() for s in sequential]
+    assert [s.mask.tobytes() for s in threaded] == [s.mask.tobytes() for s in sequential]
+
+
 def test_different_seed_gives_different_images():
     assert _cohort(seed=1)[0].image.tobytes() != _cohort(seed=2)[0].image.tobytes()
 

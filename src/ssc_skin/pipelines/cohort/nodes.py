@@ -21,6 +21,8 @@ from ssc_skin.pipelines.cohort import slide_nodes
 logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["image_path", "patient_id", "label", "mask_path"]  # a real cohort's format
+# Sections drawn at once at the start of a run, when nothing else is ready to run beside it.
+SYNTHETIC_WORKERS = 2
 
 
 def generate_synthetic_cohort(
@@ -44,6 +46,7 @@ def generate_synthetic_cohort(
         difficulty=params["difficulty"],
         artefact_rate=params["artefact_rate"],
         seed=params["seed"],
+        workers=SYNTHETIC_WORKERS,
     )
     images, masks, rows = {}, {}, []
     start = time.perf_counter()
