@@ -8,12 +8,15 @@ import time
 
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Node, Pipeline, node
 from kedro.runner import SequentialRunner
 
 from ssc_skin import cli
 from ssc_skin.runner import (
+    NODE_SECONDS,
+    TRAINING_WEIGHT,
     FoldParallelRunner,
+    node_weight,
     pick,
     remaining_work,
     schedule_order,
@@ -81,6 +84,33 @@ def test_the_chain_with_most_work_left_starts_first():
     assert work[by_name["long0"]] == 4 and work[by_name["short0"]] == 1
     FoldParallelRunner(max_workers=1).run(pipe, _catalog())
     assert tracker.started[0] == "long0"  # one worker: the long chain goes first
+
+
+def test_a_node_costs_what_its_kind_typically_takes():
+    def named(name: str) -> Node:
+        return node(lambda x: x, "x", f"out_{name}", name=name)
+
+    assert node_weight(named("binary.mobilenetv2.export_tflite")) == NODE_SECONDS["export_tflite"]
+    assert (
+        node_weight(named("fold_3.binary.cnn.train_classifier")) == NODE_SECONDS["train_classifier"]
+    )
+    assert node_weight(named("fold_3.binary.texture.train_texture_baseline")) == 1
+    assert node_weight(named("fold_0.something_new_to_train")) == TRAINING_WEIGHT
+    assert node_weight(named("cv.build_report")) == 1
+    # a TFLite export (long, nothing after it) outranks a prediction and its scoring
+    export = Pipeline([node(lambda x: x, "m", "t", name="binary.cnn.export_tflite")])
+    scoring = Pipeline(
+        [
+            node(lambda x: x, "m", "p", name="fold_0.binary.cnn.predict_patches"),
+            node(lambda x: x, "p", "e", name="fold_0.binary.cnn.evaluate_predictions"),
+        ]
+    )
+    work = remaining_work(export + scoring)
+    by_name = {n.name: n for n in (export + scoring).nodes}
+    assert (
+        work[by_name["binary.cnn.export_tflite"]]
+        > work[by_name["fold_0.binary.cnn.predict_patches"]]
+    )
 
 
 def test_ties_follow_the_pipeline_order_every_time():

@@ -13,9 +13,10 @@ cache checks a trainer out to one fit at a time, and seeding a fit or building a
 one lock (`models.seeding`).
 
 Scheduling: at most `max_workers` nodes run at once, picked among the ready ones by the most
-work left below them (a training node counts `TRAINING_WEIGHT`, any other 1), so the long
-chains start first and the run does not end on one chain with a core idle. Ties go in the
-pipeline's own (topological) order, so the order is the same from run to run.
+work left below them (the costliest chain of dependents, each node costed by its kind in
+`NODE_SECONDS`, any other 1), so the long chains start first and the run does not end on one
+chain with a core idle. Ties go in the pipeline's own (topological) order, so the order is
+the same from run to run.
 `kedro run --runner SequentialRunner` runs one node at a time, as before.
 """
 
@@ -37,14 +38,43 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 2  # the users' laptop: 2 cores (`--runner-params max_workers=N` for more)
 TRAINING_WEIGHT = 20  # a fit takes tens of seconds; most other nodes take about one
+# Typical seconds of the nodes that take more than about one, by the last part of their name
+# (`fold_2.binary.cnn.train_classifier` -> `train_classifier`): the default run on 2 cores,
+# two at a time (MLflow artifact `timing/node_timeline.json`). Only their ratios matter: with
+# the TFLite exports costed as 1, the run started them last and ended on them with a core idle.
+NODE_SECONDS = {
+    "train_classifier": 25,
+    "train_unet": 13,
+    "export_tflite": 20,
+    "texture_features": 12,
+    "generate_synthetic_cohort": 10,
+    "compare_models": 8,
+    "predict_patches": 6,
+    "export_unet": 5,
+    "pool_model": 4,
+    "score_patches": 3,
+    "log_whole_image_predictor": 3,
+    "cut_shared_patches": 3,
+    "evaluate_predictions": 1.5,
+    "train_texture_baseline": 1,  # a logistic regression: under a second
+}
 
 
-def node_weight(node: Node) -> int:
-    """A rough cost: training nodes dominate the run's time."""
-    return TRAINING_WEIGHT if "train" in node.name else 1
+def node_weight(node: Node) -> float:
+    """A rough cost in seconds: its kind's typical time (`NODE_SECONDS`); another training node
+    `TRAINING_WEIGHT`, any other node 1."""
+    kind = node.name.rpartition(".")[2]
+    if kind in NODE_SECONDS:
+        return NODE_SECONDS[kind]
+    return TRAINING_WEIGHT if "train" in kind else 1
 
 
-def remaining_work(pipeline: Pipeline) -> dict[Node, int]:
+def is_training(node: Node) -> bool:
+    """Whether a node fits a model (the same-network rule of `pick` applies to it)."""
+    return "train" in node.name.rpartition(".")[2]
+
+
+def remaining_work(pipeline: Pipeline) -> dict[Node, float]:
     """Per node, its weight plus the heaviest chain of nodes that depend on it."""
     dependents: dict[Node, set[Node]] = {n: set() for n in pipeline.nodes}
     for child, parents in pipeline.node_dependencies.items():
@@ -52,7 +82,7 @@ def remaining_work(pipeline: Pipeline) -> dict[Node, int]:
             dependents[parent].add(child)
 
     @cache
-    def work(node: Node) -> int:
+    def work(node: Node) -> float:
         return node_weight(node) + max((work(c) for c in dependents[node]), default=0)
 
     return {n: work(n) for n in pipeline.nodes}
@@ -109,7 +139,7 @@ def folder_dependencies(pipeline: Pipeline, catalog: Any) -> dict[Node, set[Node
     return extra
 
 
-def schedule_order(ready: set[Node], work: dict[Node, int], position: dict[Node, int]) -> list:
+def schedule_order(ready: set[Node], work: dict[Node, float], position: dict[Node, int]) -> list:
     """Ready nodes, the most work left below them first; ties in pipeline order."""
     return sorted(ready, key=lambda n: (-work[n], position[n]))
 
@@ -118,7 +148,7 @@ def training_key(node: Node) -> str | None:
     """What a training node fits, the same in every fold (`fold_2.binary.cnn.train_classifier`
     and the final fit's `binary.cnn.train_classifier` -> `binary.cnn.train_classifier`); None
     for other nodes."""
-    if node_weight(node) < TRAINING_WEIGHT:
+    if not is_training(node) or node_weight(node) < TRAINING_WEIGHT:
         return None
     first, _, rest = node.name.partition(".")
     return rest if first.startswith("fold_") and rest else node.name
