@@ -23,7 +23,8 @@ def test_a_keras_model_round_trips_and_a_skip_replaces_it(model, tmp_path):
     dataset = KerasModelDataset(str(tmp_path / "binary.cnn.keras"), artifact_path=None)
     assert not dataset.exists()
     dataset.save(model)
-    loaded = dataset.load()
+    loaded = KerasModelDataset(str(tmp_path / "binary.cnn.keras"), artifact_path=None).load()
+    assert loaded is not model  # another dataset (a later run) reads the file
     x = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
     dataset.save(Skipped("labels cannot express it"))
@@ -32,6 +33,21 @@ def test_a_keras_model_round_trips_and_a_skip_replaces_it(model, tmp_path):
     dataset.save(model)  # and back: the marker goes
     assert not (tmp_path / "binary.cnn.skipped.json").exists()
     assert isinstance(dataset.load(), keras.Model)
+
+
+def test_the_written_model_is_handed_on_until_released(model, tmp_path):
+    """Readers in the same run get the model as written (no 1-2 s reload each); after Kedro
+    releases the dataset, a read loads the file again; a skip is never shadowed by the model."""
+    dataset = KerasModelDataset(str(tmp_path / "m.keras"), artifact_path=None)
+    dataset.save(model)
+    assert dataset.load() is model
+    dataset.release()
+    reloaded = dataset.load()
+    assert reloaded is not model
+    np.testing.assert_array_equal(reloaded.get_weights()[0], model.get_weights()[0])
+    dataset.save(model)
+    dataset.save(Skipped("no"))
+    assert dataset.load() == Skipped("no")
 
 
 def test_model_files_are_logged_to_the_active_mlflow_run(model, tmp_path):

@@ -68,13 +68,35 @@ class _SkippableFileDataset(AbstractDataset[Any, Any]):
 
 
 class KerasModelDataset(_SkippableFileDataset):
-    """A `.keras` classifier (or a `Skipped` marker)."""
+    """A `.keras` classifier (or a `Skipped` marker).
+
+    The model this process wrote is handed to the nodes that read it as it is, not loaded
+    back from the file, until Kedro releases the dataset after its last reader: a load costs
+    1-2 s of GIL-bound Python per reader (the default run reads each of its 28 classifiers two
+    or three times), the same object a `MemoryDataset` would pass. A model written by an
+    earlier run is loaded from its file.
+    """
+
+    def __init__(self, filepath: str, artifact_path: str | None = "models") -> None:
+        super().__init__(filepath, artifact_path)
+        self._written: keras.Model | None = None
 
     def _read(self) -> keras.Model:
+        if self._written is not None:
+            return self._written
         return keras.models.load_model(self._filepath)
 
     def _write(self, data: keras.Model) -> None:
         data.save(self._filepath)
+        self._written = data
+
+    def _save(self, data: Any) -> None:
+        self._written = None
+        super()._save(data)
+
+    def _release(self) -> None:
+        super()._release()
+        self._written = None
 
 
 class TFLiteModelDataset(_SkippableFileDataset):
