@@ -66,7 +66,7 @@ def node_weight(node: Node) -> float:
     kind = node.name.rpartition(".")[2]
     if kind in NODE_SECONDS:
         return NODE_SECONDS[kind]
-    return TRAINING_WEIGHT if "train" in kind else 1
+    return TRAINING_WEIGHT if is_training(node) else 1
 
 
 def is_training(node: Node) -> bool:

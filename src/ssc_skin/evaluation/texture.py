@@ -157,7 +157,7 @@ def _batch_features(rgb: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     parts = [_colour_histograms(rgb, hsv, int(settings["colour_bins"]))]
     parts.append(
         _gabor_batch(
-            gray,
+            g,
             tuple(float(v) for v in settings["gabor_wavelengths"]),
             int(settings["gabor_orientations"]),
         )
@@ -318,12 +318,13 @@ class _CosineFilter:
         return np.matmul(down, across.reshape(n, len(terms) * h, w), out=out)
 
 
-def _gabor_batch(gray: np.ndarray, wavelengths: tuple[float, ...], orientations: int) -> np.ndarray:
+def _gabor_batch(g: np.ndarray, wavelengths: tuple[float, ...], orientations: int) -> np.ndarray:
     """Per patch and wavelength: mean, spread and range over orientations of the mean absolute
-    Gabor response of gray / 255, as in `patch_features` (in another order of orientations:
-    mirror pairs of `_gabor_bank` come together; the three statistics do not depend on it)."""
-    n, h, w = gray.shape
-    filtered = _CosineFilter(gray.astype(np.float32) / 255.0)
+    Gabor response of g (gray / 255, float32, n x h x w), as in `patch_features` (in another
+    order of orientations: mirror pairs of `_gabor_bank` come together; the three statistics
+    do not depend on it)."""
+    n, h, w = g.shape
+    filtered = _CosineFilter(g)
     first, second, third = (np.empty((n, h, w), np.float32) for _ in range(3))
 
     def mean_abs(x: np.ndarray) -> np.ndarray:

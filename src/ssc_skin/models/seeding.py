@@ -19,7 +19,6 @@ would also reset, decides nothing here (`tests/models/test_seeding.py`).
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 from collections.abc import Iterator
@@ -28,8 +27,6 @@ from contextlib import contextmanager
 import keras
 import numpy as np
 import tensorflow as tf
-
-logger = logging.getLogger(__name__)
 
 RNG_LOCK = threading.RLock()
 
@@ -40,10 +37,6 @@ try:  # Keras' own global seed state (what `keras.utils.set_random_seed` writes)
     from tensorflow.python.eager import context as tf_context
 except ImportError:  # pragma: no cover - another Keras/TF layout: seed the slow, public way
     global_state = None
-
-
-def _tensorflow_seed() -> int | None:
-    return tf_context.global_seed()
 
 
 def _seed_keras_numpy_python(seed: int) -> None:
@@ -61,7 +54,7 @@ def seed_everything(seed: int) -> None:
         keras.utils.set_random_seed(seed)
         return
     _seed_keras_numpy_python(seed)
-    if _tensorflow_seed() != seed:
+    if tf_context.global_seed() != seed:
         tf.random.set_seed(seed)
 
 
